@@ -1,0 +1,58 @@
+"""chain(...): compose pieces into the strategy the round engine calls once per round."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fedcare.algorithms.pieces import RoundContext, State
+from fedcare.core.errors import ConfigError
+from fedcare.core.params import Params
+from fedcare.core.update import Update
+
+_ORDER = {"updates": 0, "aggregate_updates": 1, "aggregate": 2, "optimize": 3}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """updates pieces*, one aggregator, aggregate pieces*, one server optimizer — checked at build."""
+
+    pieces: tuple
+
+    def init(self, params: Params) -> list[State]:
+        return [piece.init(params) for piece in self.pieces]
+
+    def step(self, params: Params, updates: Sequence[Update], states: list[State],
+             ctx: RoundContext) -> tuple[Params, list[State]]:
+        """Run one round's updates through every piece and return the new global params."""
+        value: object = list(updates)
+        new_states: list[State] = []
+        for piece, state in zip(self.pieces, states, strict=True):
+            value, state = piece.apply(value, state, ctx)
+            new_states.append(state)
+        step: Params = value  # type: ignore[assignment]
+        return {k: (params[k] + step[k]).astype(params[k].dtype) for k in params}, new_states
+
+
+def chain(*pieces: object) -> Strategy:
+    """Compose pieces in stage order, e.g. chain(clip(1.0), trimmed_mean(0.1), adam(lr=0.01))."""
+    stages = []
+    for piece in pieces:
+        stage = getattr(piece, "stage", None)
+        if stage not in _ORDER or not callable(getattr(piece, "apply", None)):
+            raise ConfigError(f"{piece!r} is not a strategy piece (it needs a stage, init and apply)")
+        stages.append(stage)
+    if stages.count("aggregate_updates") != 1:
+        raise ConfigError("a strategy needs exactly one aggregator (e.g. weighted_mean())")
+    if stages.count("optimize") != 1 or stages[-1] != "optimize":
+        raise ConfigError("a strategy must end with exactly one server optimizer (e.g. sgd(1.0))")
+    ranks = [_ORDER[s] for s in stages]
+    if ranks != sorted(ranks):
+        raise ConfigError("strategy pieces are out of order: update pieces, then the aggregator, "
+                          "then aggregate pieces, then the server optimizer")
+    return Strategy(tuple(pieces))
+
+
+def replace_aggregator(strategy: Strategy, aggregator: object) -> Strategy:
+    """The same strategy with its aggregator swapped (how a user plugs in their own rule)."""
+    return chain(*(aggregator if getattr(p, "stage", None) == "aggregate_updates" else p for p in strategy.pieces))

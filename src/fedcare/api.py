@@ -1,0 +1,181 @@
+"""The Python API, mirroring `fedcare simulate`: load data, build sites, run the federation and its
+two baselines through the same round engine, and write the run folder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedcare.algorithms.recipes import Algorithm, build_algorithm
+from fedcare.algorithms.strategy import replace_aggregator
+from fedcare.core.config import FederationConfig, load_config, make_config
+from fedcare.core.messages import FitRequest, Split
+from fedcare.core.params import Params
+from fedcare.core.scoring import HEADLINE
+from fedcare.core.update import Update
+from fedcare.data import DataSpec, FederatedDataset, load_dataset
+from fedcare.federation.engine import EngineResult, EngineSettings, RoundEngine, RoundRecord
+from fedcare.federation.transport import SiteMetrics
+from fedcare.learning.models import ModelFactory, ModelSpec, get_params, initial_model
+from fedcare.learning.site import LocalSite
+from fedcare.learning.tasks import Task
+from fedcare.runfolder import RunFolder, metric_rows
+from fedcare.summary import block
+from fedcare.transports.simulation import SimulationTransport
+
+Progress = Callable[[str, RoundRecord], None]
+"""Called after every round with the model being trained ("federated", "local:<site>", "pooled")."""
+
+
+@dataclass
+class Run:
+    """What a simulation leaves: the summary, the models and where the run folder is."""
+
+    path: Path
+    config: FederationConfig
+    summary: dict
+    global_params: Params
+    local_params: dict[str, Params] = field(default_factory=dict)
+    pooled_params: Params | None = None
+    history: list[RoundRecord] = field(default_factory=list)
+
+
+def resolve_config(config: FederationConfig | Mapping | str | Path | None, **overrides: object) -> FederationConfig:
+    """Accept a config object, a dict of keys, or a YAML path; keyword overrides win."""
+    if isinstance(config, (str, Path)):
+        return load_config(config, overrides)
+    if isinstance(config, FederationConfig):
+        return make_config({**config.model_dump(), **overrides}) if overrides else config
+    return make_config({**dict(config or {}), **overrides})
+
+
+def data_spec(cfg: FederationConfig) -> DataSpec:
+    return DataSpec(dataset=cfg.dataset, data=cfg.data, site=cfg.site, label=cfg.label, task=cfg.task,
+                    drop=cfg.drop, categorical=cfg.categorical, test_fraction=cfg.test_fraction,
+                    split_seed=cfg.split_seed, val_fraction=cfg.val_fraction, partition=cfg.partition,
+                    num_sites=cfg.num_sites, alpha=cfg.alpha, partition_seed=cfg.partition_seed)
+
+
+def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
+             model_factory: ModelFactory | None = None, aggregator: object | None = None,
+             progress: Progress | None = None, **overrides: object) -> Run:
+    """Run a federation in this process and write its run folder.
+
+    `model_factory(num_features, num_outputs) -> torch.nn.Module` replaces the model zoo;
+    `aggregator` replaces the default weighted mean with any aggregator piece (see fedcare.algorithms).
+    """
+    started = time.perf_counter()
+    cfg = resolve_config(config, **overrides)
+    cfg = cfg.model_copy(update={"data": tuple(str(Path(p).resolve()) for p in cfg.data)})
+    dataset = load_dataset(data_spec(cfg))
+    task = Task(dataset.task, num_classes=max(2, len(dataset.classes)))
+    factory = model_factory or ModelSpec(cfg.model, cfg.hidden).build
+    num_features = len(dataset.feature_names)
+
+    def new_model():
+        return initial_model(factory, num_features, task.num_outputs, cfg.seed)
+
+    initial = get_params(new_model())
+    algorithm = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
+                                server_momentum=cfg.server_momentum, weighting=cfg.weighting,
+                                site_weights=cfg.site_weights)
+    if aggregator is not None:
+        algorithm = Algorithm(algorithm.name, algorithm.site_mode, replace_aggregator(algorithm.strategy, aggregator))
+    settings = EngineSettings(rounds=cfg.rounds, local_epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                              optimizer=cfg.optimizer, fraction=cfg.fraction, min_sites=cfg.min_sites,
+                              patience=cfg.patience, seed=cfg.seed, metric=task.headline)
+    sites = [LocalSite(sd.site_id, task, new_model(), _splits(sd)) for sd in dataset.sites]
+    federation = SimulationTransport(sites)
+    folder = RunFolder(cfg.run_dir)
+    folder.prepare(cfg)
+
+    def engine(name: str, transport, algo: Algorithm = algorithm) -> EngineResult:
+        callback = (lambda rec: progress(name, rec)) if progress else None
+        return RoundEngine(algo, transport, settings, callback).run(initial)
+
+    fed = engine("federated", federation)
+    bytes_sent = federation.bytes_sent  # before baselines reuse the transport for evaluation
+    rows = list(metric_rows("federated", fed.history))
+    per_model = {"federated": _test_metrics(federation, fed.params)}
+    run = Run(cfg.run_dir, cfg, {}, fed.params, history=fed.history)
+    if cfg.baselines:
+        plain = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
+                                server_momentum=cfg.server_momentum)
+        local_metrics = {}
+        for site in sites:
+            result = engine(f"local:{site.site_id}", SimulationTransport([site]), plain)
+            run.local_params[site.site_id] = result.params
+            rows += metric_rows("local", result.history)
+            local_metrics[site.site_id] = site.evaluate(result.params, ["test"])["test"]
+        per_model["local"] = local_metrics
+        pooled_site = LocalSite("pooled", task, new_model(), _pooled_splits(dataset))
+        pooled = engine("pooled", _TrainHereEvaluateThere(SimulationTransport([pooled_site]), federation), plain)
+        run.pooled_params = pooled.params
+        rows += metric_rows("pooled", pooled.history)
+        per_model["pooled"] = _test_metrics(federation, pooled.params)
+    metric = HEADLINE[dataset.task]
+    run.summary = {
+        "dataset": dataset.name,
+        "task": dataset.task,
+        "algorithm": cfg.algorithm,
+        "rounds": fed.rounds_run,
+        "best_round": fed.best_round,
+        "stopped_early": fed.stopped_early,
+        "metric": metric,
+        "seed": cfg.seed,
+        "num_features": num_features,
+        "site_sizes": {sd.site_id: {"train": len(sd.y_train), "val": len(sd.y_val), "test": len(sd.y_test)}
+                       for sd in dataset.sites},
+        **{name: block(values, metric) for name, values in per_model.items()},
+        "bytes_sent": bytes_sent,
+        "privacy": {"epsilon": None, "delta": None},
+        "preprocessing": dataset.preprocessing,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    }
+    folder.write_metrics(rows)
+    folder.write_global(fed.params, {"dataset": dataset.name, "algorithm": cfg.algorithm,
+                                     "feature_names": list(dataset.feature_names)})
+    folder.write_summary(run.summary)
+    return run
+
+
+def _splits(sd) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {"train": (sd.x_train, sd.y_train), "val": (sd.x_val, sd.y_val), "test": (sd.x_test, sd.y_test)}
+
+
+def _pooled_splits(dataset: FederatedDataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The ceiling baseline: every site's training (and validation) rows in one place."""
+    out = {}
+    for split in ("train", "val", "test"):
+        xs = [getattr(sd, f"x_{split}") for sd in dataset.sites]
+        ys = [getattr(sd, f"y_{split}") for sd in dataset.sites]
+        out[split] = (np.concatenate(xs), np.concatenate(ys))
+    return out
+
+
+def _test_metrics(transport: SimulationTransport, params: Params) -> dict[str, dict]:
+    return {sid: m["test"] for sid, m in transport.evaluate(params, transport.site_ids(), ["test"]).items()}
+
+
+class _TrainHereEvaluateThere:
+    """The pooled baseline trains on the pooled rows but is judged on every site's own splits."""
+
+    def __init__(self, train: SimulationTransport, evaluate: SimulationTransport):
+        self._train, self._eval = train, evaluate
+
+    def site_ids(self) -> list[str]:
+        return self._train.site_ids()
+
+    @property
+    def bytes_sent(self) -> int:
+        return 0
+
+    def fit(self, params: Params, requests: Mapping[str, FitRequest]) -> list[Update]:
+        return self._train.fit(params, requests)
+
+    def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
+        return self._eval.evaluate(params, self._eval.site_ids(), splits)

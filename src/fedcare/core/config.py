@@ -1,0 +1,118 @@
+"""The federation config: one typed model for the CLI flags, the YAML file and the Python API.
+
+Unknown keys are refused (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedcare.core.errors import ConfigError
+
+TaskKind = Literal["binary", "multiclass", "regression"]
+
+
+class FederationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # data
+    dataset: str | None = Field(None, description="built-in dataset name")
+    data: tuple[str, ...] = Field((), description="CSV/Parquet file(s): one with a site column, or one per site")
+    site: str | None = Field(None, description="site column")
+    label: str | None = Field(None, description="label column")
+    task: TaskKind | None = Field(None, description="override the task inferred from the label")
+    drop: tuple[str, ...] = Field((), description="identifier columns to drop")
+    categorical: tuple[str, ...] = Field((), description="columns to treat as categorical")
+    test_fraction: float = Field(0.34, gt=0, lt=1)
+    split_seed: int = 43
+    val_fraction: float = Field(0.0, ge=0, lt=1, description="validation share carved from each site's training split")
+    partition: Literal["iid", "dirichlet", "quantity"] | None = None
+    num_sites: int = Field(4, ge=1)
+    alpha: float = Field(0.5, gt=0)
+    partition_seed: int = 0
+
+    # learning
+    model: Literal["linear", "logistic", "mlp"] = "linear"  # logistic = linear with a sigmoid/softmax loss
+    hidden: tuple[int, ...] = (32,)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    batch_size: int = Field(16, ge=1)
+    local_epochs: int = Field(1, ge=1)
+
+    # federation
+    algorithm: str = "fedavg"
+    rounds: int = Field(50, ge=1)
+    server_lr: float = Field(1.0, gt=0)
+    server_momentum: float = Field(0.0, ge=0, lt=1)
+    weighting: Literal["examples", "uniform"] = "examples"
+    site_weights: dict[str, float] = Field(default_factory=dict)
+    fraction: float = Field(1.0, gt=0, le=1, description="share of sites selected each round")
+    min_sites: int = Field(1, ge=1)
+    patience: int | None = Field(None, ge=1, description="stop when the validation metric has not improved for this many rounds")
+    baselines: bool = True
+    seed: int = 0
+    out: str | None = Field(None, description="run folder; default runs/<dataset>-<algorithm>-seed<seed>")
+
+    @field_validator("data", "drop", "categorical", "hidden", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return (v,) if isinstance(v, (str, int)) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> FederationConfig:
+        if self.dataset is None and not self.data:
+            object.__setattr__(self, "dataset", "heart-disease")
+        if self.dataset is not None and self.data:
+            raise ValueError("give either dataset or data, not both")
+        if self.data and not self.label:
+            raise ValueError("data needs label: the name of the label column (--label)")
+        if self.patience is not None and self.val_fraction == 0:
+            raise ValueError("patience needs a validation split: set val_fraction > 0 (e.g. 0.2)")
+        return self
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset or Path(self.data[0]).stem
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out or f"runs/{self.dataset_name}-{self.algorithm}-seed{self.seed}")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def make_config(values: dict) -> FederationConfig:
+    """Validate a dict of settings; a bad value becomes one line naming the key."""
+    try:
+        return FederationConfig(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown config key '{where}'; see `fedcare simulate --help` for the keys") from None
+        raise ConfigError(f"{where}: {msg}" if where != "config" else msg) from None
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> FederationConfig:
+    """Read a YAML config; data paths are taken relative to the file; `overrides` (CLI flags) win."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
+    data = values.get("data")
+    if data:
+        files = [data] if isinstance(data, str) else list(data)
+        values["data"] = [str(f) if Path(f).is_absolute() else str(path.parent / f) for f in files]
+    values.update(overrides or {})
+    return make_config(values)

@@ -1,0 +1,25 @@
+"""What the coordinator asks of a site: declarative, JSON-able instructions, never code."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+SiteMode = Literal["gradient", "local_epochs"]
+Split = Literal["train", "val", "test"]
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """One round's local work: the mode and hyperparameters; the global params travel beside it."""
+
+    round: int
+    mode: SiteMode
+    local_epochs: int
+    lr: float
+    batch_size: int
+    optimizer: Literal["sgd", "adam"]
+    seed: int
+
+    def to_json(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,36 @@
+"""The bundled UCI Heart Disease files, read the way FLamby's Fed-Heart-Disease reads them.
+
+Rows are returned as text cells so the shared pipeline types, splits and encodes them.
+"""
+
+from __future__ import annotations
+
+import io
+from importlib import resources
+
+import pandas as pd
+
+from fedcare.data.values import clean
+
+SITES: tuple[str, ...] = ("cleveland", "hungarian", "switzerland", "va")
+COLUMNS: tuple[str, ...] = (
+    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
+    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
+)
+DROPPED: tuple[str, ...] = ("slope", "ca", "thal")  # mostly missing outside Cleveland (FLamby drops them)
+CATEGORICAL: tuple[str, ...] = ("cp", "restecg")
+LABEL = "num"
+
+
+def read_site(site: str) -> tuple[pd.DataFrame, int]:
+    """One institution's rows after dropping FLamby's columns and rows with a missing value.
+
+    Returns the frame (index = 0-based row in the file) and how many rows were dropped.
+    """
+    text = resources.files(__name__).joinpath(f"processed.{site}.data").read_text(encoding="utf-8")
+    raw = pd.read_csv(io.StringIO(text), header=None, names=list(COLUMNS), dtype=str,
+                      keep_default_na=False, na_filter=False)
+    raw = raw.drop(columns=list(DROPPED))
+    cells = pd.DataFrame({c: [clean(v) for v in raw[c].tolist()] for c in raw.columns}, dtype=object)
+    complete = cells[cells.notna().all(axis=1)]
+    return complete, len(cells) - len(complete)

@@ -1,0 +1,286 @@
+"""Federated preprocessing: fit one imputation/scaling/encoding transform without pooling rows.
+
+For a privacy officer -- what leaves a site, and only from its TRAINING rows:
+  * per numeric column: the number of non-missing values, their sum, their sum of squares and
+    the number of missing values;
+  * per categorical column: the number of rows in each category and the number of missing values;
+  * while the median is searched: for each threshold t the coordinator proposes, the number of the
+    site's values <= t (about 50 such counts per numeric column, 100 when the pooled count is even).
+No patient row and no individual value leaves a site. The coordinator merges these aggregates into a
+`Transform` (means, standard deviations, medians, category lists, modes, which columns get a missing
+indicator) and sends the same Transform to every site, which applies it locally to train/val/test.
+Caveat: counts of a rare category, and threshold counts, can describe very small groups; sites that
+must hide small cells should not join with tiny training splits.
+
+Functions are grouped by who runs them: site side (`site_stats`, `count_at_most`, `apply_transform`)
+and coordinator side (`merge_stats`, `federated_median`, `build_transform`). `fit_transform` wires the
+two together in one process for simulation; a networked run calls the same functions on each side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedcare.core.errors import DataError
+from fedcare.data.columns import ColumnTypes
+from fedcare.data.values import sort_values
+
+MEDIAN_ITERATIONS = 50
+INDICATOR_SUFFIX = "__missing"
+
+
+# ----- aggregates exchanged -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NumericStats:
+    """Sufficient statistics for mean and variance, plus how many values are missing."""
+
+    count: int
+    total: float
+    total_sq: float
+    missing: int
+
+
+@dataclass(frozen=True)
+class CategoricalStats:
+    """Category -> row count, plus how many values are missing."""
+
+    counts: dict[str, int]
+    missing: int
+
+
+@dataclass(frozen=True)
+class SiteStats:
+    """Everything a site sends for fitting (also used for the coordinator's merged totals)."""
+
+    rows: int
+    numeric: dict[str, NumericStats]
+    categorical: dict[str, CategoricalStats]
+
+
+# ----- the fitted transform -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NumericRule:
+    """Impute with `median`, then scale to (x - mean) / std."""
+
+    mean: float
+    std: float
+    median: float
+
+
+@dataclass(frozen=True)
+class CategoricalRule:
+    """Impute with `mode`, then one-hot over `categories` (unseen value -> all zeros)."""
+
+    categories: tuple[str, ...]
+    mode: str
+
+
+@dataclass(frozen=True)
+class Transform:
+    """The shared transform every site applies; `feature_names` gives the encoded columns."""
+
+    order: tuple[str, ...]
+    numeric: dict[str, NumericRule]
+    categorical: dict[str, CategoricalRule]
+    indicators: tuple[str, ...]  # source columns that get a COL__missing 0/1 column
+    train_missing: dict[str, int]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        names: list[str] = []
+        for column in self.order:
+            if column in self.numeric:
+                names.append(column)
+            else:
+                names.extend(f"{column}={c}" for c in self.categorical[column].categories)
+        names.extend(f"{column}{INDICATOR_SUFFIX}" for column in self.indicators)
+        return tuple(names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able description, written to the run folder."""
+        return {
+            "feature_names": list(self.feature_names),
+            "numeric": {c: {"mean": r.mean, "std": r.std, "median": r.median} for c, r in self.numeric.items()},
+            "categorical": {c: {"categories": list(r.categories), "mode": r.mode}
+                            for c, r in self.categorical.items()},
+            "missing_indicators": [f"{c}{INDICATOR_SUFFIX}" for c in self.indicators],
+            "train_missing_counts": dict(self.train_missing),
+            "method": "fitted on training rows only from per-site aggregates; numeric: impute federated "
+                      "median, standardize with federated mean and population std (std 0 -> 1); "
+                      "categorical: impute federated mode, one-hot in sorted category order",
+        }
+
+
+# ----- site side ------------------------------------------------------------------------------
+
+
+def site_stats(train: pd.DataFrame, types: ColumnTypes) -> SiteStats:
+    """Aggregates of one site's training rows (typed frame: numeric float/NaN, categorical str/None)."""
+    numeric: dict[str, NumericStats] = {}
+    for column in types.numeric:
+        values = train[column].to_numpy(dtype=np.float64)
+        present = values[~np.isnan(values)]
+        numeric[column] = NumericStats(
+            count=int(present.size),
+            total=float(present.sum()),
+            total_sq=float(np.square(present).sum()),
+            missing=int(values.size - present.size),
+        )
+    categorical: dict[str, CategoricalStats] = {}
+    for column in types.categorical:
+        cells = [v for v in train[column].tolist() if v is not None]
+        counts: dict[str, int] = {}
+        for value in cells:
+            counts[value] = counts.get(value, 0) + 1
+        categorical[column] = CategoricalStats(counts=counts, missing=len(train) - len(cells))
+    return SiteStats(rows=len(train), numeric=numeric, categorical=categorical)
+
+
+def count_at_most(train: pd.DataFrame, column: str, threshold: float) -> int:
+    """Answer one median-search query: how many of this site's training values are <= threshold."""
+    values = train[column].to_numpy(dtype=np.float64)
+    return int(np.count_nonzero(values <= threshold))  # NaN compares False, so missing is not counted
+
+
+def apply_transform(frame: pd.DataFrame, transform: Transform) -> np.ndarray:
+    """Encode a typed frame (any split) into float32 features, in transform.feature_names order."""
+    blocks: list[np.ndarray] = []
+    for column in transform.order:
+        if column in transform.numeric:
+            rule = transform.numeric[column]
+            values = frame[column].to_numpy(dtype=np.float64)
+            values = np.where(np.isnan(values), rule.median, values)
+            blocks.append(((values - rule.mean) / rule.std)[:, None])
+        else:
+            crule = transform.categorical[column]
+            cells = [crule.mode if v is None else v for v in frame[column].tolist()]
+            position = {c: i for i, c in enumerate(crule.categories)}
+            onehot = np.zeros((len(cells), len(crule.categories)))
+            for row, value in enumerate(cells):
+                if value in position:  # an unseen category stays all zeros
+                    onehot[row, position[value]] = 1.0
+            blocks.append(onehot)
+    for column in transform.indicators:
+        blocks.append(frame[column].isna().to_numpy(dtype=np.float64)[:, None])
+    if not blocks:
+        return np.zeros((len(frame), 0), dtype=np.float32)
+    return np.hstack(blocks).astype(np.float32)
+
+
+# ----- coordinator side -----------------------------------------------------------------------
+
+
+def merge_stats(stats: Sequence[SiteStats]) -> SiteStats:
+    """Add up the sites' aggregates column by column."""
+    first = stats[0]
+    numeric = {
+        column: NumericStats(
+            count=sum(s.numeric[column].count for s in stats),
+            total=math.fsum(s.numeric[column].total for s in stats),
+            total_sq=math.fsum(s.numeric[column].total_sq for s in stats),
+            missing=sum(s.numeric[column].missing for s in stats),
+        )
+        for column in first.numeric
+    }
+    categorical: dict[str, CategoricalStats] = {}
+    for column in first.categorical:
+        counts: dict[str, int] = {}
+        for s in stats:
+            for value, n in s.categorical[column].counts.items():
+                counts[value] = counts.get(value, 0) + n
+        categorical[column] = CategoricalStats(counts, sum(s.categorical[column].missing for s in stats))
+    return SiteStats(rows=sum(s.rows for s in stats), numeric=numeric, categorical=categorical)
+
+
+def mean_std(stats: NumericStats) -> tuple[float, float]:
+    """Federated mean and population standard deviation from count, sum and sum of squares."""
+    mean = stats.total / stats.count
+    variance = max(stats.total_sq / stats.count - mean * mean, 0.0)
+    return mean, math.sqrt(variance)
+
+
+def _order_statistic(k: int, lo: float, hi: float, count: Callable[[float], int]) -> float:
+    """Smallest value v with count(v) >= k, by bisection on pooled counts (no values are sent)."""
+    width = hi - lo
+    for _ in range(60):  # widen the bracket if rounding put the answer just outside it
+        if count(lo) < k <= count(hi):
+            break
+        lo, hi, width = lo - width, hi + width, width * 2
+    for _ in range(MEDIAN_ITERATIONS):
+        mid = (lo + hi) / 2
+        if count(mid) >= k:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def federated_median(stats: NumericStats, count: Callable[[float], int]) -> float:
+    """Median of the pooled values; `count(t)` asks every site for count(x <= t) and adds the answers.
+
+    Since |median - mean| <= std, the search starts in [mean - std, mean + std].
+    """
+    mean, std = mean_std(stats)
+    margin = 1e-9 * (1.0 + abs(mean) + std)
+    lo, hi = mean - std - margin, mean + std + margin
+    n = stats.count
+    if n % 2 == 1:
+        return _order_statistic((n + 1) // 2, lo, hi, count)
+    return (_order_statistic(n // 2, lo, hi, count) + _order_statistic(n // 2 + 1, lo, hi, count)) / 2
+
+
+def _mode(counts: dict[str, int]) -> str:
+    """Most frequent category; ties go to the first in sorted order, so every run agrees."""
+    ordered = sort_values(set(counts))
+    return max(ordered, key=lambda c: (counts[c], -ordered.index(c)))
+
+
+def build_transform(types: ColumnTypes, merged: SiteStats, medians: dict[str, float]) -> Transform:
+    """Turn merged aggregates (and the searched medians) into the shared Transform."""
+    numeric: dict[str, NumericRule] = {}
+    for column in types.numeric:
+        stats = merged.numeric[column]
+        if stats.count == 0:
+            raise DataError(f"column '{column}' has no values in any site's training rows; pass --drop {column}")
+        mean, std = mean_std(stats)
+        if std <= 1e-12 * max(1.0, abs(mean)):
+            std = 1.0
+        numeric[column] = NumericRule(mean=mean, std=std, median=medians[column])
+    categorical: dict[str, CategoricalRule] = {}
+    for column in types.categorical:
+        counts = merged.categorical[column].counts
+        if not counts:
+            raise DataError(f"column '{column}' has no values in any site's training rows; pass --drop {column}")
+        categorical[column] = CategoricalRule(categories=tuple(sort_values(set(counts))), mode=_mode(counts))
+    missing = {c: merged.numeric[c].missing for c in types.numeric}
+    missing.update({c: merged.categorical[c].missing for c in types.categorical})
+    indicators = tuple(c for c in types.order if missing.get(c, 0) > 0)
+    return Transform(types.order, numeric, categorical, indicators, missing)
+
+
+# ----- simulation: both sides in one process --------------------------------------------------
+
+
+def fit_transform(train_frames: Sequence[pd.DataFrame], types: ColumnTypes) -> Transform:
+    """Run the protocol over in-memory sites: stats -> merge -> median search -> Transform."""
+    merged = merge_stats([site_stats(frame, types) for frame in train_frames])
+    medians: dict[str, float] = {}
+    for column in types.numeric:
+        if merged.numeric[column].count == 0:
+            continue  # build_transform reports it
+
+        def pooled_count(threshold: float, column: str = column) -> int:
+            return sum(count_at_most(frame, column, threshold) for frame in train_frames)
+
+        medians[column] = federated_median(merged.numeric[column], pooled_count)
+    return build_transform(types, merged, medians)

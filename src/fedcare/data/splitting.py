@@ -1,0 +1,85 @@
+"""Per-site train/validation/test split, following FLamby's Fed-Heart-Disease recipe.
+
+Each site splits its own rows; stratification is used only when every class at that site has
+more than two rows, since sklearn cannot stratify tiny classes (e.g. Switzerland's one healthy patient).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from fedcare.core.errors import DataError
+
+
+@dataclass(frozen=True)
+class SplitIndices:
+    """Row positions (0-based, into the site's rows in file order) of each split."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def _fractions(test_fraction: float) -> tuple[float, float]:
+    # FLamby passes train_size=0.66, test_size=1-0.66; computing test_size the same way keeps
+    # sklearn's ceil/floor row counts identical to FLamby for the default 0.34.
+    train_size = round(1.0 - test_fraction, 12)
+    return 1.0 - train_size, train_size
+
+
+def _stratify(labels: np.ndarray | None, n_test: int, n_train: int) -> np.ndarray | None:
+    """FLamby's rule: stratify only if 2+ classes and every class has more than 2 rows."""
+    if labels is None:
+        return None
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2 or counts.min() <= 2:
+        return None
+    if n_test < len(classes) or n_train < len(classes):
+        return None  # sklearn cannot put every class in a split smaller than the class count
+    return labels
+
+
+def split_rows(indices: np.ndarray, labels: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split `indices` into (kept, carved) with `fraction` carved out, seeded and maybe stratified."""
+    test_size, train_size = _fractions(fraction)
+    n = len(indices)
+    n_test = int(np.ceil(test_size * n))
+    n_train = int(np.floor(train_size * n))
+    kept, carved = train_test_split(
+        indices,
+        test_size=test_size,
+        train_size=train_size,
+        random_state=seed,
+        shuffle=True,
+        stratify=_stratify(labels, n_test, n_train),
+    )
+    return np.asarray(kept), np.asarray(carved)
+
+
+def split_site(
+    site_id: str, n_rows: int, labels: np.ndarray | None, test_fraction: float, val_fraction: float, seed: int
+) -> SplitIndices:
+    """Split one site's rows; `labels` = class codes for classification, None for regression.
+
+    Validation rows are carved from the training split only, so the test split never changes
+    when --val-fraction does.
+    """
+    all_rows = np.arange(n_rows)
+    try:
+        train, test = split_rows(all_rows, labels, test_fraction, seed)
+    except ValueError as exc:
+        raise DataError(f"site '{site_id}' ({n_rows} rows) cannot be split with test fraction "
+                        f"{test_fraction}: {exc}") from None
+    val = np.array([], dtype=np.int64)
+    if val_fraction > 0:
+        try:
+            train, val = split_rows(train, None if labels is None else labels[train], val_fraction, seed)
+        except ValueError:
+            raise DataError(
+                f"site '{site_id}' has {len(train)} training rows, too few to carve a validation "
+                f"fraction of {val_fraction}; lower --val-fraction or merge the site with another"
+            ) from None
+    return SplitIndices(train=train.astype(np.int64), val=val.astype(np.int64), test=test.astype(np.int64))

@@ -1,0 +1,122 @@
+"""The round engine: select sites, send params, collect updates, aggregate, evaluate, stop.
+
+Transport-free and torch-free: simulation and deployment run this same loop with the same
+strategy objects, so a result obtained in one is reproducible in the other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedcare.algorithms.pieces import RoundContext
+from fedcare.algorithms.recipes import Algorithm
+from fedcare.core.errors import FedcareError
+from fedcare.core.messages import FitRequest
+from fedcare.core.params import Params, copy
+from fedcare.core.scoring import is_better
+from fedcare.federation.transport import SiteMetrics, Transport
+
+class QuorumError(FedcareError):
+    """Fewer sites answered a round than the configured minimum."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    rounds: int
+    local_epochs: int = 1
+    lr: float = 0.05
+    batch_size: int = 16
+    optimizer: str = "sgd"
+    fraction: float = 1.0
+    min_sites: int = 1
+    patience: int | None = None
+    seed: int = 0
+    metric: str = "accuracy"  # headline metric for early stopping
+    eval_splits: tuple[str, ...] = ("val", "test")
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    selected: list[str]
+    train: dict[str, dict[str, float]]          # site -> {train_loss, num_examples}
+    evaluation: dict[str, SiteMetrics]          # site -> split -> metrics of the new global params
+    val_score: float | None
+
+
+@dataclass
+class EngineResult:
+    params: Params
+    rounds_run: int
+    best_round: int
+    stopped_early: bool
+    history: list[RoundRecord] = field(default_factory=list)
+
+
+def site_seed(seed: int, round_: int, index: int) -> int:
+    """A stable per-(run, round, site) seed for local shuffling."""
+    return int(np.random.SeedSequence([seed, round_, index]).generate_state(1)[0])
+
+
+def select_sites(site_ids: list[str], fraction: float, min_sites: int, rng: np.random.Generator) -> list[str]:
+    k = min(len(site_ids), max(min_sites, math.ceil(fraction * len(site_ids))))
+    if k >= len(site_ids):
+        return list(site_ids)
+    chosen = set(rng.choice(len(site_ids), size=k, replace=False).tolist())
+    return [s for i, s in enumerate(site_ids) if i in chosen]
+
+
+def mean_metric(evaluation: dict[str, SiteMetrics], split: str, metric: str) -> float | None:
+    values = [m[split][metric] for m in evaluation.values() if split in m and m[split].get(metric) is not None]
+    return float(np.mean(values)) if values else None
+
+
+class RoundEngine:
+    def __init__(self, algorithm: Algorithm, transport: Transport, settings: EngineSettings,
+                 on_round: Callable[[RoundRecord], None] | None = None):
+        self.algorithm = algorithm
+        self.transport = transport
+        self.settings = settings
+        self.on_round = on_round
+
+    def run(self, initial: Params) -> EngineResult:
+        s = self.settings
+        site_ids = self.transport.site_ids()
+        index = {sid: i for i, sid in enumerate(site_ids)}
+        params = copy(initial)
+        states = self.algorithm.strategy.init(params)
+        best_params, best_score, best_round = copy(params), None, 0
+        history: list[RoundRecord] = []
+        stopped_early = False
+        for rnd in range(1, s.rounds + 1):
+            rng = np.random.default_rng([s.seed, rnd])
+            selected = select_sites(site_ids, s.fraction, s.min_sites, rng)
+            requests = {sid: FitRequest(rnd, self.algorithm.site_mode, s.local_epochs, s.lr, s.batch_size,
+                                        s.optimizer, site_seed(s.seed, rnd, index[sid])) for sid in selected}
+            updates = self.transport.fit(params, requests)
+            if len(updates) < s.min_sites:
+                raise QuorumError(f"round {rnd}: {len(updates)} of {len(selected)} selected sites answered; "
+                                  f"at least {s.min_sites} are needed")
+            ctx = RoundContext(params=params, round=rnd, rng=rng)
+            params, states = self.algorithm.strategy.step(params, updates, states, ctx)
+            evaluation = self.transport.evaluate(params, site_ids, s.eval_splits)
+            val = mean_metric(evaluation, "val", s.metric)
+            train = {u.site_id: {**u.metrics, "num_examples": float(u.num_examples)} for u in updates}
+            record = RoundRecord(rnd, selected, train, evaluation, val)
+            history.append(record)
+            if self.on_round:
+                self.on_round(record)
+            if s.patience is None or val is None:
+                best_params, best_round = params, rnd
+                continue
+            if best_score is None or is_better(s.metric, val, best_score):
+                best_params, best_score, best_round = params, val, rnd
+            elif rnd - best_round >= s.patience:
+                stopped_early = True
+                break
+        return EngineResult(best_params, len(history), best_round, stopped_early, history)
+

@@ -1,0 +1,59 @@
+"""The model zoo (linear/logistic, MLP) and the bridge between torch modules and Params.
+
+A model is named declaratively (a ModelSpec) so the coordinator can send it to a site as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedcare.core.errors import ConfigError
+from fedcare.core.params import Params
+
+ModelFactory = Callable[[int, int], nn.Module]
+"""A user's own model: (num_features, num_outputs) -> torch.nn.Module."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = "linear"  # "linear" (= "logistic") or "mlp"
+    hidden: tuple[int, ...] = (32,)
+
+    def build(self, num_features: int, num_outputs: int) -> nn.Module:
+        if self.name in ("linear", "logistic"):
+            return nn.Linear(num_features, num_outputs)
+        if self.name == "mlp":
+            layers: list[nn.Module] = []
+            width = num_features
+            for h in self.hidden:
+                layers += [nn.Linear(width, h), nn.ReLU()]
+                width = h
+            layers.append(nn.Linear(width, num_outputs))
+            return nn.Sequential(*layers)
+        raise ConfigError(f"unknown model '{self.name}'; choose linear, logistic or mlp")
+
+
+def initial_model(factory: ModelFactory, num_features: int, num_outputs: int, seed: int) -> nn.Module:
+    """Build a model with weights drawn from a seeded generator (same seed, same start everywhere)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory(num_features, num_outputs)
+
+
+def get_params(module: nn.Module) -> Params:
+    """Floating-point state (weights and float buffers such as batch-norm statistics), as numpy."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()
+            if v.is_floating_point()}
+
+
+def set_params(module: nn.Module, params: Params) -> None:
+    """Load params into the module in place (no reallocation: this runs every round)."""
+    state = module.state_dict()
+    with torch.no_grad():
+        for k, v in params.items():
+            state[k].copy_(torch.from_numpy(np.asarray(v)))

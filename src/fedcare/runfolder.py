@@ -1,0 +1,51 @@
+"""The run folder, the contract that reports, benchmarks and users read (docs/architecture.md):
+
+    runs/<name>/config.yaml  metrics.jsonl  summary.json  global.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from fedcare.core.config import FederationConfig
+from fedcare.core.params import Params
+from fedcare.core.serialization import save_params
+from fedcare.federation.engine import RoundRecord
+
+
+def metric_rows(model: str, records: Iterable[RoundRecord]) -> Iterable[dict]:
+    """One row per (round, site, split, model): the shape metrics.jsonl promises."""
+    for rec in records:
+        for site, values in rec.train.items():
+            yield {"round": rec.round, "model": model, "site": site, "split": "train", **values}
+        for site, splits in rec.evaluation.items():
+            for split, values in splits.items():
+                yield {"round": rec.round, "model": model, "site": site, "split": split, **values}
+
+
+class RunFolder:
+    """Writes a run's files; each file is written whole, through a temporary name, so a crash never
+    leaves a half-written summary beside a complete one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def prepare(self, config: FederationConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._write("config.yaml", config.to_yaml())
+
+    def write_metrics(self, rows: Iterable[Mapping]) -> None:
+        self._write("metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+    def write_summary(self, summary: Mapping) -> None:
+        self._write("summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def write_global(self, params: Params, meta: Mapping[str, object]) -> None:
+        save_params(self.path / "global.safetensors", params, meta)
+
+    def _write(self, name: str, text: str) -> None:
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(self.path / name)

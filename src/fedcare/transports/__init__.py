@@ -1,0 +1,1 @@
+"""Transports: move params and updates between the round engine and the sites."""
