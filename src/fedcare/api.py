@@ -15,7 +15,6 @@ from fedcare.algorithms.strategy import replace_aggregator
 from fedcare.core.config import FederationConfig, load_config, make_config
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
-from fedcare.core.scoring import HEADLINE
 from fedcare.core.update import Update
 from fedcare.data import DataSpec, FederatedDataset, load_dataset
 from fedcare.federation.engine import EngineResult, EngineSettings, RoundEngine, RoundRecord
@@ -60,6 +59,42 @@ def data_spec(cfg: FederationConfig) -> DataSpec:
                     num_sites=cfg.num_sites, alpha=cfg.alpha, partition_seed=cfg.partition_seed)
 
 
+@dataclass
+class Federation:
+    """Everything the round engine needs, built from a config and a dataset."""
+
+    config: FederationConfig
+    dataset: FederatedDataset
+    task: Task
+    initial: Params
+    algorithm: Algorithm
+    settings: EngineSettings
+    sites: list[LocalSite]
+    new_model: Callable[[], object]
+
+
+def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_factory: ModelFactory | None = None,
+                     aggregator: object | None = None) -> Federation:
+    """Sites with their data and model, the initial params, the algorithm and the engine settings."""
+    task = Task(dataset.task, num_classes=max(2, len(dataset.classes)))
+    factory = model_factory or ModelSpec(cfg.model, cfg.hidden).build
+    num_features = len(dataset.feature_names)
+
+    def new_model():
+        return initial_model(factory, num_features, task.num_outputs, cfg.seed)
+
+    algorithm = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
+                                server_momentum=cfg.server_momentum, weighting=cfg.weighting,
+                                site_weights=cfg.site_weights)
+    if aggregator is not None:
+        algorithm = Algorithm(algorithm.name, algorithm.site_mode, replace_aggregator(algorithm.strategy, aggregator))
+    settings = EngineSettings(rounds=cfg.rounds, local_epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                              optimizer=cfg.optimizer, fraction=cfg.fraction, min_sites=cfg.min_sites,
+                              patience=cfg.patience, seed=cfg.seed, metric=task.headline)
+    sites = [LocalSite(sd.site_id, task, new_model(), _splits(sd)) for sd in dataset.sites]
+    return Federation(cfg, dataset, task, get_params(new_model()), algorithm, settings, sites, new_model)
+
+
 def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
              model_factory: ModelFactory | None = None, aggregator: object | None = None,
              progress: Progress | None = None, **overrides: object) -> Run:
@@ -70,64 +105,48 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     """
     started = time.perf_counter()
     cfg = resolve_config(config, **overrides)
-    cfg = cfg.model_copy(update={"data": tuple(str(Path(p).resolve()) for p in cfg.data)})
     dataset = load_dataset(data_spec(cfg))
-    task = Task(dataset.task, num_classes=max(2, len(dataset.classes)))
-    factory = model_factory or ModelSpec(cfg.model, cfg.hidden).build
-    num_features = len(dataset.feature_names)
-
-    def new_model():
-        return initial_model(factory, num_features, task.num_outputs, cfg.seed)
-
-    initial = get_params(new_model())
-    algorithm = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
-                                server_momentum=cfg.server_momentum, weighting=cfg.weighting,
-                                site_weights=cfg.site_weights)
-    if aggregator is not None:
-        algorithm = Algorithm(algorithm.name, algorithm.site_mode, replace_aggregator(algorithm.strategy, aggregator))
-    settings = EngineSettings(rounds=cfg.rounds, local_epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                              optimizer=cfg.optimizer, fraction=cfg.fraction, min_sites=cfg.min_sites,
-                              patience=cfg.patience, seed=cfg.seed, metric=task.headline)
-    sites = [LocalSite(sd.site_id, task, new_model(), _splits(sd)) for sd in dataset.sites]
-    federation = SimulationTransport(sites)
+    cfg = cfg.model_copy(update={"data": tuple(str(Path(p).resolve()) for p in cfg.data)})  # re-runnable anywhere
+    fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
+    federation = SimulationTransport(fed.sites)
     folder = RunFolder(cfg.run_dir)
     folder.prepare(cfg)
 
-    def engine(name: str, transport, algo: Algorithm = algorithm) -> EngineResult:
+    def engine(name: str, transport, algo: Algorithm = fed.algorithm) -> EngineResult:
         callback = (lambda rec: progress(name, rec)) if progress else None
-        return RoundEngine(algo, transport, settings, callback).run(initial)
+        return RoundEngine(algo, transport, fed.settings, callback).run(fed.initial)
 
-    fed = engine("federated", federation)
+    result = engine("federated", federation)
     bytes_sent = federation.bytes_sent  # before baselines reuse the transport for evaluation
-    rows = list(metric_rows("federated", fed.history))
-    per_model = {"federated": _test_metrics(federation, fed.params)}
-    run = Run(cfg.run_dir, cfg, {}, fed.params, history=fed.history)
+    rows = list(metric_rows("federated", result.history))
+    per_model = {"federated": _test_metrics(federation, result.params)}
+    run = Run(cfg.run_dir, cfg, {}, result.params, history=result.history)
     if cfg.baselines:
         plain = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
                                 server_momentum=cfg.server_momentum)
         local_metrics = {}
-        for site in sites:
-            result = engine(f"local:{site.site_id}", SimulationTransport([site]), plain)
-            run.local_params[site.site_id] = result.params
-            rows += metric_rows("local", result.history)
-            local_metrics[site.site_id] = site.evaluate(result.params, ["test"])["test"]
+        for site in fed.sites:
+            local = engine(f"local:{site.site_id}", SimulationTransport([site]), plain)
+            run.local_params[site.site_id] = local.params
+            rows += metric_rows("local", local.history)
+            local_metrics[site.site_id] = site.evaluate(local.params, ["test"])["test"]
         per_model["local"] = local_metrics
-        pooled_site = LocalSite("pooled", task, new_model(), _pooled_splits(dataset))
+        pooled_site = LocalSite("pooled", fed.task, fed.new_model(), _pooled_splits(dataset))
         pooled = engine("pooled", _TrainHereEvaluateThere(SimulationTransport([pooled_site]), federation), plain)
         run.pooled_params = pooled.params
         rows += metric_rows("pooled", pooled.history)
         per_model["pooled"] = _test_metrics(federation, pooled.params)
-    metric = HEADLINE[dataset.task]
+    metric = fed.task.headline
     run.summary = {
         "dataset": dataset.name,
         "task": dataset.task,
         "algorithm": cfg.algorithm,
-        "rounds": fed.rounds_run,
-        "best_round": fed.best_round,
-        "stopped_early": fed.stopped_early,
+        "rounds": result.rounds_run,
+        "best_round": result.best_round,
+        "stopped_early": result.stopped_early,
         "metric": metric,
         "seed": cfg.seed,
-        "num_features": num_features,
+        "num_features": len(dataset.feature_names),
         "site_sizes": {sd.site_id: {"train": len(sd.y_train), "val": len(sd.y_val), "test": len(sd.y_test)}
                        for sd in dataset.sites},
         **{name: block(values, metric) for name, values in per_model.items()},
@@ -137,8 +156,8 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
     folder.write_metrics(rows)
-    folder.write_global(fed.params, {"dataset": dataset.name, "algorithm": cfg.algorithm,
-                                     "feature_names": list(dataset.feature_names)})
+    folder.write_global(result.params, {"dataset": dataset.name, "algorithm": cfg.algorithm,
+                                        "feature_names": list(dataset.feature_names)})
     folder.write_summary(run.summary)
     return run
 

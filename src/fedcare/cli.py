@@ -85,7 +85,8 @@ def datasets() -> None:
     from fedcare.data import dataset_info
 
     for info in dataset_info():
-        table = Table(title=f"{info['name']} · {info['task']} · {info['description']}")
+        console.print(f"[bold]{info['name']}[/bold] ({info['task']}): {info['description']}")
+        table = Table()
         table.add_column("site")
         table.add_column("rows", justify="right")
         for s in info["sites"]:

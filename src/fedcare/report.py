@@ -27,7 +27,7 @@ def site_table(summary: Mapping) -> Table:
         cells = [_fmt(summary[m]["sites"].get(site, {}).get(metric)) for m in models]
         table.add_row(site, str(sizes.get(site, {}).get("test", "")), *cells)
     table.add_section()
-    table.add_row("mean over sites", "", *[_fmt(summary[m]["mean"].get(metric)) for m in models])
+    table.add_row("mean", "", *[_fmt(summary[m]["mean"].get(metric)) for m in models])
     worst = [f"{_fmt(summary[m]['worst_site'].get(metric))} ({summary[m]['worst_site']['site_id']})" for m in models]
-    table.add_row("worst site", "", *worst)
+    table.add_row("worst", "", *worst)
     return table

@@ -14,7 +14,7 @@ import pandas as pd
 
 from fedcare.core.errors import DataError
 from fedcare.data.raw import RawSite
-from fedcare.data.values import canonical, parse_number
+from fedcare.data.values import canonical, parse_number, parse_numbers
 
 MAX_CATEGORIES = 50
 
@@ -43,11 +43,13 @@ def type_columns(
     numeric: list[str] = []
     categorical: list[str] = []
     for column in features:
-        values = [v for s in sites for v in s.frame[column].tolist() if v is not None]
+        cells = pd.concat([s.frame[column] for s in sites], ignore_index=True)
+        present = cells.notna().to_numpy()
+        values = cells[present].tolist()
         if column in forced_categorical:
             kind = "categorical"
         else:
-            parsed = sum(parse_number(v) is not None for v in values)
+            parsed = int(np.count_nonzero(~np.isnan(parse_numbers(cells)) & present))
             if values and parsed == len(values):
                 kind = "numeric"
             elif parsed * 2 > len(values):
@@ -77,9 +79,7 @@ def typed_frame(frame: pd.DataFrame, types: ColumnTypes) -> pd.DataFrame:
     out: dict[str, object] = {}
     for column in frame.columns:
         if column in types.numeric:
-            out[column] = np.array(
-                [np.nan if v is None else parse_number(v) for v in frame[column].tolist()], dtype=np.float64
-            )
+            out[column] = parse_numbers(frame[column])
         elif column in types.categorical:
             out[column] = pd.Series(
                 [None if v is None else canonical(v) for v in frame[column].tolist()], dtype=object

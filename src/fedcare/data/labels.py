@@ -32,7 +32,8 @@ class LabelEncoding:
         items = list(values)
         if self.mapping is None:
             return np.array([parse_number(v) for v in items], dtype=np.float32)
-        codes = [self.mapping[canonical(v)] for v in items]
+        distinct, inverse = np.unique(np.asarray(items, dtype=object), return_inverse=True)
+        codes = np.array([self.mapping[canonical(v)] for v in distinct], dtype=np.int64)[inverse]
         if self.task == "binary":
             return np.array(codes, dtype=np.float32)
         return np.array(codes, dtype=np.int64)
@@ -56,7 +57,7 @@ def _list(values: list[str], limit: int = 5) -> str:
 
 def infer_label_encoding(column: str, values: Iterable[str], task: TaskKind | None) -> LabelEncoding:
     """Infer (or check the requested) task from all sites' non-missing label values."""
-    distinct = sort_values({canonical(v) for v in values})
+    distinct = sort_values({canonical(v) for v in set(values)})
     if len(distinct) < 2:
         only = repr(distinct[0]) if distinct else "no values"
         raise DataError(

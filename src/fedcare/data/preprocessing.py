@@ -4,8 +4,9 @@ For a privacy officer -- what leaves a site, and only from its TRAINING rows:
   * per numeric column: the number of non-missing values, their sum, their sum of squares and
     the number of missing values;
   * per categorical column: the number of rows in each category and the number of missing values;
-  * while the median is searched: for each threshold t the coordinator proposes, the number of the
-    site's values <= t (about 50 such counts per numeric column, 100 when the pooled count is even).
+  * while the median of a column with missing values is searched: for each threshold t the
+    coordinator proposes, the number of the site's values <= t (about 50 such counts per column,
+    100 when the pooled count is even). Columns without missing values need no median.
 No patient row and no individual value leaves a site. The coordinator merges these aggregates into a
 `Transform` (means, standard deviations, medians, category lists, modes, which columns get a missing
 indicator) and sends the same Transform to every site, which applies it locally to train/val/test.
@@ -138,7 +139,7 @@ def site_stats(train: pd.DataFrame, types: ColumnTypes) -> SiteStats:
         )
     categorical: dict[str, CategoricalStats] = {}
     for column in types.categorical:
-        cells = [v for v in train[column].tolist() if v is not None]
+        cells = [v for v in train[column].tolist() if not pd.isna(v)]
         counts: dict[str, int] = {}
         for value in cells:
             counts[value] = counts.get(value, 0) + 1
@@ -163,7 +164,7 @@ def apply_transform(frame: pd.DataFrame, transform: Transform) -> np.ndarray:
             blocks.append(((values - rule.mean) / rule.std)[:, None])
         else:
             crule = transform.categorical[column]
-            cells = [crule.mode if v is None else v for v in frame[column].tolist()]
+            cells = [crule.mode if pd.isna(v) else v for v in frame[column].tolist()]
             position = {c: i for i, c in enumerate(crule.categories)}
             onehot = np.zeros((len(cells), len(crule.categories)))
             for row, value in enumerate(cells):
@@ -272,15 +273,24 @@ def build_transform(types: ColumnTypes, merged: SiteStats, medians: dict[str, fl
 
 
 def fit_transform(train_frames: Sequence[pd.DataFrame], types: ColumnTypes) -> Transform:
-    """Run the protocol over in-memory sites: stats -> merge -> median search -> Transform."""
+    """Run the protocol over in-memory sites: stats -> merge -> median search -> Transform.
+
+    The median is searched only for columns with missing training values: elsewhere nothing needs
+    imputing, so no threshold counts are asked for (a later row lacking the value gets the mean).
+    """
     merged = merge_stats([site_stats(frame, types) for frame in train_frames])
     medians: dict[str, float] = {}
     for column in types.numeric:
-        if merged.numeric[column].count == 0:
+        stats = merged.numeric[column]
+        if stats.count == 0:
             continue  # build_transform reports it
+        if stats.missing == 0:
+            medians[column] = mean_std(stats)[0]
+            continue
+        arrays = [frame[column].to_numpy(dtype=np.float64) for frame in train_frames]
 
-        def pooled_count(threshold: float, column: str = column) -> int:
-            return sum(count_at_most(frame, column, threshold) for frame in train_frames)
+        def pooled_count(threshold: float, arrays: list[np.ndarray] = arrays) -> int:
+            return sum(int(np.count_nonzero(values <= threshold)) for values in arrays)
 
-        medians[column] = federated_median(merged.numeric[column], pooled_count)
+        medians[column] = federated_median(stats, pooled_count)
     return build_transform(types, merged, medians)

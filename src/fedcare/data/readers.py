@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedcare.core.errors import DataError
-from fedcare.data.values import clean
+from fedcare.data.values import clean_column
 
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -35,8 +35,6 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot read data file '{path}': {first_line}") from None
     if raw.empty:
         raise DataError(f"data file '{path}' has no data rows")
-    frame = pd.DataFrame(
-        {str(col): [clean(v) for v in raw[col].tolist()] for col in raw.columns}, dtype=object
-    )
+    frame = pd.DataFrame({str(col): clean_column(raw[col]) for col in raw.columns}, dtype=object)
     frame.index = pd.RangeIndex(len(frame))
     return frame

@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 MISSING_TOKENS: frozenset[str] = frozenset({"", "na", "n/a", "?", "nan", "null", "none"})
 
 
-def clean(value: object) -> str | None:
-    """Return the stripped text of a cell, or None when it is a missing token."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        try:
-            if pd.isna(value) is True:  # None, NaN, NaT, pd.NA from Parquet columns
-                return None
-        except (TypeError, ValueError):
-            pass
-    text = str(value).strip()
-    return None if text.casefold() in MISSING_TOKENS else text
+def clean_column(column: pd.Series) -> np.ndarray:
+    """Stripped text of each cell, or None where the cell is empty, NaN or a missing token."""
+    missing = column.isna().to_numpy().copy()
+    text = column.astype(str).str.strip()
+    missing |= text.str.casefold().isin(MISSING_TOKENS).to_numpy()
+    out = text.to_numpy(dtype=object)
+    out[missing] = None
+    return out
+
+
+def parse_numbers(cells: pd.Series) -> np.ndarray:
+    """`parse_number` for a column of text/None cells: float64, NaN where missing or not a number."""
+    numbers = np.array(pd.to_numeric(cells, errors="coerce"), dtype=np.float64)
+    numbers[~np.isfinite(numbers)] = np.nan
+    return numbers
 
 
 def parse_number(text: str) -> float | None:

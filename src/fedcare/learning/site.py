@@ -74,19 +74,19 @@ class LocalSite:
             opt = torch.optim.SGD(params, lr=request.lr)
         gen = torch.Generator().manual_seed(request.seed)
         self.model.train()
-        total, count = 0.0, 0
+        losses: list[torch.Tensor] = []
         for _ in range(request.local_epochs):
             order = torch.randperm(n, generator=gen)
-            total, count = 0.0, 0
+            xs, ys = x[order], y[order]  # one gather per epoch; batches are then cheap views
+            losses = []
             for start in range(0, n, request.batch_size):
-                idx = order[start:start + request.batch_size]
+                xb, yb = xs[start:start + request.batch_size], ys[start:start + request.batch_size]
                 opt.zero_grad(set_to_none=True)
-                loss = self.task.loss(self.model(x[idx]), y[idx])
+                loss = self.task.loss(self.model(xb), yb)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(idx)
-                count += len(idx)
-        return total / max(count, 1)
+                losses.append(loss.detach() * len(yb))
+        return float(torch.stack(losses).sum()) / n  # mean loss over the last epoch
 
     def evaluate(self, params: Params, splits: Sequence[Split]) -> dict[str, Metrics]:
         """Metrics of the given params on each named split this site holds (empty splits skipped)."""

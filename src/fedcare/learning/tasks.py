@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedcare.core.scoring import HEADLINE
 from fedcare.learning import metrics as M
 
 
@@ -22,7 +23,7 @@ class Task:
 
     @property
     def headline(self) -> str:
-        return M.HEADLINE[self.kind]
+        return HEADLINE[self.kind]
 
     def target_tensor(self, y: np.ndarray) -> torch.Tensor:
         if self.kind == "multiclass":

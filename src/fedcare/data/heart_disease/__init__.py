@@ -10,7 +10,7 @@ from importlib import resources
 
 import pandas as pd
 
-from fedcare.data.values import clean
+from fedcare.data.values import clean_column
 
 SITES: tuple[str, ...] = ("cleveland", "hungarian", "switzerland", "va")
 COLUMNS: tuple[str, ...] = (
@@ -31,6 +31,6 @@ def read_site(site: str) -> tuple[pd.DataFrame, int]:
     raw = pd.read_csv(io.StringIO(text), header=None, names=list(COLUMNS), dtype=str,
                       keep_default_na=False, na_filter=False)
     raw = raw.drop(columns=list(DROPPED))
-    cells = pd.DataFrame({c: [clean(v) for v in raw[c].tolist()] for c in raw.columns}, dtype=object)
+    cells = pd.DataFrame({c: clean_column(raw[c]) for c in raw.columns}, dtype=object)
     complete = cells[cells.notna().all(axis=1)]
     return complete, len(cells) - len(complete)

@@ -1,0 +1,260 @@
+"""Bring-your-own data: site modes, task inference, Parquet, and one clear error per bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedcare.core.errors import ConfigError, DataError
+from fedcare.data import DataSpec, load_dataset
+
+
+def _frame(n: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "patient_id": [f"P{i:04d}" for i in range(n)],
+        "site": np.where(np.arange(n) < n // 2, "A", "B"),
+        "age": rng.integers(20, 90, size=n),
+        "sex": rng.choice(["F", "M"], size=n),
+        "y": np.arange(n) % 2,
+    })
+
+
+def _csv(tmp_path: Path, frame: pd.DataFrame, name: str = "cohort.csv") -> str:
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _load(path: str | tuple[str, ...], **kw) -> object:
+    data = (path,) if isinstance(path, str) else path
+    kw.setdefault("label", "y")
+    return load_dataset(DataSpec(data=data, **kw))
+
+
+# ----- site modes and formats --------------------------------------------------------------
+
+
+def test_site_column_order_of_first_appearance(tmp_path: Path):
+    frame = _frame()
+    frame["site"] = np.where(np.arange(40) % 3 == 0, "zeta", "alpha")  # zeta appears first
+    ds = _load(_csv(tmp_path, frame), site="site", drop=("patient_id",))
+    assert [s.site_id for s in ds.sites] == ["zeta", "alpha"]
+    assert ds.name == "cohort"
+    assert sum(len(s.y_train) + len(s.y_test) for s in ds.sites) == 40
+    assert "patient_id" not in " ".join(ds.feature_names)
+
+
+def test_several_files_one_site_each(tmp_path: Path):
+    frame = _frame().drop(columns=["site"])
+    a = _csv(tmp_path, frame.iloc[:25], "hospital_a.csv")
+    b = _csv(tmp_path, frame.iloc[25:], "hospital_b.csv")
+    ds = _load((a, b), drop=("patient_id",))
+    assert [s.site_id for s in ds.sites] == ["hospital_a", "hospital_b"]
+    assert [len(s.y_train) + len(s.y_test) for s in ds.sites] == [25, 15]
+    assert ds.feature_names == ("age", "sex=F", "sex=M")
+
+
+def test_parquet_matches_csv(tmp_path: Path):
+    frame = _frame()
+    frame.loc[5, "age"] = None
+    csv = _csv(tmp_path, frame)
+    pq = tmp_path / "cohort.parquet"
+    frame.to_parquet(pq, index=False)
+    from_csv = _load(csv, site="site", drop=("patient_id",))
+    from_pq = _load(str(pq), site="site", drop=("patient_id",))
+    assert from_pq.feature_names == from_csv.feature_names == ("age", "sex=F", "sex=M", "age__missing")
+    for a, b in zip(from_csv.sites, from_pq.sites):
+        np.testing.assert_allclose(a.x_train, b.x_train)
+        np.testing.assert_array_equal(a.y_test, b.y_test)
+
+
+def test_partition_mode(tmp_path: Path):
+    path = _csv(tmp_path, _frame(80).drop(columns=["site"]))
+    ds = _load(path, partition="iid", num_sites=3, drop=("patient_id",))
+    assert [s.site_id for s in ds.sites] == ["site-1", "site-2", "site-3"]
+    assert sum(len(s.y_train) + len(s.y_test) for s in ds.sites) == 80
+    again = _load(path, partition="iid", num_sites=3, drop=("patient_id",))
+    np.testing.assert_array_equal(ds.sites[0].x_train, again.sites[0].x_train)
+    skew = _load(path, partition="dirichlet", num_sites=2, alpha=0.5, drop=("patient_id",))
+    assert ds.preprocessing["partition"]["kind"] == "iid"
+    assert len(skew.sites) == 2
+
+
+def test_val_fraction_and_missing_labels_counted(tmp_path: Path):
+    frame = _frame(60)
+    frame["y"] = frame["y"].astype(object)
+    frame.loc[[0, 1, 2], "y"] = "NA"
+    ds = _load(_csv(tmp_path, frame), site="site", drop=("patient_id",), val_fraction=0.25)
+    assert ds.preprocessing["rows_dropped_missing_label"] == {"cohort.csv": 3}
+    assert sum(len(s.y_train) + len(s.y_val) + len(s.y_test) for s in ds.sites) == 57
+    assert all(len(s.y_val) > 0 for s in ds.sites)
+
+
+# ----- task inference ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "task", "classes", "dtype"),
+    [
+        (["no", "yes"], "binary", ("no", "yes"), np.float32),
+        ([False, True], "binary", ("False", "True"), np.float32),
+        ([0, 1], "binary", ("0", "1"), np.float32),
+        (["mild", "moderate", "severe"], "multiclass", ("mild", "moderate", "severe"), np.int64),
+        ([1, 2, 3, 10], "multiclass", ("1", "2", "3", "10"), np.int64),
+        ([0.5, 1.25, 2.75, 3.1], "regression", (), np.float32),
+    ],
+)
+def test_task_inference(tmp_path: Path, labels, task, classes, dtype):
+    n = 48
+    frame = pd.DataFrame({"site": ["A"] * 24 + ["B"] * 24, "x": np.arange(n, dtype=float),
+                          "y": [labels[i % len(labels)] for i in range(n)]})
+    ds = _load(_csv(tmp_path, frame), site="site")
+    assert ds.task == task
+    assert ds.classes == classes
+    assert ds.sites[0].y_train.dtype == dtype
+    if task == "binary":  # positive class = second sorted value
+        assert set(np.unique(np.concatenate([s.y_train for s in ds.sites]))) == {0.0, 1.0}
+
+
+def test_many_integer_values_is_regression_and_task_override(tmp_path: Path):
+    frame = pd.DataFrame({"site": ["A"] * 30 + ["B"] * 30, "x": np.arange(60.0), "y": np.arange(60)})
+    path = _csv(tmp_path, frame)
+    assert _load(path, site="site").task == "regression"
+    assert _load(path, site="site", task="multiclass").task == "multiclass"
+    with pytest.raises(DataError, match="task 'binary' needs exactly 2 label values.*60"):
+        _load(path, site="site", task="binary")
+
+
+def test_regression_forced_on_text_label(tmp_path: Path):
+    frame = pd.DataFrame({"site": ["A"] * 10, "x": np.arange(10.0), "y": ["a", "b"] * 5})
+    with pytest.raises(DataError, match="regression.*'a'"):
+        _load(_csv(tmp_path, frame), site="site", task="regression")
+
+
+# ----- bad input -----------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(DataError, match="data file '.*nothere.csv' not found"):
+        _load(str(tmp_path / "nothere.csv"), site="site")
+
+
+def test_unsupported_suffix(tmp_path: Path):
+    path = tmp_path / "cohort.xlsx"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="unsupported.*cohort.xlsx.*csv.*parquet"):
+        _load(str(path), site="site")
+
+
+def test_unknown_column_lists_available(tmp_path: Path):
+    path = _csv(tmp_path, _frame())
+    with pytest.raises(DataError, match="column 'hospital' not found in 'cohort.csv'; available columns: patient_id, site, age"):
+        _load(path, site="hospital")
+    with pytest.raises(DataError, match="column 'outcome' not found"):
+        _load(path, site="site", label="outcome")
+    with pytest.raises(DataError, match="column 'nope' not found"):
+        _load(path, site="site", drop=("nope",))
+
+
+def test_unknown_column_list_is_truncated(tmp_path: Path):
+    frame = pd.DataFrame({f"c{i}": range(8) for i in range(30)})
+    with pytest.raises(DataError, match=r"c11, \.\.\. \(30 in all\)"):
+        _load(_csv(tmp_path, frame), label="missing_label", site="c0")
+
+
+def test_site_too_small(tmp_path: Path):
+    frame = _frame()
+    frame.loc[:2, "site"] = "tiny"
+    with pytest.raises(DataError, match="site 'tiny' has 3 rows.*merge"):
+        _load(_csv(tmp_path, frame), site="site", drop=("patient_id",))
+
+
+def test_single_class_label(tmp_path: Path):
+    frame = _frame()
+    frame["y"] = 1
+    with pytest.raises(DataError, match="label 'y' has a single value"):
+        _load(_csv(tmp_path, frame), site="site", drop=("patient_id",))
+
+
+def test_garbage_in_numeric_column_names_row(tmp_path: Path):
+    frame = _frame()
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[16, "age"] = "abc"
+    path = _csv(tmp_path, frame)
+    with pytest.raises(DataError, match=r"column 'age' is numeric but row 17 holds 'abc'; fix the value or pass --categorical age"):
+        _load(path, site="site", drop=("patient_id",))
+    with pytest.raises(DataError, match="more than 50.*--drop age"):  # forced categorical: 60+ ages is too many
+        _load(_csv(tmp_path, _frame(200), "big.csv"), site="site", drop=("patient_id",), categorical=("age",))
+    coded = frame.copy()
+    coded["age"] = [str(v % 5) for v in _frame()["age"]]
+    coded.loc[16, "age"] = "abc"
+    ds = _load(_csv(tmp_path, coded, "ok.csv"), site="site", drop=("patient_id",), categorical=("age",))
+    assert "age=abc" in ds.feature_names
+
+
+def test_garbage_names_file_when_several(tmp_path: Path):
+    frame = _frame().drop(columns=["site"])
+    a = _csv(tmp_path, frame.iloc[:20], "a.csv")
+    bad = frame.iloc[20:].copy()
+    bad["age"] = bad["age"].astype(object)
+    bad.iloc[3, bad.columns.get_loc("age")] = "n.a."
+    b = _csv(tmp_path, bad, "b.csv")
+    with pytest.raises(DataError, match=r"column 'age' in 'b.csv' is numeric but row 4 holds 'n.a.'"):
+        _load((a, b), drop=("patient_id",))
+
+
+def test_identifier_column_suggests_drop(tmp_path: Path):
+    with pytest.raises(DataError, match="column 'patient_id' has 80 distinct.*--drop patient_id"):
+        _load(_csv(tmp_path, _frame(80)), site="site")
+
+
+def test_no_site_and_no_partition(tmp_path: Path):
+    path = _csv(tmp_path, _frame().drop(columns=["site"]))
+    with pytest.raises(DataError, match="--site.*--partition"):
+        _load(path, drop=("patient_id",))
+
+
+def test_dirichlet_with_regression_label(tmp_path: Path):
+    frame = pd.DataFrame({"x": np.arange(40.0), "y": np.linspace(0, 1, 40)})
+    with pytest.raises(DataError, match="regression"):
+        _load(_csv(tmp_path, frame), partition="dirichlet", num_sites=2)
+
+
+def test_unknown_builtin_lists_names():
+    with pytest.raises(DataError, match="unknown dataset 'heart'.*heart-disease"):
+        load_dataset(DataSpec(dataset="heart"))
+
+
+def test_config_errors(tmp_path: Path):
+    path = _csv(tmp_path, _frame())
+    with pytest.raises(ConfigError, match="--site.*several"):
+        load_dataset(DataSpec(data=(path, path.replace("cohort", "other")), site="site", label="y"))
+    with pytest.raises(ConfigError, match="--dataset or --data, not both"):
+        load_dataset(DataSpec(dataset="heart-disease", data=(path,), label="y"))
+    with pytest.raises(ConfigError, match="--label"):
+        load_dataset(DataSpec(data=(path,), site="site"))
+    with pytest.raises(ConfigError, match="test fraction"):
+        load_dataset(DataSpec(dataset="heart-disease", test_fraction=1.0))
+    with pytest.raises(ConfigError, match="--partition"):
+        load_dataset(DataSpec(dataset="heart-disease", partition="iid"))
+    with pytest.raises(ConfigError):
+        load_dataset(DataSpec())
+
+
+def test_files_with_different_columns(tmp_path: Path):
+    frame = _frame().drop(columns=["site"])
+    a = _csv(tmp_path, frame.iloc[:20], "a.csv")
+    b = _csv(tmp_path, frame.iloc[20:].drop(columns=["sex"]), "b.csv")
+    with pytest.raises(DataError, match="'b.csv' lacks column 'sex'"):
+        _load((a, b), drop=("patient_id",))
+
+
+def test_empty_file(tmp_path: Path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        _load(str(path), site="site")
