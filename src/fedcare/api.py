@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fedcare.algorithms.recipes import Algorithm, build_algorithm
 from fedcare.algorithms.strategy import replace_aggregator
+from fedcare.core.errors import ConfigError
 from fedcare.core.config import FederationConfig, load_config, make_config
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
@@ -22,6 +24,7 @@ from fedcare.federation.transport import SiteMetrics
 from fedcare.learning.models import ModelFactory, ModelSpec, get_params, initial_model
 from fedcare.learning.site import LocalSite
 from fedcare.learning.tasks import Task
+from fedcare import htmlreport
 from fedcare.runfolder import RunFolder, metric_rows
 from fedcare.summary import block
 from fedcare.transports.simulation import SimulationTransport
@@ -76,6 +79,11 @@ class Federation:
 def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_factory: ModelFactory | None = None,
                      aggregator: object | None = None) -> Federation:
     """Sites with their data and model, the initial params, the algorithm and the engine settings."""
+    unknown = sorted(set(cfg.site_weights) - {sd.site_id for sd in dataset.sites})
+    if unknown:
+        raise ConfigError(f"site_weights names unknown site '{unknown[0]}'; the sites are "
+                          f"{', '.join(sd.site_id for sd in dataset.sites)}")
+    torch.set_num_threads(cfg.threads)
     task = Task(dataset.task, num_classes=max(2, len(dataset.classes)))
     factory = model_factory or ModelSpec(cfg.model, cfg.hidden).build
     num_features = len(dataset.feature_names)
@@ -112,9 +120,10 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     folder = RunFolder(cfg.run_dir)
     folder.prepare(cfg)
 
-    def engine(name: str, transport, algo: Algorithm = fed.algorithm) -> EngineResult:
+    def engine(name: str, transport, algo: Algorithm = fed.algorithm, settings: EngineSettings = fed.settings
+               ) -> EngineResult:
         callback = (lambda rec: progress(name, rec)) if progress else None
-        return RoundEngine(algo, transport, fed.settings, callback).run(fed.initial)
+        return RoundEngine(algo, transport, settings, callback).run(fed.initial)
 
     result = engine("federated", federation)
     bytes_sent = federation.bytes_sent  # before baselines reuse the transport for evaluation
@@ -122,17 +131,20 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     per_model = {"federated": _test_metrics(federation, result.params)}
     run = Run(cfg.run_dir, cfg, {}, result.params, history=result.history)
     if cfg.baselines:
+        # a baseline has one site: same algorithm and budget, no site weights or selection
         plain = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
                                 server_momentum=cfg.server_momentum)
+        alone = replace(fed.settings, fraction=1.0, min_sites=1)
         local_metrics = {}
         for site in fed.sites:
-            local = engine(f"local:{site.site_id}", SimulationTransport([site]), plain)
+            local = engine(f"local:{site.site_id}", SimulationTransport([site]), plain, alone)
             run.local_params[site.site_id] = local.params
             rows += metric_rows("local", local.history)
             local_metrics[site.site_id] = site.evaluate(local.params, ["test"])["test"]
         per_model["local"] = local_metrics
         pooled_site = LocalSite("pooled", fed.task, fed.new_model(), _pooled_splits(dataset))
-        pooled = engine("pooled", _TrainHereEvaluateThere(SimulationTransport([pooled_site]), federation), plain)
+        pooled = engine("pooled", _TrainHereEvaluateThere(SimulationTransport([pooled_site]), federation), plain,
+                        alone)
         run.pooled_params = pooled.params
         rows += metric_rows("pooled", pooled.history)
         per_model["pooled"] = _test_metrics(federation, pooled.params)
@@ -159,6 +171,7 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     folder.write_global(result.params, {"dataset": dataset.name, "algorithm": cfg.algorithm,
                                         "feature_names": list(dataset.feature_names)})
     folder.write_summary(run.summary)
+    folder.write_report(htmlreport.render(run.summary, rows))
     return run
 
 

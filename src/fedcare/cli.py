@@ -10,12 +10,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedcare.core.errors import FedcareError
+from fedcare.core.errors import ConfigError, FedcareError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Federated learning across hospitals: each site trains on its own patients.")
 console = Console()
-errors = Console(stderr=True)
 
 Opt = typer.Option
 
@@ -33,6 +32,9 @@ def simulate(
     partition: Annotated[Optional[str], Opt(help="iid | dirichlet | quantity, for one file without sites")] = None,
     num_sites: Annotated[Optional[int], Opt(help="sites to partition into")] = None,
     alpha: Annotated[Optional[float], Opt(help="skew of dirichlet/quantity partitions")] = None,
+    test_fraction: Annotated[Optional[float], Opt(help="test share of each site's rows (default 0.34, FLamby)")] = None,
+    split_seed: Annotated[Optional[int], Opt(help="seed of the train/test split (default 43, FLamby)")] = None,
+    partition_seed: Annotated[Optional[int], Opt(help="seed of --partition")] = None,
     val_fraction: Annotated[Optional[float], Opt(help="validation share of each site's training rows")] = None,
     algorithm: Annotated[Optional[str], Opt(help="fedsgd | fedavg")] = None,
     model: Annotated[Optional[str], Opt(help="linear (logistic) | mlp")] = None,
@@ -40,10 +42,13 @@ def simulate(
     optimizer: Annotated[Optional[str], Opt(help="local optimizer: sgd | adam")] = None,
     rounds: Annotated[Optional[int], Opt(help="maximum rounds")] = None,
     local_epochs: Annotated[Optional[int], Opt(help="local epochs per round (fedavg)")] = None,
+    threads: Annotated[Optional[int], Opt(help="PyTorch threads for local training (default 1)")] = None,
     batch_size: Annotated[Optional[int], Opt(help="local minibatch size")] = None,
     lr: Annotated[Optional[float], Opt(help="learning rate (local, or the server step for fedsgd)")] = None,
     server_lr: Annotated[Optional[float], Opt(help="server learning rate for fedavg (1.0 = plain FedAvg)")] = None,
+    server_momentum: Annotated[Optional[float], Opt(help="server momentum (0 = none)")] = None,
     weighting: Annotated[Optional[str], Opt(help="examples | uniform: how updates are weighted")] = None,
+    site_weight: Annotated[Optional[list[str]], Opt(help="per-site quality weight SITE=W; repeatable")] = None,
     fraction: Annotated[Optional[float], Opt(help="share of sites selected per round")] = None,
     min_sites: Annotated[Optional[int], Opt(help="fewest sites a round may use")] = None,
     patience: Annotated[Optional[int], Opt(help="stop after this many rounds without validation gain")] = None,
@@ -53,28 +58,49 @@ def simulate(
 ) -> None:
     """Run a federation in this process, with its local and pooled baselines, and write a run folder."""
     flags = {k: v for k, v in locals().items() if k != "config" and v is not None}
-    for key in ("data", "out"):
-        if key in flags:
-            flags[key] = [str(p) for p in flags[key]] if key == "data" else str(flags[key])
+    if "data" in flags:
+        flags["data"] = [str(p) for p in flags["data"]]
+    if "out" in flags:
+        flags["out"] = str(flags["out"])
+    if "site_weight" in flags:
+        flags["site_weights"] = _site_weights(flags.pop("site_weight"))
     from fedcare.api import resolve_config, simulate as run_simulation
     from fedcare.report import site_table
 
     cfg = resolve_config(config, **flags) if config else resolve_config(flags)
-    with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[score]}"), TimeElapsedColumn(), console=console,
-                  transient=True) as bar:
-        bars: dict[str, int] = {}
+    bar = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[score]}"), TimeElapsedColumn(), console=console, transient=True)
+    bars: dict[str, int] = {}
 
-        def on_round(name: str, record) -> None:
-            if name not in bars:
-                bars[name] = bar.add_task(name, total=cfg.rounds, score="")
-            val = "" if record.val_score is None else f"val {record.val_score:.3f}"
-            bar.update(bars[name], completed=record.round, score=val)
+    def on_round(name: str, record) -> None:
+        if not bars:
+            bar.start()  # only once training runs, so an early error prints nothing else
+        if name not in bars:
+            bars[name] = bar.add_task(name, total=cfg.rounds, score="")
+        val = "" if record.val_score is None else f"val {record.val_score:.3f}"
+        bar.update(bars[name], completed=record.round, score=val)
 
+    try:
         run = run_simulation(cfg, progress=on_round)
+    finally:
+        if bars:
+            bar.stop()
     console.print(site_table(run.summary))
     console.print(f"run folder: {run.path}  ·  {run.summary['rounds']} rounds  ·  "
                   f"{run.summary['bytes_sent'] / 1e6:.2f} MB sent  ·  {run.summary['wall_seconds']:.1f} s")
+
+
+def _site_weights(items: list[str]) -> dict[str, float]:
+    weights = {}
+    for item in items:
+        site, sep, value = item.partition("=")
+        try:
+            weights[site] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not site:
+            raise ConfigError(f"--site-weight takes SITE=NUMBER, not '{item}'")
+    return weights
 
 
 @app.command()
@@ -100,7 +126,7 @@ def main() -> None:
     try:
         app()
     except FedcareError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
+        print(f"error: {exc}", file=sys.stderr)  # one line, never wrapped
         sys.exit(2)
 
 

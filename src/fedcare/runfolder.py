@@ -1,6 +1,6 @@
 """The run folder, the contract that reports, benchmarks and users read (docs/architecture.md):
 
-    runs/<name>/config.yaml  metrics.jsonl  summary.json  global.safetensors
+    runs/<name>/config.yaml  metrics.jsonl  summary.json  global.safetensors  report.html
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from fedcare.core.config import FederationConfig
+from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.core.serialization import save_params
 from fedcare.federation.engine import RoundRecord
@@ -33,7 +34,11 @@ class RunFolder:
         self.path = path
 
     def prepare(self, config: FederationConfig) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"run folder '{self.path}' cannot be created ({exc.strerror}); "
+                              "choose another --out") from None
         self._write("config.yaml", config.to_yaml())
 
     def write_metrics(self, rows: Iterable[Mapping]) -> None:
@@ -41,6 +46,9 @@ class RunFolder:
 
     def write_summary(self, summary: Mapping) -> None:
         self._write("summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def write_report(self, html: str) -> None:
+        self._write("report.html", html)
 
     def write_global(self, params: Params, meta: Mapping[str, object]) -> None:
         save_params(self.path / "global.safetensors", params, meta)

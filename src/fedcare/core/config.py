@@ -5,6 +5,7 @@ Unknown keys are refused (a typo must not silently fall back to a default).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +43,8 @@ class FederationConfig(BaseModel):
     lr: float = Field(0.05, gt=0)
     batch_size: int = Field(16, ge=1)
     local_epochs: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1, description="PyTorch threads for local training; 1 suits tabular models "
+                         "(more threads on tiny matrices only wait on each other), raise it for imaging")
 
     # federation
     algorithm: str = "fedavg"
@@ -60,7 +63,14 @@ class FederationConfig(BaseModel):
     @field_validator("data", "drop", "categorical", "hidden", mode="before")
     @classmethod
     def _one_or_many(cls, v: object) -> object:
-        return (v,) if isinstance(v, (str, int)) else v
+        if isinstance(v, (str, int, os.PathLike)):
+            v = (v,)
+        return tuple(os.fspath(x) if isinstance(x, os.PathLike) else x for x in v)  # type: ignore[union-attr]
+
+    @field_validator("out", mode="before")
+    @classmethod
+    def _path(cls, v: object) -> object:
+        return os.fspath(v) if isinstance(v, os.PathLike) else v
 
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:

@@ -1,0 +1,75 @@
+"""Shared helpers for the end-to-end tests: small seeded CSV cohorts and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+# The models here are tiny: torch's intra-op thread pool only adds contention (10-20x slower runs on
+# a busy 2-core runner), so the in-process tests and the CLI subprocesses use one thread.
+torch.set_num_threads(1)
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+HEART_SITES = ["cleveland", "hungarian", "switzerland", "va"]
+
+
+def cohort_frame(task: str = "binary", sites: int = 3, rows_per_site: int = 60, seed: int = 0) -> pd.DataFrame:
+    """A hospital cohort: id column, site column, numeric + categorical features, some missing ages."""
+    rng = np.random.default_rng(seed)
+    n = sites * rows_per_site
+    age = rng.normal(55, 12, n).round(0)
+    bp = rng.normal(130, 15, n).round(1)
+    sex = rng.choice(["F", "M"], n)
+    signal = (age - 55) / 12 + (bp - 130) / 15 + np.where(sex == "M", 0.5, -0.5) + rng.normal(0, 0.5, n)
+    if task == "binary":
+        y: np.ndarray = (signal > 0).astype(int)
+    elif task == "multiclass":
+        y = np.digitize(signal, [-0.6, 0.6])  # classes 0, 1, 2
+    else:
+        y = (3.0 * signal + 20.0).round(3)
+    age_text = age.astype(int).astype(str).astype(object)
+    age_text[rng.choice(n, size=n // 10, replace=False)] = ""  # missing values -> indicator column
+    return pd.DataFrame({
+        "patient_id": [f"P{i:05d}" for i in range(n)],
+        "hospital": np.repeat([f"H{i + 1}" for i in range(sites)], rows_per_site),
+        "age": age_text,
+        "bp": bp,
+        "sex": sex,
+        "y": y,
+    })
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def cohort_csv(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "cohort.csv", cohort_frame("binary"))
+
+
+def summary_without_wall(run_dir: Path) -> dict:
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    summary.pop("wall_seconds")
+    return summary
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m fedcare.cli ...` as a real process; works installed or from the source tree."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
+    env["COLUMNS"] = "80"  # rich sizes its output from COLUMNS when not on a terminal: make it fixed
+    env.pop("FORCE_COLOR", None)
+    env["NO_COLOR"] = "1"
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, "-m", "fedcare.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
