@@ -86,7 +86,7 @@ def test_metrics_jsonl_rows(heart_run):
     for row in rows:
         assert {"round", "model", "site", "split"} <= set(row)
         assert 1 <= row["round"] <= 5
-        assert row["split"] in ("train", "val", "test")
+        assert row["split"] in ("train", "val", "test", "update")
     assert {r["model"] for r in rows} == {"federated", "local", "pooled"}
     fed_train = [r for r in rows if r["model"] == "federated" and r["split"] == "train"]
     assert len(fed_train) == 5 * 4 and all("train_loss" in r and "num_examples" in r for r in fed_train)

@@ -11,22 +11,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedcare.algorithms.recipes import Algorithm, build_algorithm
+from fedcare.algorithms.attacks import attack, flip_labels
+from fedcare.algorithms.recipes import AggregationSpec, Algorithm, build_algorithm
 from fedcare.algorithms.strategy import replace_aggregator
 from fedcare.core.errors import ConfigError
 from fedcare.core.config import FederationConfig, load_config, make_config
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
-from fedcare.core.update import Update
 from fedcare.data import DataSpec, FederatedDataset, load_dataset
 from fedcare.federation.engine import EngineResult, EngineSettings, RoundEngine, RoundRecord
-from fedcare.federation.transport import SiteMetrics
+from fedcare.federation.anomalies import flagged_sites
+from fedcare.federation.transport import FitResult, SiteMetrics
 from fedcare.learning.models import ModelFactory, ModelSpec, get_params, initial_model
 from fedcare.learning.site import LocalSite
 from fedcare.learning.tasks import Task
 from fedcare import htmlreport
 from fedcare.runfolder import RunFolder, metric_rows
 from fedcare.summary import block
+from fedcare.transports.adversary import AttackedSite
 from fedcare.transports.simulation import SimulationTransport
 
 Progress = Callable[[str, RoundRecord], None]
@@ -74,6 +76,7 @@ class Federation:
     settings: EngineSettings
     sites: list[LocalSite]
     new_model: Callable[[], object]
+    federated_sites: list  # what the federation meets: `sites`, with simulated attackers swapped in
 
 
 def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_factory: ModelFactory | None = None,
@@ -91,16 +94,51 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
     def new_model():
         return initial_model(factory, num_features, task.num_outputs, cfg.seed)
 
+    aggregation = AggregationSpec(cfg.aggregator, cfg.trim_beta, cfg.krum_f, cfg.krum_m, cfg.clip_tau, cfg.norm_bound)
     algorithm = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
                                 server_momentum=cfg.server_momentum, weighting=cfg.weighting,
-                                site_weights=cfg.site_weights)
+                                site_weights=cfg.site_weights, aggregation=aggregation)
     if aggregator is not None:
         algorithm = Algorithm(algorithm.name, algorithm.site_mode, replace_aggregator(algorithm.strategy, aggregator))
     settings = EngineSettings(rounds=cfg.rounds, local_epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                               optimizer=cfg.optimizer, fraction=cfg.fraction, min_sites=cfg.min_sites,
                               patience=cfg.patience, seed=cfg.seed, metric=task.headline)
     sites = [LocalSite(sd.site_id, task, new_model(), _splits(sd)) for sd in dataset.sites]
-    return Federation(cfg, dataset, task, get_params(new_model()), algorithm, settings, sites, new_model)
+    return Federation(cfg, dataset, task, get_params(new_model()), algorithm, settings, sites, new_model,
+                      _attacked(cfg, dataset, task, sites, new_model))
+
+
+def attacker_ids(cfg: FederationConfig, site_ids: Sequence[str]) -> list[str]:
+    """The attacking sites: the first K in site order, or the ids the config names."""
+    if cfg.attack is None:
+        return []
+    if isinstance(cfg.attackers, int):
+        if cfg.attackers >= len(site_ids):
+            raise ConfigError(f"attackers={cfg.attackers} leaves no honest site among {len(site_ids)}")
+        return list(site_ids[:cfg.attackers])
+    unknown = [a for a in cfg.attackers if a not in site_ids]
+    if unknown:
+        raise ConfigError(f"attackers names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
+    return list(cfg.attackers)
+
+
+def _attacked(cfg: FederationConfig, dataset: FederatedDataset, task: Task, sites: list[LocalSite],
+              new_model: Callable[[], object]) -> list:
+    """The sites as the federation meets them: attackers' updates (or labels) corrupted, if asked."""
+    hostile = set(attacker_ids(cfg, [s.site_id for s in sites]))
+    if not hostile:
+        return list(sites)
+    out: list = []
+    for sd, site in zip(dataset.sites, sites, strict=True):
+        if site.site_id not in hostile:
+            out.append(site)
+        elif cfg.attack == "label-flip":
+            splits = _splits(sd)
+            splits["train"] = (sd.x_train, flip_labels(sd.y_train, task.kind, task.num_classes))
+            out.append(LocalSite(sd.site_id, task, new_model(), splits))
+        else:
+            out.append(AttackedSite(site, attack(cfg.attack, [site.site_id], cfg.attack_scale, cfg.seed)))
+    return out
 
 
 def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
@@ -109,14 +147,17 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     """Run a federation in this process and write its run folder.
 
     `model_factory(num_features, num_outputs) -> torch.nn.Module` replaces the model zoo;
-    `aggregator` replaces the default weighted mean with any aggregator piece (see fedcare.algorithms).
+    `aggregator` is a built-in rule's name ("median", "krum", ...: the config key) or any aggregator
+    piece of your own, which replaces the rule (see fedcare.algorithms).
     """
     started = time.perf_counter()
+    if isinstance(aggregator, str):
+        overrides["aggregator"], aggregator = aggregator, None
     cfg = resolve_config(config, **overrides)
     dataset = load_dataset(data_spec(cfg))
     cfg = cfg.model_copy(update={"data": tuple(str(Path(p).resolve()) for p in cfg.data)})  # re-runnable anywhere
     fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
-    federation = SimulationTransport(fed.sites)
+    federation = SimulationTransport(fed.federated_sites)
     folder = RunFolder(cfg.run_dir)
     folder.prepare(cfg)
 
@@ -129,6 +170,7 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     bytes_sent = federation.bytes_sent  # before baselines reuse the transport for evaluation
     rows = list(metric_rows("federated", result.history))
     per_model = {"federated": _test_metrics(federation, result.params)}
+    anomalies = flagged_sites(rec.anomalies for rec in result.history)
     run = Run(cfg.run_dir, cfg, {}, result.params, history=result.history)
     if cfg.baselines:
         # a baseline has one site: same algorithm and budget, no site weights or selection
@@ -162,6 +204,9 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
         "site_sizes": {sd.site_id: {"train": len(sd.y_train), "val": len(sd.y_val), "test": len(sd.y_test)}
                        for sd in dataset.sites},
         **{name: block(values, metric) for name, values in per_model.items()},
+        "aggregator": cfg.aggregator if aggregator is None else type(aggregator).__name__,
+        "attack": {"kind": cfg.attack, "sites": attacker_ids(cfg, [s.site_id for s in fed.sites])},
+        "anomalies": anomalies,
         "bytes_sent": bytes_sent,
         "privacy": {"epsilon": None, "delta": None},
         "preprocessing": dataset.preprocessing,
@@ -206,7 +251,7 @@ class _TrainHereEvaluateThere:
     def bytes_sent(self) -> int:
         return 0
 
-    def fit(self, params: Params, requests: Mapping[str, FitRequest]) -> list[Update]:
+    def fit(self, params: Params, requests: Mapping[str, FitRequest]) -> FitResult:
         return self._train.fit(params, requests)
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:

@@ -49,6 +49,15 @@ def simulate(
     server_momentum: Annotated[Optional[float], Opt(help="server momentum (0 = none)")] = None,
     weighting: Annotated[Optional[str], Opt(help="examples | uniform: how updates are weighted")] = None,
     site_weight: Annotated[Optional[list[str]], Opt(help="per-site quality weight SITE=W; repeatable")] = None,
+    aggregator: Annotated[Optional[str], Opt(help="mean | median | trimmed-mean | krum | centered-clip")] = None,
+    trim_beta: Annotated[Optional[float], Opt(help="share trimmed at each end by trimmed-mean")] = None,
+    krum_f: Annotated[Optional[int], Opt(help="hostile sites Krum tolerates")] = None,
+    krum_m: Annotated[Optional[int], Opt(help="updates Krum averages (default n − f)")] = None,
+    clip_tau: Annotated[Optional[float], Opt(help="centered-clip radius (default: median distance)")] = None,
+    norm_bound: Annotated[Optional[float], Opt(help="clip updates to this multiple of the median norm")] = None,
+    attack: Annotated[Optional[str], Opt(help="simulate attackers: sign-flip | scale | gaussian | label-flip | nan")] = None,
+    attackers: Annotated[Optional[list[str]], Opt(help="number of attacking sites (the first K), or a site id; repeatable")] = None,
+    attack_scale: Annotated[Optional[float], Opt(help="factor of 'scale', std of 'gaussian'")] = None,
     fraction: Annotated[Optional[float], Opt(help="share of sites selected per round")] = None,
     min_sites: Annotated[Optional[int], Opt(help="fewest sites a round may use")] = None,
     patience: Annotated[Optional[int], Opt(help="stop after this many rounds without validation gain")] = None,
@@ -86,6 +95,11 @@ def simulate(
         if bars:
             bar.stop()
     console.print(site_table(run.summary))
+    attack, flagged = run.summary["attack"], run.summary["anomalies"]["flagged_sites"]
+    if attack["kind"]:
+        console.print(f"simulated attack: {attack['kind']} from {', '.join(attack['sites'])}")
+    if attack["kind"] or flagged:
+        console.print(f"flagged in more than half of the rounds: {', '.join(flagged) or 'none'}")
     console.print(f"run folder: {run.path}  ·  {run.summary['rounds']} rounds  ·  "
                   f"{run.summary['bytes_sent'] / 1e6:.2f} MB sent  ·  {run.summary['wall_seconds']:.1f} s")
 

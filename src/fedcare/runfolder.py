@@ -21,6 +21,8 @@ def metric_rows(model: str, records: Iterable[RoundRecord]) -> Iterable[dict]:
     for rec in records:
         for site, values in rec.train.items():
             yield {"round": rec.round, "model": model, "site": site, "split": "train", **values}
+        for site, entry in rec.anomalies.items():
+            yield {"round": rec.round, "model": model, "site": site, "split": "update", **entry}
         for site, splits in rec.evaluation.items():
             for split, values in splits.items():
                 yield {"round": rec.round, "model": model, "site": site, "split": split, **values}

@@ -1,6 +1,7 @@
 """Algorithms layer: aggregators, server optimizers and their composition. Pure numpy, no I/O."""
 
 from fedcare.algorithms.aggregators import WeightedMean, weighted_mean
+from fedcare.algorithms.attacks import Attack, attack, flip_labels
 from fedcare.algorithms.optimizers import SGD, sgd
 from fedcare.algorithms.pieces import (
     AggregatePiece,
@@ -10,10 +11,38 @@ from fedcare.algorithms.pieces import (
     State,
     UpdatesPiece,
 )
-from fedcare.algorithms.strategy import Strategy, chain, replace_aggregator
+from fedcare.algorithms.robust import (
+    CenteredClip,
+    CoordinateMedian,
+    Krum,
+    NormBound,
+    TrimmedMean,
+    centered_clip,
+    coordinate_median,
+    krum,
+    norm_bound,
+    trimmed_mean,
+    update_report,
+)
+from fedcare.algorithms.strategy import RoundOutcome, Strategy, chain, replace_aggregator
 
 __all__ = [
     "SGD",
+    "Attack",
+    "CenteredClip",
+    "CoordinateMedian",
+    "Krum",
+    "NormBound",
+    "RoundOutcome",
+    "TrimmedMean",
+    "attack",
+    "centered_clip",
+    "coordinate_median",
+    "flip_labels",
+    "krum",
+    "norm_bound",
+    "trimmed_mean",
+    "update_report",
     "AggregatePiece",
     "Aggregator",
     "RoundContext",

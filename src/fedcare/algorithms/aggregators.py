@@ -44,20 +44,69 @@ class WeightedMean:
         return base * float(self.site_weights.get(update.site_id, 1.0))
 
     def apply(self, updates: Iterable[Update], state: State, ctx: RoundContext) -> tuple[Params, State]:
+        """Consume `updates` once (a list or a generator), holding at most one update at a time.
+
+        The running sum lives in the params' dtype (float32 for our models) and is updated in place,
+        chunk by chunk, so the memory beyond the result is one chunk of scratch however large the
+        model and however many sites answer. Precision: summing n float32 terms has a relative error
+        of order n·6e-8 (about 1e-5 for 200 sites in the worst case, far less in practice), well
+        below the noise of stochastic training; float64 totals would double the coordinator's
+        memory for no useful gain.
+        """
         total: dict[str, np.ndarray] | None = None
+        scratch: dict[np.dtype, np.ndarray] = {}
         weight_sum = 0.0
         for update in updates:
             w = self.weight(update)
             if total is None:
-                total = {k: np.zeros(v.shape, np.float64) for k, v in update.grad.items()}
-            for k, v in update.grad.items():
-                total[k] += w * v
+                total = {k: np.zeros(np.shape(v), _accumulator_dtype(ctx.params.get(k), v))
+                         for k, v in update.grad.items()}
+            _add_scaled(total, update, w, scratch)
             weight_sum += w
+            del update  # let the next update arrive before this one is kept alive by the loop variable
         if total is None:
             raise ValueError("weighted_mean needs at least one update")
         if weight_sum <= 0:
             raise ConfigError("every answering site has weight 0; give at least one site a positive weight")
-        return {k: (v / weight_sum).astype(ctx.params[k].dtype) for k, v in total.items()}, state
+        for k, v in total.items():
+            np.divide(v, weight_sum, out=v)
+        return {k: v if ctx.params.get(k) is None else v.astype(ctx.params[k].dtype, copy=False)
+                for k, v in total.items()}, state
+
+
+#: Elements processed per step when adding an update into a running sum: 256 KiB of float32 scratch,
+#: small enough to stay in cache, large enough that the Python loop costs nothing measurable.
+CHUNK = 1 << 16
+
+
+def _accumulator_dtype(ref: np.ndarray | None, value: np.ndarray) -> np.dtype:
+    return np.dtype(ref.dtype if ref is not None else np.asarray(value).dtype)
+
+
+def _add_scaled(total: dict[str, np.ndarray], update: Update, w: float,
+                scratch: dict[np.dtype, np.ndarray]) -> None:
+    """total[k] += w · update.grad[k] for every array, in place, in chunks of CHUNK elements."""
+    if update.grad.keys() != total.keys():
+        raise ValueError(f"update from '{update.site_id}' holds arrays {sorted(update.grad)}; "
+                         f"expected {sorted(total)}")
+    for k, acc in total.items():
+        value = np.asarray(update.grad[k])
+        if value.shape != acc.shape:
+            raise ValueError(f"update from '{update.site_id}': array '{k}' has shape {value.shape}; "
+                             f"expected {acc.shape}")
+        if w == 0.0 or acc.size == 0:
+            continue
+        src = value.reshape(-1) if value.flags.c_contiguous else np.ascontiguousarray(value).reshape(-1)
+        dst = acc.reshape(-1)  # a view: the accumulator is contiguous
+        tmp = scratch.get(acc.dtype)
+        if tmp is None:
+            largest = max(a.size for a in total.values() if a.dtype == acc.dtype)
+            tmp = scratch[acc.dtype] = np.empty(min(CHUNK, largest), acc.dtype)
+        for start in range(0, dst.size, CHUNK):
+            stop = min(start + CHUNK, dst.size)
+            part = tmp[:stop - start]
+            np.multiply(src[start:stop], w, out=part)
+            np.add(dst[start:stop], part, out=dst[start:stop])
 
 
 def weighted_mean(weighting: Weighting = "examples", site_weights: Mapping[str, float] | None = None) -> WeightedMean:

@@ -36,7 +36,7 @@ class SGD:
 
     def apply(self, aggregate: Params, state: State, ctx: RoundContext) -> tuple[Params, State]:
         if self.momentum == 0.0:
-            return {k: (-self.lr * g).astype(g.dtype) for k, g in aggregate.items()}, state
+            return {k: (-self.lr * g).astype(g.dtype, copy=False) for k, g in aggregate.items()}, state
         new_state = {f"m/{k}": (self.momentum * state[f"m/{k}"] + g).astype(g.dtype) for k, g in aggregate.items()}
         return {k: (-self.lr * new_state[f"m/{k}"]).astype(g.dtype) for k, g in aggregate.items()}, new_state
 

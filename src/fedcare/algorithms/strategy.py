@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
 
 from fedcare.algorithms.pieces import RoundContext, State
 from fedcare.core.errors import ConfigError
@@ -11,6 +13,17 @@ from fedcare.core.params import Params
 from fedcare.core.update import Update
 
 _ORDER = {"updates": 0, "aggregate_updates": 1, "aggregate": 2, "optimize": 3}
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """A round's result plus what the anomaly report needs: the aggregate direction (before the
+    server optimizer) and, per piece that can say so, the weight it gave each site."""
+
+    params: Params
+    states: list[State]
+    aggregate: Params
+    decisions: dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -22,16 +35,36 @@ class Strategy:
     def init(self, params: Params) -> list[State]:
         return [piece.init(params) for piece in self.pieces]
 
-    def step(self, params: Params, updates: Sequence[Update], states: list[State],
-             ctx: RoundContext) -> tuple[Params, list[State]]:
-        """Run one round's updates through every piece and return the new global params."""
-        value: object = list(updates)
+    def run(self, params: Params, updates: Iterable[Update], states: list[State], ctx: RoundContext) -> RoundOutcome:
+        """Run one round's updates through every piece.
+
+        A list of updates is reported on (decisions); any other iterable goes straight to the
+        aggregator unmaterialised when no update piece precedes it, so a streaming aggregator holds
+        one update at a time however many sites answer.
+        """
+        value: object = updates
+        report = isinstance(updates, list)  # a stream is not kept: the aggregate is dropped once stepped
+        aggregate: Params = {}
+        decisions: dict[str, dict[str, float]] = {}
         new_states: list[State] = []
         for piece, state in zip(self.pieces, states, strict=True):
+            if piece.stage == "updates" and not isinstance(value, list):
+                value = list(value)  # type: ignore[call-overload]
+            if isinstance(value, list) and callable(getattr(piece, "decisions", None)):
+                decisions[type(piece).__name__] = piece.decisions(value, ctx, state)
+            if piece.stage == "optimize" and report:
+                aggregate = value  # type: ignore[assignment]
             value, state = piece.apply(value, state, ctx)
             new_states.append(state)
         step: Params = value  # type: ignore[assignment]
-        return {k: (params[k] + step[k]).astype(params[k].dtype) for k in params}, new_states
+        new_params = {k: np.add(params[k], step[k], dtype=params[k].dtype) for k in params}
+        return RoundOutcome(new_params, new_states, aggregate, decisions)
+
+    def step(self, params: Params, updates: Iterable[Update], states: list[State],
+             ctx: RoundContext) -> tuple[Params, list[State]]:
+        """The new global params and piece states after one round."""
+        outcome = self.run(params, updates, states, ctx)
+        return outcome.params, outcome.states
 
 
 def chain(*pieces: object) -> Strategy:

@@ -53,6 +53,16 @@ class FederationConfig(BaseModel):
     server_momentum: float = Field(0.0, ge=0, lt=1)
     weighting: Literal["examples", "uniform"] = "examples"
     site_weights: dict[str, float] = Field(default_factory=dict)
+    aggregator: Literal["mean", "median", "trimmed-mean", "krum", "centered-clip"] = "mean"
+    trim_beta: float = Field(0.1, ge=0, lt=0.5, description="share trimmed at each end by trimmed-mean")
+    krum_f: int = Field(1, ge=0, description="hostile sites Krum tolerates")
+    krum_m: int | None = Field(None, ge=1, description="updates Krum averages (default n − f: multi-Krum)")
+    clip_tau: float | None = Field(None, gt=0, description="centered-clip radius (default: the round's median distance)")
+    norm_bound: float | None = Field(None, gt=0, description="clip every update to this multiple of the round's median norm")
+    attack: Literal["sign-flip", "scale", "gaussian", "label-flip", "nan"] | None = Field(
+        None, description="simulate hostile sites (simulation only)")
+    attackers: tuple[str, ...] | int = Field(1, description="attacking sites: a count (the first K sites) or their ids")
+    attack_scale: float = Field(10.0, gt=0, description="factor of 'scale', standard deviation of 'gaussian'")
     fraction: float = Field(1.0, gt=0, le=1, description="share of sites selected each round")
     min_sites: int = Field(1, ge=1)
     patience: int | None = Field(None, ge=1, description="stop when the validation metric has not improved for this many rounds")
@@ -66,6 +76,15 @@ class FederationConfig(BaseModel):
         if isinstance(v, (str, int, os.PathLike)):
             v = (v,)
         return tuple(os.fspath(x) if isinstance(x, os.PathLike) else x for x in v)  # type: ignore[union-attr]
+
+    @field_validator("attackers", mode="before")
+    @classmethod
+    def _attackers(cls, v: object) -> object:
+        if isinstance(v, str):
+            return int(v) if v.isdigit() else (v,)
+        if isinstance(v, (list, tuple)) and len(v) == 1 and isinstance(v[0], str) and v[0].isdigit():
+            return int(v[0])
+        return v
 
     @field_validator("out", mode="before")
     @classmethod

@@ -16,9 +16,19 @@ Params = dict[str, np.ndarray]
 ALLOWED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+_FINITE_CHUNK = 1 << 20
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """np.isfinite in slices, so a huge array never needs a same-size temporary."""
+    flat = arr.reshape(-1)
+    return all(bool(np.isfinite(flat[i:i + _FINITE_CHUNK]).all()) for i in range(0, flat.size, _FINITE_CHUNK))
+
+
 def validate_params(params: Mapping[str, np.ndarray], like: Mapping[str, np.ndarray] | None = None,
-                    what: str = "params") -> None:
-    """Check names, shapes, dtypes and finiteness; with `like`, require the same names/shapes/dtypes.
+                    what: str = "params", finite: bool = True) -> None:
+    """Check names, shapes, dtypes and (unless finite=False) finiteness; with `like`, require the
+    same names/shapes/dtypes.
 
     The error names the offending array, because a site's operator must find it in their model.
     """
@@ -44,7 +54,7 @@ def validate_params(params: Mapping[str, np.ndarray], like: Mapping[str, np.ndar
                 raise ParamsError(f"{what} array '{name}' has shape {arr.shape}; expected {ref.shape}")
             if arr.dtype != ref.dtype:
                 raise ParamsError(f"{what} array '{name}' has dtype {arr.dtype}; expected {ref.dtype}")
-        if not np.all(np.isfinite(arr)):
+        if finite and not all_finite(arr):
             raise ParamsError(f"{what} array '{name}' holds NaN or infinite values")
 
 

@@ -2,17 +2,37 @@
 
 Nothing is ever unpickled: safetensors holds only raw tensors and a JSON header, and everything read
 is validated against the expected params before use.
+
+Writing and reading are deliberately asymmetric:
+
+* `params_to_bytes` writes with the safetensors library (`safetensors.numpy.save`), so what we send
+  is exactly what any safetensors reader expects, byte for byte.
+* `params_from_bytes` reads with our own strict parser and returns read-only numpy *views* into the
+  received buffer (`np.frombuffer` with offset/count) instead of `safetensors.numpy.load`, which
+  copies every tensor out of the message. A coordinator receiving a model-sized update from each of
+  hundreds of sites would otherwise pay twice the update's size per message; with views it pays the
+  message once. Parsing ourselves also lets us check the header strictly before touching the data:
+  header length within bounds (and below `MAX_HEADER_BYTES`), a JSON object without duplicate keys,
+  only F32/F64 tensors, shapes of non-negative integers, and data offsets that match each tensor's
+  size and tile the data section exactly (no overlaps, no holes, nothing past the end), as the
+  safetensors specification requires. The values are then checked by `validate_params` (names,
+  shapes and dtypes against the model, all finite).
+
+The views keep the received buffer alive for as long as any decoded array is alive; they are marked
+read-only, so a consumer that wants to modify a decoded array must copy it first. If the caller passes
+a mutable buffer (bytearray), it must not reuse that buffer while the arrays are in use.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load, save
+from safetensors.numpy import save
 
 from fedcare.core.errors import ParamsError
 from fedcare.core.params import Params, validate_params
@@ -20,38 +40,157 @@ from fedcare.core.update import Update
 
 _META_KEY = "fedcare"
 
+#: Largest JSON header accepted (the safetensors library uses the same bound).
+MAX_HEADER_BYTES = 100_000_000
+
+#: The only tensor dtypes a model may hold, as safetensors spells them -> little-endian numpy dtype.
+_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+
+#: What each safetensors dtype is called in an error message (the other names mean nothing to a user).
+_DTYPE_WORDS = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16",
+                "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64",
+                "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool"}
+
+
+class _Malformed(ValueError):
+    """A structural problem with the bytes; reported as 'not valid safetensors bytes (...)'."""
+
 
 def params_to_bytes(params: Mapping[str, np.ndarray], meta: Mapping[str, object] | None = None) -> bytes:
-    validate_params(params)
+    # Structure only: refusing NaN/Inf is the receiver's job (a sender is not trusted to check), and
+    # a simulated corrupt site must be able to send what a broken one would.
+    validate_params(params, finite=False)
     header = {_META_KEY: json.dumps(dict(meta or {}), sort_keys=True)}
-    return save({k: np.ascontiguousarray(v) for k, v in params.items()}, metadata=header)
+    # np.asarray(order="C"), not np.ascontiguousarray, which would turn a 0-d array into shape (1,)
+    return save({k: np.asarray(v, order="C") for k, v in params.items()}, metadata=header)
 
 
-def params_from_bytes(data: bytes, like: Mapping[str, np.ndarray] | None = None,
+def params_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, np.ndarray] | None = None,
                       what: str = "params") -> tuple[Params, dict]:
-    """Decode and validate; the returned order follows `like` when given (the model's order)."""
+    """Decode and validate; the returned order follows `like` when given (the model's order).
+
+    The arrays are read-only views into `data` (no copy of the tensors is made).
+    """
     try:
-        arrays = load(bytes(data))
-        header = _read_metadata(data)
-    except (SafetensorError, ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+        arrays, meta = _decode(data, what)
+    except _Malformed as exc:
         raise ParamsError(f"{what} are not valid safetensors bytes ({exc})") from None
     validate_params(arrays, like, what)
     if like is not None:
         arrays = {k: arrays[k] for k in like}
-    return arrays, header
+    return arrays, meta
 
 
-def _read_metadata(data: bytes) -> dict:
-    if len(data) < 8:
-        raise ValueError("too short")
-    n = int.from_bytes(data[:8], "little")
-    if n > len(data) - 8:
-        raise ValueError("header length beyond the data")
-    meta = json.loads(data[8:8 + n]).get("__metadata__") or {}
-    raw = meta.get(_META_KEY, "{}")
-    out = json.loads(raw)
+def _decode(data: bytes | bytearray | memoryview, what: str) -> tuple[Params, dict]:
+    try:
+        buf = memoryview(data)
+    except TypeError:
+        raise _Malformed(f"expected bytes, got {type(data).__name__}") from None
+    if not buf.c_contiguous:
+        raise _Malformed("the buffer is not contiguous")
+    buf = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
+    size = buf.nbytes
+    if size < 8:
+        raise _Malformed("too short for a header length")
+    n = int.from_bytes(buf[:8], "little")
+    if n > MAX_HEADER_BYTES:
+        raise _Malformed(f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")
+    if n > size - 8:
+        raise _Malformed(f"header length {n} is beyond the data ({size - 8} bytes follow)")
+    header = _parse_header(bytes(buf[8:8 + n]))
+    meta = _read_meta(header.pop("__metadata__", None))
+    start, data_len = 8 + n, size - 8 - n
+
+    layout = []  # (begin, end, name, numpy dtype, shape)
+    for name, entry in header.items():
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise _Malformed(f"entry '{name}' must hold exactly dtype, shape and data_offsets")
+        dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(dtype_name, str):
+            raise _Malformed(f"entry '{name}' has a non-string dtype")
+        if dtype_name not in _DTYPES:
+            word = _DTYPE_WORDS.get(dtype_name, dtype_name)
+            raise ParamsError(f"{what} array '{name}' has dtype {word}; expected float32 or float64")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise _Malformed(f"entry '{name}' has a shape that is not a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+            raise _Malformed(f"entry '{name}' has data_offsets that are not [begin, end]")
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_len:
+            raise _Malformed(f"entry '{name}' has data_offsets {offsets} outside the "
+                             f"{data_len}-byte data section")
+        dtype = _DTYPES[dtype_name]
+        if end - begin != math.prod(shape) * dtype.itemsize:
+            raise _Malformed(f"entry '{name}' spans {end - begin} bytes but shape {shape} of "
+                             f"{_DTYPE_WORDS[dtype_name]} needs {math.prod(shape) * dtype.itemsize}")
+        layout.append((begin, end, name, dtype, tuple(shape)))
+
+    position = 0  # the tensors must tile the data section: no overlap, no hole, nothing left over
+    for begin, end, name, _, _ in sorted(layout, key=lambda t: (t[0], t[1])):
+        if begin < position:
+            raise _Malformed(f"entry '{name}' overlaps the previous tensor")
+        if begin > position:
+            raise _Malformed(f"there are {begin - position} unused bytes before entry '{name}'")
+        position = end
+    if position != data_len:
+        raise _Malformed(f"{data_len - position} bytes follow the last tensor")
+
+    arrays: Params = {}
+    for begin, end, name, dtype, shape in layout:
+        arr = np.frombuffer(buf, dtype=dtype, count=(end - begin) // dtype.itemsize,
+                            offset=start + begin).reshape(shape)
+        if sys.byteorder != "little":  # rare hosts: one native copy, so dtypes compare equal
+            arr = arr.astype(dtype.newbyteorder("="))
+        arr.flags.writeable = False
+        arrays[name] = arr
+    return arrays, meta
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Malformed(f"the header repeats the key '{key}'")
+        out[key] = value
+    return out
+
+
+def _refuse_constant(token: str) -> None:
+    raise _Malformed(f"the header holds the non-JSON number {token}")
+
+
+def _parse_header(raw: bytes) -> dict:
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                            parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise _Malformed("the header is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise _Malformed(f"the header is not JSON: {exc}") from None
+    except RecursionError:
+        raise _Malformed("the header is nested too deeply") from None
+    if not isinstance(header, dict):
+        raise _Malformed(f"the header is a JSON {type(header).__name__}, not an object")
+    return header
+
+
+def _read_meta(meta: object) -> dict:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise _Malformed("__metadata__ must map names to strings")
+    try:
+        out = json.loads(meta.get(_META_KEY, "{}"), parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise _Malformed(f"the {_META_KEY} metadata is not JSON: {exc}") from None
+    except RecursionError:
+        raise _Malformed("the metadata is nested too deeply") from None
     if not isinstance(out, dict):
-        raise ValueError("metadata is not a JSON object")
+        raise _Malformed("metadata is not a JSON object")
     return out
 
 
@@ -60,7 +199,8 @@ def update_to_bytes(update: Update) -> bytes:
     return params_to_bytes(update.grad, meta)
 
 
-def update_from_bytes(data: bytes, like: Mapping[str, np.ndarray]) -> Update:
+def update_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, np.ndarray]) -> Update:
+    """Decode and validate a site's update; its arrays are read-only views into `data`."""
     grad, meta = params_from_bytes(data, like, what="update")
     try:
         site_id = str(meta["site_id"])
@@ -82,4 +222,5 @@ def save_params(path: str | Path, params: Mapping[str, np.ndarray], meta: Mappin
 
 
 def load_params(path: str | Path, like: Mapping[str, np.ndarray] | None = None) -> tuple[Params, dict]:
+    """Read a saved model; the arrays are read-only views into the file's bytes (copy to modify)."""
     return params_from_bytes(Path(path).read_bytes(), like, what=f"params in {path}")

@@ -18,6 +18,7 @@ from fedcare.core.errors import FedcareError
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params, copy
 from fedcare.core.scoring import is_better
+from fedcare.federation.anomalies import anomaly_report
 from fedcare.federation.transport import SiteMetrics, Transport
 
 class QuorumError(FedcareError):
@@ -46,6 +47,7 @@ class RoundRecord:
     train: dict[str, dict[str, float]]          # site -> {train_loss, num_examples}
     evaluation: dict[str, SiteMetrics]          # site -> split -> metrics of the new global params
     val_score: float | None
+    anomalies: dict[str, dict] = field(default_factory=dict)  # site -> anomaly report (see anomalies.py)
 
 
 @dataclass
@@ -97,16 +99,19 @@ class RoundEngine:
             selected = select_sites(site_ids, s.fraction, s.min_sites, rng)
             requests = {sid: FitRequest(rnd, self.algorithm.site_mode, s.local_epochs, s.lr, s.batch_size,
                                         s.optimizer, site_seed(s.seed, rnd, index[sid])) for sid in selected}
-            updates = self.transport.fit(params, requests)
+            fitted = self.transport.fit(params, requests)
+            updates = fitted.updates
             if len(updates) < s.min_sites:
                 raise QuorumError(f"round {rnd}: {len(updates)} of {len(selected)} selected sites answered; "
                                   f"at least {s.min_sites} are needed")
             ctx = RoundContext(params=params, round=rnd, rng=rng)
-            params, states = self.algorithm.strategy.step(params, updates, states, ctx)
+            outcome = self.algorithm.strategy.run(params, updates, states, ctx)
+            params, states = outcome.params, outcome.states
             evaluation = self.transport.evaluate(params, site_ids, s.eval_splits)
             val = mean_metric(evaluation, "val", s.metric)
             train = {u.site_id: {**u.metrics, "num_examples": float(u.num_examples)} for u in updates}
-            record = RoundRecord(rnd, selected, train, evaluation, val)
+            report = anomaly_report(updates, outcome.aggregate, outcome.decisions, fitted.refused)
+            record = RoundRecord(rnd, selected, train, evaluation, val, report)
             history.append(record)
             if self.on_round:
                 self.on_round(record)

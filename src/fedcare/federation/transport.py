@@ -4,6 +4,7 @@ and metrics. A transport moves things; it never decides how they are combined.""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fedcare.core.messages import FitRequest, Split
@@ -13,11 +14,20 @@ from fedcare.core.update import Update
 SiteMetrics = dict[str, dict[str, float | None]]  # split -> metric -> value
 
 
+@dataclass(frozen=True)
+class FitResult:
+    """The validated updates that came back, and the sites whose update was refused, with why."""
+
+    updates: list[Update]
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 class Transport(Protocol):
     def site_ids(self) -> list[str]: ...
 
-    def fit(self, params: Params, requests: Mapping[str, FitRequest]) -> list[Update]:
-        """Send params and each selected site's request; return the validated updates that came back."""
+    def fit(self, params: Params, requests: Mapping[str, FitRequest]) -> FitResult:
+        """Send params and each selected site's request; return the validated updates that came back
+        (an update that fails validation is refused, not aggregated, and the round goes on)."""
         ...
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:

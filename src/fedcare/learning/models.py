@@ -56,4 +56,5 @@ def set_params(module: nn.Module, params: Params) -> None:
     state = module.state_dict()
     with torch.no_grad():
         for k, v in params.items():
-            state[k].copy_(torch.from_numpy(np.asarray(v)))
+            v = np.asarray(v)
+            state[k].copy_(torch.from_numpy(v if v.flags.writeable else v.copy()))  # received params are read-only views

@@ -6,17 +6,28 @@ a deployed one sends, and counts its bytes honestly. Deterministic for a seed: s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
+from fedcare.core.errors import ParamsError
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
 from fedcare.core.serialization import params_from_bytes, params_to_bytes, update_from_bytes, update_to_bytes
 from fedcare.core.update import Update
-from fedcare.federation.transport import SiteMetrics
-from fedcare.learning.site import LocalSite
+from fedcare.federation.transport import FitResult, SiteMetrics
+
+
+class Site(Protocol):
+    """What the simulation transport needs of a site (LocalSite, or a simulated hostile one)."""
+
+    site_id: str
+
+    def fit(self, params: Params, request: FitRequest) -> Update: ...
+
+    def evaluate(self, params: Params, splits: Sequence[Split]) -> SiteMetrics: ...
 
 
 class SimulationTransport:
-    def __init__(self, sites: Sequence[LocalSite]):
+    def __init__(self, sites: Sequence[Site]):
         self._sites = {site.site_id: site for site in sites}
         self._bytes = 0
 
@@ -33,14 +44,22 @@ class SimulationTransport:
         received, _ = params_from_bytes(blob, params)
         return received
 
-    def fit(self, params: Params, requests: Mapping[str, FitRequest]) -> list[Update]:
+    def fit(self, params: Params, requests: Mapping[str, FitRequest]) -> FitResult:
         received = self._broadcast(params, len(requests))
-        updates = []
+        result = FitResult([])
         for site_id, request in requests.items():
             blob = update_to_bytes(self._sites[site_id].fit(received, request))
             self._bytes += len(blob)
-            updates.append(update_from_bytes(blob, params))
-        return updates
+            try:
+                update = update_from_bytes(blob, params)
+            except ParamsError as exc:
+                result.refused[site_id] = str(exc)
+                continue
+            if update.site_id != site_id:
+                result.refused[site_id] = f"update claims to come from '{update.site_id}'"
+                continue
+            result.updates.append(update)
+        return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
         received = self._broadcast(params, len(site_ids))

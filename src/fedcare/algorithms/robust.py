@@ -1,0 +1,413 @@
+"""Robust aggregation: rules that keep a few faulty or hostile sites from steering the model.
+
+Each aggregator here ignores `num_examples` (a site reports its own count, so a hostile site could
+claim a huge one) and treats every answering site alike. Each also has
+`decisions(updates, ctx, state=None) -> {site_id: float}` saying what it did to every site this
+round, for the anomaly report; the number means, per rule (see each class):
+
+    coordinate_median  share of coordinates where the site's value was the median (or one of the
+                       middle two when the count is even)
+    trimmed_mean       share of coordinates where the site's value was kept (not trimmed)
+    krum               1/m if the site was picked, 0 otherwise (these sum to 1)
+    norm_bound         the scale factor applied to the site's update (1.0 = untouched)
+    centered_clip      the site's clip factor, averaged over the iterations (1.0 = never clipped)
+
+Call `decisions` with the same updates, ctx (and, for centered_clip, the state that went into
+`apply`) as the round itself. Ties between equal values are broken by the order of the updates.
+
+These rules refuse updates holding NaN or infinite values (ParamsError naming the site), the same
+refusal the wire check (`validate_params`) makes, rather than silently corrupting the model.
+Pure numpy, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from fedcare.algorithms.pieces import RoundContext, StageName, State
+from fedcare.core.errors import ConfigError, ParamsError
+from fedcare.core.params import Params
+from fedcare.core.update import Update
+
+# beta·n is floored after adding this, so that e.g. 0.29·100 = 28.999999999999996 trims 29, not 28.
+_FLOOR_EPS = 1e-9
+
+
+# ----------------------------------------------------------------------------------------------
+# Flattening: every update becomes one float64 row, in the order of the names of ctx.params.
+
+
+def _flatten(grad: Mapping[str, np.ndarray], like: Mapping[str, np.ndarray], site_id: str) -> np.ndarray:
+    parts = []
+    for name, ref in like.items():
+        if name not in grad:
+            raise ParamsError(f"update from site '{site_id}' lacks array '{name}'")
+        arr = np.asarray(grad[name])
+        if arr.shape != ref.shape:
+            raise ParamsError(f"update from site '{site_id}' array '{name}' has shape {arr.shape}; "
+                              f"expected {ref.shape}")
+        parts.append(arr.astype(np.float64, copy=False).ravel())
+    extra = [k for k in grad if k not in like]
+    if extra:
+        raise ParamsError(f"update from site '{site_id}' holds unexpected array '{extra[0]}'")
+    return np.concatenate(parts) if parts else np.zeros(0, np.float64)
+
+
+def _unflatten(vector: np.ndarray, like: Mapping[str, np.ndarray]) -> Params:
+    out: Params = {}
+    start = 0
+    for name, ref in like.items():
+        stop = start + ref.size
+        out[name] = vector[start:stop].reshape(ref.shape).astype(ref.dtype)
+        start = stop
+    return out
+
+
+def _stack(updates: Iterable[Update], like: Mapping[str, np.ndarray], rule: str) -> tuple[list[str], np.ndarray]:
+    """(site ids, n × d float64 matrix); refuses no updates, duplicate sites and non-finite values."""
+    ids: list[str] = []
+    seen: set[str] = set()
+    rows: list[np.ndarray] = []
+    for update in updates:
+        if update.site_id in seen:
+            raise ParamsError(f"{rule} got two updates from site '{update.site_id}' in one round")
+        row = _flatten(update.grad, like, update.site_id)
+        if not np.all(np.isfinite(row)):
+            raise ParamsError(f"update from site '{update.site_id}' holds NaN or infinite values; "
+                              f"{rule} refuses it (the wire check drops such updates before aggregation)")
+        ids.append(update.site_id)
+        seen.add(update.site_id)
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{rule} needs at least one update")
+    return ids, np.stack(rows)
+
+
+def _shares(order_rows: np.ndarray, n: int, d: int) -> np.ndarray:
+    """How often each site index appears in `order_rows` (rows of argsort indices), divided by d."""
+    if d == 0:
+        return np.zeros(n, np.float64)
+    return np.bincount(order_rows.ravel(), minlength=n) / d
+
+
+# ----------------------------------------------------------------------------------------------
+# Coordinate-wise rules
+
+
+@dataclass(frozen=True)
+class CoordinateMedian:
+    """G = coordinate-wise median of the updates: one site can move a coordinate only within the
+    range of the honest values, whatever it sends (Yin et al., ICML 2018).
+
+    Needs all updates in memory (an n × model-size float64 matrix).
+    """
+
+    stage: ClassVar[StageName] = "aggregate_updates"
+
+    def init(self, params: Params) -> State:
+        return {}
+
+    def apply(self, updates: Iterable[Update], state: State, ctx: RoundContext) -> tuple[Params, State]:
+        _, x = _stack(updates, ctx.params, "coordinate_median")
+        return _unflatten(np.median(x, axis=0), ctx.params), state
+
+    def decisions(self, updates: Sequence[Update], ctx: RoundContext, state: State | None = None) -> dict[str, float]:
+        """Share of coordinates where the site's value was the median (odd n: the middle value; even
+        n: one of the middle two, which are averaged). Odd n: the shares sum to 1; even n: to 2."""
+        ids, x = _stack(updates, ctx.params, "coordinate_median")
+        n, d = x.shape
+        order = np.argsort(x, axis=0, kind="stable")
+        middle = order[[(n - 1) // 2]] if n % 2 else order[[n // 2 - 1, n // 2]]
+        return dict(zip(ids, _shares(middle, n, d).tolist()))
+
+
+def coordinate_median() -> CoordinateMedian:
+    return CoordinateMedian()
+
+
+@dataclass(frozen=True)
+class TrimmedMean:
+    """G = per coordinate, the mean of the values left after dropping the k = ⌊β·n⌋ largest and the k
+    smallest: up to k hostile sites cannot push a coordinate outside the honest range (Yin et al., 2018).
+
+    0 ≤ β < 0.5 (β = 0 is the plain uniform mean). Needs all updates in memory (n × model size).
+    """
+
+    beta: float
+    stage: ClassVar[StageName] = "aggregate_updates"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.beta, numbers.Real) and math.isfinite(self.beta) and 0.0 <= self.beta < 0.5):
+            raise ConfigError(f"trimmed_mean beta must be a number in [0, 0.5), not {self.beta!r}")
+
+    def init(self, params: Params) -> State:
+        return {}
+
+    def trimmed(self, n: int) -> int:
+        """k, the number of values dropped at each end of every coordinate for n updates."""
+        k = int(math.floor(self.beta * n + _FLOOR_EPS))
+        if n - 2 * k < 1:
+            raise ConfigError(f"trimmed_mean beta={self.beta} drops {k} values at each end of {n}; "
+                              "nothing would remain; lower beta")
+        return k
+
+    def _kept_order(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        n = x.shape[0]
+        k = self.trimmed(n)
+        return np.argsort(x, axis=0, kind="stable")[k:n - k], k
+
+    def apply(self, updates: Iterable[Update], state: State, ctx: RoundContext) -> tuple[Params, State]:
+        _, x = _stack(updates, ctx.params, "trimmed_mean")
+        n = x.shape[0]
+        k = self.trimmed(n)
+        kept = np.sort(x, axis=0)[k:n - k]
+        return _unflatten(kept.mean(axis=0), ctx.params), state
+
+    def decisions(self, updates: Sequence[Update], ctx: RoundContext, state: State | None = None) -> dict[str, float]:
+        """Share of coordinates where the site's value was kept (1.0 = never trimmed). The shares sum
+        to n − 2k."""
+        ids, x = _stack(updates, ctx.params, "trimmed_mean")
+        kept, _ = self._kept_order(x)
+        return dict(zip(ids, _shares(kept, *x.shape).tolist()))
+
+
+def trimmed_mean(beta: float) -> TrimmedMean:
+    return TrimmedMean(beta)
+
+
+# ----------------------------------------------------------------------------------------------
+# Krum
+
+
+@dataclass(frozen=True)
+class Krum:
+    """Krum / multi-Krum (Blanchard et al., NeurIPS 2017): keep the update(s) closest to their
+    n − f − 2 nearest neighbours, so up to f hostile updates far from the honest cluster are ignored.
+
+    score(i) = Σ of the squared L2 distances from update i to its n − f − 2 nearest other updates;
+    G = the mean of the m updates with the lowest scores (m = 1: Krum; m > 1: multi-Krum; m = None:
+    n − f, every update but the f most suspicious). Requires n > 2f + 2 and m ≤ n − f. Needs all updates in memory (n × model size, plus n × n
+    distances).
+    """
+
+    f: int
+    m: int | None = 1
+    stage: ClassVar[StageName] = "aggregate_updates"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.f, (int, np.integer)) and not isinstance(self.f, bool) and self.f >= 0):
+            raise ConfigError(f"krum f (the number of hostile sites to tolerate) must be an integer >= 0, "
+                              f"not {self.f!r}")
+        if self.m is not None and not (isinstance(self.m, (int, np.integer)) and not isinstance(self.m, bool)
+                                       and self.m >= 1):
+            raise ConfigError(f"krum m (the number of updates to average) must be an integer >= 1, not {self.m!r}")
+
+    def init(self, params: Params) -> State:
+        return {}
+
+    def picks(self, n: int) -> int:
+        """How many updates are averaged for a round of n (checks n > 2f + 2 and m ≤ n − f)."""
+        if n <= 2 * self.f + 2:
+            raise ConfigError(f"krum with f={self.f} needs more than 2f + 2 = {2 * self.f + 2} updates; "
+                              f"this round has {n}; lower f or wait for more sites")
+        m = n - self.f if self.m is None else self.m
+        if m > n - self.f:
+            raise ConfigError(f"krum m={m} must be at most n − f = {n - self.f} for {n} updates "
+                              f"and f={self.f}")
+        return m
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Krum score of every row of the n × d matrix x."""
+        n = x.shape[0]
+        self.picks(n)
+        neighbours = n - self.f - 2
+        out = np.empty(n, np.float64)
+        for i in range(n):
+            dist = np.sum((x - x[i]) ** 2, axis=1)
+            dist = np.delete(dist, i)
+            out[i] = np.sum(np.sort(dist)[:neighbours])
+        return out
+
+    def selected(self, x: np.ndarray) -> np.ndarray:
+        """Row indices of the m lowest scores (ties: the earlier update)."""
+        return np.argsort(self.scores(x), kind="stable")[:self.picks(x.shape[0])]
+
+    def apply(self, updates: Iterable[Update], state: State, ctx: RoundContext) -> tuple[Params, State]:
+        _, x = _stack(updates, ctx.params, "krum")
+        return _unflatten(x[self.selected(x)].mean(axis=0), ctx.params), state
+
+    def decisions(self, updates: Sequence[Update], ctx: RoundContext, state: State | None = None) -> dict[str, float]:
+        """1/m for each picked site, 0.0 for the others."""
+        ids, x = _stack(updates, ctx.params, "krum")
+        picked = set(self.selected(x).tolist())
+        return {sid: (1.0 / len(picked) if i in picked else 0.0) for i, sid in enumerate(ids)}
+
+
+def krum(f: int, m: int | None = 1) -> Krum:
+    return Krum(f, m)
+
+
+# ----------------------------------------------------------------------------------------------
+# Norm bounding (an updates piece: composes with any aggregator)
+
+
+def _norm(grad: Mapping[str, np.ndarray]) -> float:
+    return float(np.sqrt(sum(float(np.sum(np.square(np.asarray(v, np.float64)))) for v in grad.values())))
+
+
+@dataclass(frozen=True)
+class NormBound:
+    """Scale every update whose global L2 norm exceeds `multiple` × this round's median norm down to
+    that bound (direction kept): a site cannot win by sending a huge update, and the bound adapts
+    to the model instead of needing a hand-set constant. An "updates" piece, so it composes with any
+    aggregator: chain(norm_bound(), weighted_mean(), sgd()).
+
+    Needs every update's norm before scaling any (the updates stage holds the list anyway; the
+    extra memory is one float per site).
+    """
+
+    multiple: float = 1.0
+    stage: ClassVar[StageName] = "updates"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.multiple, numbers.Real) and math.isfinite(self.multiple) and self.multiple > 0):
+            raise ConfigError(f"norm_bound multiple must be a finite number > 0, not {self.multiple!r}")
+
+    def init(self, params: Params) -> State:
+        return {}
+
+    def factors(self, updates: Sequence[Update]) -> list[float]:
+        """The scale factor of every update: min(1, multiple × median norm / norm); 1.0 for norm 0."""
+        norms = []
+        for update in updates:
+            norm = _norm(update.grad)
+            if not math.isfinite(norm):
+                raise ParamsError(f"update from site '{update.site_id}' holds NaN or infinite values; "
+                                  "norm_bound refuses it (the wire check drops such updates)")
+            norms.append(norm)
+        if not norms:
+            return []
+        bound = self.multiple * float(np.median(norms))
+        return [1.0 if norm <= bound else bound / norm for norm in norms]
+
+    def apply(self, updates: Sequence[Update], state: State, ctx: RoundContext) -> tuple[list[Update], State]:
+        updates = list(updates)
+        out = []
+        for update, factor in zip(updates, self.factors(updates), strict=True):
+            if factor == 1.0:
+                out.append(update)
+            else:
+                grad = {k: (np.asarray(v) * factor).astype(np.asarray(v).dtype) for k, v in update.grad.items()}
+                out.append(Update(update.site_id, grad, update.num_examples, dict(update.metrics)))
+        return out, state
+
+    def decisions(self, updates: Sequence[Update], ctx: RoundContext, state: State | None = None) -> dict[str, float]:
+        """The scale factor applied to each site's update (1.0 = untouched)."""
+        updates = list(updates)
+        return {u.site_id: factor for u, factor in zip(updates, self.factors(updates), strict=True)}
+
+
+def norm_bound(multiple: float = 1.0) -> NormBound:
+    return NormBound(multiple)
+
+
+# ----------------------------------------------------------------------------------------------
+# Centered clipping
+
+
+@dataclass(frozen=True)
+class CenteredClip:
+    """Centered clipping (Karimireddy et al., ICML 2021), the trust-based rule: start from the last
+    round's aggregate v and repeat `iterations` times
+
+        v ← v + mean_i( clip(g_i − v, tau) ),   clip(z, tau) = z · min(1, tau / ‖z‖),
+
+    so each site pulls v by at most tau/n per iteration, however far away it is. v is kept in
+    state ("v/<name>", zeros at init) for the next round. The aggregate moves at most
+    iterations × tau from the last one per round: pick tau on the scale of honest update norms, or
+    leave it None to use, each round, the median distance of the updates from v (so a minority of
+    far-away updates is clipped and the honest majority is not).
+
+    Needs all updates in memory (every iteration revisits every update).
+    """
+
+    tau: float | None = None
+    iterations: int = 3
+    stage: ClassVar[StageName] = "aggregate_updates"
+
+    def __post_init__(self) -> None:
+        if self.tau is not None and not (isinstance(self.tau, numbers.Real) and math.isfinite(self.tau) and self.tau > 0):
+            raise ConfigError(f"centered_clip tau (the clipping radius) must be a finite number > 0, "
+                              f"not {self.tau!r}")
+        if not (isinstance(self.iterations, (int, np.integer)) and not isinstance(self.iterations, bool)
+                and self.iterations >= 1):
+            raise ConfigError(f"centered_clip iterations must be an integer >= 1, not {self.iterations!r}")
+
+    def init(self, params: Params) -> State:
+        return {f"v/{k}": np.zeros_like(v) for k, v in params.items()}
+
+    def _run(self, x: np.ndarray, state: State | None, like: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(final v, mean clip factor per row)."""
+        if state:
+            missing = [k for k in like if f"v/{k}" not in state]
+            if missing:
+                raise ParamsError(f"centered_clip state lacks 'v/{missing[0]}'; "
+                                  "start from centered_clip(...).init(params)")
+            v = np.concatenate([np.asarray(state[f"v/{k}"], np.float64).ravel() for k in like])
+            if v.size != x.shape[1]:
+                raise ParamsError(f"centered_clip state holds {v.size} values; the params hold {x.shape[1]}")
+        else:
+            v = np.zeros(x.shape[1], np.float64)
+        factor_sum = np.zeros(x.shape[0], np.float64)
+        tau = self.tau
+        if tau is None:
+            tau = float(np.median(np.sqrt(np.sum((x - v) ** 2, axis=1)))) or np.inf
+        for _ in range(self.iterations):
+            diff = x - v
+            norms = np.sqrt(np.sum(diff * diff, axis=1))
+            factors = np.where(norms > tau, tau / np.maximum(norms, tau), 1.0)
+            factor_sum += factors
+            v = v + np.mean(diff * factors[:, None], axis=0)
+        return v, factor_sum / self.iterations
+
+    def apply(self, updates: Iterable[Update], state: State, ctx: RoundContext) -> tuple[Params, State]:
+        _, x = _stack(updates, ctx.params, "centered_clip")
+        v, _ = self._run(x, state, ctx.params)
+        aggregate = _unflatten(v, ctx.params)
+        return aggregate, {f"v/{k}": a.copy() for k, a in aggregate.items()}
+
+    def decisions(self, updates: Sequence[Update], ctx: RoundContext, state: State | None = None) -> dict[str, float]:
+        """Each site's clip factor min(1, tau/‖g_i − v‖) averaged over the iterations (1.0 = never
+        clipped). Pass the state that went into `apply` this round (None: the init state, zeros)."""
+        ids, x = _stack(updates, ctx.params, "centered_clip")
+        _, factors = self._run(x, state, ctx.params)
+        return dict(zip(ids, factors.tolist()))
+
+
+def centered_clip(tau: float | None = None, iterations: int = 3) -> CenteredClip:
+    return CenteredClip(tau, iterations)
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+
+
+def update_report(updates: Iterable[Update], aggregate: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """{site_id: {"norm": ‖g‖, "cosine": cos(g, aggregate)}} for the anomaly report: a hostile or
+    broken site shows up as an outlying norm or a low or negative cosine. Cosine is 0.0 when either
+    vector is zero. Streams: one update at a time."""
+    a = _flatten(aggregate, aggregate, "aggregate")
+    a_norm = float(np.linalg.norm(a))
+    out: dict[str, dict[str, float]] = {}
+    for update in updates:
+        g = _flatten(update.grad, aggregate, update.site_id)
+        g_norm = float(np.linalg.norm(g))
+        cosine = float(np.dot(g, a) / (g_norm * a_norm)) if g_norm > 0 and a_norm > 0 else 0.0
+        out[update.site_id] = {"norm": g_norm, "cosine": cosine}
+    return out
