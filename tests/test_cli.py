@@ -102,7 +102,7 @@ BAD_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "tiny-site": (("--data", "tiny_site.csv", "--label", "y", *CSV), ("'tiny'", "2 rows")),
     "one-class-label": (("--data", "one_class.csv", "--label", "y", *CSV), ("label 'y'", "single value")),
     "garbage-number": (("--data", "garbage.csv", "--label", "y", *CSV), ("'age'", "row 5", "'abc'")),
-    "unknown-algorithm": (("--algorithm", "fedprox", "--rounds", "1"), ("unknown algorithm", "'fedprox'")),
+    "unknown-algorithm": (("--algorithm", "fedfoo", "--rounds", "1"), ("unknown algorithm", "'fedfoo'")),
     "yaml-unknown-key": (("--config", "typo.yaml"), ("unknown config key", "'roundz'")),
     "yaml-missing": (("--config", "missing.yaml"), ("config file", "missing.yaml", "not found")),
     "zero-rounds": (("--rounds", "0",), ("rounds", "greater than or equal to 1")),

@@ -97,9 +97,9 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
     aggregation = AggregationSpec(cfg.aggregator, cfg.trim_beta, cfg.krum_f, cfg.krum_m, cfg.clip_tau, cfg.norm_bound)
     algorithm = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
                                 server_momentum=cfg.server_momentum, weighting=cfg.weighting,
-                                site_weights=cfg.site_weights, aggregation=aggregation)
+                                site_weights=cfg.site_weights, aggregation=aggregation, prox_mu=cfg.prox_mu)
     if aggregator is not None:
-        algorithm = Algorithm(algorithm.name, algorithm.site_mode, replace_aggregator(algorithm.strategy, aggregator))
+        algorithm = replace(algorithm, strategy=replace_aggregator(algorithm.strategy, aggregator))
     settings = EngineSettings(rounds=cfg.rounds, local_epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                               optimizer=cfg.optimizer, fraction=cfg.fraction, min_sites=cfg.min_sites,
                               patience=cfg.patience, seed=cfg.seed, metric=task.headline)
@@ -175,7 +175,7 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     if cfg.baselines:
         # a baseline has one site: same algorithm and budget, no site weights or selection
         plain = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
-                                server_momentum=cfg.server_momentum)
+                                server_momentum=cfg.server_momentum, prox_mu=cfg.prox_mu)
         alone = replace(fed.settings, fraction=1.0, min_sites=1)
         local_metrics = {}
         for site in fed.sites:

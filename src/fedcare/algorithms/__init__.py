@@ -2,7 +2,7 @@
 
 from fedcare.algorithms.aggregators import WeightedMean, weighted_mean
 from fedcare.algorithms.attacks import Attack, attack, flip_labels
-from fedcare.algorithms.optimizers import SGD, sgd
+from fedcare.algorithms.optimizers import SGD, Adagrad, Adam, Yogi, adagrad, adam, sgd, yogi
 from fedcare.algorithms.pieces import (
     AggregatePiece,
     Aggregator,
@@ -28,6 +28,12 @@ from fedcare.algorithms.strategy import RoundOutcome, Strategy, chain, replace_a
 
 __all__ = [
     "SGD",
+    "Adagrad",
+    "Adam",
+    "Yogi",
+    "adagrad",
+    "adam",
+    "yogi",
     "Attack",
     "CenteredClip",
     "CoordinateMedian",

@@ -1,4 +1,10 @@
-"""Server optimizers: turn the aggregate descent direction G into the step θ ← θ + step."""
+"""Server optimizers: turn the aggregate descent direction G into the step θ ← θ + step.
+
+SGD (with optional momentum) and the adaptive optimizers of Reddi et al., "Adaptive Federated
+Optimization" (ICLR 2021), Algorithm 2: FedAdagrad, FedAdam, FedYogi. Their Δ is the mean of
+θ_local − θ and our G is −Δ (a descent direction), so their m is minus ours (v is the same) and their
+step η·m/(√v+τ) is our −lr·m/(√v+τ).
+"""
 
 from __future__ import annotations
 
@@ -43,3 +49,138 @@ class SGD:
 
 def sgd(lr: float = 1.0, momentum: float = 0.0) -> SGD:
     return SGD(lr, momentum)
+
+
+def _require_lr(owner: str, lr: float) -> None:
+    if not (np.isfinite(lr) and lr > 0):
+        raise ConfigError(f"{owner}: server learning rate lr must be a finite number > 0, not {lr}")
+
+
+def _require_beta(owner: str, name: str, beta: float) -> None:
+    if not 0.0 <= beta < 1.0:  # NaN fails this too
+        raise ConfigError(f"{owner}: {name} must be in [0, 1), not {beta}")
+
+
+def _require_tau(owner: str, tau: float) -> None:
+    if not (np.isfinite(tau) and tau > 0):
+        raise ConfigError(f"{owner}: tau (the adaptivity floor) must be a finite number > 0, not {tau}")
+
+
+class _Adaptive:
+    """Shared by Adam, Yogi and Adagrad: they differ only in how v follows G² (`_second_moment`).
+
+    State per param `k`: "m/k" (first moment, starts at 0) and "v/k" (second moment, starts at τ²,
+    Reddi's v₀ ≥ τ²), both in the params' dtype. m ← β1·m + (1−β1)·G; step = −lr·m/(√v + τ).
+    No bias correction, as in Reddi's algorithm: with the defaults and |G| ≫ τ the first step is
+    about lr per coordinate whatever the scale of G (m ≈ (1−β1)·G = 0.1·G, √v ≈ √(1−β2)·|G| = 0.1·|G|).
+    """
+
+    lr: float  # the subclasses' dataclass fields; annotated here for the shared methods
+    beta1: float
+    tau: float
+
+    def _second_moment(self, v: np.ndarray, g2: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def init(self, params: Params) -> State:
+        state: State = {}
+        for k, p in params.items():
+            state[f"m/{k}"] = np.zeros_like(p)
+            state[f"v/{k}"] = np.full_like(p, self.tau * self.tau)
+        return state
+
+    def apply(self, aggregate: Params, state: State, ctx: RoundContext) -> tuple[Params, State]:
+        lr, beta1, tau = self.lr, self.beta1, self.tau
+        step: Params = {}
+        new_state = dict(state)  # the input state is left untouched
+        for k, g in aggregate.items():
+            m, v = state[f"m/{k}"], state[f"v/{k}"]
+            m_new = (beta1 * m + (1.0 - beta1) * g).astype(m.dtype, copy=False)
+            v_new = self._second_moment(v, np.square(g)).astype(v.dtype, copy=False)
+            step[k] = (-lr * m_new / (np.sqrt(v_new) + tau)).astype(g.dtype, copy=False)
+            new_state[f"m/{k}"], new_state[f"v/{k}"] = m_new, v_new
+        return step, new_state
+
+
+@dataclass(frozen=True)
+class Adam(_Adaptive):
+    """FedAdam: v ← β2·v + (1−β2)·G², step = −lr·m/(√v + τ), no bias correction (as in Reddi).
+
+    A per-coordinate step size evens out the server step when site updates are heterogeneous and
+    coordinates differ in scale, where a single FedAvg learning rate is too big for some, too small
+    for others.
+    """
+
+    lr: float
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
+    stage: ClassVar[StageName] = "optimize"
+
+    def __post_init__(self) -> None:
+        _require_lr("adam", self.lr)
+        _require_beta("adam", "beta1", self.beta1)
+        _require_beta("adam", "beta2", self.beta2)
+        _require_tau("adam", self.tau)
+
+    def _second_moment(self, v: np.ndarray, g2: np.ndarray) -> np.ndarray:
+        return self.beta2 * v + (1.0 - self.beta2) * g2
+
+
+@dataclass(frozen=True)
+class Yogi(_Adaptive):
+    """FedYogi: v ← v − (1−β2)·G²·sign(v − G²); otherwise as Adam.
+
+    v moves toward G² by the additive amount (1−β2)·G², not Adam's (1−β2)·(G² − v), so a sudden
+    large G² cannot blow v up and a run of small ones shrinks it slowly: steadier steps when the
+    sites disagree.
+    """
+
+    lr: float
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
+    stage: ClassVar[StageName] = "optimize"
+
+    def __post_init__(self) -> None:
+        _require_lr("yogi", self.lr)
+        _require_beta("yogi", "beta1", self.beta1)
+        _require_beta("yogi", "beta2", self.beta2)
+        _require_tau("yogi", self.tau)
+
+    def _second_moment(self, v: np.ndarray, g2: np.ndarray) -> np.ndarray:
+        return v - (1.0 - self.beta2) * g2 * np.sign(v - g2)
+
+
+@dataclass(frozen=True)
+class Adagrad(_Adaptive):
+    """FedAdagrad: v ← v + G², step = −lr·m/(√v + τ) with m = G by default (beta1 = 0).
+
+    Coordinates that keep receiving large updates get ever smaller steps; Reddi's version keeps a
+    momentum m ← β1·m + (1−β1)·G, available through beta1.
+    """
+
+    lr: float
+    tau: float = 1e-3
+    beta1: float = 0.0
+    stage: ClassVar[StageName] = "optimize"
+
+    def __post_init__(self) -> None:
+        _require_lr("adagrad", self.lr)
+        _require_beta("adagrad", "beta1", self.beta1)
+        _require_tau("adagrad", self.tau)
+
+    def _second_moment(self, v: np.ndarray, g2: np.ndarray) -> np.ndarray:
+        return v + g2
+
+
+def adam(lr: float, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Adam:
+    return Adam(lr, beta1, beta2, tau)
+
+
+def yogi(lr: float, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Yogi:
+    return Yogi(lr, beta1, beta2, tau)
+
+
+def adagrad(lr: float, tau: float = 1e-3, beta1: float = 0.0) -> Adagrad:
+    return Adagrad(lr, tau, beta1)

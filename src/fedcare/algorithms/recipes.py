@@ -7,13 +7,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fedcare.algorithms.aggregators import Weighting, weighted_mean
-from fedcare.algorithms.optimizers import sgd
+from fedcare.algorithms.optimizers import adagrad, adam, sgd, yogi
 from fedcare.algorithms.robust import centered_clip, coordinate_median, krum, norm_bound, trimmed_mean
 from fedcare.algorithms.strategy import Strategy, chain
 from fedcare.core.errors import ConfigError
 
 SiteMode = Literal["gradient", "local_epochs"]
-ALGORITHMS = ("fedsgd", "fedavg")
+ALGORITHMS = ("fedsgd", "fedavg", "fedprox", "cyclic", "fedadam", "fedyogi", "fedadagrad")
+SERVER_LR = {"fedavg": 1.0, "fedprox": 1.0, "cyclic": 1.0, "fedadam": 0.01, "fedyogi": 0.01, "fedadagrad": 0.01}
+"""Default server learning rate per algorithm: 1.0 makes the mean of the local models the new model;
+the adaptive optimizers take steps of about lr per coordinate, so they start small."""
 AGGREGATORS = ("mean", "median", "trimmed-mean", "krum", "centered-clip")
 
 
@@ -46,21 +49,33 @@ class AggregationSpec:
 
 @dataclass(frozen=True)
 class Algorithm:
+    """What a site does each round (mode, FedProx's μ), which sites train, and the server chain."""
+
     name: str
     site_mode: SiteMode
     strategy: Strategy
+    selection: Literal["random", "cyclic"] = "random"
+    prox_mu: float = 0.0
 
 
-def build_algorithm(name: str, *, lr: float, server_lr: float = 1.0, server_momentum: float = 0.0,
+def build_algorithm(name: str, *, lr: float, server_lr: float | None = None, server_momentum: float = 0.0,
                     weighting: Weighting = "examples", site_weights: Mapping[str, float] | None = None,
-                    aggregation: AggregationSpec | None = None) -> Algorithm:
+                    aggregation: AggregationSpec | None = None, prox_mu: float = 0.01) -> Algorithm:
     """fedsgd: sites send full-batch gradients, θ ← θ − lr·Σαᵢgᵢ.
     fedavg: sites train locally and send θ − θᵢ, θ ← θ − server_lr·Σαᵢ(θ − θᵢ).
+    fedprox: fedavg whose local loss adds μ/2·‖θᵢ − θ‖² (Li et al., MLSys 2020).
+    cyclic: one site per round, in turn, continuing from the previous site's model (FLamby's Cyclic).
+    fedadam / fedyogi / fedadagrad: fedavg with an adaptive server step (Reddi et al., ICLR 2021).
     `aggregation` swaps the weighted mean for a robust rule (see fedcare.algorithms.robust).
     """
+    if name not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm '{name}'; choose one of: {', '.join(ALGORITHMS)}")
     combine = (aggregation or AggregationSpec()).pieces(weighted_mean(weighting, site_weights))
     if name == "fedsgd":
         return Algorithm(name, "gradient", chain(*combine, sgd(lr, server_momentum)))
-    if name == "fedavg":
-        return Algorithm(name, "local_epochs", chain(*combine, sgd(server_lr, server_momentum)))
-    raise ConfigError(f"unknown algorithm '{name}'; choose one of: {', '.join(ALGORITHMS)}")
+    slr = SERVER_LR[name] if server_lr is None else server_lr
+    optimizer = {"fedadam": adam, "fedyogi": yogi, "fedadagrad": adagrad}.get(name)
+    server = optimizer(slr) if optimizer else sgd(slr, server_momentum)
+    return Algorithm(name, "local_epochs", chain(*combine, server),
+                     selection="cyclic" if name == "cyclic" else "random",
+                     prox_mu=prox_mu if name == "fedprox" else 0.0)

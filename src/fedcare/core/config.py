@@ -49,7 +49,9 @@ class FederationConfig(BaseModel):
     # federation
     algorithm: str = "fedavg"
     rounds: int = Field(50, ge=1)
-    server_lr: float = Field(1.0, gt=0)
+    server_lr: float | None = Field(None, gt=0, description="server learning rate (default: 1.0 for fedavg, "
+                                     "fedprox and cyclic; 0.01 for fedadam, fedyogi, fedadagrad)")
+    prox_mu: float = Field(0.01, ge=0, description="FedProx proximal weight μ")
     server_momentum: float = Field(0.0, ge=0, lt=1)
     weighting: Literal["examples", "uniform"] = "examples"
     site_weights: dict[str, float] = Field(default_factory=dict)

@@ -20,6 +20,7 @@ class FitRequest:
     batch_size: int
     optimizer: Literal["sgd", "adam"]
     seed: int
+    prox_mu: float = 0.0  # FedProx: weight of the proximal term μ/2·‖θ − θ_global‖² (0 = plain local training)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -96,9 +96,13 @@ class RoundEngine:
         stopped_early = False
         for rnd in range(1, s.rounds + 1):
             rng = np.random.default_rng([s.seed, rnd])
-            selected = select_sites(site_ids, s.fraction, s.min_sites, rng)
+            if self.algorithm.selection == "cyclic":  # sites train in turn, as in FLamby's Cyclic
+                selected = [site_ids[(rnd - 1) % len(site_ids)]]
+            else:
+                selected = select_sites(site_ids, s.fraction, s.min_sites, rng)
             requests = {sid: FitRequest(rnd, self.algorithm.site_mode, s.local_epochs, s.lr, s.batch_size,
-                                        s.optimizer, site_seed(s.seed, rnd, index[sid])) for sid in selected}
+                                        s.optimizer, site_seed(s.seed, rnd, index[sid]), self.algorithm.prox_mu)
+                        for sid in selected}
             fitted = self.transport.fit(params, requests)
             updates = fitted.updates
             if len(updates) < s.min_sites:

@@ -73,6 +73,7 @@ class LocalSite:
         else:
             opt = torch.optim.SGD(params, lr=request.lr)
         gen = torch.Generator().manual_seed(request.seed)
+        anchor = [p.detach().clone() for p in params] if request.prox_mu > 0 else None
         self.model.train()
         losses: list[torch.Tensor] = []
         for _ in range(request.local_epochs):
@@ -82,10 +83,13 @@ class LocalSite:
             for start in range(0, n, request.batch_size):
                 xb, yb = xs[start:start + request.batch_size], ys[start:start + request.batch_size]
                 opt.zero_grad(set_to_none=True)
-                loss = self.task.loss(self.model(xb), yb)
+                data_loss = self.task.loss(self.model(xb), yb)
+                loss = data_loss
+                if anchor is not None:  # FedProx: stay near the global model
+                    loss = loss + request.prox_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
                 loss.backward()
                 opt.step()
-                losses.append(loss.detach() * len(yb))
+                losses.append(data_loss.detach() * len(yb))
         return float(torch.stack(losses).sum()) / n  # mean loss over the last epoch
 
     def evaluate(self, params: Params, splits: Sequence[Split]) -> dict[str, Metrics]:
