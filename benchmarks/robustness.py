@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 import fedcare
+from fedcare.core.errors import FedcareError
 
 TRAINING = dict(algorithm="fedavg", lr=0.01, local_epochs=5, rounds=50, baselines=False)
 ATTACKS = ["sign-flip", "scale", "gaussian", "label-flip", "nan"]
@@ -59,7 +60,10 @@ def pooled_heart_csv(folder: Path) -> Path:
 
 def one_run(job: tuple[tuple, dict, int, str]) -> tuple[tuple, dict]:
     key, config, seed, out = job
-    run = fedcare.simulate(seed=seed, out=out, **TRAINING, **config)
+    try:
+        run = fedcare.simulate(seed=seed, out=out, **TRAINING, **config)
+    except FedcareError as exc:  # e.g. Krum when refused updates leave too few: the run stops, say so
+        return key, {"accuracy": None, "error": str(exc), "attackers": [], "flagged": []}
     return key, {"accuracy": run.summary["federated"]["mean"]["accuracy"],
                  "attackers": run.summary["attack"]["sites"],
                  "flagged": run.summary["anomalies"]["flagged_sites"]}
@@ -92,7 +96,7 @@ def main() -> None:
         for key, value in pool.map(one_run, jobs, chunksize=4):
             results.setdefault(key, []).append(value)
     lines = [f"Mean per-site test accuracy of the global model, {args.seeds} seeds (mean ± sd); "
-             "attackers are the first K sites; **bold**: flagged by the anomaly report in every seed.", ""]
+             "attackers are the K sites with the most training rows; **bold**: flagged by the anomaly report in every seed.", ""]
     for ds_name, (_, n, counts) in datasets.items():
         header = ["clean"] + [f"{a} ×{k}" for a in ATTACKS for k in counts]
         lines += [f"### {ds_name}", "", "| rule | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
@@ -100,12 +104,18 @@ def main() -> None:
             cells = []
             for attack, k in [("clean", 0)] + [(a, k) for a in ATTACKS for k in counts]:
                 runs = results[(ds_name, rule, attack, k)]
+                if any(r["accuracy"] is None for r in runs):
+                    cells.append("stops¹")
+                    continue
                 acc = [r["accuracy"] for r in runs]
                 text = f"{statistics.mean(acc):.3f} ± {statistics.stdev(acc) if len(acc) > 1 else 0:.3f}"
                 caught = k and all(set(r["attackers"]) <= set(r["flagged"]) for r in runs)
                 cells.append(f"**{text}**" if caught else text)
             lines.append(f"| {rule} | " + " | ".join(cells) + " |")
         lines.append("")
+    errors = sorted({r["error"] for rs in results.values() for r in rs if r["accuracy"] is None})
+    if errors:
+        lines += ["¹ the run stopped with an error: " + "; ".join(errors), ""]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "robustness.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

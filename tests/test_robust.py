@@ -127,9 +127,13 @@ def test_multi_krum_averages_the_three_clustered_updates():
     assert dec == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3, "d": 0.0, "e": 0.0})
 
 
-def test_krum_needs_more_than_2f_plus_2_updates():
-    with pytest.raises(ConfigError, match=r"f=1 needs more than 2f \+ 2 = 4 updates; this round has 4"):
-        krum(1).apply(KRUM_SET[:4], {}, ctx())
+def test_krum_lowers_f_when_too_few_updates_arrive():
+    # n = 4 cannot tolerate f = 1 (needs n > 4): f drops to 0 for the round, m = n − 0 = 4 by default
+    rule = krum(1, m=None)
+    assert rule.tolerated(4) == 0 and rule.tolerated(5) == 1 and rule.tolerated(2) == 0
+    out, _ = rule.apply(KRUM_SET[:4], {}, ctx())
+    mean4 = np.mean([u.grad["w"] for u in KRUM_SET[:4]], axis=0)
+    np.testing.assert_allclose(out["w"], mean4, rtol=1e-6)
     with pytest.raises(ConfigError, match="krum m=5 must be at most n − f = 4"):
         krum(1, m=5).apply(KRUM_SET, {}, ctx())
 

@@ -108,14 +108,16 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
                       _attacked(cfg, dataset, task, sites, new_model))
 
 
-def attacker_ids(cfg: FederationConfig, site_ids: Sequence[str]) -> list[str]:
-    """The attacking sites: the first K in site order, or the ids the config names."""
+def attacker_ids(cfg: FederationConfig, sizes: Mapping[str, int]) -> list[str]:
+    """The attacking sites: the K sites with the most training rows (the worst case for an
+    example-weighted mean; ties in site order), or the ids the config names."""
     if cfg.attack is None:
         return []
+    site_ids = list(sizes)
     if isinstance(cfg.attackers, int):
         if cfg.attackers >= len(site_ids):
             raise ConfigError(f"attackers={cfg.attackers} leaves no honest site among {len(site_ids)}")
-        return list(site_ids[:cfg.attackers])
+        return sorted(site_ids, key=lambda s: -sizes[s])[:cfg.attackers]
     unknown = [a for a in cfg.attackers if a not in site_ids]
     if unknown:
         raise ConfigError(f"attackers names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
@@ -125,7 +127,7 @@ def attacker_ids(cfg: FederationConfig, site_ids: Sequence[str]) -> list[str]:
 def _attacked(cfg: FederationConfig, dataset: FederatedDataset, task: Task, sites: list[LocalSite],
               new_model: Callable[[], object]) -> list:
     """The sites as the federation meets them: attackers' updates (or labels) corrupted, if asked."""
-    hostile = set(attacker_ids(cfg, [s.site_id for s in sites]))
+    hostile = set(attacker_ids(cfg, {s.site_id: s.num_train for s in sites}))
     if not hostile:
         return list(sites)
     out: list = []
@@ -205,7 +207,7 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
                        for sd in dataset.sites},
         **{name: block(values, metric) for name, values in per_model.items()},
         "aggregator": cfg.aggregator if aggregator is None else type(aggregator).__name__,
-        "attack": {"kind": cfg.attack, "sites": attacker_ids(cfg, [s.site_id for s in fed.sites])},
+        "attack": {"kind": cfg.attack, "sites": attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites})},
         "anomalies": anomalies,
         "bytes_sent": bytes_sent,
         "privacy": {"epsilon": None, "delta": None},

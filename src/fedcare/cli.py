@@ -57,7 +57,7 @@ def simulate(
     clip_tau: Annotated[Optional[float], Opt(help="centered-clip radius (default: median distance)")] = None,
     norm_bound: Annotated[Optional[float], Opt(help="clip updates to this multiple of the median norm")] = None,
     attack: Annotated[Optional[str], Opt(help="simulate attackers: sign-flip | scale | gaussian | label-flip | nan")] = None,
-    attackers: Annotated[Optional[list[str]], Opt(help="number of attacking sites (the first K), or a site id; repeatable")] = None,
+    attackers: Annotated[Optional[list[str]], Opt(help="number of attacking sites (the K largest), or a site id; repeatable")] = None,
     attack_scale: Annotated[Optional[float], Opt(help="factor of 'scale', std of 'gaussian'")] = None,
     fraction: Annotated[Optional[float], Opt(help="share of sites selected per round")] = None,
     min_sites: Annotated[Optional[int], Opt(help="fewest sites a round may use")] = None,

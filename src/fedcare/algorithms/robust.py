@@ -192,7 +192,8 @@ class Krum:
 
     score(i) = Σ of the squared L2 distances from update i to its n − f − 2 nearest other updates;
     G = the mean of the m updates with the lowest scores (m = 1: Krum; m > 1: multi-Krum; m = None:
-    n − f, every update but the f most suspicious). Requires n > 2f + 2 and m ≤ n − f. Needs all updates in memory (n × model size, plus n × n
+    n − f, every update but the f most suspicious). Krum needs n > 2f + 2: with fewer updates (sites
+    refused or silent) f is lowered for that round to the most it can tolerate. m ≤ n − f. Needs all updates in memory (n × model size, plus n × n
     distances).
     """
 
@@ -211,22 +212,23 @@ class Krum:
     def init(self, params: Params) -> State:
         return {}
 
+    def tolerated(self, n: int) -> int:
+        """f for a round of n updates: the configured f, lowered to the most Krum can tolerate
+        (n > 2f + 2) when refusals or dropouts leave fewer updates, so the round goes on."""
+        return min(self.f, max(0, (n - 3) // 2))
+
     def picks(self, n: int) -> int:
-        """How many updates are averaged for a round of n (checks n > 2f + 2 and m ≤ n − f)."""
-        if n <= 2 * self.f + 2:
-            raise ConfigError(f"krum with f={self.f} needs more than 2f + 2 = {2 * self.f + 2} updates; "
-                              f"this round has {n}; lower f or wait for more sites")
-        m = n - self.f if self.m is None else self.m
-        if m > n - self.f:
-            raise ConfigError(f"krum m={m} must be at most n − f = {n - self.f} for {n} updates "
-                              f"and f={self.f}")
+        """How many updates are averaged for a round of n (m ≤ n − f)."""
+        f = self.tolerated(n)
+        m = n - f if self.m is None else self.m
+        if m > n - f:
+            raise ConfigError(f"krum m={m} must be at most n − f = {n - f} for {n} updates and f={f}")
         return m
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Krum score of every row of the n × d matrix x."""
         n = x.shape[0]
-        self.picks(n)
-        neighbours = n - self.f - 2
+        neighbours = max(n - self.tolerated(n) - 2, 0)
         out = np.empty(n, np.float64)
         for i in range(n):
             dist = np.sum((x - x[i]) ** 2, axis=1)

@@ -63,7 +63,7 @@ class FederationConfig(BaseModel):
     norm_bound: float | None = Field(None, gt=0, description="clip every update to this multiple of the round's median norm")
     attack: Literal["sign-flip", "scale", "gaussian", "label-flip", "nan"] | None = Field(
         None, description="simulate hostile sites (simulation only)")
-    attackers: tuple[str, ...] | int = Field(1, description="attacking sites: a count (the first K sites) or their ids")
+    attackers: tuple[str, ...] | int = Field(1, description="attacking sites: a count (the K largest sites) or their ids")
     attack_scale: float = Field(10.0, gt=0, description="factor of 'scale', standard deviation of 'gaussian'")
     fraction: float = Field(1.0, gt=0, le=1, description="share of sites selected each round")
     min_sites: int = Field(1, ge=1)
