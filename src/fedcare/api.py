@@ -19,7 +19,7 @@ from fedcare.core.config import FederationConfig, load_config, make_config
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
 from fedcare.data import DataSpec, FederatedDataset, load_dataset
-from fedcare.federation.engine import EngineResult, EngineSettings, RoundEngine, RoundRecord
+from fedcare.federation.engine import EngineResult, EngineSettings, RoundEngine, RoundRecord, site_seed
 from fedcare.federation.anomalies import flagged_sites
 from fedcare.federation.transport import FitResult, SiteMetrics
 from fedcare.learning.models import ModelFactory, ModelSpec, get_params, initial_model
@@ -44,6 +44,7 @@ class Run:
     summary: dict
     global_params: Params
     local_params: dict[str, Params] = field(default_factory=dict)
+    site_params: dict[str, Params] = field(default_factory=dict)  # personalized models, where the run has them
     pooled_params: Params | None = None
     history: list[RoundRecord] = field(default_factory=list)
 
@@ -58,7 +59,8 @@ def resolve_config(config: FederationConfig | Mapping | str | Path | None, **ove
 
 
 def data_spec(cfg: FederationConfig) -> DataSpec:
-    return DataSpec(dataset=cfg.dataset, data=cfg.data, site=cfg.site, label=cfg.label, task=cfg.task,
+    return DataSpec(dataset=cfg.dataset, data=cfg.data, site=cfg.site, label=cfg.label, time=cfg.time,
+                    event=cfg.event, task=cfg.task,
                     drop=cfg.drop, categorical=cfg.categorical, test_fraction=cfg.test_fraction,
                     split_seed=cfg.split_seed, val_fraction=cfg.val_fraction, partition=cfg.partition,
                     num_sites=cfg.num_sites, alpha=cfg.alpha, partition_seed=cfg.partition_seed)
@@ -88,7 +90,7 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
                           f"{', '.join(sd.site_id for sd in dataset.sites)}")
     torch.set_num_threads(cfg.threads)
     task = Task(dataset.task, num_classes=max(2, len(dataset.classes)))
-    factory = model_factory or ModelSpec(cfg.model, cfg.hidden).build
+    factory = model_factory or ModelSpec(cfg.model, cfg.hidden, cfg.batch_norm).build
     num_features = len(dataset.feature_names)
 
     def new_model():
@@ -98,6 +100,7 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
     algorithm = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
                                 server_momentum=cfg.server_momentum, weighting=cfg.weighting,
                                 site_weights=cfg.site_weights, aggregation=aggregation, prox_mu=cfg.prox_mu)
+    algorithm = replace(algorithm, personalization=cfg.personalization, ditto_lambda=cfg.ditto_lambda)
     if aggregator is not None:
         algorithm = replace(algorithm, strategy=replace_aggregator(algorithm.strategy, aggregator))
     settings = EngineSettings(rounds=cfg.rounds, local_epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
@@ -171,9 +174,14 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     result = engine("federated", federation)
     bytes_sent = federation.bytes_sent  # before baselines reuse the transport for evaluation
     rows = list(metric_rows("federated", result.history))
-    per_model = {"federated": _test_metrics(federation, result.params)}
-    anomalies = flagged_sites(rec.anomalies for rec in result.history)
     run = Run(cfg.run_dir, cfg, {}, result.params, history=result.history)
+    per_model = {"federated": _test_metrics(federation, result.params)}
+    if cfg.personalization != "none":
+        personal = personalize(fed, result.params)
+        run.site_params = personal
+        per_model["personalized"] = {sid: site.evaluate(personal[sid], ["test"])["test"]
+                                     for sid, site in _honest(fed.federated_sites).items()}
+    anomalies = flagged_sites(rec.anomalies for rec in result.history)
     if cfg.baselines:
         # a baseline has one site: same algorithm and budget, no site weights or selection
         plain = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
@@ -217,9 +225,28 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     folder.write_metrics(rows)
     folder.write_global(result.params, {"dataset": dataset.name, "algorithm": cfg.algorithm,
                                         "feature_names": list(dataset.feature_names)})
+    for sid, params in run.site_params.items():
+        folder.write_site(sid, params, {"dataset": dataset.name, "personalization": cfg.personalization})
     folder.write_summary(run.summary)
     folder.write_report(htmlreport.render(run.summary, rows))
     return run
+
+
+def _honest(sites: Sequence) -> dict[str, LocalSite]:
+    """The LocalSite behind each federated site (a simulated attacker wraps one)."""
+    return {s.site_id: getattr(s, "site", s) for s in sites}
+
+
+def personalize(fed: Federation, global_params: Params) -> dict[str, Params]:
+    """Each site's own final model (its kept layers, its Ditto model, or the fine-tuned global one)."""
+    cfg = fed.config
+    out = {}
+    for i, (sid, site) in enumerate(_honest(fed.federated_sites).items()):
+        request = FitRequest(cfg.rounds + 1, "local_epochs", cfg.finetune_epochs, cfg.lr, cfg.batch_size,
+                             cfg.optimizer, site_seed(cfg.seed, cfg.rounds + 1, i), 0.0, cfg.personalization,
+                             cfg.ditto_lambda)
+        out[sid] = site.personal_params(global_params, request)
+    return out
 
 
 def _splits(sd) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedcare.core.errors import ConfigError, FedcareError
@@ -26,7 +27,9 @@ def simulate(
     data: Annotated[Optional[list[Path]], Opt(help="CSV/Parquet file; repeat for one file per site")] = None,
     site: Annotated[Optional[str], Opt(help="site column in --data")] = None,
     label: Annotated[Optional[str], Opt(help="label column in --data")] = None,
-    task: Annotated[Optional[str], Opt(help="binary | multiclass | regression (default: inferred)")] = None,
+    time: Annotated[Optional[str], Opt(help="survival: time-to-event column (with --event, instead of --label)")] = None,
+    event: Annotated[Optional[str], Opt(help="survival: event column (1 = event, 0 = censored)")] = None,
+    task: Annotated[Optional[str], Opt(help="binary | multiclass | regression | survival (default: inferred)")] = None,
     drop: Annotated[Optional[list[str]], Opt(help="identifier column to drop; repeatable")] = None,
     categorical: Annotated[Optional[list[str]], Opt(help="column to treat as categorical; repeatable")] = None,
     partition: Annotated[Optional[str], Opt(help="iid | dirichlet | quantity, for one file without sites")] = None,
@@ -38,8 +41,12 @@ def simulate(
     val_fraction: Annotated[Optional[float], Opt(help="validation share of each site's training rows")] = None,
     algorithm: Annotated[Optional[str], Opt(help="fedsgd | fedavg | fedprox | cyclic | fedadam | fedyogi | fedadagrad")] = None,
     prox_mu: Annotated[Optional[float], Opt(help="FedProx proximal weight μ (default 0.01)")] = None,
+    personalization: Annotated[Optional[str], Opt(help="none | finetune | fedper | fedrep | fedbn | ditto")] = None,
+    ditto_lambda: Annotated[Optional[float], Opt(help="Ditto: pull towards the global model (default 0.1)")] = None,
+    finetune_epochs: Annotated[Optional[int], Opt(help="epochs of final local fine-tuning (default 5)")] = None,
     model: Annotated[Optional[str], Opt(help="linear (logistic) | mlp")] = None,
     hidden: Annotated[Optional[list[int]], Opt(help="MLP hidden width; repeat per layer")] = None,
+    batch_norm: Annotated[Optional[bool], Opt("--batch-norm/--no-batch-norm", help="MLP with batch norm (for fedbn)")] = None,
     optimizer: Annotated[Optional[str], Opt(help="local optimizer: sgd | adam")] = None,
     rounds: Annotated[Optional[int], Opt(help="maximum rounds")] = None,
     local_epochs: Annotated[Optional[int], Opt(help="local epochs per round (fedavg)")] = None,
@@ -126,15 +133,15 @@ def datasets() -> None:
     from fedcare.data import dataset_info
 
     for info in dataset_info():
-        console.print(f"[bold]{info['name']}[/bold] ({info['task']}): {info['description']}")
+        console.print(f"[bold]{info['name']}[/bold] ({info['task']}): {escape(info['description'])}")
         table = Table()
         table.add_column("site")
         table.add_column("rows", justify="right")
         for s in info["sites"]:
-            table.add_row(s["site_id"], str(s["rows"]))
+            table.add_row(s["site_id"], "?" if s["rows"] is None else str(s["rows"]))
         console.print(table)
         if info.get("source"):
-            console.print(f"source: {info['source']}")
+            console.print(f"source: {escape(info['source'])}")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from rich.table import Table
 
-MODELS = ("local", "federated", "pooled")
+MODELS = ("local", "federated", "personalized", "pooled")
 
 
 def _fmt(value: float | None) -> str:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -14,6 +15,13 @@ from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.core.serialization import save_params
 from fedcare.federation.engine import RoundRecord
+
+
+def file_stem(site_id: str) -> str:
+    """A site id as a file name: site ids come from data, so anything but [A-Za-z0-9._-] becomes '_'
+    and no name can climb out of the folder."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", site_id).lstrip(".")
+    return stem or "_"
 
 
 def metric_rows(model: str, records: Iterable[RoundRecord]) -> Iterable[dict]:
@@ -51,6 +59,11 @@ class RunFolder:
 
     def write_report(self, html: str) -> None:
         self._write("report.html", html)
+
+    def write_site(self, site_id: str, params: Params, meta: Mapping[str, object]) -> None:
+        """sites/<site_id>.safetensors: a site's personalized model."""
+        (self.path / "sites").mkdir(exist_ok=True)
+        save_params(self.path / "sites" / f"{file_stem(site_id)}.safetensors", params, {**meta, "site_id": site_id})
 
     def write_global(self, params: Params, meta: Mapping[str, object]) -> None:
         save_params(self.path / "global.safetensors", params, meta)

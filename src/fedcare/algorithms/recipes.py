@@ -56,6 +56,8 @@ class Algorithm:
     strategy: Strategy
     selection: Literal["random", "cyclic"] = "random"
     prox_mu: float = 0.0
+    personalization: str = "none"  # site-side: see fedcare.learning.site
+    ditto_lambda: float = 0.1
 
 
 def build_algorithm(name: str, *, lr: float, server_lr: float | None = None, server_momentum: float = 0.0,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedcare.core.errors import ConfigError
 
-TaskKind = Literal["binary", "multiclass", "regression"]
+TaskKind = Literal["binary", "multiclass", "regression", "survival"]
 
 
 class FederationConfig(BaseModel):
@@ -25,6 +25,8 @@ class FederationConfig(BaseModel):
     data: tuple[str, ...] = Field((), description="CSV/Parquet file(s): one with a site column, or one per site")
     site: str | None = Field(None, description="site column")
     label: str | None = Field(None, description="label column")
+    time: str | None = Field(None, description="survival: time-to-event column (with event, instead of label)")
+    event: str | None = Field(None, description="survival: event column, 1 = event observed, 0 = censored")
     task: TaskKind | None = Field(None, description="override the task inferred from the label")
     drop: tuple[str, ...] = Field((), description="identifier columns to drop")
     categorical: tuple[str, ...] = Field((), description="columns to treat as categorical")
@@ -39,6 +41,7 @@ class FederationConfig(BaseModel):
     # learning
     model: Literal["linear", "logistic", "mlp"] = "linear"  # logistic = linear with a sigmoid/softmax loss
     hidden: tuple[int, ...] = (32,)
+    batch_norm: bool = Field(False, description="MLP with batch norm after each hidden layer (for fedbn)")
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.05, gt=0)
     batch_size: int = Field(16, ge=1)
@@ -52,6 +55,10 @@ class FederationConfig(BaseModel):
     server_lr: float | None = Field(None, gt=0, description="server learning rate (default: 1.0 for fedavg, "
                                      "fedprox and cyclic; 0.01 for fedadam, fedyogi, fedadagrad)")
     prox_mu: float = Field(0.01, ge=0, description="FedProx proximal weight μ")
+    personalization: Literal["none", "finetune", "fedper", "fedrep", "fedbn", "ditto"] = Field(
+        "none", description="what each site keeps or adapts for its own patients")
+    ditto_lambda: float = Field(0.1, ge=0, description="Ditto: pull of the personal model towards the global one")
+    finetune_epochs: int = Field(5, ge=1, description="epochs of local fine-tuning (personalization finetune)")
     server_momentum: float = Field(0.0, ge=0, lt=1)
     weighting: Literal["examples", "uniform"] = "examples"
     site_weights: dict[str, float] = Field(default_factory=dict)
@@ -99,8 +106,11 @@ class FederationConfig(BaseModel):
             object.__setattr__(self, "dataset", "heart-disease")
         if self.dataset is not None and self.data:
             raise ValueError("give either dataset or data, not both")
-        if self.data and not self.label:
-            raise ValueError("data needs label: the name of the label column (--label)")
+        if self.data and not self.label and not (self.time or self.event):
+            raise ValueError("data needs label: the name of the label column (--label), "
+                             "or time and event for survival (--time, --event)")
+        if self.personalization == "fedbn" and not (self.model == "mlp" and self.batch_norm):
+            raise ValueError("personalization fedbn keeps batch-norm layers local: use model mlp with batch_norm")
         if self.patience is not None and self.val_fraction == 0:
             raise ValueError("patience needs a validation split: set val_fraction > 0 (e.g. 0.2)")
         return self

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 SiteMode = Literal["gradient", "local_epochs"]
+Personalization = Literal["none", "finetune", "fedper", "fedrep", "fedbn", "ditto"]
 Split = Literal["train", "val", "test"]
 
 
@@ -21,6 +22,8 @@ class FitRequest:
     optimizer: Literal["sgd", "adam"]
     seed: int
     prox_mu: float = 0.0  # FedProx: weight of the proximal term μ/2·‖θ − θ_global‖² (0 = plain local training)
+    personalization: Personalization = "none"  # what the site keeps for itself (see learning/site.py)
+    ditto_lambda: float = 0.1  # Ditto: pull of the personal model towards the global one
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -16,6 +16,7 @@ from fedcare.data.labels import LabelEncoding
 from fedcare.data.preprocessing import apply_transform, fit_transform
 from fedcare.data.raw import RawSite
 from fedcare.data.splitting import split_site
+from fedcare.data.survival import SurvivalEncoding
 
 MIN_SITE_ROWS = 4
 
@@ -33,7 +34,7 @@ def check_site_sizes(sites: Sequence[RawSite]) -> None:
 def build_dataset(
     name: str,
     sites: Sequence[RawSite],
-    label: LabelEncoding,
+    label: LabelEncoding | SurvivalEncoding,
     types: ColumnTypes,
     spec: DataSpec,
     extra: dict[str, Any] | None = None,
@@ -42,11 +43,10 @@ def build_dataset(
     check_site_sizes(sites)
     splits = []
     for site in sites:
-        label_text = site.frame[label.column].tolist()
-        codes = None if label.task == "regression" else label.codes(label_text)
+        codes = label.strata(site.frame)  # class codes, event codes (survival) or None (regression)
         split = split_site(site.site_id, len(site.frame), codes, spec.test_fraction, spec.val_fraction, spec.split_seed)
         typed = typed_frame(site.frame, types)
-        y = label.encode(label_text)
+        y = label.targets(site.frame)
         splits.append((site, typed, y, split))
     transform = fit_transform([typed.iloc[split.train] for _, typed, _, split in splits], types)
     site_data = []
@@ -65,6 +65,7 @@ def build_dataset(
             "val_fraction": spec.val_fraction,
             "split_seed": spec.split_seed,
             "stratified_when": "2+ classes at the site and every class has more than 2 rows",
+            **({"stratified_by": "event"} if label.task == "survival" else {}),
         },
         "site_rows": {s.site_id: {"train": len(sp.train), "val": len(sp.val), "test": len(sp.test)}
                       for s, _, _, sp in splits},

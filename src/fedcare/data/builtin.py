@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import pandas as pd
 
 from fedcare.core.errors import DataError
 from fedcare.data import heart_disease
@@ -13,6 +17,8 @@ from fedcare.data.columns import type_columns
 from fedcare.data.dataset import DataSpec, FederatedDataset, TaskKind
 from fedcare.data.labels import LabelEncoding
 from fedcare.data.raw import RawSite
+from fedcare.data.survival import infer_survival_encoding
+from fedcare.data.values import canonical, clean_column, parse_numbers
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,7 @@ class BuiltinDataset:
     citation: str
     load: Callable[[DataSpec], FederatedDataset]
     site_rows: Callable[[], list[dict[str, Any]]]
+    requires: str | None = None  # optional package the dataset is loaded from
 
 
 HEART_LABEL = LabelEncoding(
@@ -58,6 +65,71 @@ def _heart_rows() -> list[dict[str, Any]]:
     return [{"site_id": s.site_id, "rows": len(s.frame)} for s in _heart_sites()[0]]
 
 
+OVARIAN = "ovarian-genomics"
+OVARIAN_NEEDS = f"dataset '{OVARIAN}' needs the survset package: pip install 'fedcare[datasets]'"
+OVARIAN_TIME, OVARIAN_EVENT, OVARIAN_SITE = "time", "event", "fac_group"
+OVARIAN_GENES = 158
+OVARIAN_STUDIES = ("4", "9", "13", "16")  # joint.Cox's study codes (`group`), as SurvSet stores them
+OVARIAN_SOURCE = "survset dataOvarian1"
+
+
+def _survset_ovarian() -> pd.DataFrame:
+    """SurvSet's copy of joint.Cox's dataOvarian1 (the package ships it; nothing is downloaded)."""
+    try:
+        from SurvSet.data import SurvLoader
+    except ImportError:
+        raise DataError(OVARIAN_NEEDS) from None
+    with warnings.catch_warnings():  # survset's stored frames trip a numpy deprecation warning on load
+        warnings.simplefilter("ignore", DeprecationWarning)
+        frame = SurvLoader().load_dataset("dataOvarian1")["df"]
+    genes = [c for c in frame.columns if c.startswith("num_")]
+    for column in (OVARIAN_TIME, OVARIAN_EVENT, OVARIAN_SITE, "fac_debulk"):
+        if column not in frame.columns:
+            raise DataError(f"survset's dataOvarian1 lacks column '{column}'; this survset version is not supported")
+    if len(genes) != OVARIAN_GENES:
+        raise DataError(f"survset's dataOvarian1 has {len(genes)} genes, expected {OVARIAN_GENES}; "
+                        "this survset version is not supported")
+    return frame
+
+
+def _ovarian_sites() -> tuple[list[RawSite], int]:
+    """One site per study; text cells like a read file; rows with time <= 0 dropped (returned count)."""
+    raw = _survset_ovarian()
+    renamed = {c: c.removeprefix("num_").removeprefix("fac_") for c in raw.columns
+               if c.startswith(("num_", "fac_")) and c != OVARIAN_SITE}
+    frame = pd.DataFrame({renamed.get(c, c): clean_column(raw[c]) for c in raw.columns if c != "pid"}, dtype=object)
+    # Two patients are censored at time 0: not in any risk set or comparable pair, so dropping them
+    # changes neither the Cox loss nor the C-index, and survival times must be positive.
+    positive = parse_numbers(frame[OVARIAN_TIME]) > 0
+    frame = frame[positive]
+    sites = []
+    for study in OVARIAN_STUDIES:
+        rows = frame[frame[OVARIAN_SITE].map(lambda v: v is not None and canonical(v) == study)]
+        sites.append(RawSite(f"study-{study}", rows.drop(columns=[OVARIAN_SITE]), OVARIAN_SOURCE))
+    found = {canonical(v) for v in frame[OVARIAN_SITE].tolist() if v is not None}
+    if found != set(OVARIAN_STUDIES):
+        raise DataError(f"survset's dataOvarian1 has studies {sorted(found)}, expected {list(OVARIAN_STUDIES)}")
+    return sites, int((~positive).sum())
+
+
+def _load_ovarian(spec: DataSpec) -> FederatedDataset:
+    sites, dropped = _ovarian_sites()
+    features = [c for c in sites[0].frame.columns if c not in (OVARIAN_TIME, OVARIAN_EVENT)]
+    types = type_columns(features, sites, ["debulk"], several_files=True)
+    target = infer_survival_encoding(OVARIAN_TIME, OVARIAN_EVENT, [(s.site_id, s.frame) for s in sites])
+    extra = {"dataset": OVARIAN, "source": OVARIAN_SOURCE, "rows_dropped_nonpositive_time": dropped,
+             "columns_dropped": ["pid"]}
+    return build_dataset(OVARIAN, sites, target, types, spec, extra)
+
+
+def _ovarian_rows() -> list[dict[str, Any]]:
+    try:
+        sites, _ = _ovarian_sites()
+    except DataError:  # survset missing: list the studies, sizes unknown
+        return [{"site_id": f"study-{s}", "rows": None} for s in OVARIAN_STUDIES]
+    return [{"site_id": s.site_id, "rows": len(s.frame)} for s in sites]
+
+
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "heart-disease": BuiltinDataset(
         name="heart-disease",
@@ -70,6 +142,19 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         load=_load_heart,
         site_rows=_heart_rows,
     ),
+    OVARIAN: BuiltinDataset(
+        name=OVARIAN,
+        task="survival",
+        description="Ovarian cancer, 4 studies, time to recurrence from 158 genes' expression and debulking status "
+                    "(optional: needs the survset package, from the fedcare 'datasets' extra)",
+        source="SurvSet (Drysdale 2022), dataset dataOvarian1 from the R package joint.Cox (Emura et al.), "
+               "derived from curatedOvarianData (Ganzfried et al. 2013)",
+        citation="Drysdale, SurvSet: An open-source time-to-event dataset repository, arXiv:2203.03094 (2022); "
+                 "Ganzfried et al., curatedOvarianData, Database 2013",
+        load=_load_ovarian,
+        site_rows=_ovarian_rows,
+        requires="survset",
+    ),
 }
 
 
@@ -80,10 +165,26 @@ def get_builtin(name: str) -> BuiltinDataset:
     return BUILTIN_DATASETS[name]
 
 
+_MODULES = {"survset": "SurvSet"}  # pip name -> import name
+
+
+def _available(d: BuiltinDataset) -> bool:
+    if d.requires is None:
+        return True
+    try:
+        return importlib.util.find_spec(_MODULES.get(d.requires, d.requires)) is not None
+    except (ImportError, ValueError, AttributeError):
+        return False
+
+
 def dataset_info() -> list[dict[str, Any]]:
-    """One JSON-able entry per built-in dataset, for `fedcare datasets`."""
+    """One JSON-able entry per built-in dataset, for `fedcare datasets`.
+
+    A dataset whose optional package is missing is still listed, with `available` False and
+    rows None (unknown).
+    """
     return [
         {"name": d.name, "task": d.task, "description": d.description, "sites": d.site_rows(),
-         "source": d.source, "citation": d.citation}
+         "source": d.source, "citation": d.citation, "available": _available(d)}
         for d in BUILTIN_DATASETS.values()
     ]

@@ -12,7 +12,7 @@ import numpy as np
 
 from fedcare.core.errors import DataError
 
-TaskKind = Literal["binary", "multiclass", "regression"]
+TaskKind = Literal["binary", "multiclass", "regression", "survival"]
 PartitionKind = Literal["iid", "dirichlet", "quantity"]
 
 
@@ -20,8 +20,9 @@ PartitionKind = Literal["iid", "dirichlet", "quantity"]
 class SiteData:
     """One hospital's already-encoded arrays; they stay at that site during a real run.
 
-    x_* are float32 (n, d). y_* are float32 0/1 (binary), int64 class index (multiclass)
-    or float32 (regression). The validation split may have 0 rows.
+    x_* are float32 (n, d). y_* are float32 0/1 (binary), int64 class index (multiclass),
+    float32 (regression) or float32 (n, 2) = [time > 0, event 1/0] (survival). The validation
+    split may have 0 rows.
     """
 
     site_id: str
@@ -61,6 +62,8 @@ class DataSpec:
     data: tuple[str, ...] = ()
     site: str | None = None
     label: str | None = None
+    time: str | None = None  # survival: time-to-event column (with `event`, instead of `label`)
+    event: str | None = None  # survival: event indicator column (1/0, True/False or two values)
     task: TaskKind | None = None
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()

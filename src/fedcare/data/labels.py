@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data.dataset import TaskKind
@@ -41,6 +42,19 @@ class LabelEncoding:
     def codes(self, values: Iterable[str]) -> np.ndarray:
         """Integer class codes, for stratifying and label-skew partitioning (classification only)."""
         return self.encode(values).astype(np.int64)
+
+    @property
+    def columns(self) -> tuple[str]:
+        """The target column(s) a row needs (shared interface with SurvivalEncoding)."""
+        return (self.column,)
+
+    def strata(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """Class codes of a site's rows to stratify its split on; None for regression."""
+        return None if self.task == "regression" else self.codes(frame[self.column].tolist())
+
+    def targets(self, frame: pd.DataFrame) -> np.ndarray:
+        """Encoded labels of a site's rows."""
+        return self.encode(frame[self.column].tolist())
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able description for the run folder."""

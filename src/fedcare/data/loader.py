@@ -1,5 +1,6 @@
 """load_dataset: check the spec, then build sites from a built-in dataset or the user's files.
 
+Targets: --label (binary, multiclass, regression) or --time and --event (survival).
 Files: several files = one site each; one file with --site = one site per value; one file without
 sites = simulated sites via --partition.
 """
@@ -21,6 +22,7 @@ from fedcare.data.dataset import DataSpec, FederatedDataset
 from fedcare.data.labels import LabelEncoding, infer_label_encoding
 from fedcare.data.raw import RawSite
 from fedcare.data.readers import read_table
+from fedcare.data.survival import SurvivalEncoding, infer_survival_encoding
 from fedcare.data.values import canonical
 
 SHOWN_COLUMNS = 12
@@ -44,19 +46,18 @@ def check_spec(spec: DataSpec) -> None:
         raise ConfigError(f"test fraction must be between 0 and 1, got {spec.test_fraction}")
     if not 0.0 <= spec.val_fraction < 1.0:
         raise ConfigError(f"val fraction must be in [0, 1), got {spec.val_fraction}")
-    if spec.task not in (None, "binary", "multiclass", "regression"):
-        raise ConfigError(f"unknown task '{spec.task}': use binary, multiclass or regression")
+    if spec.task not in (None, "binary", "multiclass", "regression", "survival"):
+        raise ConfigError(f"unknown task '{spec.task}': use binary, multiclass, regression or survival")
     if spec.dataset is not None:
         builtin = get_builtin(spec.dataset)
-        for flag, value in (("site", spec.site), ("label", spec.label), ("partition", spec.partition),
-                            ("drop", spec.drop), ("categorical", spec.categorical)):
+        for flag, value in (("site", spec.site), ("label", spec.label), ("time", spec.time), ("event", spec.event),
+                            ("partition", spec.partition), ("drop", spec.drop), ("categorical", spec.categorical)):
             if value:
                 raise ConfigError(f"--{flag} applies to --data files, not to the built-in dataset '{spec.dataset}'")
         if spec.task is not None and spec.task != builtin.task:
             raise ConfigError(f"dataset '{spec.dataset}' is a {builtin.task} task, not {spec.task}")
         return
-    if spec.label is None:
-        raise ConfigError("--label is required with --data: name the column to predict")
+    _check_targets(spec)
     if spec.site is not None and len(spec.data) > 1:
         raise ConfigError("--site cannot be used with several --data files: each file already is one site")
     if spec.partition is not None:
@@ -68,6 +69,24 @@ def check_spec(spec: DataSpec) -> None:
             raise ConfigError(f"--num-sites must be at least 1, got {spec.num_sites}")
         if spec.alpha <= 0:
             raise ConfigError(f"--alpha must be positive, got {spec.alpha}")
+
+
+def _check_targets(spec: DataSpec) -> None:
+    """--label for binary/multiclass/regression; --time and --event (and no --label) for survival."""
+    survival = spec.time is not None or spec.event is not None or spec.task == "survival"
+    if not survival:
+        if spec.label is None:
+            raise ConfigError("--label is required with --data: name the column to predict "
+                              "(or --time and --event for a survival task)")
+        return
+    if spec.label is not None:
+        raise ConfigError("a survival task takes --time and --event instead of --label; drop --label")
+    if spec.time is None or spec.event is None:
+        missing = "--time" if spec.time is None else "--event"
+        raise ConfigError(f"a survival task needs both --time (time to event or censoring) and --event "
+                          f"(1 = event, 0 = censored); {missing} is missing")
+    if spec.task not in (None, "survival"):
+        raise ConfigError(f"--time and --event make a survival task, not {spec.task}; drop --task")
 
 
 def _columns_text(columns: list[str]) -> str:
@@ -104,7 +123,7 @@ def _sites_from_column(frame: pd.DataFrame, column: str, source: str) -> list[Ra
     return [RawSite(site_id, frame[ids == site_id], source) for site_id in order]
 
 
-def _partition(frame: pd.DataFrame, spec: DataSpec, label: LabelEncoding, source: str) -> list[RawSite]:
+def _partition(frame: pd.DataFrame, spec: DataSpec, label: LabelEncoding | SurvivalEncoding, source: str) -> list[RawSite]:
     rng = np.random.default_rng(spec.partition_seed)
     n = len(frame)
     if spec.partition == "iid":
@@ -112,30 +131,36 @@ def _partition(frame: pd.DataFrame, spec: DataSpec, label: LabelEncoding, source
     elif spec.partition == "quantity":
         parts = partitioners.quantity(n, spec.num_sites, spec.alpha, rng)
     else:
-        if label.task == "regression":
+        codes = label.strata(frame)  # survival: skewed by event vs. censored
+        if codes is None:
             raise DataError("the dirichlet partition skews labels by class and a regression label has no classes; "
                             "use --partition iid or --partition quantity")
-        codes = label.codes(frame[label.column].tolist())
         parts = partitioners.dirichlet(codes, spec.num_sites, spec.alpha, rng)
     return [RawSite(f"site-{i + 1}", frame.iloc[rows], source) for i, rows in enumerate(parts)]
 
 
 def load_files(spec: DataSpec) -> FederatedDataset:
     """Bring-your-own data: read, assign sites, infer the task and column kinds, then build."""
-    assert spec.label is not None
+    survival = spec.time is not None
+    targets = (spec.time, spec.event) if survival else (spec.label,)
+    assert all(targets)
     paths = [Path(p) for p in spec.data]
     frames = _read_all(paths)
     columns = list(frames[0].columns)
     source = paths[0].name
-    for column in (spec.label, *([spec.site] if spec.site else []), *spec.drop, *spec.categorical):
+    for column in (*targets, *([spec.site] if spec.site else []), *spec.drop, *spec.categorical):
         _require(column, columns, source)
     dropped_label: dict[str, int] = {}
     kept = []
     for path, frame in zip(paths, frames):
-        has_label = frame[spec.label].notna()
+        has_label = frame[list(targets)].notna().all(axis=1)
         dropped_label[path.name] = int((~has_label).sum())
         kept.append(frame[has_label])
-    label = infer_label_encoding(spec.label, [v for f in kept for v in f[spec.label].tolist()], spec.task)
+    label: LabelEncoding | SurvivalEncoding
+    if survival:
+        label = infer_survival_encoding(spec.time, spec.event, [(p.name, f) for p, f in zip(paths, kept)])
+    else:
+        label = infer_label_encoding(spec.label, [v for f in kept for v in f[spec.label].tolist()], spec.task)
     if len(paths) > 1:
         sites = [RawSite(p.stem, f, p.name) for p, f in zip(paths, kept)]
     elif spec.site is not None:
@@ -145,14 +170,15 @@ def load_files(spec: DataSpec) -> FederatedDataset:
     else:
         raise DataError(f"'{source}' is one file without sites: pass --site COLUMN to name its site column, "
                         "or --partition iid|dirichlet|quantity to simulate sites")
-    excluded = {spec.label, *([spec.site] if spec.site else []), *spec.drop}
+    excluded = {*targets, *([spec.site] if spec.site else []), *spec.drop}
     features = [c for c in columns if c not in excluded]
     if not features:
-        raise DataError(f"no feature columns left in '{source}' after removing the label, site and --drop columns")
+        what = "time, event" if survival else "label"
+        raise DataError(f"no feature columns left in '{source}' after removing the {what}, site and --drop columns")
     types = type_columns(features, sites, spec.categorical, several_files=len(paths) > 1)
     extra: dict[str, Any] = {
         "files": [p.name for p in paths],
-        "rows_dropped_missing_label": dropped_label,
+        ("rows_dropped_missing_time_or_event" if survival else "rows_dropped_missing_label"): dropped_label,
         "columns_dropped": list(spec.drop),
         "site_column": spec.site,
     }

@@ -100,8 +100,10 @@ class RoundEngine:
                 selected = [site_ids[(rnd - 1) % len(site_ids)]]
             else:
                 selected = select_sites(site_ids, s.fraction, s.min_sites, rng)
-            requests = {sid: FitRequest(rnd, self.algorithm.site_mode, s.local_epochs, s.lr, s.batch_size,
-                                        s.optimizer, site_seed(s.seed, rnd, index[sid]), self.algorithm.prox_mu)
+            a = self.algorithm
+            requests = {sid: FitRequest(rnd, a.site_mode, s.local_epochs, s.lr, s.batch_size, s.optimizer,
+                                        site_seed(s.seed, rnd, index[sid]), a.prox_mu, a.personalization,
+                                        a.ditto_lambda)
                         for sid in selected}
             fitted = self.transport.fit(params, requests)
             updates = fitted.updates

@@ -1,4 +1,4 @@
-"""Evaluation metrics per task, in plain numpy.
+"""Evaluation metrics per task (binary, multiclass, regression, survival), in plain numpy.
 
 They run for every site on every round, so they avoid per-call validation overhead; the tests check
 them against scikit-learn. A metric that is undefined on a split (ROC-AUC with one class present) is
@@ -61,3 +61,86 @@ def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> Metrics:
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> Metrics:
     err = pred.astype(np.float64) - y.astype(np.float64)
     return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
+
+
+def _tie_group_ends(sorted_values: np.ndarray) -> np.ndarray:
+    """For values already sorted, the index of the last element of each element's run of equal values."""
+    n = len(sorted_values)
+    starts_next = np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1
+    ends = np.append(starts_next - 1, n - 1)
+    counts = np.diff(np.concatenate(([0], ends + 1)))
+    return np.repeat(ends, counts)
+
+
+def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float | None:
+    """Harrell's concordance index; None when no pair is comparable (or a risk is NaN).
+
+    A pair (i, j) is comparable when i had an event and time_i < time_j (equal times are not
+    comparable); it is concordant when risk_i > risk_j, and counts 0.5 when the risks are equal.
+
+    O(n log n): patients are visited from the longest time down, one tie group at a time; a Fenwick
+    tree over the risk ranks holds everyone with a strictly longer time, so each event asks it how
+    many of them have a lower (and an equal) risk.
+    """
+    time = np.asarray(time, dtype=np.float64).reshape(-1)
+    event = np.asarray(event).reshape(-1) != 0
+    risk = np.asarray(risk, dtype=np.float64).reshape(-1)
+    n = len(time)
+    if n < 2 or np.isnan(risk).any():
+        return None
+    _, inverse = np.unique(risk, return_inverse=True)
+    rank = (inverse.reshape(-1) + 1).tolist()  # 1-based dense ranks: equal risks share a rank
+    size = max(rank)
+    tree = [0] * (size + 1)
+
+    def prefix(r: int) -> int:  # how many inserted patients have rank <= r
+        total = 0
+        while r > 0:
+            total += tree[r]
+            r -= r & -r
+        return total
+
+    order = np.argsort(-time, kind="stable")
+    t_sorted = time[order]
+    cuts = (np.flatnonzero(t_sorted[1:] != t_sorted[:-1]) + 1).tolist()
+    order_list, events = order.tolist(), event.tolist()
+    lower = ties = comparable = inserted = 0
+    for start, stop in zip([0, *cuts], [*cuts, n]):
+        group = order_list[start:stop]
+        for i in group:
+            if events[i]:
+                r = rank[i]
+                below = prefix(r - 1)
+                lower += below
+                ties += prefix(r) - below
+                comparable += inserted
+        for i in group:
+            r = rank[i]
+            while r <= size:
+                tree[r] += 1
+                r += r & -r
+        inserted += stop - start
+    if comparable == 0:
+        return None
+    return float((lower + 0.5 * ties) / comparable)
+
+
+def neg_partial_loglik(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float | None:
+    """The Cox loss (mean negative partial log-likelihood, Breslow ties) in numpy; None with no event."""
+    time = np.asarray(time, dtype=np.float64).reshape(-1)
+    event = (np.asarray(event).reshape(-1) != 0).astype(np.float64)
+    risk = np.asarray(risk, dtype=np.float64).reshape(-1)
+    n_events = event.sum()
+    if n_events == 0:
+        return None
+    order = np.argsort(-time, kind="stable")
+    risk_s, event_s = risk[order], event[order]
+    log_cum = np.logaddexp.accumulate(risk_s)
+    log_risk_set = log_cum[_tie_group_ends(time[order])]
+    return float(-np.sum(event_s * (risk_s - log_risk_set)) / n_events)
+
+
+def survival_metrics(y: np.ndarray, risk: np.ndarray) -> Metrics:
+    """y = (n, 2) [time, event]; risk = predicted log relative hazard (higher = earlier event)."""
+    time, event = y[:, 0], y[:, 1]
+    return {"c_index": c_index(time, event, risk), "neg_partial_loglik": neg_partial_loglik(time, event, risk)}

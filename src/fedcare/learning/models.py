@@ -23,6 +23,7 @@ ModelFactory = Callable[[int, int], nn.Module]
 class ModelSpec:
     name: str = "linear"  # "linear" (= "logistic") or "mlp"
     hidden: tuple[int, ...] = (32,)
+    batch_norm: bool = False  # MLP only: Linear → BatchNorm → ReLU (what FedBN keeps local)
 
     def build(self, num_features: int, num_outputs: int) -> nn.Module:
         if self.name in ("linear", "logistic"):
@@ -31,7 +32,7 @@ class ModelSpec:
             layers: list[nn.Module] = []
             width = num_features
             for h in self.hidden:
-                layers += [nn.Linear(width, h), nn.ReLU()]
+                layers += [nn.Linear(width, h), *([nn.BatchNorm1d(h)] if self.batch_norm else []), nn.ReLU()]
                 width = h
             layers.append(nn.Linear(width, num_outputs))
             return nn.Sequential(*layers)
@@ -49,6 +50,26 @@ def get_params(module: nn.Module) -> Params:
     """Floating-point state (weights and float buffers such as batch-norm statistics), as numpy."""
     return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()
             if v.is_floating_point()}
+
+
+def head_names(module: nn.Module) -> frozenset[str]:
+    """State names of the last layer that has parameters: the 'head' FedPer and FedRep keep local."""
+    last = ""
+    for name, sub in module.named_modules():
+        if any(True for _ in sub.parameters(recurse=False)):
+            last = name
+    prefix = f"{last}." if last else ""
+    return frozenset(f"{prefix}{k}" for k, v in (module.get_submodule(last) if last else module)
+                     .state_dict().items() if v.is_floating_point() and "." not in k)
+
+
+def batch_norm_names(module: nn.Module) -> frozenset[str]:
+    """State names of every batch-norm layer (weights and running statistics): what FedBN keeps local."""
+    names = set()
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            names |= {f"{name}.{k}" for k, v in sub.state_dict().items() if v.is_floating_point()}
+    return frozenset(names)
 
 
 def set_params(module: nn.Module, params: Params) -> None:

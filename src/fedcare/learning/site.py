@@ -2,10 +2,21 @@
 
 The same code serves simulation and deployment: a transport hands it params and a FitRequest and
 carries back the Update, which holds arrays shaped like the params and scalars — never rows.
+
+Personalization is site state that never travels (`self.personal`):
+  fedper  the output layer ("head") stays at the site: the site trains body and its own head, and
+          sends zeros for the head;
+  fedrep  the same split, but the head is trained first with the body frozen, then the body with
+          the head frozen (Collins et al., ICML 2021);
+  fedbn   batch-norm layers (weights and running statistics) stay at the site (Li et al., ICLR 2021);
+  ditto   the site also keeps a whole personal model v, trained each round on its rows with
+          λ/2·‖v − θ_global‖² pulling it towards the global model (Li et al., ICML 2021);
+  finetune  nothing during training; at the end the global model is trained k more epochs locally.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,8 +27,9 @@ from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
 from fedcare.core.update import Update
 from fedcare.learning.metrics import Metrics
-from fedcare.learning.models import get_params, set_params
+from fedcare.learning.models import batch_norm_names, get_params, head_names, set_params
 from fedcare.learning.tasks import Task
+from fedcare.learning.training import train_epochs
 
 
 class LocalSite:
@@ -31,6 +43,9 @@ class LocalSite:
         self._y_numpy = {name: y for name, (_, y) in splits.items()}
         self._data = {name: (torch.as_tensor(x, dtype=torch.float32), task.target_tensor(y))
                       for name, (x, y) in splits.items()}
+        self.personal: Params = {}  # kept layers (FedPer/FedRep head, FedBN batch norm): never sent
+        self.ditto: Params = {}  # Ditto's whole personal model: never sent
+        self._personal_model: nn.Module | None = None
 
     @property
     def num_train(self) -> int:
@@ -40,14 +55,75 @@ class LocalSite:
         return len(self._y_numpy.get(split, ()))
 
     def fit(self, params: Params, request: FitRequest) -> Update:
-        set_params(self.model, params)
+        kept = self.kept_names(request.personalization)
+        self._load(params, kept)
         if request.mode == "gradient":
             grad, loss = self._full_gradient()
+        elif request.personalization == "fedrep":
+            loss = self._train_head_then_body(request, kept)
         else:
             loss = self._train_epochs(request)
-            local = get_params(self.model)
-            grad = {k: params[k] - local[k] for k in params}
+        if request.mode != "gradient":
+            trained = get_params(self.model)
+            grad = {k: params[k] - trained[k] for k in params}
+        if kept:
+            trained = get_params(self.model)
+            self.personal = {k: trained[k].copy() for k in kept}
+            grad = {k: np.zeros_like(v) if k in kept else v for k, v in grad.items()}  # the kept part never leaves
+        if request.personalization == "ditto":
+            self._ditto_step(params, request)
         return Update(self.site_id, grad, self.num_train, {"train_loss": loss})
+
+    # ----- personalization ---------------------------------------------------------------------
+
+    def kept_names(self, personalization: str) -> frozenset[str]:
+        """Names of the params that stay at this site under a personalization mode."""
+        if personalization in ("fedper", "fedrep"):
+            return head_names(self.model)
+        if personalization == "fedbn":
+            return batch_norm_names(self.model)
+        return frozenset()
+
+    def _load(self, params: Params, kept: frozenset[str]) -> None:
+        """Global params, with this site's own values for the names it keeps (once it has them)."""
+        set_params(self.model, params)
+        if kept and self.personal:
+            set_params(self.model, {k: self.personal[k] for k in kept if k in self.personal})
+
+    def _train_head_then_body(self, request: FitRequest, kept: frozenset[str]) -> float:
+        x, y = self._data["train"]
+        named = dict(self.model.named_parameters())
+        head = [p for k, p in named.items() if k in kept]
+        body = [p for k, p in named.items() if k not in kept]
+        common = dict(epochs=request.local_epochs, lr=request.lr, batch_size=request.batch_size,
+                      optimizer=request.optimizer, seed=request.seed)
+        loss = train_epochs(self.model, self.task, x, y, trainable=head, **common)
+        if body:
+            loss = train_epochs(self.model, self.task, x, y, trainable=body, **common)
+        return loss
+
+    def _ditto_step(self, global_params: Params, request: FitRequest) -> None:
+        """One round of Ditto's personal objective: local loss + λ/2·‖v − θ_global‖²."""
+        if self._personal_model is None:
+            self._personal_model = copy.deepcopy(self.model)
+        set_params(self._personal_model, self.ditto or global_params)
+        anchor = [torch.from_numpy(np.array(global_params[k])) for k, _ in self._personal_model.named_parameters()]
+        x, y = self._data["train"]
+        train_epochs(self._personal_model, self.task, x, y, epochs=request.local_epochs, lr=request.lr,
+                     batch_size=request.batch_size, optimizer=request.optimizer, seed=request.seed + 1,
+                     anchor=anchor, mu=request.ditto_lambda)
+        self.ditto = get_params(self._personal_model)
+
+    def personal_params(self, global_params: Params, request: FitRequest) -> Params:
+        """This site's own model at the end of a run: the global params with what it kept, its Ditto
+        model, or the global model fine-tuned for request.local_epochs epochs on its rows."""
+        mode = request.personalization
+        if mode == "ditto":
+            return self.ditto or global_params
+        self._load(global_params, self.kept_names(mode))
+        if mode == "finetune":
+            self._train_epochs(request)
+        return get_params(self.model)
 
     def _full_gradient(self) -> tuple[Params, float]:
         """∇ of the mean loss over every local training example at the given params."""
@@ -66,31 +142,10 @@ class LocalSite:
 
     def _train_epochs(self, request: FitRequest) -> float:
         x, y = self._data["train"]
-        n = len(y)
-        params = list(self.model.parameters())
-        if request.optimizer == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=request.lr)
-        else:
-            opt = torch.optim.SGD(params, lr=request.lr)
-        gen = torch.Generator().manual_seed(request.seed)
-        anchor = [p.detach().clone() for p in params] if request.prox_mu > 0 else None
-        self.model.train()
-        losses: list[torch.Tensor] = []
-        for _ in range(request.local_epochs):
-            order = torch.randperm(n, generator=gen)
-            xs, ys = x[order], y[order]  # one gather per epoch; batches are then cheap views
-            losses = []
-            for start in range(0, n, request.batch_size):
-                xb, yb = xs[start:start + request.batch_size], ys[start:start + request.batch_size]
-                opt.zero_grad(set_to_none=True)
-                data_loss = self.task.loss(self.model(xb), yb)
-                loss = data_loss
-                if anchor is not None:  # FedProx: stay near the global model
-                    loss = loss + request.prox_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
-                loss.backward()
-                opt.step()
-                losses.append(data_loss.detach() * len(yb))
-        return float(torch.stack(losses).sum()) / n  # mean loss over the last epoch
+        anchor = [p.detach().clone() for p in self.model.parameters()] if request.prox_mu > 0 else None
+        return train_epochs(self.model, self.task, x, y, epochs=request.local_epochs, lr=request.lr,
+                            batch_size=request.batch_size, optimizer=request.optimizer, seed=request.seed,
+                            anchor=anchor, mu=request.prox_mu)
 
     def evaluate(self, params: Params, splits: Sequence[Split]) -> dict[str, Metrics]:
         """Metrics of the given params on each named split this site holds (empty splits skipped)."""
