@@ -126,6 +126,45 @@ def _site_weights(items: list[str]) -> dict[str, float]:
 
 
 @app.command()
+def benchmark(
+    algorithms: Annotated[str, Opt(help="comma-separated entries ALGORITHM[+PERSONALIZATION][@AGGREGATOR], "
+                                        "e.g. fedavg,fedprox,fedavg+ditto,fedavg@median")] = "fedsgd,fedavg",
+    seeds: Annotated[int, Opt(help="training seeds per entry")] = 5,
+    workers: Annotated[int, Opt(help="processes in parallel (default: the machine's cores)")] = 0,
+    tune: Annotated[bool, Opt("--tune/--no-tune", help="choose learning rates on validation rows first")] = False,
+    out: Annotated[Path, Opt(help="folder for table.md, table.csv, curves.svg and the runs")] = Path("runs/benchmark"),
+    config: Annotated[Optional[Path], Opt("--config", help="YAML with the shared settings (dataset, rounds, ...)")] = None,
+    dataset: Annotated[Optional[str], Opt(help="built-in dataset")] = None,
+    data: Annotated[Optional[list[Path]], Opt(help="CSV/Parquet file(s)")] = None,
+    site: Annotated[Optional[str], Opt(help="site column")] = None,
+    label: Annotated[Optional[str], Opt(help="label column")] = None,
+    time: Annotated[Optional[str], Opt(help="survival: time column")] = None,
+    event: Annotated[Optional[str], Opt(help="survival: event column")] = None,
+    rounds: Annotated[Optional[int], Opt(help="maximum rounds")] = None,
+    local_epochs: Annotated[Optional[int], Opt(help="local epochs per round")] = None,
+    attack: Annotated[Optional[str], Opt(help="simulate attackers: sign-flip | scale | gaussian | label-flip | nan")] = None,
+    attackers: Annotated[Optional[list[str]], Opt(help="number of attacking sites, or a site id; repeatable")] = None,
+) -> None:
+    """Run entries × seeds in parallel and write the evidence table (Markdown, CSV) and a plot."""
+    import os
+
+    from fedcare.api import resolve_config
+    from fedcare.bench import run_benchmark
+
+    flags = {k: v for k, v in dict(dataset=dataset, site=site, label=label, time=time, event=event,
+                                   rounds=rounds, local_epochs=local_epochs, attack=attack,
+                                   attackers=attackers).items() if v is not None}
+    if data:
+        flags["data"] = [str(p) for p in data]
+    base = resolve_config(config, **flags) if config else resolve_config(flags)
+    entries = [e for e in algorithms.split(",") if e.strip()]
+    with console.status(f"running {len(entries)} entries × {seeds} seeds"):
+        result = run_benchmark(base, entries, seeds, workers or os.cpu_count() or 1, out, tune=tune)
+    print(result["table"])  # Markdown: printed as is, never wrapped
+    console.print(f"written: {out / 'table.md'}, {out / 'table.csv'}, {out / 'curves.svg'}")
+
+
+@app.command()
 def datasets() -> None:
     """List the built-in datasets with their sites and sizes."""
     from rich.table import Table

@@ -11,7 +11,9 @@ from collections.abc import Iterable, Mapping
 
 from fedcare.report import MODELS
 
-COLORS = {"federated": "#1f77b4", "local": "#ff7f0e", "pooled": "#2ca02c"}
+COLORS = {"federated": "#1f77b4", "local": "#ff7f0e", "pooled": "#2ca02c", "personalized": "#9467bd"}
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
 W, H, PAD = 640, 280, 40
 
 
@@ -28,7 +30,7 @@ def _curves(rows: Iterable[Mapping], metric: str) -> dict[str, list[tuple[int, f
     return {m: sorted((r, sum(v) / len(v)) for r, v in by_round.items()) for m, by_round in acc.items()}
 
 
-def _svg(curves: dict[str, list[tuple[int, float]]], metric: str) -> str:
+def svg_curves(curves: dict[str, list[tuple[int, float]]], metric: str) -> str:
     points = [p for c in curves.values() for p in c]
     if not points:
         return ""
@@ -41,12 +43,14 @@ def _svg(curves: dict[str, list[tuple[int, float]]], metric: str) -> str:
         y = H - PAD - (H - 2 * PAD) * (v - lo) / (hi - lo)
         return f"{x:.1f},{y:.1f}"
 
-    parts = [f'<svg width="{W}" height="{H}" xmlns="http://www.w3.org/2000/svg" role="img">',
+    height = max(H, 50 + 16 * len(curves))
+    parts = [f'<svg width="{W}" height="{height}" xmlns="http://www.w3.org/2000/svg" role="img">',
+             f'<rect width="{W}" height="{height}" fill="white"/>',
              f'<text x="{PAD}" y="20">mean test {html.escape(metric)} over sites, per round</text>',
              f'<text x="4" y="{PAD}">{hi:.3f}</text><text x="4" y="{H - PAD}">{lo:.3f}</text>',
              f'<text x="{W - PAD}" y="{H - 10}">round {r_max}</text>']
     for i, (model, curve) in enumerate(sorted(curves.items())):
-        color = COLORS.get(model, "#555")
+        color = COLORS.get(model, PALETTE[i % len(PALETTE)])
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" '
                      f'points="{" ".join(xy(r, v) for r, v in curve)}"/>')
         parts.append(f'<text x="{W - 150}" y="{40 + 16 * i}" fill="{color}">{html.escape(model)}</text>')
@@ -73,4 +77,4 @@ def render(summary: Mapping, rows: Iterable[Mapping]) -> str:
             f"<h1>{title}</h1><p>task {html.escape(summary['task'])} · {summary['rounds']} rounds · "
             f"{summary['bytes_sent'] / 1e6:.2f} MB sent · {summary['wall_seconds']:.1f} s</p>"
             f"<h2>test {html.escape(metric)} per site</h2><table><tr><th>site</th>{head}</tr>{''.join(body)}</table>"
-            f"<h2>per round</h2>{_svg(_curves(rows, metric), metric)}</body></html>\n")
+            f"<h2>per round</h2>{svg_curves(_curves(rows, metric), metric)}</body></html>\n")

@@ -1,0 +1,188 @@
+"""`fedcare benchmark`: a grid of algorithms × seeds on one dataset, run in parallel, summarised as
+the evidence table a clinical researcher reads (Markdown and CSV) and a plot of the metric per round.
+
+An entry is ALGORITHM[+PERSONALIZATION][@AGGREGATOR], e.g. `fedavg`, `fedavg+ditto`,
+`fedavg@median`. With `tune`, each entry's learning rates are chosen on validation rows carved from
+each site's training split (never the test split); the chosen values are then trained on the full
+training split for every seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedcare.core.config import FederationConfig, make_config
+from fedcare.core.errors import ConfigError
+from fedcare.core.scoring import is_better
+from fedcare.htmlreport import svg_curves
+
+# Candidates tried on validation with `tune`: small on purpose (every point costs seeds × a run).
+GRIDS: dict[str, dict[str, list]] = {
+    "fedsgd": {"lr": [0.1, 0.3, 1.0]},
+    "fedadam": {"server_lr": [0.003, 0.01, 0.03]},
+    "fedyogi": {"server_lr": [0.003, 0.01, 0.03]},
+    "fedadagrad": {"server_lr": [0.01, 0.03, 0.1]},
+}
+DEFAULT_GRID = {"lr": [0.01, 0.03, 0.1]}
+
+
+@dataclass(frozen=True)
+class Entry:
+    algorithm: str
+    personalization: str = "none"
+    aggregator: str = "mean"
+
+    @classmethod
+    def parse(cls, text: str) -> Entry:
+        rest, _, aggregator = text.partition("@")
+        algorithm, _, personalization = rest.partition("+")
+        return cls(algorithm.strip(), personalization.strip() or "none", aggregator.strip() or "mean")
+
+    @property
+    def name(self) -> str:
+        return (self.algorithm + (f"+{self.personalization}" if self.personalization != "none" else "")
+                + (f"@{self.aggregator}" if self.aggregator != "mean" else ""))
+
+    @property
+    def model(self) -> str:
+        """Which summary block holds this entry's result."""
+        return "personalized" if self.personalization != "none" else "federated"
+
+    def overrides(self) -> dict:
+        return {"algorithm": self.algorithm, "personalization": self.personalization, "aggregator": self.aggregator}
+
+
+def _run(job: tuple[dict, str]) -> dict:
+    """One simulation in a worker process; returns only JSON-able figures."""
+    from fedcare.api import simulate
+
+    values, model = job
+    started = time.perf_counter()
+    run = simulate(values)
+    s = run.summary
+    curve: dict[int, list[float]] = {}
+    metric = s["metric"]
+    for rec in run.history:
+        for splits in rec.evaluation.values():
+            value = splits.get("test", {}).get(metric)
+            if value is not None:
+                curve.setdefault(rec.round, []).append(value)
+    val = run.history[-1].val_score if run.history else None
+    return {"summary": {k: s[k] for k in ("metric", "rounds", "bytes_sent", "local", "pooled", model) if k in s},
+            "curve": {r: statistics.mean(v) for r, v in curve.items()}, "val": val,
+            "seconds": time.perf_counter() - started}
+
+
+def _grid(entry: Entry) -> list[dict]:
+    grid = GRIDS.get(entry.algorithm, DEFAULT_GRID)
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def run_benchmark(base: FederationConfig, entries: Sequence[str], seeds: int, workers: int, out: Path,
+                  tune: bool = False, progress=None) -> dict:
+    """Run every entry × seed (after tuning, if asked) and write table.md, table.csv, curves.svg."""
+    parsed = [Entry.parse(e) for e in entries]
+    if not parsed:
+        raise ConfigError("benchmark needs at least one entry, e.g. --algorithms fedavg,fedprox")
+    out.mkdir(parents=True, exist_ok=True)
+    base_values = base.model_dump(mode="json")
+
+    def config(entry: Entry, extra: dict, seed: int, folder: str, **more) -> dict:
+        values = {**base_values, **entry.overrides(), **extra, "seed": seed, "out": str(out / "runs" / folder), **more}
+        make_config(values)  # refuse a bad entry before any process starts
+        return values
+
+    chosen: dict[str, dict] = {e.name: {} for e in parsed}
+    tuning_rows = []
+    with ProcessPoolExecutor(workers) as pool:
+        if tune:
+            jobs = [(e, point, config(e, point, s, f"tune/{e.name}-{i}-seed{s}", val_fraction=0.2,
+                                      baselines=False))
+                    for e in parsed for i, point in enumerate(_grid(e)) for s in range(seeds)]
+            results = list(pool.map(_run, [(values, e.model) for e, _, values in jobs]))
+            scores: dict[tuple[str, str], list[float]] = {}
+            for (e, point, _), res in zip(jobs, results, strict=True):
+                scores.setdefault((e.name, repr(point)), []).append(res["val"] if res["val"] is not None else float("nan"))
+            metric = results[0]["summary"]["metric"]
+            for e in parsed:
+                best = None
+                for point in _grid(e):
+                    value = statistics.mean(scores[(e.name, repr(point))])
+                    tuning_rows.append((e.name, point, value))
+                    if best is None or is_better(metric, value, best[1]):
+                        best = (point, value)
+                chosen[e.name] = best[0] if best else {}
+        jobs = [(e, config(e, chosen[e.name], s, f"{e.name}-seed{s}")) for e in parsed for s in range(seeds)]
+        results = list(pool.map(_run, [(values, e.model) for e, values in jobs]))
+    return _write(parsed, jobs, results, chosen, tuning_rows, out)
+
+
+def _stats(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "—"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.mean(vals):.3f} ± {sd:.3f}"
+
+
+def _write(parsed, jobs, results, chosen, tuning_rows, out: Path) -> dict:
+    metric = results[0]["summary"]["metric"]
+    by_entry: dict[str, list[dict]] = {}
+    for (e, _), res in zip(jobs, results, strict=True):
+        by_entry.setdefault(e.name, []).append(res)
+    rows = []
+    for e in parsed:
+        runs = by_entry[e.name]
+        blocks = [r["summary"][e.model] for r in runs]
+        rows.append({"entry": e.name, "hyperparameters": chosen[e.name],
+                     "mean": _stats([b["mean"].get(metric) for b in blocks]),
+                     "worst_site": _stats([b["worst_site"].get(metric) for b in blocks]),
+                     "worst_sites": ", ".join(sorted({str(b["worst_site"]["site_id"]) for b in blocks})),
+                     "rounds": statistics.mean(r["summary"]["rounds"] for r in runs),
+                     "mb_sent": statistics.mean(r["summary"]["bytes_sent"] for r in runs) / 1e6,
+                     "seconds": statistics.mean(r["seconds"] for r in runs)})
+    first = by_entry[parsed[0].name]
+    for baseline in ("local", "pooled"):
+        blocks = [r["summary"][baseline] for r in first if baseline in r["summary"]]
+        if blocks:
+            rows.append({"entry": f"({baseline} baseline)", "hyperparameters": chosen[parsed[0].name],
+                         "mean": _stats([b["mean"].get(metric) for b in blocks]),
+                         "worst_site": _stats([b["worst_site"].get(metric) for b in blocks]),
+                         "worst_sites": ", ".join(sorted({str(b["worst_site"]["site_id"]) for b in blocks})),
+                         "rounds": "", "mb_sent": "", "seconds": ""})
+    header = ["entry", "hyperparameters", f"mean {metric}", f"worst-site {metric}", "worst sites", "rounds",
+              "MB sent", "seconds per run"]
+    md = [f"Test {metric} per site of each entry's model: mean over sites and worst site, "
+          f"mean ± sd across {len(first)} seeds.", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for r in rows:
+        md.append("| " + " | ".join([r["entry"], str(r["hyperparameters"] or "defaults"), r["mean"], r["worst_site"],
+                                     r["worst_sites"], _num(r["rounds"], 0), _num(r["mb_sent"], 2),
+                                     _num(r["seconds"], 1)]) + " |")
+    if tuning_rows:
+        md += ["", "Validation score of each candidate (val = 20 % of each site's training rows):", "",
+               "| entry | candidate | mean validation " + metric + " |", "|---|---|---|"]
+        md += [f"| {name} | {point} | {value:.3f} |" for name, point, value in tuning_rows]
+    (out / "table.md").write_text("\n".join(md) + "\n")
+    with (out / "table.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "hyperparameters": repr(r["hyperparameters"])})
+    curves = {}
+    for e in parsed:
+        runs = by_entry[e.name]
+        rounds = sorted(set.intersection(*(set(r["curve"]) for r in runs)))
+        curves[e.name] = [(rnd, statistics.mean(r["curve"][rnd] for r in runs)) for rnd in rounds]
+    (out / "curves.svg").write_text(svg_curves(curves, metric) + "\n")
+    return {"rows": rows, "table": "\n".join(md)}
+
+
+def _num(value, digits: int) -> str:
+    return "" if value == "" else f"{value:.{digits}f}"
