@@ -99,7 +99,12 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
     aggregation = AggregationSpec(cfg.aggregator, cfg.trim_beta, cfg.krum_f, cfg.krum_m, cfg.clip_tau, cfg.norm_bound)
     algorithm = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
                                 server_momentum=cfg.server_momentum, weighting=cfg.weighting,
-                                site_weights=cfg.site_weights, aggregation=aggregation, prox_mu=cfg.prox_mu)
+                                site_weights=cfg.site_weights, aggregation=aggregation, prox_mu=cfg.prox_mu,
+                                num_sites=len(dataset.sites))
+    if algorithm.scaffold and cfg.optimizer != "sgd":
+        raise ConfigError("scaffold corrects plain SGD steps; use optimizer sgd (not adam)")
+    if algorithm.scaffold and cfg.personalization != "none":
+        raise ConfigError("scaffold does not combine with personalization; use personalization none")
     algorithm = replace(algorithm, personalization=cfg.personalization, ditto_lambda=cfg.ditto_lambda)
     if aggregator is not None:
         algorithm = replace(algorithm, strategy=replace_aggregator(algorithm.strategy, aggregator))
@@ -183,8 +188,10 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
                                      for sid, site in _honest(fed.federated_sites).items()}
     anomalies = flagged_sites(rec.anomalies for rec in result.history)
     if cfg.baselines:
-        # a baseline has one site: same algorithm and budget, no site weights or selection
-        plain = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
+        # a baseline has one site: same algorithm and budget, no site weights or selection. SCAFFOLD
+        # with one site is FedAvg (c = cᵢ every round, so the correction is 0); running fedavg also
+        # leaves the cᵢ the sites hold from the federated run untouched
+        plain = build_algorithm("fedavg" if cfg.algorithm == "scaffold" else cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
                                 server_momentum=cfg.server_momentum, prox_mu=cfg.prox_mu)
         alone = replace(fed.settings, fraction=1.0, min_sites=1)
         local_metrics = {}
@@ -280,8 +287,8 @@ class _TrainHereEvaluateThere:
     def bytes_sent(self) -> int:
         return 0
 
-    def fit(self, params: Params, requests: Mapping[str, FitRequest]) -> FitResult:
-        return self._train.fit(params, requests)
+    def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
+        return self._train.fit(params, requests, extras)
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
         return self._eval.evaluate(params, self._eval.site_ids(), splits)

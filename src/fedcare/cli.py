@@ -39,7 +39,7 @@ def simulate(
     split_seed: Annotated[Optional[int], Opt(help="seed of the train/test split (default 43, FLamby)")] = None,
     partition_seed: Annotated[Optional[int], Opt(help="seed of --partition")] = None,
     val_fraction: Annotated[Optional[float], Opt(help="validation share of each site's training rows")] = None,
-    algorithm: Annotated[Optional[str], Opt(help="fedsgd | fedavg | fedprox | cyclic | fedadam | fedyogi | fedadagrad")] = None,
+    algorithm: Annotated[Optional[str], Opt(help="fedsgd | fedavg | fedprox | scaffold | cyclic | fedadam | fedyogi | fedadagrad")] = None,
     prox_mu: Annotated[Optional[float], Opt(help="FedProx proximal weight μ (default 0.01)")] = None,
     personalization: Annotated[Optional[str], Opt(help="none | finetune | fedper | fedrep | fedbn | ditto")] = None,
     ditto_lambda: Annotated[Optional[float], Opt(help="Ditto: pull towards the global model (default 0.1)")] = None,

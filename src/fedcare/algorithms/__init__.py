@@ -24,6 +24,7 @@ from fedcare.algorithms.robust import (
     trimmed_mean,
     update_report,
 )
+from fedcare.algorithms.scaffold import scaffold_control
 from fedcare.algorithms.strategy import RoundOutcome, Strategy, chain, replace_aggregator
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "WeightedMean",
     "chain",
     "replace_aggregator",
+    "scaffold_control",
     "sgd",
     "weighted_mean",
 ]

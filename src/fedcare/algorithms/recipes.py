@@ -9,12 +9,13 @@ from typing import Literal
 from fedcare.algorithms.aggregators import Weighting, weighted_mean
 from fedcare.algorithms.optimizers import adagrad, adam, sgd, yogi
 from fedcare.algorithms.robust import centered_clip, coordinate_median, krum, norm_bound, trimmed_mean
+from fedcare.algorithms.scaffold import scaffold_control
 from fedcare.algorithms.strategy import Strategy, chain
 from fedcare.core.errors import ConfigError
 
 SiteMode = Literal["gradient", "local_epochs"]
-ALGORITHMS = ("fedsgd", "fedavg", "fedprox", "cyclic", "fedadam", "fedyogi", "fedadagrad")
-SERVER_LR = {"fedavg": 1.0, "fedprox": 1.0, "cyclic": 1.0, "fedadam": 0.01, "fedyogi": 0.01, "fedadagrad": 0.01}
+ALGORITHMS = ("fedsgd", "fedavg", "fedprox", "cyclic", "fedadam", "fedyogi", "fedadagrad", "scaffold")
+SERVER_LR = {"fedavg": 1.0, "scaffold": 1.0, "fedprox": 1.0, "cyclic": 1.0, "fedadam": 0.01, "fedyogi": 0.01, "fedadagrad": 0.01}
 """Default server learning rate per algorithm: 1.0 makes the mean of the local models the new model;
 the adaptive optimizers take steps of about lr per coordinate, so they start small."""
 AGGREGATORS = ("mean", "median", "trimmed-mean", "krum", "centered-clip")
@@ -58,16 +59,20 @@ class Algorithm:
     prox_mu: float = 0.0
     personalization: str = "none"  # site-side: see fedcare.learning.site
     ditto_lambda: float = 0.1
+    scaffold: bool = False  # site-side SCAFFOLD correction (the server side is the scaffold_control piece)
 
 
 def build_algorithm(name: str, *, lr: float, server_lr: float | None = None, server_momentum: float = 0.0,
                     weighting: Weighting = "examples", site_weights: Mapping[str, float] | None = None,
-                    aggregation: AggregationSpec | None = None, prox_mu: float = 0.01) -> Algorithm:
+                    aggregation: AggregationSpec | None = None, prox_mu: float = 0.01,
+                    num_sites: int | None = None) -> Algorithm:
     """fedsgd: sites send full-batch gradients, θ ← θ − lr·Σαᵢgᵢ.
     fedavg: sites train locally and send θ − θᵢ, θ ← θ − server_lr·Σαᵢ(θ − θᵢ).
     fedprox: fedavg whose local loss adds μ/2·‖θᵢ − θ‖² (Li et al., MLSys 2020).
     cyclic: one site per round, in turn, continuing from the previous site's model (FLamby's Cyclic).
     fedadam / fedyogi / fedadagrad: fedavg with an adaptive server step (Reddi et al., ICLR 2021).
+    scaffold: fedavg with control variates correcting client drift (Karimireddy et al., ICML 2020);
+      needs `num_sites`, the number of sites in the federation (see fedcare.algorithms.scaffold).
     `aggregation` swaps the weighted mean for a robust rule (see fedcare.algorithms.robust).
     """
     if name not in ALGORITHMS:
@@ -76,6 +81,11 @@ def build_algorithm(name: str, *, lr: float, server_lr: float | None = None, ser
     if name == "fedsgd":
         return Algorithm(name, "gradient", chain(*combine, sgd(lr, server_momentum)))
     slr = SERVER_LR[name] if server_lr is None else server_lr
+    if name == "scaffold":
+        if num_sites is None:
+            raise ConfigError("scaffold needs num_sites, the number of sites in the federation")
+        return Algorithm(name, "local_epochs", chain(scaffold_control(num_sites), *combine, sgd(slr, server_momentum)),
+                         scaffold=True)
     optimizer = {"fedadam": adam, "fedyogi": yogi, "fedadagrad": adagrad}.get(name)
     server = optimizer(slr) if optimizer else sgd(slr, server_momentum)
     return Algorithm(name, "local_epochs", chain(*combine, server),

@@ -35,6 +35,20 @@ class Strategy:
     def init(self, params: Params) -> list[State]:
         return [piece.init(params) for piece in self.pieces]
 
+    def broadcast(self, states: list[State]) -> Params:
+        """Extra arrays the pieces send to the sites beside the params (e.g. SCAFFOLD's control
+        variate), from any piece with a `broadcast(state) -> Params`. Empty for most strategies."""
+        out: Params = {}
+        for piece, state in zip(self.pieces, states, strict=True):
+            fn = getattr(piece, "broadcast", None)
+            if not callable(fn):
+                continue
+            for name, arr in fn(state).items():
+                if name in out:
+                    raise ConfigError(f"two strategy pieces broadcast an array named '{name}'")
+                out[name] = arr
+        return out
+
     def run(self, params: Params, updates: Iterable[Update], states: list[State], ctx: RoundContext) -> RoundOutcome:
         """Run one round's updates through every piece.
 

@@ -9,6 +9,21 @@ SiteMode = Literal["gradient", "local_epochs"]
 Personalization = Literal["none", "finetune", "fedper", "fedrep", "fedbn", "ditto"]
 Split = Literal["train", "val", "test"]
 
+CONTROL_PREFIX = "control/"
+"""Extra arrays that travel beside the params are named `control/<param name>`: SCAFFOLD's server
+control variate c in the broadcast, and a site's control delta Δcᵢ in its update."""
+
+
+def control_name(name: str) -> str:
+    return CONTROL_PREFIX + name
+
+
+def split_controls(arrays: dict) -> tuple[dict, dict]:
+    """(model arrays, {param name: control array}) from a received message's arrays."""
+    model = {k: v for k, v in arrays.items() if not k.startswith(CONTROL_PREFIX)}
+    controls = {k[len(CONTROL_PREFIX):]: v for k, v in arrays.items() if k.startswith(CONTROL_PREFIX)}
+    return model, controls
+
 
 @dataclass(frozen=True)
 class FitRequest:
@@ -24,6 +39,7 @@ class FitRequest:
     prox_mu: float = 0.0  # FedProx: weight of the proximal term μ/2·‖θ − θ_global‖² (0 = plain local training)
     personalization: Personalization = "none"  # what the site keeps for itself (see learning/site.py)
     ditto_lambda: float = 0.1  # Ditto: pull of the personal model towards the global one
+    scaffold: bool = False  # SCAFFOLD: correct each local SGD step by c − cᵢ; return Δcᵢ as control/<name>
 
     def to_json(self) -> dict:
         return asdict(self)

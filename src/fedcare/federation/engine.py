@@ -14,10 +14,11 @@ import numpy as np
 
 from fedcare.algorithms.pieces import RoundContext
 from fedcare.algorithms.recipes import Algorithm
-from fedcare.core.errors import FedcareError
+from fedcare.core.errors import ConfigError, FedcareError
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params, copy
 from fedcare.core.scoring import is_better
+from fedcare.core.update import Update
 from fedcare.federation.anomalies import anomaly_report
 from fedcare.federation.transport import SiteMetrics, Transport
 
@@ -77,6 +78,13 @@ def mean_metric(evaluation: dict[str, SiteMetrics], split: str, metric: str) -> 
     return float(np.mean(values)) if values else None
 
 
+def _model_part(updates: list[Update], params: Params) -> list[Update]:
+    """The updates restricted to the model's arrays (what the aggregate is compared with)."""
+    if all(u.grad.keys() == params.keys() for u in updates):
+        return updates
+    return [Update(u.site_id, {k: u.grad[k] for k in params}, u.num_examples, u.metrics) for u in updates]
+
+
 class RoundEngine:
     def __init__(self, algorithm: Algorithm, transport: Transport, settings: EngineSettings,
                  on_round: Callable[[RoundRecord], None] | None = None):
@@ -103,9 +111,15 @@ class RoundEngine:
             a = self.algorithm
             requests = {sid: FitRequest(rnd, a.site_mode, s.local_epochs, s.lr, s.batch_size, s.optimizer,
                                         site_seed(s.seed, rnd, index[sid]), a.prox_mu, a.personalization,
-                                        a.ditto_lambda)
+                                        a.ditto_lambda, a.scaffold)
                         for sid in selected}
-            fitted = self.transport.fit(params, requests)
+            # arrays some pieces send beside the params (SCAFFOLD's c); each update then mirrors the
+            # whole message: the params' names plus these, validated on arrival like the rest
+            extras = self.algorithm.strategy.broadcast(states)
+            clash = [k for k in extras if k in params]
+            if clash:
+                raise ConfigError(f"the strategy broadcasts '{clash[0]}', which is also a model array's name")
+            fitted = self.transport.fit(params, requests, extras) if extras else self.transport.fit(params, requests)
             updates = fitted.updates
             if len(updates) < s.min_sites:
                 raise QuorumError(f"round {rnd}: {len(updates)} of {len(selected)} selected sites answered; "
@@ -116,7 +130,7 @@ class RoundEngine:
             evaluation = self.transport.evaluate(params, site_ids, s.eval_splits)
             val = mean_metric(evaluation, "val", s.metric)
             train = {u.site_id: {**u.metrics, "num_examples": float(u.num_examples)} for u in updates}
-            report = anomaly_report(updates, outcome.aggregate, outcome.decisions, fitted.refused)
+            report = anomaly_report(_model_part(updates, params), outcome.aggregate, outcome.decisions, fitted.refused)
             record = RoundRecord(rnd, selected, train, evaluation, val, report)
             history.append(record)
             if self.on_round:

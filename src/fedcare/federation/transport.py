@@ -25,9 +25,13 @@ class FitResult:
 class Transport(Protocol):
     def site_ids(self) -> list[str]: ...
 
-    def fit(self, params: Params, requests: Mapping[str, FitRequest]) -> FitResult:
+    def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
         """Send params and each selected site's request; return the validated updates that came back
-        (an update that fails validation is refused, not aggregated, and the round goes on)."""
+        (an update that fails validation is refused, not aggregated, and the round goes on).
+
+        `extras` are arrays the strategy broadcasts beside the params (SCAFFOLD's `control/<name>`).
+        Params and extras travel as one message, and each update must hold exactly that message's
+        names, shapes and dtypes. The engine passes `extras` only when there are some."""
         ...
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:

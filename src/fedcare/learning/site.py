@@ -12,18 +12,23 @@ Personalization is site state that never travels (`self.personal`):
   ditto   the site also keeps a whole personal model v, trained each round on its rows with
           λ/2·‖v − θ_global‖² pulling it towards the global model (Li et al., ICML 2021);
   finetune  nothing during training; at the end the global model is trained k more epochs locally.
+
+SCAFFOLD (request.scaffold) is site state too: the site's control variate cᵢ (`self.control`, zeros
+at start) survives rounds and only its change Δcᵢ is ever sent (see fedcare.algorithms.scaffold).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedcare.core.messages import FitRequest, Split
+from fedcare.core.errors import ConfigError, ParamsError
+from fedcare.core.messages import FitRequest, Split, control_name, split_controls
 from fedcare.core.params import Params
 from fedcare.core.update import Update
 from fedcare.learning.metrics import Metrics
@@ -46,6 +51,7 @@ class LocalSite:
         self.personal: Params = {}  # kept layers (FedPer/FedRep head, FedBN batch norm): never sent
         self.ditto: Params = {}  # Ditto's whole personal model: never sent
         self._personal_model: nn.Module | None = None
+        self.control: Params = {}  # SCAFFOLD's cᵢ: never sent, only its change Δcᵢ
 
     @property
     def num_train(self) -> int:
@@ -55,6 +61,9 @@ class LocalSite:
         return len(self._y_numpy.get(split, ()))
 
     def fit(self, params: Params, request: FitRequest) -> Update:
+        params, controls = split_controls(params)  # control/<name>: arrays broadcast beside the model
+        if request.scaffold:
+            return self._fit_scaffold(params, controls, request)
         kept = self.kept_names(request.personalization)
         self._load(params, kept)
         if request.mode == "gradient":
@@ -73,6 +82,43 @@ class LocalSite:
         if request.personalization == "ditto":
             self._ditto_step(params, request)
         return Update(self.site_id, grad, self.num_train, {"train_loss": loss})
+
+    # ----- SCAFFOLD -----------------------------------------------------------------------------
+
+    def _fit_scaffold(self, params: Params, c: Params, request: FitRequest) -> Update:
+        """K local SGD steps along ∇ℓ(y) − cᵢ + c; then cᵢ⁺ = cᵢ − c + (θ − y)/(K·lr) (option II).
+
+        Sends θ − y and Δcᵢ = cᵢ⁺ − cᵢ (as control/<name>); keeps cᵢ⁺. Batch-norm statistics are
+        not trained by gradient steps: their control variates stay 0.
+        """
+        if request.mode != "local_epochs" or request.optimizer != "sgd":
+            raise ConfigError("scaffold trains with plain local SGD (local_epochs mode, optimizer sgd); "
+                              f"got mode {request.mode}, optimizer {request.optimizer}")
+        if request.personalization != "none" or request.prox_mu > 0:
+            raise ConfigError("scaffold does not combine with personalization or a proximal term")
+        missing = [k for k in params if k not in c]
+        if missing:
+            raise ParamsError(f"scaffold request lacks the control variate '{control_name(missing[0])}'")
+        c_i = self.control or {k: np.zeros_like(v) for k, v in params.items()}
+        set_params(self.model, params)
+        trainable = dict(self.model.named_parameters())
+        hooks = []
+        for k, p in trainable.items():  # every backward pass adds c − cᵢ to the gradient SGD steps along
+            fix = torch.as_tensor(np.asarray(c[k] - c_i[k]), dtype=p.dtype)
+            hooks.append(p.register_hook(lambda g, fix=fix: g + fix))
+        try:
+            loss = self._train_epochs(request)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        trained = get_params(self.model)
+        grad = {k: params[k] - trained[k] for k in params}
+        steps = request.local_epochs * math.ceil(self.num_train / request.batch_size)
+        delta = {k: ((grad[k] / (steps * request.lr) - c[k]) if k in trainable else np.zeros_like(grad[k]))
+                 .astype(params[k].dtype, copy=False) for k in params}
+        self.control = {k: (c_i[k] + delta[k]).astype(params[k].dtype, copy=False) for k in params}
+        return Update(self.site_id, {**grad, **{control_name(k): delta[k] for k in params}}, self.num_train,
+                      {"train_loss": loss})
 
     # ----- personalization ---------------------------------------------------------------------
 

@@ -21,7 +21,9 @@ class Site(Protocol):
 
     site_id: str
 
-    def fit(self, params: Params, request: FitRequest) -> Update: ...
+    def fit(self, params: Params, request: FitRequest) -> Update:
+        """`params` is the whole broadcast: the model's arrays plus any `control/<name>` extras."""
+        ...
 
     def evaluate(self, params: Params, splits: Sequence[Split]) -> SiteMetrics: ...
 
@@ -44,14 +46,15 @@ class SimulationTransport:
         received, _ = params_from_bytes(blob, params)
         return received
 
-    def fit(self, params: Params, requests: Mapping[str, FitRequest]) -> FitResult:
-        received = self._broadcast(params, len(requests))
+    def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
+        message = {**params, **extras} if extras else params  # an update mirrors the message it answers
+        received = self._broadcast(message, len(requests))
         result = FitResult([])
         for site_id, request in requests.items():
             blob = update_to_bytes(self._sites[site_id].fit(received, request))
             self._bytes += len(blob)
             try:
-                update = update_from_bytes(blob, params)
+                update = update_from_bytes(blob, message)
             except ParamsError as exc:
                 result.refused[site_id] = str(exc)
                 continue
