@@ -19,7 +19,7 @@ def test_benchmark_writes_table_csv_and_plot_with_baselines(tmp_path):
     base = resolve_config({"rounds": 2})
     result = run_benchmark(base, ["fedavg", "fedavg+finetune"], seeds=2, workers=2, out=tmp_path)
     names = [r["entry"] for r in result["rows"]]
-    assert names == ["fedavg", "fedavg+finetune", "(local baseline)", "(pooled baseline)"]
+    assert names == ["fedavg", "fedavg+finetune", "(local baseline, as fedavg)", "(pooled baseline, as fedavg)"]
     table = (tmp_path / "table.md").read_text()
     assert "± " in table and "worst-site accuracy" in table
     rows = list(csv.DictReader((tmp_path / "table.csv").open()))

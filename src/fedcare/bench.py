@@ -148,11 +148,13 @@ def _write(parsed, jobs, results, chosen, tuning_rows, out: Path) -> dict:
                      "rounds": statistics.mean(r["summary"]["rounds"] for r in runs),
                      "mb_sent": statistics.mean(r["summary"]["bytes_sent"] for r in runs) / 1e6,
                      "seconds": statistics.mean(r["seconds"] for r in runs)})
-    first = by_entry[parsed[0].name]
+    # baselines come with every run; show those of the fedavg entry (same training budget), else the first
+    reference = next((e for e in parsed if e.name == "fedavg"), parsed[0])
+    first = by_entry[reference.name]
     for baseline in ("local", "pooled"):
         blocks = [r["summary"][baseline] for r in first if baseline in r["summary"]]
         if blocks:
-            rows.append({"entry": f"({baseline} baseline)", "hyperparameters": chosen[parsed[0].name],
+            rows.append({"entry": f"({baseline} baseline, as {reference.name})", "hyperparameters": chosen[reference.name],
                          "mean": _stats([b["mean"].get(metric) for b in blocks]),
                          "worst_site": _stats([b["worst_site"].get(metric) for b in blocks]),
                          "worst_sites": ", ".join(sorted({str(b["worst_site"]["site_id"]) for b in blocks})),
