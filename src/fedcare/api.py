@@ -188,25 +188,7 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
                                      for sid, site in _honest(fed.federated_sites).items()}
     anomalies = flagged_sites(rec.anomalies for rec in result.history)
     if cfg.baselines:
-        # a baseline has one site: same algorithm and budget, no site weights or selection. SCAFFOLD
-        # with one site is FedAvg (c = cᵢ every round, so the correction is 0); running fedavg also
-        # leaves the cᵢ the sites hold from the federated run untouched
-        plain = build_algorithm("fedavg" if cfg.algorithm == "scaffold" else cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
-                                server_momentum=cfg.server_momentum, prox_mu=cfg.prox_mu)
-        alone = replace(fed.settings, fraction=1.0, min_sites=1)
-        local_metrics = {}
-        for site in fed.sites:
-            local = engine(f"local:{site.site_id}", SimulationTransport([site]), plain, alone)
-            run.local_params[site.site_id] = local.params
-            rows += metric_rows("local", local.history)
-            local_metrics[site.site_id] = site.evaluate(local.params, ["test"])["test"]
-        per_model["local"] = local_metrics
-        pooled_site = LocalSite("pooled", fed.task, fed.new_model(), _pooled_splits(dataset))
-        pooled = engine("pooled", _TrainHereEvaluateThere(SimulationTransport([pooled_site]), federation), plain,
-                        alone)
-        run.pooled_params = pooled.params
-        rows += metric_rows("pooled", pooled.history)
-        per_model["pooled"] = _test_metrics(federation, pooled.params)
+        rows += _baselines(fed, federation, engine, run, per_model)
     metric = fed.task.headline
     run.summary = {
         "dataset": dataset.name,
@@ -237,6 +219,31 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     folder.write_summary(run.summary)
     folder.write_report(htmlreport.render(run.summary, rows))
     return run
+
+
+def _baselines(fed: Federation, federation: SimulationTransport, engine: Callable, run: Run,
+               per_model: dict) -> list[dict]:
+    """Local (each site alone) and pooled (all training rows in one place): the same engine with one
+    site, the same algorithm and budget, no site weights or selection. Fills run and per_model;
+    returns the metrics.jsonl rows. SCAFFOLD with one site is FedAvg (c = cᵢ every round), so the
+    baselines run fedavg and leave the cᵢ the sites hold from the federated run untouched."""
+    cfg = fed.config
+    plain = build_algorithm("fedavg" if cfg.algorithm == "scaffold" else cfg.algorithm, lr=cfg.lr,
+                            server_lr=cfg.server_lr, server_momentum=cfg.server_momentum, prox_mu=cfg.prox_mu)
+    alone = replace(fed.settings, fraction=1.0, min_sites=1)
+    rows: list[dict] = []
+    per_model["local"] = {}
+    for site in fed.sites:
+        local = engine(f"local:{site.site_id}", SimulationTransport([site]), plain, alone)
+        run.local_params[site.site_id] = local.params
+        rows += metric_rows("local", local.history)
+        per_model["local"][site.site_id] = site.evaluate(local.params, ["test"])["test"]
+    pooled_site = LocalSite("pooled", fed.task, fed.new_model(), _pooled_splits(fed.dataset))
+    pooled = engine("pooled", _TrainHereEvaluateThere(SimulationTransport([pooled_site]), federation), plain, alone)
+    run.pooled_params = pooled.params
+    rows += metric_rows("pooled", pooled.history)
+    per_model["pooled"] = _test_metrics(federation, pooled.params)
+    return rows
 
 
 def _honest(sites: Sequence) -> dict[str, LocalSite]:
