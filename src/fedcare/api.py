@@ -3,6 +3,7 @@ two baselines through the same round engine, and write the run folder."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,7 @@ from fedcare.algorithms.attacks import attack, flip_labels
 from fedcare.algorithms.recipes import AggregationSpec, Algorithm, build_algorithm
 from fedcare.algorithms.strategy import replace_aggregator
 from fedcare.core.errors import ConfigError
+from fedcare.checkpoints import Checkpoints
 from fedcare.core.config import FederationConfig, load_config, make_config
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
@@ -164,29 +166,71 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     if isinstance(aggregator, str):
         overrides["aggregator"], aggregator = aggregator, None
     cfg = resolve_config(config, **overrides)
+    return _execute(cfg, started, model_factory, aggregator, progress, resume=False)
+
+
+def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
+    """Continue a run that stopped (a crash, a kill) from its last checkpoint; the result equals an
+    uninterrupted run's. Runs that used a Python model_factory or aggregator cannot be resumed from
+    their folder (config.yaml does not record code)."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml", {"out": str(run_dir)})
+    if not (run_dir / "checkpoints" / "coordinator.safetensors").is_file():
+        raise ConfigError(f"'{run_dir}' has no checkpoint to resume from; run it again with fedcare simulate")
+    return _execute(cfg, started, None, None, progress, resume=True)
+
+
+def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory | None, aggregator: object | None,
+             progress: Progress | None, resume: bool) -> Run:
     dataset = load_dataset(data_spec(cfg))
     cfg = cfg.model_copy(update={"data": tuple(str(Path(p).resolve()) for p in cfg.data)})  # re-runnable anywhere
     fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
-    federation = SimulationTransport(fed.federated_sites)
     folder = RunFolder(cfg.run_dir)
-    folder.prepare(cfg)
+    checkpoints = Checkpoints(cfg.run_dir)
+    sites = _honest(fed.federated_sites)
+    start, rows = None, []
+    if resume:
+        loaded = checkpoints.load(sites)
+        if loaded is not None:
+            start, states, rows = loaded
+            for sid, state in states.items():
+                sites[sid].load_site_state(state)
+    else:
+        folder.prepare(cfg)
+        if checkpoints.path.exists():
+            shutil.rmtree(checkpoints.path)  # a fresh run never resumes an older one's state
+    federation = SimulationTransport(fed.federated_sites, start.bytes_sent if start else 0)
+    pending: list[dict] = []
+
+    def on_round(record: RoundRecord) -> None:
+        pending.extend(metric_rows("federated", [record]))
+        if progress:
+            progress("federated", record)
+
+    def on_checkpoint(checkpoint) -> None:
+        last = checkpoint.round == cfg.rounds
+        if cfg.checkpoint_every and (checkpoint.round % cfg.checkpoint_every == 0 or last):
+            checkpoints.save(checkpoint, {sid: site.site_state() for sid, site in sites.items()}, pending)
+        rows.extend(pending)
+        pending.clear()
 
     def engine(name: str, transport, algo: Algorithm = fed.algorithm, settings: EngineSettings = fed.settings
                ) -> EngineResult:
         callback = (lambda rec: progress(name, rec)) if progress else None
         return RoundEngine(algo, transport, settings, callback).run(fed.initial)
 
-    result = engine("federated", federation)
+    result = RoundEngine(fed.algorithm, federation, fed.settings, on_round, on_checkpoint).run(fed.initial, start)
     bytes_sent = federation.bytes_sent  # before baselines reuse the transport for evaluation
-    rows = list(metric_rows("federated", result.history))
-    run = Run(cfg.run_dir, cfg, {}, result.params, history=result.history)
+    history = result.history
+    run = Run(cfg.run_dir, cfg, {}, result.params, history=history)
     per_model = {"federated": _test_metrics(federation, result.params)}
     if cfg.personalization != "none":
         personal = personalize(fed, result.params)
         run.site_params = personal
         per_model["personalized"] = {sid: site.evaluate(personal[sid], ["test"])["test"]
-                                     for sid, site in _honest(fed.federated_sites).items()}
-    anomalies = flagged_sites(rec.anomalies for rec in result.history)
+                                     for sid, site in sites.items()}
+    anomalies = flagged_sites(_anomalies(rows))
     if cfg.baselines:
         rows += _baselines(fed, federation, engine, run, per_model)
     metric = fed.task.headline
@@ -219,6 +263,15 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     folder.write_summary(run.summary)
     folder.write_report(htmlreport.render(run.summary, rows))
     return run
+
+
+def _anomalies(rows: list[dict]) -> list[dict]:
+    """Per-round anomaly reports back from the federated metric rows (they survive a resume)."""
+    by_round: dict[int, dict] = {}
+    for row in rows:
+        if row["model"] == "federated" and row["split"] == "update":
+            by_round.setdefault(row["round"], {})[row["site"]] = row
+    return [by_round[r] for r in sorted(by_round)]
 
 
 def _baselines(fed: Federation, federation: SimulationTransport, engine: Callable, run: Run,

@@ -23,6 +23,7 @@ Opt = typer.Option
 @app.command()
 def simulate(
     config: Annotated[Optional[Path], Opt("--config", help="YAML file with any of the keys below")] = None,
+    resume: Annotated[Optional[Path], Opt("--resume", help="continue the run in this folder from its last checkpoint")] = None,
     dataset: Annotated[Optional[str], Opt(help="built-in dataset (see `fedcare datasets`)")] = None,
     data: Annotated[Optional[list[Path]], Opt(help="CSV/Parquet file; repeat for one file per site")] = None,
     site: Annotated[Optional[str], Opt(help="site column in --data")] = None,
@@ -70,21 +71,25 @@ def simulate(
     min_sites: Annotated[Optional[int], Opt(help="fewest sites a round may use")] = None,
     patience: Annotated[Optional[int], Opt(help="stop after this many rounds without validation gain")] = None,
     baselines: Annotated[Optional[bool], Opt("--baselines/--no-baselines", help="run local and pooled baselines")] = None,
+    checkpoint_every: Annotated[Optional[int], Opt(help="write a resumable checkpoint every N rounds (0 = never)")] = None,
     seed: Annotated[Optional[int], Opt(help="training seed")] = None,
     out: Annotated[Optional[Path], Opt(help="run folder (default runs/<dataset>-<algorithm>-seed<seed>)")] = None,
 ) -> None:
     """Run a federation in this process, with its local and pooled baselines, and write a run folder."""
-    flags = {k: v for k, v in locals().items() if k != "config" and v is not None}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "resume") and v is not None}
     if "data" in flags:
         flags["data"] = [str(p) for p in flags["data"]]
     if "out" in flags:
         flags["out"] = str(flags["out"])
     if "site_weight" in flags:
         flags["site_weights"] = _site_weights(flags.pop("site_weight"))
-    from fedcare.api import resolve_config, simulate as run_simulation
+    from fedcare.api import load_config, resolve_config, resume as resume_run, simulate as run_simulation
     from fedcare.report import site_table
 
-    cfg = resolve_config(config, **flags) if config else resolve_config(flags)
+    if resume is not None:
+        cfg = load_config(resume / "config.yaml", {"out": str(resume)})
+    else:
+        cfg = resolve_config(config, **flags) if config else resolve_config(flags)
     bar = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[score]}"), TimeElapsedColumn(), console=console, transient=True)
     bars: dict[str, int] = {}
@@ -98,7 +103,7 @@ def simulate(
         bar.update(bars[name], completed=record.round, score=val)
 
     try:
-        run = run_simulation(cfg, progress=on_round)
+        run = resume_run(resume, progress=on_round) if resume is not None else run_simulation(cfg, progress=on_round)
     finally:
         if bars:
             bar.stop()

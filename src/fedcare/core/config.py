@@ -76,6 +76,7 @@ class FederationConfig(BaseModel):
     min_sites: int = Field(1, ge=1)
     patience: int | None = Field(None, ge=1, description="stop when the validation metric has not improved for this many rounds")
     baselines: bool = True
+    checkpoint_every: int = Field(1, ge=0, description="write a resumable checkpoint every N rounds (0 = never)")
     seed: int = 0
     out: str | None = Field(None, description="run folder; default runs/<dataset>-<algorithm>-seed<seed>")
 

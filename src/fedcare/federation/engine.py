@@ -20,6 +20,7 @@ from fedcare.core.params import Params, copy
 from fedcare.core.scoring import is_better
 from fedcare.core.update import Update
 from fedcare.federation.anomalies import anomaly_report
+from fedcare.federation.checkpoint import EngineCheckpoint
 from fedcare.federation.transport import SiteMetrics, Transport
 
 class QuorumError(FedcareError):
@@ -87,22 +88,32 @@ def _model_part(updates: list[Update], params: Params) -> list[Update]:
 
 class RoundEngine:
     def __init__(self, algorithm: Algorithm, transport: Transport, settings: EngineSettings,
-                 on_round: Callable[[RoundRecord], None] | None = None):
+                 on_round: Callable[[RoundRecord], None] | None = None,
+                 on_checkpoint: Callable[[EngineCheckpoint], None] | None = None):
         self.algorithm = algorithm
         self.transport = transport
         self.settings = settings
         self.on_round = on_round
+        self.on_checkpoint = on_checkpoint
 
-    def run(self, initial: Params) -> EngineResult:
+    def run(self, initial: Params, resume: EngineCheckpoint | None = None) -> EngineResult:
+        """Run the rounds from the start, or from the round after `resume`'s."""
         s = self.settings
         site_ids = self.transport.site_ids()
         index = {sid: i for i, sid in enumerate(site_ids)}
-        params = copy(initial)
-        states = self.algorithm.strategy.init(params)
-        best_params, best_score, best_round = copy(params), None, 0
+        if resume is None:
+            params = copy(initial)
+            states = self.algorithm.strategy.init(params)
+            best_params, best_score, best_round, first = copy(params), None, 0, 1
+        else:
+            order = list(initial)  # the model's order (files store names sorted): sums add up the same way
+            params = {k: resume.params[k] for k in order}
+            states = resume.states
+            best_params = {k: resume.best_params[k] for k in order}
+            best_score, best_round, first = resume.best_score, resume.best_round, resume.round + 1
         history: list[RoundRecord] = []
         stopped_early = False
-        for rnd in range(1, s.rounds + 1):
+        for rnd in range(first, s.rounds + 1):
             rng = np.random.default_rng([s.seed, rnd])
             if self.algorithm.selection == "cyclic":  # sites train in turn, as in FLamby's Cyclic
                 selected = [site_ids[(rnd - 1) % len(site_ids)]]
@@ -137,11 +148,15 @@ class RoundEngine:
                 self.on_round(record)
             if s.patience is None or val is None:
                 best_params, best_round = params, rnd
-                continue
-            if best_score is None or is_better(s.metric, val, best_score):
+            elif best_score is None or is_better(s.metric, val, best_score):
                 best_params, best_score, best_round = params, val, rnd
             elif rnd - best_round >= s.patience:
                 stopped_early = True
+            if self.on_checkpoint:
+                self.on_checkpoint(EngineCheckpoint(rnd, params, states, best_params, best_round, best_score,
+                                                    self.transport.bytes_sent))
+            if stopped_early:
                 break
-        return EngineResult(best_params, len(history), best_round, stopped_early, history)
+        rounds_run = (resume.round if resume else 0) + len(history)
+        return EngineResult(best_params, rounds_run, best_round, stopped_early, history)
 

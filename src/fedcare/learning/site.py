@@ -53,6 +53,18 @@ class LocalSite:
         self._personal_model: nn.Module | None = None
         self.control: Params = {}  # SCAFFOLD's cᵢ: never sent, only its change Δcᵢ
 
+    _STATE = ("personal", "ditto", "control")
+
+    def site_state(self) -> Params:
+        """Everything this site keeps between rounds, as named arrays for its own checkpoint."""
+        return {f"{part}/{k}": v for part in self._STATE for k, v in getattr(self, part).items()}
+
+    def load_site_state(self, state: Params) -> None:
+        """Restore what site_state() saved (a resumed run continues where the site left off)."""
+        for part in self._STATE:
+            setattr(self, part, {k.partition("/")[2]: np.array(v) for k, v in state.items()
+                                 if k.partition("/")[0] == part})
+
     @property
     def num_train(self) -> int:
         return len(self._y_numpy["train"])

@@ -29,9 +29,9 @@ class Site(Protocol):
 
 
 class SimulationTransport:
-    def __init__(self, sites: Sequence[Site]):
+    def __init__(self, sites: Sequence[Site], bytes_sent: int = 0):
         self._sites = {site.site_id: site for site in sites}
-        self._bytes = 0
+        self._bytes = bytes_sent  # a resumed run continues the count
 
     def site_ids(self) -> list[str]:
         return list(self._sites)
