@@ -21,7 +21,7 @@ from fedcare.core.config import FederationConfig, load_config, make_config
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
 from fedcare.data import DataSpec, FederatedDataset, load_dataset
-from fedcare.federation.engine import EngineResult, EngineSettings, RoundEngine, RoundRecord, site_seed
+from fedcare.federation.engine import EngineResult, EngineSettings, RoundEngine, RoundRecord, mean_metric, site_seed
 from fedcare.federation.anomalies import flagged_sites
 from fedcare.federation.transport import FitResult, SiteMetrics
 from fedcare.learning.models import ModelFactory, ModelSpec, get_params, initial_model
@@ -47,6 +47,7 @@ class Run:
     global_params: Params
     local_params: dict[str, Params] = field(default_factory=dict)
     site_params: dict[str, Params] = field(default_factory=dict)  # personalized models, where the run has them
+    personal_val_score: float | None = None  # their mean validation metric (for tuning personalization)
     pooled_params: Params | None = None
     history: list[RoundRecord] = field(default_factory=list)
 
@@ -228,8 +229,9 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     if cfg.personalization != "none":
         personal = personalize(fed, result.params)
         run.site_params = personal
-        per_model["personalized"] = {sid: site.evaluate(personal[sid], ["test"])["test"]
-                                     for sid, site in sites.items()}
+        scores = {sid: site.evaluate(personal[sid], ["val", "test"]) for sid, site in sites.items()}
+        per_model["personalized"] = {sid: m["test"] for sid, m in scores.items()}
+        run.personal_val_score = mean_metric(scores, "val", fed.task.headline)
     anomalies = flagged_sites(_anomalies(rows))
     if cfg.baselines:
         rows += _baselines(fed, federation, engine, run, per_model)

@@ -30,6 +30,10 @@ GRIDS: dict[str, dict[str, list]] = {
     "fedyogi": {"server_lr": [0.003, 0.01, 0.03]},
     "fedadagrad": {"server_lr": [0.01, 0.03, 0.1]},
 }
+PERSONAL_GRIDS: dict[str, dict[str, list]] = {
+    "ditto": {"lr": [0.01, 0.03, 0.1], "ditto_lambda": [0.01, 0.1, 1.0]},
+    "finetune": {"lr": [0.01, 0.03, 0.1], "finetune_epochs": [1, 5]},
+}
 DEFAULT_GRID = {"lr": [0.01, 0.03, 0.1]}
 
 
@@ -74,14 +78,17 @@ def _run(job: tuple[dict, str]) -> dict:
             value = splits.get("test", {}).get(metric)
             if value is not None:
                 curve.setdefault(rec.round, []).append(value)
-    val = run.history[-1].val_score if run.history else None
+    if model == "personalized":  # judge personalization by the sites' own models
+        val = run.personal_val_score
+    else:
+        val = run.history[-1].val_score if run.history else None
     return {"summary": {k: s[k] for k in ("metric", "rounds", "bytes_sent", "local", "pooled", model) if k in s},
             "curve": {r: statistics.mean(v) for r, v in curve.items()}, "val": val,
             "seconds": time.perf_counter() - started}
 
 
 def _grid(entry: Entry) -> list[dict]:
-    grid = GRIDS.get(entry.algorithm, DEFAULT_GRID)
+    grid = PERSONAL_GRIDS.get(entry.personalization) or GRIDS.get(entry.algorithm, DEFAULT_GRID)
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
