@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import fedcare
-from fedcare.algorithms import Adagrad, Adam, Yogi
 from fedcare.algorithms.recipes import build_algorithm
 from fedcare.core import ConfigError
 
@@ -37,11 +36,11 @@ def test_fedprox_with_mu_zero_is_fedavg(tmp_path):
         np.testing.assert_array_equal(a.global_params[k], b.global_params[k])
 
 
-@pytest.mark.parametrize("name, cls", [("fedadam", Adam), ("fedyogi", Yogi), ("fedadagrad", Adagrad)])
-def test_adaptive_algorithms_use_their_server_optimizer_with_a_small_default_lr(name, cls):
+@pytest.mark.parametrize("name, rule", [("fedadam", "adam"), ("fedyogi", "yogi"), ("fedadagrad", "adagrad")])
+def test_adaptive_algorithms_use_their_server_optimizer_with_a_small_default_lr(name, rule):
     algo = build_algorithm(name, lr=0.05)
     server = algo.strategy.pieces[-1]
-    assert isinstance(server, cls) and server.lr == 0.01 and algo.site_mode == "local_epochs"
+    assert server.rule == rule and server.lr == 0.01 and algo.site_mode == "local_epochs"
     assert build_algorithm(name, lr=0.05, server_lr=0.5).strategy.pieces[-1].lr == 0.5
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedcare.algorithms import RoundContext, ServerOptimizer, chain, weighted_mean
-from fedcare.algorithms.optimizers import Adagrad, Adam, Yogi, adagrad, adam, yogi
+from fedcare.algorithms.optimizers import adagrad, adam, yogi
 from fedcare.core import ConfigError, Update
 
 W32 = {"w": np.array([1.0, 2.0], np.float32)}
@@ -128,9 +128,9 @@ def test_initial_state_is_plain_named_arrays(make):
 
 
 def test_defaults_are_reddis():
-    assert (Adam(0.1).beta1, Adam(0.1).beta2, Adam(0.1).tau) == (0.9, 0.99, 1e-3)
-    assert (Yogi(0.1).beta1, Yogi(0.1).beta2, Yogi(0.1).tau) == (0.9, 0.99, 1e-3)
-    assert (Adagrad(0.1).beta1, Adagrad(0.1).tau) == (0.0, 1e-3)
+    assert (adam(0.1).beta1, adam(0.1).beta2, adam(0.1).tau) == (0.9, 0.99, 1e-3)
+    assert (yogi(0.1).beta1, yogi(0.1).beta2, yogi(0.1).tau) == (0.9, 0.99, 1e-3)
+    assert (adagrad(0.1).beta1, adagrad(0.1).tau) == (0.0, 1e-3)
     for opt in (adam(0.1), yogi(0.1), adagrad(0.1)):
         assert isinstance(opt, ServerOptimizer) and opt.stage == "optimize"
 

@@ -2,7 +2,7 @@
 
 from fedcare.algorithms.aggregators import WeightedMean, weighted_mean
 from fedcare.algorithms.attacks import Attack, attack, flip_labels
-from fedcare.algorithms.optimizers import SGD, Adagrad, Adam, Yogi, adagrad, adam, sgd, yogi
+from fedcare.algorithms.optimizers import SGD, Adaptive, adagrad, adam, sgd, yogi
 from fedcare.algorithms.pieces import (
     AggregatePiece,
     Aggregator,
@@ -29,9 +29,7 @@ from fedcare.algorithms.strategy import RoundOutcome, Strategy, chain, replace_a
 
 __all__ = [
     "SGD",
-    "Adagrad",
-    "Adam",
-    "Yogi",
+    "Adaptive",
     "adagrad",
     "adam",
     "yogi",

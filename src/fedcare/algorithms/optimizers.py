@@ -9,7 +9,7 @@ step η·m/(√v+τ) is our −lr·m/(√v+τ).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -66,21 +66,45 @@ def _require_tau(owner: str, tau: float) -> None:
         raise ConfigError(f"{owner}: tau (the adaptivity floor) must be a finite number > 0, not {tau}")
 
 
-class _Adaptive:
-    """Shared by Adam, Yogi and Adagrad: they differ only in how v follows G² (`_second_moment`).
+Rule = Literal["adam", "yogi", "adagrad"]
 
-    State per param `k`: "m/k" (first moment, starts at 0) and "v/k" (second moment, starts at τ²,
-    Reddi's v₀ ≥ τ²), both in the params' dtype. m ← β1·m + (1−β1)·G; step = −lr·m/(√v + τ).
-    No bias correction, as in Reddi's algorithm: with the defaults and |G| ≫ τ the first step is
-    about lr per coordinate whatever the scale of G (m ≈ (1−β1)·G = 0.1·G, √v ≈ √(1−β2)·|G| = 0.1·|G|).
+
+@dataclass(frozen=True)
+class Adaptive:
+    """FedAdam, FedYogi, FedAdagrad: one piece, three rules for the second moment v.
+
+        adam     v ← β2·v + (1−β2)·G²
+        yogi     v ← v − (1−β2)·G²·sign(v − G²)   (moves v by an additive amount: steadier when sites
+                                                     disagree; a sudden large G² cannot blow v up)
+        adagrad  v ← v + G²                        (coordinates that keep moving get ever smaller steps)
+
+    m ← β1·m + (1−β1)·G; step = −lr·m/(√v + τ). A per-coordinate step size evens out the server step
+    when site updates are heterogeneous. State per param k: "m/k" (starts at 0) and "v/k" (starts at
+    τ², Reddi's v₀ ≥ τ²), in the params' dtype. No bias correction, as in Reddi's algorithm: with the
+    defaults and |G| ≫ τ the first step is about lr per coordinate whatever the scale of G.
     """
 
-    lr: float  # the subclasses' dataclass fields; annotated here for the shared methods
-    beta1: float
-    tau: float
+    rule: Rule
+    lr: float
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
+    stage: ClassVar[StageName] = "optimize"
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("adam", "yogi", "adagrad"):
+            raise ConfigError(f"unknown adaptive rule '{self.rule}'; choose adam, yogi or adagrad")
+        _require_lr(self.rule, self.lr)
+        _require_beta(self.rule, "beta1", self.beta1)
+        _require_beta(self.rule, "beta2", self.beta2)
+        _require_tau(self.rule, self.tau)
 
     def _second_moment(self, v: np.ndarray, g2: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        if self.rule == "adam":
+            return self.beta2 * v + (1.0 - self.beta2) * g2
+        if self.rule == "yogi":
+            return v - (1.0 - self.beta2) * g2 * np.sign(v - g2)
+        return v + g2
 
     def init(self, params: Params) -> State:
         state: State = {}
@@ -102,85 +126,16 @@ class _Adaptive:
         return step, new_state
 
 
-@dataclass(frozen=True)
-class Adam(_Adaptive):
-    """FedAdam: v ← β2·v + (1−β2)·G², step = −lr·m/(√v + τ), no bias correction (as in Reddi).
-
-    A per-coordinate step size evens out the server step when site updates are heterogeneous and
-    coordinates differ in scale, where a single FedAvg learning rate is too big for some, too small
-    for others.
-    """
-
-    lr: float
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
-    stage: ClassVar[StageName] = "optimize"
-
-    def __post_init__(self) -> None:
-        _require_lr("adam", self.lr)
-        _require_beta("adam", "beta1", self.beta1)
-        _require_beta("adam", "beta2", self.beta2)
-        _require_tau("adam", self.tau)
-
-    def _second_moment(self, v: np.ndarray, g2: np.ndarray) -> np.ndarray:
-        return self.beta2 * v + (1.0 - self.beta2) * g2
+def adam(lr: float, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Adaptive:
+    """FedAdam (Reddi et al.)."""
+    return Adaptive("adam", lr, beta1, beta2, tau)
 
 
-@dataclass(frozen=True)
-class Yogi(_Adaptive):
-    """FedYogi: v ← v − (1−β2)·G²·sign(v − G²); otherwise as Adam.
-
-    v moves toward G² by the additive amount (1−β2)·G², not Adam's (1−β2)·(G² − v), so a sudden
-    large G² cannot blow v up and a run of small ones shrinks it slowly: steadier steps when the
-    sites disagree.
-    """
-
-    lr: float
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
-    stage: ClassVar[StageName] = "optimize"
-
-    def __post_init__(self) -> None:
-        _require_lr("yogi", self.lr)
-        _require_beta("yogi", "beta1", self.beta1)
-        _require_beta("yogi", "beta2", self.beta2)
-        _require_tau("yogi", self.tau)
-
-    def _second_moment(self, v: np.ndarray, g2: np.ndarray) -> np.ndarray:
-        return v - (1.0 - self.beta2) * g2 * np.sign(v - g2)
+def yogi(lr: float, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Adaptive:
+    """FedYogi (Reddi et al.)."""
+    return Adaptive("yogi", lr, beta1, beta2, tau)
 
 
-@dataclass(frozen=True)
-class Adagrad(_Adaptive):
-    """FedAdagrad: v ← v + G², step = −lr·m/(√v + τ) with m = G by default (beta1 = 0).
-
-    Coordinates that keep receiving large updates get ever smaller steps; Reddi's version keeps a
-    momentum m ← β1·m + (1−β1)·G, available through beta1.
-    """
-
-    lr: float
-    tau: float = 1e-3
-    beta1: float = 0.0
-    stage: ClassVar[StageName] = "optimize"
-
-    def __post_init__(self) -> None:
-        _require_lr("adagrad", self.lr)
-        _require_beta("adagrad", "beta1", self.beta1)
-        _require_tau("adagrad", self.tau)
-
-    def _second_moment(self, v: np.ndarray, g2: np.ndarray) -> np.ndarray:
-        return v + g2
-
-
-def adam(lr: float, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Adam:
-    return Adam(lr, beta1, beta2, tau)
-
-
-def yogi(lr: float, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Yogi:
-    return Yogi(lr, beta1, beta2, tau)
-
-
-def adagrad(lr: float, tau: float = 1e-3, beta1: float = 0.0) -> Adagrad:
-    return Adagrad(lr, tau, beta1)
+def adagrad(lr: float, tau: float = 1e-3, beta1: float = 0.0) -> Adaptive:
+    """FedAdagrad (Reddi et al.): m = G by default (beta1 = 0); Reddi's momentum through beta1."""
+    return Adaptive("adagrad", lr, beta1, 0.0, tau)
