@@ -108,7 +108,8 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
         raise ConfigError("scaffold corrects plain SGD steps; use optimizer sgd (not adam)")
     if algorithm.scaffold and cfg.personalization != "none":
         raise ConfigError("scaffold does not combine with personalization; use personalization none")
-    algorithm = replace(algorithm, personalization=cfg.personalization, ditto_lambda=cfg.ditto_lambda)
+    algorithm = replace(algorithm, personalization=cfg.personalization, ditto_lambda=cfg.ditto_lambda,
+                        dp_epsilon=cfg.dp_epsilon, dp_delta=cfg.dp_delta, dp_clip=cfg.dp_clip)
     if aggregator is not None:
         algorithm = replace(algorithm, strategy=replace_aggregator(algorithm.strategy, aggregator))
     settings = EngineSettings(rounds=cfg.rounds, local_epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
@@ -253,7 +254,7 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
         "attack": {"kind": cfg.attack, "sites": attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites})},
         "anomalies": anomalies,
         "bytes_sent": bytes_sent,
-        "privacy": {"epsilon": None, "delta": None},
+        "privacy": _privacy(cfg, rows),
         "preprocessing": dataset.preprocessing,
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
@@ -265,6 +266,18 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     folder.write_summary(run.summary)
     folder.write_report(htmlreport.render(run.summary, rows))
     return run
+
+
+def _privacy(cfg: FederationConfig, rows: list[dict]) -> dict:
+    """Record-level ε spent by each site (its accountant's figure after its last round), and δ."""
+    if cfg.dp_epsilon is None:
+        return {"epsilon": None, "delta": None}
+    spent: dict[str, float] = {}
+    for row in rows:
+        if row["model"] == "federated" and row["split"] == "train" and "epsilon" in row:
+            spent[row["site"]] = max(spent.get(row["site"], 0.0), row["epsilon"])
+    return {"level": "record", "budget": cfg.dp_epsilon, "delta": cfg.dp_delta, "clip": cfg.dp_clip,
+            "epsilon": max(spent.values()) if spent else 0.0, "epsilon_per_site": dict(sorted(spent.items()))}
 
 
 def _anomalies(rows: list[dict]) -> list[dict]:

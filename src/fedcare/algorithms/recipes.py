@@ -59,6 +59,9 @@ class Algorithm:
     prox_mu: float = 0.0
     personalization: str = "none"  # site-side: see fedcare.learning.site
     ditto_lambda: float = 0.1
+    dp_epsilon: float | None = None  # site-side record-level DP budget (DP-SGD), None = off
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0
     scaffold: bool = False  # site-side SCAFFOLD correction (the server side is the scaffold_control piece)
 
 

@@ -75,6 +75,9 @@ class FederationConfig(BaseModel):
     fraction: float = Field(1.0, gt=0, le=1, description="share of sites selected each round")
     min_sites: int = Field(1, ge=1)
     patience: int | None = Field(None, ge=1, description="stop when the validation metric has not improved for this many rounds")
+    dp_epsilon: float | None = Field(None, gt=0, description="record-level DP: each site's ε budget for the run (DP-SGD)")
+    dp_delta: float = Field(1e-5, gt=0, lt=1, description="record-level DP: δ")
+    dp_clip: float = Field(1.0, gt=0, description="record-level DP: per-patient gradient norm bound")
     baselines: bool = True
     checkpoint_every: int = Field(1, ge=0, description="write a resumable checkpoint every N rounds (0 = never)")
     seed: int = 0

@@ -15,3 +15,8 @@ class DataError(FedcareError):
 
 class ParamsError(FedcareError):
     """Params or an update do not match what was expected (names, shapes, dtypes, finite values)."""
+
+
+class SiteDeclined(FedcareError):
+    """A site declines a round (its privacy budget would be exceeded, its operator did not approve):
+    the round goes on without it, like a site that did not answer."""

@@ -40,6 +40,10 @@ class FitRequest:
     personalization: Personalization = "none"  # what the site keeps for itself (see learning/site.py)
     ditto_lambda: float = 0.1  # Ditto: pull of the personal model towards the global one
     scaffold: bool = False  # SCAFFOLD: correct each local SGD step by c − cᵢ; return Δcᵢ as control/<name>
+    dp_epsilon: float | None = None  # record-level DP: the site's budget for the whole run (None = off)
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0  # per-patient gradient norm bound C
+    planned_rounds: int = 0  # rounds the budget must cover (the site calibrates its noise to them)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -122,7 +122,8 @@ class RoundEngine:
             a = self.algorithm
             requests = {sid: FitRequest(rnd, a.site_mode, s.local_epochs, s.lr, s.batch_size, s.optimizer,
                                         site_seed(s.seed, rnd, index[sid]), a.prox_mu, a.personalization,
-                                        a.ditto_lambda, a.scaffold)
+                                        a.ditto_lambda, a.scaffold, dp_epsilon=a.dp_epsilon, dp_delta=a.dp_delta,
+                                        dp_clip=a.dp_clip, planned_rounds=s.rounds)
                         for sid in selected}
             # arrays some pieces send beside the params (SCAFFOLD's c); each update then mirrors the
             # whole message: the params' names plus these, validated on arrival like the rest

@@ -27,14 +27,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedcare.core.errors import ConfigError, ParamsError
+from fedcare.core.errors import ConfigError, ParamsError, SiteDeclined
 from fedcare.core.messages import FitRequest, Split, control_name, split_controls
 from fedcare.core.params import Params
 from fedcare.core.update import Update
 from fedcare.learning.metrics import Metrics
 from fedcare.learning.models import batch_norm_names, get_params, head_names, set_params
+from fedcare.learning.dpsgd import dp_steps, train_dp
 from fedcare.learning.tasks import Task
 from fedcare.learning.training import train_epochs
+
+
+class BudgetExhausted(SiteDeclined):
+    """Another round would spend more privacy than the site's budget: it stops taking part."""
 
 
 class LocalSite:
@@ -52,8 +57,10 @@ class LocalSite:
         self.ditto: Params = {}  # Ditto's whole personal model: never sent
         self._personal_model: nn.Module | None = None
         self.control: Params = {}  # SCAFFOLD's cᵢ: never sent, only its change Δcᵢ
+        self.dp: Params = {}  # record-level DP: this site's noise multiplier and steps taken (its accountant)
+        self.dp_spent: float | None = None  # ε spent so far
 
-    _STATE = ("personal", "ditto", "control")
+    _STATE = ("personal", "ditto", "control", "dp")
 
     def site_state(self) -> Params:
         """Everything this site keeps between rounds, as named arrays for its own checkpoint."""
@@ -93,7 +100,10 @@ class LocalSite:
             grad = {k: np.zeros_like(v) if k in kept else v for k, v in grad.items()}  # the kept part never leaves
         if request.personalization == "ditto":
             self._ditto_step(params, request)
-        return Update(self.site_id, grad, self.num_train, {"train_loss": loss})
+        metrics = {"train_loss": loss}
+        if request.dp_epsilon is not None and self.dp_spent is not None:
+            metrics["epsilon"] = self.dp_spent  # this site's accountant: ε spent so far
+        return Update(self.site_id, grad, self.num_train, metrics)
 
     # ----- SCAFFOLD -----------------------------------------------------------------------------
 
@@ -200,10 +210,35 @@ class LocalSite:
 
     def _train_epochs(self, request: FitRequest) -> float:
         x, y = self._data["train"]
+        if request.dp_epsilon is not None:
+            return self._train_private(request)
         anchor = [p.detach().clone() for p in self.model.parameters()] if request.prox_mu > 0 else None
         return train_epochs(self.model, self.task, x, y, epochs=request.local_epochs, lr=request.lr,
                             batch_size=request.batch_size, optimizer=request.optimizer, seed=request.seed,
                             anchor=anchor, mu=request.prox_mu)
+
+    def _train_private(self, request: FitRequest) -> float:
+        """DP-SGD under this site's own accountant: the noise is calibrated once so the planned rounds
+        spend exactly the budget, and a round that would overspend it is refused."""
+        from fedcare.algorithms.accounting import epsilon, noise_multiplier_for
+
+        if request.mode != "local_epochs" or request.optimizer != "sgd" or request.prox_mu or request.scaffold:
+            raise ConfigError("record-level DP trains with plain DP-SGD: use fedavg-style local epochs, optimizer sgd")
+        x, y = self._data["train"]
+        q = min(1.0, request.batch_size / len(y))
+        per_round = dp_steps(request.local_epochs, q)
+        if not self.dp:
+            sigma = noise_multiplier_for(request.dp_epsilon, request.dp_delta, q, per_round * request.planned_rounds)
+            self.dp = {"noise_multiplier": np.array([sigma]), "steps": np.array([0.0])}
+        sigma, steps = float(self.dp["noise_multiplier"][0]), int(self.dp["steps"][0])
+        if epsilon(sigma, q, steps + per_round, request.dp_delta) > request.dp_epsilon * (1 + 1e-9):
+            raise BudgetExhausted(f"site '{self.site_id}' would exceed its privacy budget ε={request.dp_epsilon} "
+                                  f"in round {request.round}; it stops training")
+        loss = train_dp(self.model, self.task, x, y, epochs=request.local_epochs, lr=request.lr,
+                        batch_size=request.batch_size, clip=request.dp_clip, noise_multiplier=sigma, seed=request.seed)
+        self.dp["steps"] = np.array([float(steps + per_round)])
+        self.dp_spent = epsilon(sigma, q, steps + per_round, request.dp_delta)
+        return loss
 
     def evaluate(self, params: Params, splits: Sequence[Split]) -> dict[str, Metrics]:
         """Metrics of the given params on each named split this site holds (empty splits skipped)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from fedcare.core.errors import ParamsError
+from fedcare.core.errors import ParamsError, SiteDeclined
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
 from fedcare.core.serialization import params_from_bytes, params_to_bytes, update_from_bytes, update_to_bytes
@@ -51,7 +51,11 @@ class SimulationTransport:
         received = self._broadcast(message, len(requests))
         result = FitResult([])
         for site_id, request in requests.items():
-            blob = update_to_bytes(self._sites[site_id].fit(received, request))
+            try:
+                blob = update_to_bytes(self._sites[site_id].fit(received, request))
+            except SiteDeclined as exc:
+                result.refused[site_id] = str(exc)
+                continue
             self._bytes += len(blob)
             try:
                 update = update_from_bytes(blob, message)
