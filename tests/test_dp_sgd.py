@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import fedcare
+import fedcare.core
 from fedcare.algorithms.accounting import epsilon
 from fedcare.core.messages import FitRequest
 from fedcare.learning import LocalSite, Task
@@ -57,3 +58,10 @@ def test_per_patient_clipping_bounds_one_patients_influence():
     y = torch.tensor([1.0])
     train_dp(model, Task("binary"), x, y, epochs=1, lr=1.0, batch_size=1, clip=0.5, noise_multiplier=0.0, seed=0)
     assert abs(float(model.weight.detach())) == pytest.approx(0.5, rel=1e-5)  # clipped gradient norm 0.5, lr 1, q·n = 1
+
+
+@pytest.mark.parametrize("settings", [{"algorithm": "fedsgd"}, {"algorithm": "scaffold"}, {"algorithm": "fedprox"},
+                                      {"personalization": "fedrep"}, {"optimizer": "adam"}])
+def test_dp_refuses_what_would_train_without_it(tmp_path, settings):
+    with pytest.raises(fedcare.core.ConfigError, match="record-level DP"):
+        fedcare.simulate(dp_epsilon=1.0, rounds=1, baselines=False, out=str(tmp_path / "x"), **settings)

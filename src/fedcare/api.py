@@ -104,6 +104,11 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
                                 server_momentum=cfg.server_momentum, weighting=cfg.weighting,
                                 site_weights=cfg.site_weights, aggregation=aggregation, prox_mu=cfg.prox_mu,
                                 num_sites=len(dataset.sites))
+    if cfg.dp_epsilon is not None and (algorithm.site_mode != "local_epochs" or algorithm.scaffold
+                                       or algorithm.prox_mu or cfg.personalization == "fedrep"
+                                       or cfg.optimizer != "sgd"):
+        raise ConfigError("record-level DP (dp_epsilon) trains with plain DP-SGD local epochs: use fedavg, cyclic "
+                          "or an adaptive server optimizer, optimizer sgd, and no fedprox, fedrep or scaffold")
     if algorithm.scaffold and cfg.optimizer != "sgd":
         raise ConfigError("scaffold corrects plain SGD steps; use optimizer sgd (not adam)")
     if algorithm.scaffold and cfg.personalization != "none":
