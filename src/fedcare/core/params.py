@@ -62,25 +62,5 @@ def zeros_like(params: Mapping[str, np.ndarray]) -> Params:
     return {k: np.zeros_like(v) for k, v in params.items()}
 
 
-def add(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Params:
-    return {k: a[k] + b[k] for k in a}
-
-
-def sub(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Params:
-    return {k: a[k] - b[k] for k in a}
-
-
-def scale(a: Mapping[str, np.ndarray], factor: float) -> Params:
-    return {k: (v * factor).astype(v.dtype, copy=False) for k, v in a.items()}
-
-
-def num_values(params: Mapping[str, np.ndarray]) -> int:
-    return int(sum(v.size for v in params.values()))
-
-
-def global_norm(params: Mapping[str, np.ndarray]) -> float:
-    return float(np.sqrt(sum(float(np.vdot(v, v)) for v in params.values())))
-
-
 def copy(params: Mapping[str, np.ndarray]) -> Params:
     return {k: np.array(v, copy=True) for k, v in params.items()}

@@ -147,9 +147,9 @@ def site_stats(train: pd.DataFrame, types: ColumnTypes) -> SiteStats:
     return SiteStats(rows=len(train), numeric=numeric, categorical=categorical)
 
 
-def count_at_most(train: pd.DataFrame, column: str, threshold: float) -> int:
-    """Answer one median-search query: how many of this site's training values are <= threshold."""
-    values = train[column].to_numpy(dtype=np.float64)
+def count_at_most(values: np.ndarray, threshold: float) -> int:
+    """Answer one median-search query: how many of this site's training values (one column, as
+    float64 with NaN for missing) are <= threshold."""
     return int(np.count_nonzero(values <= threshold))  # NaN compares False, so missing is not counted
 
 
@@ -290,7 +290,7 @@ def fit_transform(train_frames: Sequence[pd.DataFrame], types: ColumnTypes) -> T
         arrays = [frame[column].to_numpy(dtype=np.float64) for frame in train_frames]
 
         def pooled_count(threshold: float, arrays: list[np.ndarray] = arrays) -> int:
-            return sum(int(np.count_nonzero(values <= threshold)) for values in arrays)
+            return sum(count_at_most(values, threshold) for values in arrays)
 
         medians[column] = federated_median(stats, pooled_count)
     return build_transform(types, merged, medians)
