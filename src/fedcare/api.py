@@ -84,17 +84,26 @@ class Federation:
     federated_sites: list  # what the federation meets: `sites`, with simulated attackers swapped in
 
 
-def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_factory: ModelFactory | None = None,
-                     aggregator: object | None = None) -> Federation:
-    """Sites with their data and model, the initial params, the algorithm and the engine settings."""
-    unknown = sorted(set(cfg.site_weights) - {sd.site_id for sd in dataset.sites})
+@dataclass(frozen=True)
+class Plan:
+    """What a config makes of a dataset's shape: the task, the model, the algorithm and the engine
+    settings. The coordinator needs only this (no rows), and each site builds the same model from it."""
+
+    task: Task
+    algorithm: Algorithm
+    settings: EngineSettings
+    new_model: Callable[[], torch.nn.Module]
+
+
+def plan_federation(cfg: FederationConfig, task_kind: str, num_classes: int, num_features: int,
+                    site_ids: Sequence[str], *, model_factory: ModelFactory | None = None,
+                    aggregator: object | None = None) -> Plan:
+    unknown = sorted(set(cfg.site_weights) - set(site_ids))
     if unknown:
-        raise ConfigError(f"site_weights names unknown site '{unknown[0]}'; the sites are "
-                          f"{', '.join(sd.site_id for sd in dataset.sites)}")
+        raise ConfigError(f"site_weights names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
     torch.set_num_threads(cfg.threads)
-    task = Task(dataset.task, num_classes=max(2, len(dataset.classes)))
+    task = Task(task_kind, num_classes=max(2, num_classes))
     factory = model_factory or ModelSpec(cfg.model, cfg.hidden, cfg.batch_norm).build
-    num_features = len(dataset.feature_names)
 
     def new_model():
         return initial_model(factory, num_features, task.num_outputs, cfg.seed)
@@ -103,7 +112,7 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
     algorithm = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
                                 server_momentum=cfg.server_momentum, weighting=cfg.weighting,
                                 site_weights=cfg.site_weights, aggregation=aggregation, prox_mu=cfg.prox_mu,
-                                num_sites=len(dataset.sites))
+                                num_sites=len(site_ids))
     if cfg.dp_epsilon is not None and (algorithm.site_mode != "local_epochs" or algorithm.scaffold
                                        or algorithm.prox_mu or cfg.personalization == "fedrep"
                                        or cfg.optimizer != "sgd"):
@@ -120,8 +129,17 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
     settings = EngineSettings(rounds=cfg.rounds, local_epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                               optimizer=cfg.optimizer, fraction=cfg.fraction, min_sites=cfg.min_sites,
                               patience=cfg.patience, seed=cfg.seed, metric=task.headline)
+    return Plan(task, algorithm, settings, new_model)
+
+
+def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_factory: ModelFactory | None = None,
+                     aggregator: object | None = None) -> Federation:
+    """Sites with their data and model, the initial params, the algorithm and the engine settings."""
+    plan = plan_federation(cfg, dataset.task, len(dataset.classes), len(dataset.feature_names),
+                           [sd.site_id for sd in dataset.sites], model_factory=model_factory, aggregator=aggregator)
+    task, new_model = plan.task, plan.new_model
     sites = [LocalSite(sd.site_id, task, new_model(), _splits(sd)) for sd in dataset.sites]
-    return Federation(cfg, dataset, task, get_params(new_model()), algorithm, settings, sites, new_model,
+    return Federation(cfg, dataset, task, get_params(new_model()), plan.algorithm, plan.settings, sites, new_model,
                       _attacked(cfg, dataset, task, sites, new_model))
 
 
@@ -238,39 +256,65 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
         scores = {sid: site.evaluate(personal[sid], ["val", "test"]) for sid, site in sites.items()}
         per_model["personalized"] = {sid: m["test"] for sid, m in scores.items()}
         run.personal_val_score = mean_metric(scores, "val", fed.task.headline)
-    anomalies = flagged_sites(_anomalies(rows))
     if cfg.baselines:
         rows += _baselines(fed, federation, engine, run, per_model)
-    metric = fed.task.headline
-    run.summary = {
-        "dataset": dataset.name,
-        "task": dataset.task,
+    facts = RunFacts(dataset.name, dataset.task, tuple(dataset.feature_names), dataset.preprocessing,
+                     {sd.site_id: {"train": len(sd.y_train), "val": len(sd.y_val), "test": len(sd.y_test)}
+                      for sd in dataset.sites})
+    aggregator_name = cfg.aggregator if aggregator is None else type(aggregator).__name__
+    run.summary = summarize(cfg, facts, result, per_model, rows, bytes_sent, started, aggregator_name,
+                            attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}))
+    write_run(folder, cfg, facts, run.summary, rows, result.params, run.site_params)
+    return run
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run's summary says about its data: learned in one process (simulation) or from the
+    sites' aggregates (a networked run), never from rows."""
+
+    name: str
+    task: str
+    feature_names: tuple[str, ...]
+    preprocessing: dict
+    site_sizes: dict[str, dict[str, int]]
+
+
+def summarize(cfg: FederationConfig, facts: RunFacts, result: EngineResult, per_model: dict, rows: list[dict],
+              bytes_sent: int, started: float, aggregator: str, attacked: list[str]) -> dict:
+    """summary.json: the same keys for a simulated and a networked run."""
+    metric = Task(facts.task).headline
+    return {
+        "dataset": facts.name,
+        "task": facts.task,
         "algorithm": cfg.algorithm,
         "rounds": result.rounds_run,
         "best_round": result.best_round,
         "stopped_early": result.stopped_early,
         "metric": metric,
         "seed": cfg.seed,
-        "num_features": len(dataset.feature_names),
-        "site_sizes": {sd.site_id: {"train": len(sd.y_train), "val": len(sd.y_val), "test": len(sd.y_test)}
-                       for sd in dataset.sites},
+        "num_features": len(facts.feature_names),
+        "site_sizes": facts.site_sizes,
         **{name: block(values, metric) for name, values in per_model.items()},
-        "aggregator": cfg.aggregator if aggregator is None else type(aggregator).__name__,
-        "attack": {"kind": cfg.attack, "sites": attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites})},
-        "anomalies": anomalies,
+        "aggregator": aggregator,
+        "attack": {"kind": cfg.attack, "sites": attacked},
+        "anomalies": flagged_sites(_anomalies(rows)),
         "bytes_sent": bytes_sent,
         "privacy": _privacy(cfg, rows),
-        "preprocessing": dataset.preprocessing,
+        "preprocessing": facts.preprocessing,
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def write_run(folder: RunFolder, cfg: FederationConfig, facts: RunFacts, summary: dict, rows: list[dict],
+              global_params: Params, site_params: Mapping[str, Params]) -> None:
     folder.write_metrics(rows)
-    folder.write_global(result.params, {"dataset": dataset.name, "algorithm": cfg.algorithm,
-                                        "feature_names": list(dataset.feature_names)})
-    for sid, params in run.site_params.items():
-        folder.write_site(sid, params, {"dataset": dataset.name, "personalization": cfg.personalization})
-    folder.write_summary(run.summary)
-    folder.write_report(htmlreport.render(run.summary, rows))
-    return run
+    folder.write_global(global_params, {"dataset": facts.name, "algorithm": cfg.algorithm,
+                                        "feature_names": list(facts.feature_names)})
+    for sid, params in site_params.items():
+        folder.write_site(sid, params, {"dataset": facts.name, "personalization": cfg.personalization})
+    folder.write_summary(summary)
+    folder.write_report(htmlreport.render(summary, rows))
 
 
 def _privacy(cfg: FederationConfig, rows: list[dict]) -> dict:
@@ -301,9 +345,7 @@ def _baselines(fed: Federation, federation: SimulationTransport, engine: Callabl
     returns the metrics.jsonl rows. SCAFFOLD with one site is FedAvg (c = cᵢ every round), so the
     baselines run fedavg and leave the cᵢ the sites hold from the federated run untouched."""
     cfg = fed.config
-    plain = build_algorithm("fedavg" if cfg.algorithm == "scaffold" else cfg.algorithm, lr=cfg.lr,
-                            server_lr=cfg.server_lr, server_momentum=cfg.server_momentum, prox_mu=cfg.prox_mu)
-    alone = replace(fed.settings, fraction=1.0, min_sites=1)
+    plain, alone = baseline_algorithm(cfg), baseline_settings(fed.settings)
     rows: list[dict] = []
     per_model["local"] = {}
     for site in fed.sites:
@@ -319,6 +361,23 @@ def _baselines(fed: Federation, federation: SimulationTransport, engine: Callabl
     return rows
 
 
+def baseline_algorithm(cfg: FederationConfig) -> Algorithm:
+    """What the local and pooled baselines run: the run's algorithm on one site (SCAFFOLD with one
+    site is FedAvg), without site weights, attacks or robust rules."""
+    return build_algorithm("fedavg" if cfg.algorithm == "scaffold" else cfg.algorithm, lr=cfg.lr,
+                           server_lr=cfg.server_lr, server_momentum=cfg.server_momentum, prox_mu=cfg.prox_mu)
+
+
+def baseline_settings(settings: EngineSettings) -> EngineSettings:
+    return replace(settings, fraction=1.0, min_sites=1)
+
+
+def personalize_request(cfg: FederationConfig, index: int) -> FitRequest:
+    """The final local work that turns the global model into site `index`'s own."""
+    return FitRequest(cfg.rounds + 1, "local_epochs", cfg.finetune_epochs, cfg.lr, cfg.batch_size, cfg.optimizer,
+                      site_seed(cfg.seed, cfg.rounds + 1, index), 0.0, cfg.personalization, cfg.ditto_lambda)
+
+
 def _honest(sites: Sequence) -> dict[str, LocalSite]:
     """The LocalSite behind each federated site (a simulated attacker wraps one)."""
     return {s.site_id: getattr(s, "site", s) for s in sites}
@@ -329,10 +388,7 @@ def personalize(fed: Federation, global_params: Params) -> dict[str, Params]:
     cfg = fed.config
     out = {}
     for i, (sid, site) in enumerate(_honest(fed.federated_sites).items()):
-        request = FitRequest(cfg.rounds + 1, "local_epochs", cfg.finetune_epochs, cfg.lr, cfg.batch_size,
-                             cfg.optimizer, site_seed(cfg.seed, cfg.rounds + 1, i), 0.0, cfg.personalization,
-                             cfg.ditto_lambda)
-        out[sid] = site.personal_params(global_params, request)
+        out[sid] = site.personal_params(global_params, personalize_request(cfg, i))
     return out
 
 
