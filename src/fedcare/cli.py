@@ -191,6 +191,67 @@ def datasets() -> None:
             console.print(f"source: {escape(info['source'])}")
 
 
+certs_app = typer.Typer(no_args_is_help=True,
+                        help="Credentials for a networked deployment: private CA, coordinator TLS certificate, "
+                             "site and admin tokens. Tokens are written to files, never printed.")
+app.add_typer(certs_app, name="certs")
+CertsDir = Annotated[Path, Opt("--dir", help="the authority's directory (keep it on the coordinator's host)")]
+
+
+@certs_app.command("init")
+def certs_init(
+    dir: CertsDir = Path("credentials"),
+    host: Annotated[Optional[list[str]], Opt("--host", help="coordinator DNS name or IP address; repeatable "
+                                                            "(default: localhost and 127.0.0.1)")] = None,
+    days: Annotated[int, Opt(help="validity of the CA and the coordinator certificate")] = 365,
+) -> None:
+    """Create the private CA, the coordinator's TLS certificate and the admin credential."""
+    from fedcare.transports.network.credentials import init_authority
+
+    auth = init_authority(dir, hosts=host or ("localhost", "127.0.0.1"), days=days)
+    console.print(f"authority created in {escape(str(auth.directory))}: the sites pin {escape(auth.ca_cert.name)}")
+    console.print(f"admin credential: {escape(str(auth.admin_credential))} (secret: it starts and stops runs)")
+
+
+@certs_app.command("site")
+def certs_site(name: Annotated[str, typer.Argument(help="site id")], dir: CertsDir = Path("credentials")) -> None:
+    """Issue a site's credential file (or replace its token: the old one stops working)."""
+    from fedcare.transports.network.credentials import check_site_id, issue_site, list_sites
+
+    check_site_id(name)  # first, so a bad id is the error reported even without a registry
+    before = {r.site_id: r for r in list_sites(dir)}
+    path = issue_site(dir, name)
+    if name in before:
+        state = "revoked" if before[name].revoked else "active"
+        console.print(f"replaced the token of site '{escape(name)}' (was {state}): the old token no longer works")
+    console.print(f"credential for site '{escape(name)}': {escape(str(path))}; send it to the site over a "
+                  "secure channel; it holds a secret token")
+
+
+@certs_app.command("revoke")
+def certs_revoke(name: Annotated[str, typer.Argument(help="site id")], dir: CertsDir = Path("credentials")) -> None:
+    """Revoke a site's token; a running coordinator refuses it from its next request on."""
+    from fedcare.transports.network.credentials import revoke_site
+
+    revoke_site(dir, name)
+    console.print(f"site '{escape(name)}' is revoked (`fedcare certs site {escape(name)}` issues a new token)")
+
+
+@certs_app.command("list")
+def certs_list(dir: CertsDir = Path("credentials")) -> None:
+    """List the sites with when they were issued and revoked (never their tokens)."""
+    from rich.table import Table
+
+    from fedcare.transports.network.credentials import list_sites
+
+    table = Table()
+    for column in ("site", "issued", "revoked"):
+        table.add_column(column)
+    for r in list_sites(dir):
+        table.add_row(escape(r.site_id), r.issued, r.revoked or "-")
+    console.print(table)
+
+
 def main() -> None:
     try:
         app()
