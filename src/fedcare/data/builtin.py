@@ -12,27 +12,45 @@ import pandas as pd
 
 from fedcare.core.errors import DataError
 from fedcare.data import heart_disease
-from fedcare.data.assemble import build_dataset
-from fedcare.data.columns import type_columns
-from fedcare.data.dataset import DataSpec, FederatedDataset, TaskKind
+from fedcare.data.dataset import TaskKind
 from fedcare.data.labels import LabelEncoding
 from fedcare.data.raw import RawSite
-from fedcare.data.survival import infer_survival_encoding
 from fedcare.data.values import canonical, clean_column, parse_numbers
 
 
 @dataclass(frozen=True)
 class BuiltinDataset:
-    """A bundled dataset: how to load it and how to describe and cite it."""
+    """A bundled dataset: where its sites' rows come from, how to prepare them, how to cite it.
+
+    Preparation follows the same federated protocol as the user's files (fedcare.data.prepare):
+    each site reads only its own rows with `read_site`; the coordinator knows the recipe (target
+    columns, categorical columns, a fixed label encoding if any) and the `extra` preprocessing
+    entries built from each site's count of rows dropped on reading.
+    """
 
     name: str
     task: TaskKind
     description: str
     source: str
     citation: str
-    load: Callable[[DataSpec], FederatedDataset]
-    site_rows: Callable[[], list[dict[str, Any]]]
+    site_ids: tuple[str, ...]
+    read_site: Callable[[str], tuple[RawSite, int]]  # one site's text cells, rows dropped on reading
+    extra: Callable[[dict[str, int]], dict[str, Any]]  # site_id -> rows dropped on reading
+    label: str | None = None
+    time: str | None = None
+    event: str | None = None
+    categorical: tuple[str, ...] = ()
+    label_encoding: LabelEncoding | None = None  # fixed instead of inferred from the sites' values
     requires: str | None = None  # optional package the dataset is loaded from
+
+    def site_rows(self) -> list[dict[str, Any]]:
+        """Rows per site (None for all when the optional package is missing)."""
+        try:
+            return [{"site_id": s, "rows": len(self.read_site(s)[0].frame)} for s in self.site_ids]
+        except DataError:
+            if self.requires is None:
+                raise
+            return [{"site_id": s, "rows": None} for s in self.site_ids]
 
 
 HEART_LABEL = LabelEncoding(
@@ -43,26 +61,14 @@ HEART_LABEL = LabelEncoding(
 )
 
 
-def _heart_sites() -> tuple[list[RawSite], dict[str, int]]:
-    sites, dropped = [], {}
-    for site_id in heart_disease.SITES:
-        frame, n_dropped = heart_disease.read_site(site_id)
-        sites.append(RawSite(site_id, frame, f"processed.{site_id}.data"))
-        dropped[site_id] = n_dropped
-    return sites, dropped
+def _heart_site(site_id: str) -> tuple[RawSite, int]:
+    frame, dropped = heart_disease.read_site(site_id)
+    return RawSite(site_id, frame, f"processed.{site_id}.data"), dropped
 
 
-def _load_heart(spec: DataSpec) -> FederatedDataset:
-    sites, dropped = _heart_sites()
-    features = [c for c in sites[0].frame.columns if c != heart_disease.LABEL]
-    types = type_columns(features, sites, heart_disease.CATEGORICAL, several_files=True)
-    extra = {"dataset": "heart-disease", "rows_dropped_missing": dropped,
-             "columns_dropped": list(heart_disease.DROPPED)}
-    return build_dataset("heart-disease", sites, HEART_LABEL, types, spec, extra)
-
-
-def _heart_rows() -> list[dict[str, Any]]:
-    return [{"site_id": s.site_id, "rows": len(s.frame)} for s in _heart_sites()[0]]
+def _heart_extra(dropped: dict[str, int]) -> dict[str, Any]:
+    return {"dataset": "heart-disease", "rows_dropped_missing": dict(dropped),
+            "columns_dropped": list(heart_disease.DROPPED)}
 
 
 OVARIAN = "ovarian-genomics"
@@ -92,42 +98,27 @@ def _survset_ovarian() -> pd.DataFrame:
     return frame
 
 
-def _ovarian_sites() -> tuple[list[RawSite], int]:
-    """One site per study; text cells like a read file; rows with time <= 0 dropped (returned count)."""
+def _ovarian_site(site_id: str) -> tuple[RawSite, int]:
+    """One study's rows as text cells, like a read file; rows with time <= 0 dropped (and counted)."""
     raw = _survset_ovarian()
     renamed = {c: c.removeprefix("num_").removeprefix("fac_") for c in raw.columns
                if c.startswith(("num_", "fac_")) and c != OVARIAN_SITE}
     frame = pd.DataFrame({renamed.get(c, c): clean_column(raw[c]) for c in raw.columns if c != "pid"}, dtype=object)
-    # Two patients are censored at time 0: not in any risk set or comparable pair, so dropping them
-    # changes neither the Cox loss nor the C-index, and survival times must be positive.
-    positive = parse_numbers(frame[OVARIAN_TIME]) > 0
-    frame = frame[positive]
-    sites = []
-    for study in OVARIAN_STUDIES:
-        rows = frame[frame[OVARIAN_SITE].map(lambda v: v is not None and canonical(v) == study)]
-        sites.append(RawSite(f"study-{study}", rows.drop(columns=[OVARIAN_SITE]), OVARIAN_SOURCE))
     found = {canonical(v) for v in frame[OVARIAN_SITE].tolist() if v is not None}
     if found != set(OVARIAN_STUDIES):
         raise DataError(f"survset's dataOvarian1 has studies {sorted(found)}, expected {list(OVARIAN_STUDIES)}")
-    return sites, int((~positive).sum())
+    study = site_id.removeprefix("study-")
+    frame = frame[frame[OVARIAN_SITE].map(lambda v: v is not None and canonical(v) == study)]
+    # Two patients are censored at time 0: not in any risk set or comparable pair, so dropping them
+    # changes neither the Cox loss nor the C-index, and survival times must be positive.
+    positive = parse_numbers(frame[OVARIAN_TIME]) > 0
+    rows = frame[positive].drop(columns=[OVARIAN_SITE])
+    return RawSite(site_id, rows, OVARIAN_SOURCE), int((~positive).sum())
 
 
-def _load_ovarian(spec: DataSpec) -> FederatedDataset:
-    sites, dropped = _ovarian_sites()
-    features = [c for c in sites[0].frame.columns if c not in (OVARIAN_TIME, OVARIAN_EVENT)]
-    types = type_columns(features, sites, ["debulk"], several_files=True)
-    target = infer_survival_encoding(OVARIAN_TIME, OVARIAN_EVENT, [(s.site_id, s.frame) for s in sites])
-    extra = {"dataset": OVARIAN, "source": OVARIAN_SOURCE, "rows_dropped_nonpositive_time": dropped,
-             "columns_dropped": ["pid"]}
-    return build_dataset(OVARIAN, sites, target, types, spec, extra)
-
-
-def _ovarian_rows() -> list[dict[str, Any]]:
-    try:
-        sites, _ = _ovarian_sites()
-    except DataError:  # survset missing: list the studies, sizes unknown
-        return [{"site_id": f"study-{s}", "rows": None} for s in OVARIAN_STUDIES]
-    return [{"site_id": s.site_id, "rows": len(s.frame)} for s in sites]
+def _ovarian_extra(dropped: dict[str, int]) -> dict[str, Any]:
+    return {"dataset": OVARIAN, "source": OVARIAN_SOURCE, "rows_dropped_nonpositive_time": sum(dropped.values()),
+            "columns_dropped": ["pid"]}
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
@@ -139,8 +130,12 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
                "M. Pfisterer, R. Detrano",
         citation="du Terrail et al., FLamby: Datasets and Benchmarks for Cross-Silo Federated Learning in "
                  "Realistic Healthcare Settings, NeurIPS 2022 Datasets and Benchmarks",
-        load=_load_heart,
-        site_rows=_heart_rows,
+        site_ids=heart_disease.SITES,
+        read_site=_heart_site,
+        extra=_heart_extra,
+        label=heart_disease.LABEL,
+        categorical=heart_disease.CATEGORICAL,
+        label_encoding=HEART_LABEL,
     ),
     OVARIAN: BuiltinDataset(
         name=OVARIAN,
@@ -151,8 +146,12 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
                "derived from curatedOvarianData (Ganzfried et al. 2013)",
         citation="Drysdale, SurvSet: An open-source time-to-event dataset repository, arXiv:2203.03094 (2022); "
                  "Ganzfried et al., curatedOvarianData, Database 2013",
-        load=_load_ovarian,
-        site_rows=_ovarian_rows,
+        site_ids=tuple(f"study-{s}" for s in OVARIAN_STUDIES),
+        read_site=_ovarian_site,
+        extra=_ovarian_extra,
+        time=OVARIAN_TIME,
+        event=OVARIAN_EVENT,
+        categorical=("debulk",),
         requires="survset",
     ),
 }

@@ -2,6 +2,8 @@
 
 A column is numeric when every value parses as a number. When most (but not all) do, the odd
 values are typos far more often than real categories, so we stop and point at the first one.
+The decision needs only counts from each site (`column_counts`), and for categorical columns their
+distinct values (`distinct_summary`); the site holding an odd value names its row itself.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import DataError
-from fedcare.data.raw import RawSite
-from fedcare.data.values import canonical, parse_number, parse_numbers
+from fedcare.data.values import canonical, parse_number, parse_numbers, sort_values
 
 MAX_CATEGORIES = 50
 
@@ -27,51 +28,93 @@ class ColumnTypes:
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
 
+    def to_json(self) -> dict[str, list[str]]:
+        return {"order": list(self.order), "numeric": list(self.numeric), "categorical": list(self.categorical)}
 
-def _first_bad_value(column: str, sites: Sequence[RawSite]) -> tuple[RawSite, int, str]:
-    for site in sites:
-        for row, value in site.frame[column].items():
-            if value is not None and parse_number(value) is None:
-                return site, int(row), value
-    raise AssertionError("called only when a bad value exists")
+    @classmethod
+    def from_json(cls, data: dict) -> ColumnTypes:
+        """Read (and check) the types a coordinator sent."""
+        parts = [data[key] for key in ("order", "numeric", "categorical")]
+        if not all(isinstance(p, list) and all(isinstance(c, str) for c in p) for p in parts):
+            raise ValueError("column types should be lists of column names")
+        types = cls(*(tuple(p) for p in parts))
+        if sorted(types.order) != sorted(types.numeric + types.categorical):
+            raise ValueError("the column types do not cover the column order")
+        return types
 
 
-def type_columns(
-    features: Sequence[str], sites: Sequence[RawSite], forced_categorical: Sequence[str], several_files: bool
-) -> ColumnTypes:
-    """Type each feature from all sites' values (the rule must be the same everywhere)."""
+# ----- site side -------------------------------------------------------------------------------
+
+
+def column_counts(frame: pd.DataFrame, features: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per feature: how many of the site's cells are present, and how many of those are numbers."""
+    counts = {}
+    for column in features:
+        cells = frame[column]
+        present = cells.notna().to_numpy()
+        numbers = int(np.count_nonzero(~np.isnan(parse_numbers(cells)) & present))
+        counts[column] = {"present": int(np.count_nonzero(present)), "numbers": numbers}
+    return counts
+
+
+def distinct_summary(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[str, object]]:
+    """Per categorical column: the site's distinct values, sorted, or only their number past MAX_CATEGORIES."""
+    out: dict[str, dict[str, object]] = {}
+    for column in columns:
+        distinct = sort_values({canonical(v) for v in frame[column].tolist() if v is not None})
+        out[column] = {"distinct": len(distinct), "values": distinct if len(distinct) <= MAX_CATEGORIES else None}
+    return out
+
+
+def check_numbers(frame: pd.DataFrame, column: str, source: str | None) -> None:
+    """Raise, naming the row, if a cell of a column typed numeric is not a number (usually a typo)."""
+    for row, value in frame[column].items():
+        if value is not None and parse_number(value) is None:
+            in_file = f" in '{source}'" if source else ""
+            raise DataError(
+                f"column '{column}'{in_file} is numeric but row {int(row) + 1} holds {value!r}; "
+                f"fix the value or pass --categorical {column}"
+            )
+
+
+# ----- coordinator side ------------------------------------------------------------------------
+
+
+def decide_types(
+    features: Sequence[str], counts: Sequence[dict[str, dict[str, int]]], forced_categorical: Sequence[str]
+) -> tuple[ColumnTypes, list[str]]:
+    """Type each feature from all sites' counts (the rule must be the same everywhere).
+
+    Returns the types and, in feature order, the columns whose values are mostly but not all
+    numbers: those are refused (`check_numbers` at the site that holds the odd value says where).
+    """
     numeric: list[str] = []
     categorical: list[str] = []
+    typos: list[str] = []
     for column in features:
-        cells = pd.concat([s.frame[column] for s in sites], ignore_index=True)
-        present = cells.notna().to_numpy()
-        values = cells[present].tolist()
+        present = sum(c[column]["present"] for c in counts)
+        numbers = sum(c[column]["numbers"] for c in counts)
         if column in forced_categorical:
-            kind = "categorical"
-        else:
-            parsed = int(np.count_nonzero(~np.isnan(parse_numbers(cells)) & present))
-            if values and parsed == len(values):
-                kind = "numeric"
-            elif parsed * 2 > len(values):
-                site, row, value = _first_bad_value(column, sites)
-                in_file = f" in '{site.source}'" if several_files and site.source else ""
-                raise DataError(
-                    f"column '{column}'{in_file} is numeric but row {row + 1} holds {value!r}; "
-                    f"fix the value or pass --categorical {column}"
-                )
-            else:
-                kind = "categorical"
-        if kind == "numeric":
+            categorical.append(column)
+        elif present and numbers == present:
             numeric.append(column)
-            continue
-        distinct = {canonical(v) for v in values}
-        if len(distinct) > MAX_CATEGORIES:
-            raise DataError(
-                f"column '{column}' has {len(distinct)} distinct values (more than {MAX_CATEGORIES}) "
-                f"and cannot be one-hot encoded; if it is an identifier pass --drop {column}"
-            )
-        categorical.append(column)
-    return ColumnTypes(tuple(features), tuple(numeric), tuple(categorical))
+        elif numbers * 2 > present:
+            typos.append(column)
+        else:
+            categorical.append(column)
+    return ColumnTypes(tuple(features), tuple(numeric), tuple(categorical)), typos
+
+
+def check_categories(column: str, summaries: Sequence[dict[str, object]]) -> None:
+    """A categorical column may hold at most MAX_CATEGORIES values across all sites."""
+    known = {str(v) for s in summaries for v in (s["values"] or [])}  # type: ignore[attr-defined]
+    count = max([len(known), *(int(s["distinct"]) for s in summaries)])  # type: ignore[call-overload]
+    if count > MAX_CATEGORIES:
+        exact = "" if count == len(known) else "at least "
+        raise DataError(
+            f"column '{column}' has {exact}{count} distinct values (more than {MAX_CATEGORIES}) "
+            f"and cannot be one-hot encoded; if it is an identifier pass --drop {column}"
+        )
 
 
 def typed_frame(frame: pd.DataFrame, types: ColumnTypes) -> pd.DataFrame:

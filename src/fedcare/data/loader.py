@@ -1,14 +1,15 @@
-"""load_dataset: check the spec, then build sites from a built-in dataset or the user's files.
+"""load_dataset: check the spec, then prepare sites from a built-in dataset or the user's files.
 
 Targets: --label (binary, multiclass, regression) or --time and --event (survival).
 Files: several files = one site each; one file with --site = one site per value; one file without
-sites = simulated sites via --partition.
+sites = simulated sites via --partition. Whatever the layout, the sites are then prepared through
+fedcare.data.prepare, in this process: the exchange a networked run has with its sites.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,22 +18,21 @@ from fedcare.core.errors import ConfigError, DataError
 from fedcare.data import partition as partitioners
 from fedcare.data.assemble import build_dataset
 from fedcare.data.builtin import get_builtin
-from fedcare.data.columns import type_columns
 from fedcare.data.dataset import DataSpec, FederatedDataset
 from fedcare.data.labels import LabelEncoding, infer_label_encoding
+from fedcare.data.prepare import SitePreparation, check_options, require_column
 from fedcare.data.raw import RawSite
 from fedcare.data.readers import read_table
 from fedcare.data.survival import SurvivalEncoding, infer_survival_encoding
 from fedcare.data.values import canonical
-
-SHOWN_COLUMNS = 12
 
 
 def load_dataset(spec: DataSpec) -> FederatedDataset:
     """Load and encode the dataset `spec` describes; bad input raises ConfigError/DataError."""
     check_spec(spec)
     if spec.dataset is not None:
-        return get_builtin(spec.dataset).load(spec)
+        builtin = get_builtin(spec.dataset)
+        return build_dataset(spec, [SitePreparation.from_builtin(builtin.name, s) for s in builtin.site_ids])
     return load_files(spec)
 
 
@@ -42,22 +42,9 @@ def check_spec(spec: DataSpec) -> None:
         raise ConfigError("pass either --dataset or --data, not both")
     if spec.dataset is None and not spec.data:
         raise ConfigError("no data given: pass --dataset NAME (see `fedcare datasets`) or --data FILE")
-    if not 0.0 < spec.test_fraction < 1.0:
-        raise ConfigError(f"test fraction must be between 0 and 1, got {spec.test_fraction}")
-    if not 0.0 <= spec.val_fraction < 1.0:
-        raise ConfigError(f"val fraction must be in [0, 1), got {spec.val_fraction}")
-    if spec.task not in (None, "binary", "multiclass", "regression", "survival"):
-        raise ConfigError(f"unknown task '{spec.task}': use binary, multiclass, regression or survival")
+    check_options(spec)
     if spec.dataset is not None:
-        builtin = get_builtin(spec.dataset)
-        for flag, value in (("site", spec.site), ("label", spec.label), ("time", spec.time), ("event", spec.event),
-                            ("partition", spec.partition), ("drop", spec.drop), ("categorical", spec.categorical)):
-            if value:
-                raise ConfigError(f"--{flag} applies to --data files, not to the built-in dataset '{spec.dataset}'")
-        if spec.task is not None and spec.task != builtin.task:
-            raise ConfigError(f"dataset '{spec.dataset}' is a {builtin.task} task, not {spec.task}")
         return
-    _check_targets(spec)
     if spec.site is not None and len(spec.data) > 1:
         raise ConfigError("--site cannot be used with several --data files: each file already is one site")
     if spec.partition is not None:
@@ -71,48 +58,6 @@ def check_spec(spec: DataSpec) -> None:
             raise ConfigError(f"--alpha must be positive, got {spec.alpha}")
 
 
-def _check_targets(spec: DataSpec) -> None:
-    """--label for binary/multiclass/regression; --time and --event (and no --label) for survival."""
-    survival = spec.time is not None or spec.event is not None or spec.task == "survival"
-    if not survival:
-        if spec.label is None:
-            raise ConfigError("--label is required with --data: name the column to predict "
-                              "(or --time and --event for a survival task)")
-        return
-    if spec.label is not None:
-        raise ConfigError("a survival task takes --time and --event instead of --label; drop --label")
-    if spec.time is None or spec.event is None:
-        missing = "--time" if spec.time is None else "--event"
-        raise ConfigError(f"a survival task needs both --time (time to event or censoring) and --event "
-                          f"(1 = event, 0 = censored); {missing} is missing")
-    if spec.task not in (None, "survival"):
-        raise ConfigError(f"--time and --event make a survival task, not {spec.task}; drop --task")
-
-
-def _columns_text(columns: list[str]) -> str:
-    shown = ", ".join(columns[:SHOWN_COLUMNS])
-    return shown + (f", ... ({len(columns)} in all)" if len(columns) > SHOWN_COLUMNS else "")
-
-
-def _require(column: str, columns: list[str], source: str) -> None:
-    if column not in columns:
-        raise DataError(f"column '{column}' not found in '{source}'; available columns: {_columns_text(columns)}")
-
-
-def _read_all(paths: list[Path]) -> list[pd.DataFrame]:
-    frames = [read_table(p) for p in paths]
-    if len({p.stem for p in paths}) != len(paths):
-        raise DataError("several --data files share a file name; site ids come from file names, so rename them")
-    reference = list(frames[0].columns)
-    for path, frame in zip(paths[1:], frames[1:]):
-        missing = [c for c in reference if c not in frame.columns]
-        extra = [c for c in frame.columns if c not in reference]
-        if missing or extra:
-            what = f"lacks column '{missing[0]}'" if missing else f"has extra column '{extra[0]}'"
-            raise DataError(f"'{path.name}' {what} compared with '{paths[0].name}'; all site files need the same columns")
-    return frames
-
-
 def _sites_from_column(frame: pd.DataFrame, column: str, source: str) -> list[RawSite]:
     values = frame[column].tolist()
     for row, value in zip(frame.index, values):
@@ -123,7 +68,13 @@ def _sites_from_column(frame: pd.DataFrame, column: str, source: str) -> list[Ra
     return [RawSite(site_id, frame[ids == site_id], source) for site_id in order]
 
 
-def _partition(frame: pd.DataFrame, spec: DataSpec, label: LabelEncoding | SurvivalEncoding, source: str) -> list[RawSite]:
+def _partition(frame: pd.DataFrame, spec: DataSpec, source: str) -> list[RawSite]:
+    """Simulated sites; the label encoding of the whole file skews the dirichlet partition."""
+    label: LabelEncoding | SurvivalEncoding
+    if spec.time is not None:
+        label = infer_survival_encoding(spec.time, spec.event, [(source, frame)])  # type: ignore[arg-type]
+    else:
+        label = infer_label_encoding(spec.label, frame[spec.label].tolist(), spec.task)  # type: ignore[arg-type]
     rng = np.random.default_rng(spec.partition_seed)
     n = len(frame)
     if spec.partition == "iid":
@@ -140,49 +91,31 @@ def _partition(frame: pd.DataFrame, spec: DataSpec, label: LabelEncoding | Survi
 
 
 def load_files(spec: DataSpec) -> FederatedDataset:
-    """Bring-your-own data: read, assign sites, infer the task and column kinds, then build."""
-    survival = spec.time is not None
-    targets = (spec.time, spec.event) if survival else (spec.label,)
-    assert all(targets)
+    """Bring-your-own data: one site per file, or one file cut into sites (by a column or a partition)."""
     paths = [Path(p) for p in spec.data]
-    frames = _read_all(paths)
-    columns = list(frames[0].columns)
-    source = paths[0].name
-    for column in (*targets, *([spec.site] if spec.site else []), *spec.drop, *spec.categorical):
-        _require(column, columns, source)
-    dropped_label: dict[str, int] = {}
-    kept = []
-    for path, frame in zip(paths, frames):
-        has_label = frame[list(targets)].notna().all(axis=1)
-        dropped_label[path.name] = int((~has_label).sum())
-        kept.append(frame[has_label])
-    label: LabelEncoding | SurvivalEncoding
-    if survival:
-        label = infer_survival_encoding(spec.time, spec.event, [(p.name, f) for p, f in zip(paths, kept)])
-    else:
-        label = infer_label_encoding(spec.label, [v for f in kept for v in f[spec.label].tolist()], spec.task)
     if len(paths) > 1:
-        sites = [RawSite(p.stem, f, p.name) for p, f in zip(paths, kept)]
-    elif spec.site is not None:
-        sites = _sites_from_column(kept[0], spec.site, source)
+        sites = [SitePreparation.from_file(p, p.stem) for p in paths]
+        if len({p.stem for p in paths}) != len(paths):
+            raise DataError("several --data files share a file name; site ids come from file names, so rename them")
+        return build_dataset(spec, sites)
+    # One file: the rows without a target are dropped (and counted) before the file is cut into sites.
+    frame, source = read_table(paths[0]), paths[0].name
+    targets = [spec.time, spec.event] if spec.time is not None else [spec.label]
+    columns = list(frame.columns)
+    for column in (*targets, *([spec.site] if spec.site else []), *spec.drop, *spec.categorical):
+        require_column(column, columns, f"'{source}'")  # type: ignore[arg-type]
+    complete = frame[targets].notna().all(axis=1)
+    kept = frame[complete]
+    if spec.site is not None:
+        raw = _sites_from_column(kept, spec.site, source)
     elif spec.partition is not None:
-        sites = _partition(kept[0], spec, label, source)
+        raw = _partition(kept, spec, source)
     else:
         raise DataError(f"'{source}' is one file without sites: pass --site COLUMN to name its site column, "
                         "or --partition iid|dirichlet|quantity to simulate sites")
-    excluded = {*targets, *([spec.site] if spec.site else []), *spec.drop}
-    features = [c for c in columns if c not in excluded]
-    if not features:
-        what = "time, event" if survival else "label"
-        raise DataError(f"no feature columns left in '{source}' after removing the {what}, site and --drop columns")
-    types = type_columns(features, sites, spec.categorical, several_files=len(paths) > 1)
-    extra: dict[str, Any] = {
-        "files": [p.name for p in paths],
-        ("rows_dropped_missing_time_or_event" if survival else "rows_dropped_missing_label"): dropped_label,
-        "columns_dropped": list(spec.drop),
-        "site_column": spec.site,
-    }
+    dropped = "rows_dropped_missing_time_or_event" if spec.time is not None else "rows_dropped_missing_label"
+    overrides: dict = {dropped: {source: int((~complete).sum())}}
     if spec.partition is not None:
-        extra["partition"] = {"kind": spec.partition, "num_sites": spec.num_sites, "alpha": spec.alpha,
-                              "seed": spec.partition_seed}
-    return build_dataset(paths[0].stem, sites, label, types, spec, extra)
+        overrides["partition"] = {"kind": spec.partition, "num_sites": spec.num_sites, "alpha": spec.alpha,
+                                  "seed": spec.partition_seed}
+    return build_dataset(dataclasses.replace(spec, partition=None), [SitePreparation(r) for r in raw], overrides)

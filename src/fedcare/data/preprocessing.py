@@ -14,14 +14,16 @@ Caveat: counts of a rare category, and threshold counts, can describe very small
 must hide small cells should not join with tiny training splits.
 
 Functions are grouped by who runs them: site side (`site_stats`, `count_at_most`, `apply_transform`)
-and coordinator side (`merge_stats`, `federated_median`, `build_transform`). `fit_transform` wires the
-two together in one process for simulation; a networked run calls the same functions on each side.
+and coordinator side (`merge_stats`, `fit_medians`, `build_transform`). `fit_transform` wires the two
+together in one process; fedcare.data.prepare runs the same functions on each side of a question and
+answer exchange, carrying the aggregates and the Transform as JSON (`stats_to_json`,
+`transform_to_json`). The median search of every column advances in the same round trip.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,34 +212,109 @@ def mean_std(stats: NumericStats) -> tuple[float, float]:
     return mean, math.sqrt(variance)
 
 
-def _order_statistic(k: int, lo: float, hi: float, count: Callable[[float], int]) -> float:
-    """Smallest value v with count(v) >= k, by bisection on pooled counts (no values are sent)."""
+def _order_statistic(k: int, lo: float, hi: float) -> Generator[tuple[float, ...], tuple[int, ...], float]:
+    """Smallest value v with count(v) >= k, by bisection on pooled counts (no values are sent).
+
+    A generator, so that many searches can share one round trip: it yields the thresholds it needs
+    counted and is sent their pooled counts, in the same order.
+    """
     width = hi - lo
     for _ in range(60):  # widen the bracket if rounding put the answer just outside it
-        if count(lo) < k <= count(hi):
+        below_lo, below_hi = yield (lo, hi)
+        if below_lo < k <= below_hi:
             break
         lo, hi, width = lo - width, hi + width, width * 2
     for _ in range(MEDIAN_ITERATIONS):
         mid = (lo + hi) / 2
-        if count(mid) >= k:
+        (below,) = yield (mid,)
+        if below >= k:
             hi = mid
         else:
             lo = mid
     return hi
 
 
-def federated_median(stats: NumericStats, count: Callable[[float], int]) -> float:
-    """Median of the pooled values; `count(t)` asks every site for count(x <= t) and adds the answers.
+class MedianSearch:
+    """The pooled median of one column as a resumable search: ask `thresholds`, `feed` their counts.
 
-    Since |median - mean| <= std, the search starts in [mean - std, mean + std].
+    Since |median - mean| <= std, the search starts in [mean - std, mean + std]. An even pooled count
+    runs two order-statistic searches side by side and averages them.
     """
-    mean, std = mean_std(stats)
-    margin = 1e-9 * (1.0 + abs(mean) + std)
-    lo, hi = mean - std - margin, mean + std + margin
-    n = stats.count
-    if n % 2 == 1:
-        return _order_statistic((n + 1) // 2, lo, hi, count)
-    return (_order_statistic(n // 2, lo, hi, count) + _order_statistic(n // 2 + 1, lo, hi, count)) / 2
+
+    def __init__(self, stats: NumericStats) -> None:
+        mean, std = mean_std(stats)
+        margin = 1e-9 * (1.0 + abs(mean) + std)
+        lo, hi = mean - std - margin, mean + std + margin
+        n = stats.count
+        ranks = [(n + 1) // 2] if n % 2 == 1 else [n // 2, n // 2 + 1]
+        self._searches = [_order_statistic(k, lo, hi) for k in ranks]
+        self._asked: list[tuple[float, ...] | None] = [next(s) for s in self._searches]
+        self._found: list[float] = [0.0] * len(ranks)
+
+    @property
+    def done(self) -> bool:
+        return all(asked is None for asked in self._asked)
+
+    @property
+    def thresholds(self) -> list[float]:
+        """The thresholds to count next (empty when done)."""
+        return [t for asked in self._asked if asked is not None for t in asked]
+
+    def feed(self, counts: Sequence[int]) -> None:
+        """Pooled count of values <= each threshold of `thresholds`, in its order."""
+        if len(counts) != len(self.thresholds):
+            raise ValueError(f"expected {len(self.thresholds)} counts, got {len(counts)}")
+        start = 0
+        for i, asked in enumerate(self._asked):
+            if asked is None:
+                continue
+            part = tuple(counts[start:start + len(asked)])
+            start += len(asked)
+            try:
+                self._asked[i] = self._searches[i].send(part)
+            except StopIteration as stop:
+                self._asked[i], self._found[i] = None, stop.value
+
+    @property
+    def median(self) -> float:
+        if not self.done:
+            raise RuntimeError("the median search has not finished")
+        return self._found[0] if len(self._found) == 1 else (self._found[0] + self._found[1]) / 2
+
+
+def federated_median(stats: NumericStats, count: Callable[[float], int]) -> float:
+    """Median of the pooled values; `count(t)` asks every site for count(x <= t) and adds the answers."""
+    search = MedianSearch(stats)
+    while not search.done:
+        search.feed([count(t) for t in search.thresholds])
+    return search.median
+
+
+def fit_medians(types: ColumnTypes, merged: SiteStats,
+                count_many: Callable[[dict[str, list[float]]], Mapping[str, Sequence[int]]]) -> dict[str, float]:
+    """Medians of every numeric column, all columns' searches advancing together.
+
+    `count_many({column: thresholds})` returns the pooled counts per column: one round trip per
+    step for all columns (about 50 in all), not one per column and step. The median is searched
+    only for columns with missing training values: elsewhere nothing needs imputing, so no
+    threshold counts are asked for (a later row lacking the value gets the mean).
+    """
+    medians: dict[str, float] = {}
+    searches: dict[str, MedianSearch] = {}
+    for column in types.numeric:
+        stats = merged.numeric[column]
+        if stats.count == 0:
+            continue  # build_transform reports it
+        if stats.missing == 0:
+            medians[column] = mean_std(stats)[0]
+        else:
+            searches[column] = MedianSearch(stats)
+    while asked := {c: s.thresholds for c, s in searches.items() if not s.done}:
+        counts = count_many(asked)
+        for column in asked:
+            searches[column].feed(counts[column])
+    medians.update({c: s.median for c, s in searches.items()})
+    return medians
 
 
 def _mode(counts: dict[str, int]) -> str:
@@ -273,24 +350,73 @@ def build_transform(types: ColumnTypes, merged: SiteStats, medians: dict[str, fl
 
 
 def fit_transform(train_frames: Sequence[pd.DataFrame], types: ColumnTypes) -> Transform:
-    """Run the protocol over in-memory sites: stats -> merge -> median search -> Transform.
-
-    The median is searched only for columns with missing training values: elsewhere nothing needs
-    imputing, so no threshold counts are asked for (a later row lacking the value gets the mean).
-    """
+    """Run the protocol over in-memory sites: stats -> merge -> median search -> Transform."""
     merged = merge_stats([site_stats(frame, types) for frame in train_frames])
-    medians: dict[str, float] = {}
-    for column in types.numeric:
-        stats = merged.numeric[column]
-        if stats.count == 0:
-            continue  # build_transform reports it
-        if stats.missing == 0:
-            medians[column] = mean_std(stats)[0]
-            continue
-        arrays = [frame[column].to_numpy(dtype=np.float64) for frame in train_frames]
 
-        def pooled_count(threshold: float, arrays: list[np.ndarray] = arrays) -> int:
-            return sum(count_at_most(values, threshold) for values in arrays)
+    values = {c: [f[c].to_numpy(dtype=np.float64) for f in train_frames] for c in types.numeric}
 
-        medians[column] = federated_median(stats, pooled_count)
-    return build_transform(types, merged, medians)
+    def count_many(asked: dict[str, list[float]]) -> dict[str, list[int]]:
+        return {c: [sum(count_at_most(v, t) for v in values[c]) for t in ts] for c, ts in asked.items()}
+
+    return build_transform(types, merged, fit_medians(types, merged, count_many))
+
+
+# ----- the wire: aggregates and the transform as JSON-able dicts ------------------------------
+
+
+def stats_to_json(stats: SiteStats) -> dict[str, Any]:
+    """A site's aggregates as plain ints, floats and strings (Python floats survive JSON exactly)."""
+    return {
+        "rows": stats.rows,
+        "numeric": {c: {"count": s.count, "total": s.total, "total_sq": s.total_sq, "missing": s.missing}
+                    for c, s in stats.numeric.items()},
+        "categorical": {c: {"counts": dict(s.counts), "missing": s.missing} for c, s in stats.categorical.items()},
+    }
+
+
+def check_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a count, got {value!r}")
+    return value
+
+
+def check_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def stats_from_json(data: Mapping[str, Any], types: ColumnTypes) -> SiteStats:
+    """Read (and check) one site's aggregates for exactly the columns of `types`."""
+    numeric = {c: NumericStats(check_count(data["numeric"][c]["count"]), check_number(data["numeric"][c]["total"]),
+                               check_number(data["numeric"][c]["total_sq"]), check_count(data["numeric"][c]["missing"]))
+               for c in types.numeric}
+    categorical = {c: CategoricalStats({str(k): check_count(v) for k, v in data["categorical"][c]["counts"].items()},
+                                       check_count(data["categorical"][c]["missing"]))
+                   for c in types.categorical}
+    return SiteStats(check_count(data["rows"]), numeric, categorical)
+
+
+def transform_to_json(transform: Transform) -> dict[str, Any]:
+    """Everything a site needs to apply the transform (unlike to_dict, which describes it)."""
+    return {
+        "order": list(transform.order),
+        "numeric": {c: {"mean": r.mean, "std": r.std, "median": r.median} for c, r in transform.numeric.items()},
+        "categorical": {c: {"categories": list(r.categories), "mode": r.mode}
+                        for c, r in transform.categorical.items()},
+        "indicators": list(transform.indicators),
+        "train_missing": dict(transform.train_missing),
+    }
+
+
+def transform_from_json(data: Mapping[str, Any]) -> Transform:
+    """The inverse of transform_to_json."""
+    numeric = {str(c): NumericRule(check_number(r["mean"]), check_number(r["std"]), check_number(r["median"]))
+               for c, r in data["numeric"].items()}
+    categorical = {str(c): CategoricalRule(tuple(str(v) for v in r["categories"]), str(r["mode"]))
+                   for c, r in data["categorical"].items()}
+    order = tuple(str(c) for c in data["order"])
+    if set(order) != set(numeric) | set(categorical):
+        raise ValueError("the transform's column order does not match its rules")
+    return Transform(order, numeric, categorical, tuple(str(c) for c in data["indicators"]),
+                     {str(c): check_count(n) for c, n in data["train_missing"].items()})
