@@ -32,6 +32,12 @@ Pieces:
                                Gaussian noise, in one piece (so C and the denominator that set the
                                noise are exactly the ones used). Use with sgd(1.0):
                                chain(dp_fedavg(1.0, 1.1), sgd(1.0)).
+    calibrate_site_dp(...)     σ (and σ_b) for a run's budget, rounds and site selection, with the
+                               accountant (FixedSizeSiteAccountant: k of N sites, no replacement).
+    site_level_dp(agg, ...)    wraps the aggregator that releases the noised mean (dp_fedavg, or
+                               secagg.secure_mean when the sites add the noise) with that accountant
+                               and the budget: counts rounds, refuses one that would overspend,
+                               reports ε, C and σ per round (Strategy.round_metrics).
 
 Every piece has `decisions(updates, ctx, state=None) -> {site_id: clip factor}` (1.0 = untouched),
 like NormBound; pass the state that went into `apply` for the adaptive ones. Noise is drawn from
@@ -49,8 +55,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from fedcare.algorithms.accounting import FixedSizeSiteAccountant
 from fedcare.algorithms.pieces import RoundContext, StageName, State
-from fedcare.core.errors import ConfigError, ParamsError
+from fedcare.core.errors import ConfigError, FedcareError, ParamsError
 from fedcare.core.params import Params
 from fedcare.core.update import Update
 
@@ -379,3 +386,131 @@ def clip_norm_of(state: Mapping[str, np.ndarray]) -> float | None:
     if CLIP_KEY not in state:
         return None
     return float(np.asarray(state[CLIP_KEY]).ravel()[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Site-level DP in a run: calibrated settings, and an aggregator with its own accountant and budget
+
+#: Under adaptive clipping, the share of the privacy budget (in RDP terms, 1/z²) the noised count
+#: of clipped sites takes; the sum of the updates takes the rest.
+COUNT_SHARE = 0.1
+#: Andrew et al.'s learning rate for the geometric clip update.
+CLIP_LR = 0.2
+
+
+class PrivacyBudgetSpent(FedcareError):
+    """Another round would spend more site-level privacy than the run's budget: the run stops."""
+
+
+@dataclass(frozen=True)
+class SiteDPSettings:
+    """The numbers both sides of a site-level DP round need: the clip norm C (the starting C when
+    `target_quantile` is set, i.e. adaptive clipping), σ for the noise on the sum of clipped updates
+    (N(0, (σC)²)), and σ_b for the noise on the count of unclipped sites (adaptive only)."""
+
+    clip_norm: float
+    noise_multiplier: float
+    target_quantile: float | None = None
+    noise_multiplier_count: float = 0.0
+    lr: float = CLIP_LR
+
+    @property
+    def adaptive(self) -> bool:
+        return self.target_quantile is not None
+
+    @property
+    def effective_noise_multiplier(self) -> float:
+        """The σ the accountant sees: σ, or σ combined with the count's σ_b under adaptive clipping."""
+        return effective_noise_multiplier(self.noise_multiplier, self.noise_multiplier_count) \
+            if self.adaptive else float(self.noise_multiplier)
+
+    def central(self) -> DPFedAvg:
+        """DP-FedAvg with the noise added by the coordinator (no secure aggregation)."""
+        return dp_fedavg(self.clip_norm, self.noise_multiplier, adaptive=self.adaptive,
+                         target_quantile=0.5 if self.target_quantile is None else self.target_quantile,
+                         lr=self.lr, noise_multiplier_count=self.noise_multiplier_count)
+
+
+def calibrate_site_dp(epsilon: float, delta: float, clip_norm: float, target_quantile: float | None,
+                      num_sites: int, sites_per_round: int, rounds: int
+                      ) -> tuple[SiteDPSettings, FixedSizeSiteAccountant]:
+    """σ (and σ_b) so that `rounds` rounds of `sites_per_round` of `num_sites` sites spend at most ε.
+
+    The accountant's multiplier z is calibrated first. Adaptive clipping splits it: the count gets
+    COUNT_SHARE of 1/z², i.e. σ_b = z/(2√COUNT_SHARE), and the sum the rest (Andrew et al., Thm 1)."""
+    _positive(clip_norm, "site_dp_clip")
+    target = FixedSizeSiteAccountant.calibrated(epsilon, delta, num_sites, sites_per_round, rounds)
+    z = target.noise_multiplier
+    if target_quantile is None:
+        settings = SiteDPSettings(float(clip_norm), z)
+    else:
+        _check_adaptive(target_quantile, CLIP_LR, 0.0, "site_dp_clip_quantile")
+        count = z / (2.0 * math.sqrt(COUNT_SHARE))
+        sigma = sum_noise_multiplier_for(z, count)
+        while effective_noise_multiplier(sigma, count) < z:  # float round trip: never below the target
+            sigma = math.nextafter(sigma, math.inf)
+        settings = SiteDPSettings(float(clip_norm), sigma, float(target_quantile), count)
+    accountant = FixedSizeSiteAccountant(settings.effective_noise_multiplier, num_sites, sites_per_round, delta)
+    return settings, accountant
+
+
+ROUNDS_KEY, USED_CLIP_KEY = "dp_rounds", "dp_clip"
+
+
+@dataclass(frozen=True)
+class SiteLevelDP:
+    """Wraps the aggregator that releases a round's noised mean (DP-FedAvg at the coordinator, or
+    the secure mean of sites that noised their own contributions) with its accountant and budget.
+
+    Its state counts the rounds released ("dp_rounds") and the C used last ("dp_clip"), beside the
+    inner aggregator's, so a resumed run keeps counting. A round that would take ε past the budget
+    is refused before anything is released (PrivacyBudgetSpent): the run stops rather than overspend.
+    `round_metrics` gives ε after the round, C and σ for metrics.jsonl."""
+
+    aggregator: object
+    settings: SiteDPSettings
+    accountant: FixedSizeSiteAccountant
+    epsilon_max: float
+    stage: ClassVar[StageName] = "aggregate_updates"
+
+    def init(self, params: Params) -> State:
+        return {**self.aggregator.init(params), ROUNDS_KEY: np.array([0.0]),
+                USED_CLIP_KEY: np.array([self.settings.clip_norm])}
+
+    def _inner(self, state: State) -> State:
+        return {k: v for k, v in state.items() if k not in (ROUNDS_KEY, USED_CLIP_KEY)}
+
+    def rounds(self, state: State) -> int:
+        return int(np.asarray(state.get(ROUNDS_KEY, [0.0])).ravel()[0])
+
+    def apply(self, updates: Iterable[Update], state: State, ctx: RoundContext) -> tuple[Params, State]:
+        r = self.rounds(state) + 1
+        spent = self.accountant.epsilon(r)
+        if spent > self.epsilon_max:
+            raise PrivacyBudgetSpent(
+                f"round {ctx.round} would take site-level ε to {spent:.4g}, past the budget {self.epsilon_max:g} "
+                f"(ε after {r - 1} rounds: {self.accountant.epsilon(r - 1):.4g}); the run stops here")
+        inner = self._inner(state)
+        clip = self.aggregator.current_clip(inner)
+        value, inner = self.aggregator.apply(updates, inner, ctx)
+        return value, {**inner, ROUNDS_KEY: np.array([float(r)]), USED_CLIP_KEY: np.array([clip])}
+
+    def decisions(self, updates: Sequence[Update], ctx: RoundContext, state: State | None = None) -> dict[str, float]:
+        """The inner aggregator's clip factors, where it can see the updates (not under secure aggregation)."""
+        fn = getattr(self.aggregator, "decisions", None)
+        return fn(updates, ctx, self._inner(state or {})) if callable(fn) else {}
+
+    def broadcast(self, state: State) -> Params:
+        fn = getattr(self.aggregator, "broadcast", None)
+        return fn(self._inner(state)) if callable(fn) else {}
+
+    def round_metrics(self, state: State) -> dict[str, float]:
+        """ε spent after the rounds released so far, the C this round clipped with, and σ."""
+        return {"site_epsilon": self.accountant.epsilon(self.rounds(state)),
+                "site_clip": float(np.asarray(state[USED_CLIP_KEY]).ravel()[0]),
+                "site_noise_multiplier": float(self.settings.noise_multiplier)}
+
+
+def site_level_dp(aggregator: object, settings: SiteDPSettings, accountant: FixedSizeSiteAccountant,
+                  epsilon_max: float) -> SiteLevelDP:
+    return SiteLevelDP(aggregator, settings, accountant, epsilon_max)

@@ -49,6 +49,9 @@ active variant adds signatures and a consistency round; not implemented) — cho
 the paper's guarantees against it as far as the threshold goes. Keys and seeds are single-use: a
 `SecAggSite` serves one round; never reuse b_u or the key pairs across rounds.
 
+In a run (fedcare.transports.secure) every message travels as bytes (encode_message /
+decode_message below), and the engine gets one summed update that `secure_mean` turns into the mean.
+
 Randomness: production code uses the OS (X25519PrivateKey.generate and os.urandom). A seeded
 byte source can be passed for reproducible simulations and tests only.
 """
@@ -58,6 +61,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -67,7 +71,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedcare.core.errors import FedcareError
+from fedcare.algorithms.pieces import RoundContext, StageName, State
+from fedcare.algorithms.privacy import CLIP_KEY, SiteDPSettings, geometric_clip_update
+from fedcare.core.errors import ConfigError, FedcareError
+from fedcare.core.params import Params
+from fedcare.core.update import Update
 
 __all__ = [
     "PRIME",
@@ -91,6 +99,14 @@ __all__ = [
     "shamir_split",
     "shamir_reconstruct",
     "seeded_randbytes",
+    "encode_message",
+    "decode_message",
+    "SecureMean",
+    "secure_mean",
+    "SUM_SITE_ID",
+    "WEIGHT_METRIC",
+    "COUNT_METRIC",
+    "CLIP_BROADCAST",
 ]
 
 
@@ -315,6 +331,11 @@ class SecAggSite:
         self._u2: tuple[str, ...] | None = None
         self._masked = False
         self._revealed = False
+
+    @property
+    def roster(self) -> Roster | None:
+        """The roster this site accepted (None before share_keys): its threshold bounds the survivors."""
+        return self._roster
 
     # stage 0
     def advertise(self) -> KeyAdvert:
@@ -678,3 +699,186 @@ def secure_sum(
 ) -> np.ndarray:
     """Σ of the surviving sites' vectors via the full protocol (float64, within n·2^−(f+1) per coordinate)."""
     return simulate(vectors, threshold, drop_after_masking, round, rng_seed, frac_bits).total
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire format: each message as bytes, so a network transport sends exactly what a simulation counts
+#
+# A message is one tag byte and a list of fields, each a 4-byte big-endian length and its bytes;
+# nested lists are fields holding such a list. Numbers have fixed widths. Every decode checks the
+# structure and raises SecAggError on anything malformed.
+
+_TAGS = {KeyAdvert: b"K", Roster: b"R", SealedShares: b"S", MaskedInput: b"M", UnmaskRequest: b"Q",
+         UnmaskResponse: b"A"}
+
+
+def _pack(fields: Iterable[bytes]) -> bytes:
+    return b"".join(len(f).to_bytes(4, "big") + f for f in fields)
+
+
+def _unpack(blob: bytes, count: int | None = None) -> list[bytes]:
+    fields, i = [], 0
+    while i < len(blob):
+        if i + 4 > len(blob):
+            raise SecAggError("malformed secure-aggregation message (a field length is cut short)")
+        n = int.from_bytes(blob[i:i + 4], "big")
+        if i + 4 + n > len(blob):
+            raise SecAggError("malformed secure-aggregation message (a field runs past the end)")
+        fields.append(bytes(blob[i + 4:i + 4 + n]))
+        i += 4 + n
+    if count is not None and len(fields) != count:
+        raise SecAggError(f"malformed secure-aggregation message ({len(fields)} fields, expected {count})")
+    return fields
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecAggError("malformed secure-aggregation message (a site id is not UTF-8)") from None
+
+
+def _int(raw: bytes, width: int) -> int:
+    if len(raw) != width:
+        raise SecAggError(f"malformed secure-aggregation message (a {width}-byte number has {len(raw)} bytes)")
+    return int.from_bytes(raw, "big")
+
+
+def _advert_fields(a: KeyAdvert) -> list[bytes]:
+    return [a.site_id.encode("utf-8"), a.c_public, a.s_public]
+
+
+def _advert(fields: list[bytes]) -> KeyAdvert:
+    if len(fields) != 3:
+        raise SecAggError("malformed key advert")
+    return KeyAdvert(_text(fields[0]), fields[1], fields[2])
+
+
+def _shares_field(shares: Mapping[str, tuple[int, int]]) -> bytes:
+    return _pack(_pack([owner.encode("utf-8"), x.to_bytes(4, "big"), y.to_bytes(_SHARE_BYTES, "big")])
+                 for owner, (x, y) in shares.items())
+
+
+def _shares(raw: bytes) -> dict[str, tuple[int, int]]:
+    out = {}
+    for item in _unpack(raw):
+        owner, x, y = _unpack(item, 3)
+        out[_text(owner)] = (_int(x, 4), _int(y, _SHARE_BYTES))
+    return out
+
+
+def encode_message(msg: object) -> bytes:
+    """Bytes of a KeyAdvert, Roster, MaskedInput, UnmaskRequest, UnmaskResponse, or of one site's
+    batch of SealedShares (a list)."""
+    if isinstance(msg, (list, tuple)) and all(isinstance(m, SealedShares) for m in msg):
+        return b"S" + _pack(_pack([m.sender.encode("utf-8"), m.recipient.encode("utf-8"), m.nonce, m.ciphertext])
+                            for m in msg)
+    if isinstance(msg, KeyAdvert):
+        return b"K" + _pack(_advert_fields(msg))
+    if isinstance(msg, Roster):
+        head = [msg.round.to_bytes(8, "big"), msg.length.to_bytes(8, "big"), msg.threshold.to_bytes(4, "big"),
+                msg.frac_bits.to_bytes(1, "big")]
+        return b"R" + _pack([*head, *(_pack(_advert_fields(a)) for a in msg.keys)])
+    if isinstance(msg, MaskedInput):
+        return b"M" + _pack([msg.site_id.encode("utf-8"), msg.words])
+    if isinstance(msg, UnmaskRequest):
+        ids = lambda xs: _pack(s.encode("utf-8") for s in xs)  # noqa: E731
+        return b"Q" + _pack([msg.round.to_bytes(8, "big"), ids(msg.survivors), ids(msg.dropped)])
+    if isinstance(msg, UnmaskResponse):
+        return b"A" + _pack([msg.site_id.encode("utf-8"), _shares_field(msg.self_mask_shares),
+                             _shares_field(msg.key_shares)])
+    raise SecAggError(f"no wire format for {type(msg).__name__}")
+
+
+def decode_message(blob: bytes, expected: type) -> object:
+    """The message of type `expected` (SealedShares: a list of them) encoded in `blob`."""
+    tag = _TAGS.get(expected)
+    if tag is None or blob[:1] != tag:
+        raise SecAggError(f"expected a {getattr(expected, '__name__', expected)} message")
+    body = blob[1:]
+    if expected is KeyAdvert:
+        return _advert(_unpack(body))
+    if expected is Roster:
+        fields = _unpack(body)
+        if len(fields) < 4:
+            raise SecAggError("malformed roster")
+        keys = tuple(_advert(_unpack(f)) for f in fields[4:])
+        return Roster(_int(fields[0], 8), _int(fields[1], 8), _int(fields[2], 4), _int(fields[3], 1), keys)
+    if expected is SealedShares:
+        out = []
+        for item in _unpack(body):
+            sender, recipient, nonce, ct = _unpack(item, 4)
+            out.append(SealedShares(_text(sender), _text(recipient), nonce, ct))
+        return out
+    if expected is MaskedInput:
+        site, words = _unpack(body, 2)
+        return MaskedInput(_text(site), words)
+    if expected is UnmaskRequest:
+        rnd, survivors, dropped = _unpack(body, 3)
+        return UnmaskRequest(_int(rnd, 8), tuple(_text(s) for s in _unpack(survivors)),
+                             tuple(_text(s) for s in _unpack(dropped)))
+    site, self_masks, keys = _unpack(body, 3)
+    return UnmaskResponse(_text(site), _shares(self_masks), _shares(keys))
+
+
+# ---------------------------------------------------------------------------------------------
+# The coordinator's aggregator for a securely summed round
+
+#: The one update a secure round hands the round engine, and the metrics it carries.
+SUM_SITE_ID = "secure-sum"
+WEIGHT_METRIC = "weight"
+COUNT_METRIC = "clip_count"
+#: Broadcast beside the params under site-level DP: the C every site clips to this round.
+CLIP_BROADCAST = "site_dp/clip_norm"
+
+
+@dataclass(frozen=True)
+class SecureMean:
+    """The mean of a securely summed round. The transport hands over ONE update (site id
+    SUM_SITE_ID) holding Σᵢ wᵢ·xᵢ, with Σᵢ wᵢ in metrics["weight"]; the mean is their ratio, so a
+    run with secure aggregation equals one with the weighted mean (wᵢ = examples × site weight).
+
+    With `dp` (site-level DP) each site clipped its update to the C this piece broadcasts, sent
+    weight 1, and added its share of N(0, (σC)²): nothing is clipped or noised here, the mean is
+    uniform over the sites in the sum (as in dp_fedavg). Under adaptive clipping the sites also
+    summed 1[‖xᵢ‖ ≤ C] plus a share of N(0, σ_b²) (metrics["clip_count"]), which moves C as in
+    AdaptiveClip; C lives in the state ("clip_norm")."""
+
+    dp: SiteDPSettings | None = None
+    stage: ClassVar[StageName] = "aggregate_updates"
+
+    def init(self, params: Params) -> State:
+        return {} if self.dp is None else {CLIP_KEY: np.array([self.dp.clip_norm], np.float64)}
+
+    def current_clip(self, state: State | None) -> float:
+        if self.dp is None:
+            raise SecAggError("secure_mean without site-level DP clips nothing")
+        if state and CLIP_KEY in state:
+            return float(np.asarray(state[CLIP_KEY]).ravel()[0])
+        return float(self.dp.clip_norm)
+
+    def broadcast(self, state: State) -> Params:
+        """The C the sites clip to (site-level DP only)."""
+        return {} if self.dp is None else {CLIP_BROADCAST: np.array([self.current_clip(state)], np.float64)}
+
+    def apply(self, updates: Iterable[Update], state: State, ctx: RoundContext) -> tuple[Params, State]:
+        updates = list(updates)
+        if len(updates) != 1 or updates[0].site_id != SUM_SITE_ID or WEIGHT_METRIC not in updates[0].metrics:
+            raise SecAggError("secure_mean takes the one summed update of a secure-aggregation round; "
+                              f"got {[u.site_id for u in updates]}")
+        total = updates[0]
+        weight = float(total.metrics[WEIGHT_METRIC])
+        if not weight > 0:
+            raise ConfigError("every site in the secure sum has weight 0; give at least one site a positive weight")
+        out = {k: (np.asarray(total.grad[k], np.float64) / weight).astype(ctx.params[k].dtype) for k in ctx.params}
+        if self.dp is None or not self.dp.adaptive:
+            return out, state
+        c = self.current_clip(state)
+        below = float(total.metrics[COUNT_METRIC]) / weight
+        assert self.dp.target_quantile is not None
+        new_c = geometric_clip_update(c, below, self.dp.target_quantile, self.dp.lr)
+        return out, {**state, CLIP_KEY: np.array([new_c], np.float64)}
+
+
+def secure_mean(dp: SiteDPSettings | None = None) -> SecureMean:
+    return SecureMean(dp)

@@ -49,6 +49,16 @@ class Strategy:
                 out[name] = arr
         return out
 
+    def round_metrics(self, states: list[State]) -> dict[str, float]:
+        """Scalars the pieces report after a round (site-level DP: ε spent, the clip norm), from any
+        piece with a `round_metrics(state) -> dict`; they join each answering site's training row."""
+        out: dict[str, float] = {}
+        for piece, state in zip(self.pieces, states, strict=True):
+            fn = getattr(piece, "round_metrics", None)
+            if callable(fn):
+                out.update(fn(state))
+        return out
+
     def run(self, params: Params, updates: Iterable[Update], states: list[State], ctx: RoundContext) -> RoundOutcome:
         """Run one round's updates through every piece.
 

@@ -79,6 +79,15 @@ def mean_metric(evaluation: dict[str, SiteMetrics], split: str, metric: str) -> 
     return float(np.mean(values)) if values else None
 
 
+def _train_metrics(fitted) -> dict[str, dict[str, float]]:
+    """Each answering site's scalars. A transport that hands over only a sum (secure aggregation)
+    reports them beside it, as `site_metrics`."""
+    given = getattr(fitted, "site_metrics", None)
+    if given is not None:
+        return {sid: dict(values) for sid, values in given.items()}
+    return {u.site_id: {**u.metrics, "num_examples": float(u.num_examples)} for u in fitted.updates}
+
+
 def _model_part(updates: list[Update], params: Params) -> list[Update]:
     """The updates restricted to the model's arrays (what the aggregate is compared with)."""
     if all(u.grad.keys() == params.keys() for u in updates):
@@ -133,15 +142,17 @@ class RoundEngine:
                 raise ConfigError(f"the strategy broadcasts '{clash[0]}', which is also a model array's name")
             fitted = self.transport.fit(params, requests, extras) if extras else self.transport.fit(params, requests)
             updates = fitted.updates
-            if len(updates) < s.min_sites:
-                raise QuorumError(f"round {rnd}: {len(updates)} of {len(selected)} selected sites answered; "
+            train = _train_metrics(fitted)
+            if len(train) < s.min_sites:
+                raise QuorumError(f"round {rnd}: {len(train)} of {len(selected)} selected sites answered; "
                                   f"at least {s.min_sites} are needed")
             ctx = RoundContext(params=params, round=rnd, rng=rng)
             outcome = self.algorithm.strategy.run(params, updates, states, ctx)
             params, states = outcome.params, outcome.states
             evaluation = self.transport.evaluate(params, site_ids, s.eval_splits)
             val = mean_metric(evaluation, "val", s.metric)
-            train = {u.site_id: {**u.metrics, "num_examples": float(u.num_examples)} for u in updates}
+            figures = self.algorithm.strategy.round_metrics(states)  # e.g. site-level ε after this round
+            train = {sid: {**values, **figures} for sid, values in train.items()}
             report = anomaly_report(_model_part(updates, params), outcome.aggregate, outcome.decisions, fitted.refused)
             record = RoundRecord(rnd, selected, train, evaluation, val, report)
             history.append(record)

@@ -1,11 +1,15 @@
 """In-process simulation: every site lives in this process, and every message still goes through
 the wire format (safetensors bytes, validated on arrival) so a simulated run exercises exactly what
 a deployed one sends, and counts its bytes honestly. Deterministic for a seed: sites run in order.
+
+With a `secure` round runner (transports/secure.py: given here, or carried by a SecureSites list),
+every fit round is a secure-aggregation protocol among the selected sites instead, and the engine
+gets only their sum; broadcasts and evaluation stay as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from fedcare.core.errors import ParamsError, SiteDeclined
@@ -28,10 +32,20 @@ class Site(Protocol):
     def evaluate(self, params: Params, splits: Sequence[Split]) -> SiteMetrics: ...
 
 
+class SecureRounds(Protocol):
+    """Runs a round's fit as a protocol among the sites (secure aggregation, transports/secure.py):
+    returns what the engine gets and the bytes the protocol's own messages took."""
+
+    def fit(self, sites: Mapping[str, Site], broadcast: Callable[[Params, int], Params], params: Params,
+            requests: Mapping[str, FitRequest], extras: Params | None) -> tuple[FitResult, int]: ...
+
+
 class SimulationTransport:
-    def __init__(self, sites: Sequence[Site], bytes_sent: int = 0):
+    def __init__(self, sites: Sequence[Site], bytes_sent: int = 0, secure: SecureRounds | None = None):
         self._sites = {site.site_id: site for site in sites}
         self._bytes = bytes_sent  # a resumed run continues the count
+        # secure aggregation: given here, or carried by the list of sites (transports.secure.SecureSites)
+        self._secure = secure if secure is not None else getattr(sites, "secure", None)
 
     def site_ids(self) -> list[str]:
         return list(self._sites)
@@ -40,15 +54,20 @@ class SimulationTransport:
     def bytes_sent(self) -> int:
         return self._bytes
 
-    def _broadcast(self, params: Params, count: int) -> Params:
+    def broadcast(self, params: Params, count: int) -> Params:
+        """Serialize params once, count them as sent to `count` sites, and return what a site decodes."""
         blob = params_to_bytes(params)
         self._bytes += len(blob) * count
         received, _ = params_from_bytes(blob, params)
         return received
 
     def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
+        if self._secure is not None:
+            result, sent = self._secure.fit(self._sites, self.broadcast, params, requests, extras)
+            self._bytes += sent
+            return result
         message = {**params, **extras} if extras else params  # an update mirrors the message it answers
-        received = self._broadcast(message, len(requests))
+        received = self.broadcast(message, len(requests))
         result = FitResult([])
         for site_id, request in requests.items():
             try:
@@ -69,5 +88,5 @@ class SimulationTransport:
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
-        received = self._broadcast(params, len(site_ids))
+        received = self.broadcast(params, len(site_ids))
         return {sid: self._sites[sid].evaluate(received, splits) for sid in site_ids}

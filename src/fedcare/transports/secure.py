@@ -1,0 +1,472 @@
+"""Secure aggregation in a run: the coordinator learns the SUM of the selected sites' updates, never
+one site's update (Bonawitz et al., CCS 2017; the protocol itself is fedcare.algorithms.secagg).
+
+Each round, among the selected sites that trained:
+
+  site side (SecureSiteRound)           train → site_vector: weight the update (wᵢ·xᵢ, with wᵢ as
+                                        one more coordinate), or, under site-level DP, clip it to
+                                        the broadcast C, add this site's share of the Gaussian noise
+                                        and send weight 1 → advertise keys → seal Shamir shares →
+                                        mask the vector → answer the unmask request.
+  coordinator side (SecureCoordinatorRound)
+                                        route keys and sealed shares → collect masked vectors (and
+                                        each site's scalar metrics) → unmask the sum, recovering the
+                                        masks of sites that dropped after masking → ONE Update.
+
+Both sides speak bytes (secagg.encode_message), so a network transport calls the same methods with
+what it receives; `SecureAggregation` runs them in this process for SimulationTransport and counts
+every message's bytes. The engine gets one update, site id SUM_SITE_ID, holding Σ wᵢxᵢ and Σ wᵢ in
+its metrics; the strategy's SecureMean divides. Each site's scalar metrics (train_loss, ...) travel
+in the clear beside its masked vector and reach metrics.jsonl.
+
+Site-level DP with secure aggregation: the noise is added by the sites, so no one ever holds an
+unnoised sum. Every site adds N(0, σ²C²/t) to each coordinate, t the protocol's threshold: the
+coordinator cannot unmask a sum of fewer than t sites (and an honest site refuses to help), so any
+sum it can release holds at least t shares, i.e. noise of standard deviation ≥ σC, as the accountant
+assumes, whichever sites dropped. t = selected − secagg_max_dropouts; the price of tolerating
+dropouts is noise √(selected/t) times larger when nobody drops.
+
+Randomness: keys and masks always come from the OS (the unmasked sum is exact whatever the masks,
+so runs stay reproducible). The DP noise comes from the OS unless `SecurePlan.noise_seed` is set,
+which simulations do for bit-for-bit reproducible runs; a deployed site must never use a seed the
+coordinator knows, or the coordinator could subtract the noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedcare.algorithms.aggregators import Weighting
+from fedcare.algorithms.privacy import SiteDPSettings, clip_factor
+from fedcare.algorithms.secagg import (
+    CLIP_BROADCAST,
+    COUNT_METRIC,
+    DEFAULT_FRAC_BITS,
+    SUM_SITE_ID,
+    WEIGHT_METRIC,
+    KeyAdvert,
+    MaskedInput,
+    Roster,
+    SealedShares,
+    SecAggCoordinator,
+    SecAggError,
+    SecAggSite,
+    UnmaskRequest,
+    UnmaskResponse,
+    decode_message,
+    encode_message,
+)
+from fedcare.core.errors import ConfigError, ParamsError, SiteDeclined
+from fedcare.core.messages import FitRequest
+from fedcare.core.params import Params
+from fedcare.core.update import Update
+from fedcare.federation.transport import FitResult
+from fedcare.transports.simulation import Site, SimulationTransport
+
+__all__ = [
+    "Layout",
+    "SecurePlan",
+    "SecureFitResult",
+    "SecureSiteRound",
+    "SecureCoordinatorRound",
+    "SecureAggregation",
+    "SecureSites",
+    "check_threshold",
+    "site_vector",
+    "split_broadcast",
+    "sum_update",
+    "secure_transport",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# What every party knows in advance
+
+
+def check_threshold(selected: int, max_dropouts: int) -> int:
+    """t = selected − max_dropouts, the fewest sites whose sum may be unmasked. It must be at least 2
+    and more than half the round's sites (an honest majority: fewer revealed shares than that
+    cannot unmask a site that only arrived late)."""
+    t = selected - max_dropouts
+    if selected < 2:
+        raise ConfigError(f"secure aggregation needs at least 2 sites per round and this run selects {selected}: "
+                          "raise fraction or min_sites")
+    if max_dropouts < 0 or t < 2 or 2 * t <= selected:
+        most = max(0, (selected - 1) // 2) if selected >= 3 else 0
+        raise ConfigError(f"secure aggregation of {selected} sites per round tolerates at most {most} dropped site(s) "
+                          f"(more than half must survive, and at least 2), not secagg_max_dropouts={max_dropouts}")
+    return t
+
+
+@dataclass(frozen=True)
+class SecurePlan:
+    """The public settings of every secure round: how many sites may drop after masking, how
+    updates are weighted (as the weighted mean would: examples or 1, times the site's weight),
+    site-level DP (then every site weighs 1 and noises its own contribution), fixed-point bits."""
+
+    max_dropouts: int = 0
+    weighting: Weighting = "examples"
+    site_weights: Mapping[str, float] = field(default_factory=dict)
+    dp: SiteDPSettings | None = None
+    frac_bits: int = DEFAULT_FRAC_BITS
+    noise_seed: int | None = None  # SIMULATION ONLY: reproducible DP noise (see the module docstring)
+
+    def extras(self) -> tuple[str, ...]:
+        """The coordinates after the model's: the weight, and the clip count under adaptive clipping."""
+        return (WEIGHT_METRIC, COUNT_METRIC) if self.dp is not None and self.dp.adaptive else (WEIGHT_METRIC,)
+
+    def to_json(self) -> dict:
+        """The plan as JSON data, for a networked run's plan (the noise seed is never sent)."""
+        return {"max_dropouts": self.max_dropouts, "weighting": self.weighting,
+                "site_weights": dict(self.site_weights), "frac_bits": self.frac_bits,
+                "dp": None if self.dp is None else dataclasses.asdict(self.dp)}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> SecurePlan:
+        try:
+            dp = None if data["dp"] is None else SiteDPSettings(**data["dp"])
+            return cls(int(data["max_dropouts"]), data["weighting"], dict(data["site_weights"]), dp,
+                       int(data["frac_bits"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"a secure-aggregation plan is malformed ({exc})") from None
+
+    def weight(self, site_id: str, num_examples: int) -> float:
+        if self.dp is not None:
+            return 1.0  # DP-FedAvg's uniform mean: a site's row count is itself private
+        base = float(num_examples) if self.weighting == "examples" else 1.0
+        return base * float(self.site_weights.get(site_id, 1.0))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the model's arrays (in order) and the extra coordinates become one flat vector and back."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    extras: tuple[str, ...]
+
+    @classmethod
+    def of(cls, params: Params, extras: Sequence[str]) -> Layout:
+        return cls(tuple(params), tuple(tuple(np.shape(v)) for v in params.values()), tuple(extras))
+
+    @property
+    def model_size(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+    @property
+    def length(self) -> int:
+        return self.model_size + len(self.extras)
+
+    def flatten(self, grad: Params, extra: Mapping[str, float]) -> np.ndarray:
+        if set(grad) != set(self.names):
+            raise ParamsError(f"the update holds arrays {sorted(grad)}; the round expects {sorted(self.names)}")
+        parts = []
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            value = np.asarray(grad[name], np.float64)
+            if value.shape != shape:
+                raise ParamsError(f"update array '{name}' has shape {value.shape}; expected {shape}")
+            parts.append(value.reshape(-1))
+        parts.append(np.array([float(extra[e]) for e in self.extras], np.float64))
+        return np.concatenate(parts)
+
+    def unflatten(self, vector: np.ndarray) -> tuple[Params, dict[str, float]]:
+        if vector.shape != (self.length,):
+            raise SecAggError(f"a vector of shape {vector.shape} does not fit the round's layout ({self.length},)")
+        out, i = {}, 0
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            n = math.prod(shape)
+            out[name] = vector[i:i + n].reshape(shape).copy()
+            i += n
+        return out, {e: float(vector[i + j]) for j, e in enumerate(self.extras)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Site side
+
+
+def split_broadcast(message: Params) -> tuple[Params, float | None]:
+    """The model's params, and the clip norm C broadcast beside them under site-level DP (else None)."""
+    params = {k: v for k, v in message.items() if k != CLIP_BROADCAST}
+    clip = message.get(CLIP_BROADCAST)
+    return params, None if clip is None else float(np.asarray(clip).ravel()[0])
+
+
+def site_vector(update: Update, layout: Layout, plan: SecurePlan, threshold: int, clip_norm: float | None,
+                rng: np.random.Generator) -> np.ndarray:
+    """A site's contribution before masking (the coordinator never sees it).
+
+    Without DP: wᵢ·xᵢ and wᵢ, so the sum divided by its weight coordinate is the weighted mean.
+    With site-level DP: clip(xᵢ, C) + N(0, σ²C²/t) per coordinate and weight 1; under adaptive
+    clipping also 1[‖xᵢ‖ ≤ C] + N(0, σ_b²/t). Any sum the protocol unmasks holds ≥ t such shares."""
+    flat = layout.flatten(update.grad, {e: 0.0 for e in layout.extras})
+    model = flat[:layout.model_size]
+    if not np.all(np.isfinite(model)):
+        raise ParamsError(f"the update of site '{update.site_id}' holds NaN or infinite values")
+    if plan.dp is None:
+        w = plan.weight(update.site_id, update.num_examples)
+        flat[:layout.model_size] = model * w
+        flat[layout.model_size] = w
+        return flat
+    if clip_norm is None or not clip_norm > 0:
+        raise SecAggError("site-level DP needs the clip norm broadcast with the params")
+    norm = float(np.sqrt(np.dot(model, model)))
+    share = plan.dp.noise_multiplier * clip_norm / math.sqrt(threshold)
+    flat[:layout.model_size] = model * clip_factor(norm, clip_norm) + rng.normal(0.0, share, size=model.size)
+    flat[layout.model_size] = 1.0
+    if plan.dp.adaptive:
+        count_share = plan.dp.noise_multiplier_count / math.sqrt(threshold)
+        flat[layout.model_size + 1] = float(norm <= clip_norm) + float(rng.normal(0.0, count_share))
+    return flat
+
+
+def noise_rng(plan: SecurePlan, round_: int, site_id: str) -> np.random.Generator:
+    """The site's noise source: the OS, or (simulation only) a generator seeded by the plan."""
+    if plan.noise_seed is None:
+        return np.random.default_rng()
+    return np.random.default_rng([plan.noise_seed, round_, zlib.crc32(site_id.encode("utf-8"))])
+
+
+class SecureSiteRound:
+    """One site's side of one secure round (single use). A network agent calls these methods with the
+    bytes it receives and sends back the bytes they return."""
+
+    def __init__(self, site_id: str, round_: int, plan: SecurePlan, rng: np.random.Generator | None = None):
+        self.site_id = site_id
+        self.round = round_
+        self._plan = plan
+        self._rng = rng if rng is not None else noise_rng(plan, round_, site_id)
+        self._secagg = SecAggSite(site_id, round_)
+        self._update: Update | None = None
+        self._layout: Layout | None = None
+        self._clip: float | None = None
+
+    def prepare(self, update: Update, message: Params) -> None:
+        """Keep this round's update and what the broadcast said (the layout, the clip norm)."""
+        params, self._clip = split_broadcast(message)
+        self._layout = Layout.of(params, self._plan.extras())
+        flat = self._layout.flatten(update.grad, {e: 0.0 for e in self._layout.extras})  # names and shapes
+        if not np.all(np.isfinite(flat)):  # the coordinator will see only masked words: check here
+            raise ParamsError(f"the update of site '{self.site_id}' holds NaN or infinite values")
+        self._update = update
+
+    def advertise(self) -> bytes:
+        return encode_message(self._secagg.advertise())
+
+    def share_keys(self, roster: bytes) -> bytes:
+        decoded = decode_message(roster, Roster)
+        assert isinstance(decoded, Roster)
+        if self._layout is None or decoded.length != self._layout.length:
+            raise SecAggError(f"the roster's vector length does not match site '{self.site_id}''s update")
+        return encode_message(self._secagg.share_keys(decoded))
+
+    def receive_shares(self, payloads: bytes) -> None:
+        self._secagg.receive_shares(decode_message(payloads, SealedShares))  # type: ignore[arg-type]
+
+    def masked_input(self) -> bytes:
+        """The masked vector. The update itself is dropped here: nothing unmasked is kept or sent."""
+        roster = self._secagg.roster
+        if self._update is None or self._layout is None or roster is None:
+            raise SecAggError("mask the update after preparing it and sharing keys")
+        vector = site_vector(self._update, self._layout, self._plan, roster.threshold, self._clip, self._rng)
+        return encode_message(self._secagg.mask(vector))
+
+    def metrics(self) -> bytes:
+        """The scalars that travel in the clear beside the masked vector: train_loss and the like
+        (and the row count, except under site-level DP, whose uniform mean keeps it private)."""
+        if self._update is None:
+            raise SecAggError("no update prepared")
+        values = {k: float(v) for k, v in self._update.metrics.items()}
+        if self._plan.dp is None:
+            values["num_examples"] = float(self._update.num_examples)
+        return json.dumps({"site_id": self.site_id, "metrics": values}, sort_keys=True).encode("utf-8")
+
+    def unmask(self, request: bytes) -> bytes:
+        decoded = decode_message(request, UnmaskRequest)
+        assert isinstance(decoded, UnmaskRequest)
+        return encode_message(self._secagg.unmask_response(decoded))
+
+
+# ---------------------------------------------------------------------------------------------
+# Coordinator side
+
+
+def _metrics(blob: bytes, site_id: str) -> dict[str, float]:
+    try:
+        message = json.loads(blob.decode("utf-8"))
+        values = message["metrics"]
+        ok = message["site_id"] == site_id and isinstance(values, dict) and all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for k, v in values.items())
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise SecAggError(f"the metrics sent beside the masked update of '{site_id}' are malformed")
+    return {k: float(v) for k, v in values.items()}
+
+
+def sum_update(total: np.ndarray, layout: Layout, survivors: Sequence[str]) -> Update:
+    """The unmasked sum as the one update the engine gets: Σ wᵢxᵢ, with Σ wᵢ (and the noised clip
+    count) in its metrics and the number of sites in the sum as num_examples."""
+    grad, extra = layout.unflatten(total)
+    return Update(SUM_SITE_ID, grad, len(survivors), {**extra, "sites": float(len(survivors))})
+
+
+class SecureCoordinatorRound:
+    """The coordinator's side of one secure round. It holds public keys, sealed payloads in transit,
+    masked vectors, the shares revealed for unmasking and, at the end, the sum: never an update."""
+
+    def __init__(self, round_: int, layout: Layout, plan: SecurePlan, selected: int):
+        self.round = round_
+        self.layout = layout
+        self.selected = selected
+        self.threshold = check_threshold(selected, plan.max_dropouts)
+        self._secagg = SecAggCoordinator(round_, layout.length, self.threshold, plan.frac_bits)
+        self._metrics: dict[str, dict[str, float]] = {}
+        self._advertised = 0
+
+    def receive_keys(self, advert: bytes) -> None:
+        decoded = decode_message(advert, KeyAdvert)
+        assert isinstance(decoded, KeyAdvert)
+        self._secagg.receive_keys(decoded)
+        self._advertised += 1
+
+    def roster(self) -> bytes:
+        try:
+            return encode_message(self._secagg.roster())
+        except SecAggError:
+            n = self._advertised
+            raise SecAggError(f"round {self.round}: {n} of the {self.selected} selected sites took part, fewer than "
+                              f"the {self.threshold} secure aggregation needs to unmask a sum") from None
+
+    def receive_shares(self, batch: bytes) -> None:
+        self._secagg.receive_shares(decode_message(batch, SealedShares))  # type: ignore[arg-type]
+
+    def shares_for(self, site_id: str) -> bytes:
+        return encode_message(self._secagg.shares_for(site_id))
+
+    def receive_masked(self, masked: bytes, metrics: bytes) -> None:
+        decoded = decode_message(masked, MaskedInput)
+        assert isinstance(decoded, MaskedInput)
+        values = _metrics(metrics, decoded.site_id)
+        self._secagg.receive_masked(decoded)
+        self._metrics[decoded.site_id] = values
+
+    def unmask_request(self) -> bytes:
+        return encode_message(self._secagg.unmask_request())
+
+    @property
+    def masked_inputs(self) -> Mapping[str, np.ndarray]:
+        """What the coordinator holds of each site's vector: the masked words."""
+        return self._secagg.masked_inputs
+
+    def finish(self, responses: Iterable[bytes]) -> tuple[Update, dict[str, dict[str, float]]]:
+        """The sum as one update, and the scalar metrics of the sites in it."""
+        decoded = [decode_message(r, UnmaskResponse) for r in responses]
+        total = self._secagg.unmask(decoded)  # type: ignore[arg-type]
+        survivors = self._secagg.survivors
+        return sum_update(total, self.layout, survivors), {s: self._metrics[s] for s in survivors}
+
+
+# ---------------------------------------------------------------------------------------------
+# In this process, for SimulationTransport
+
+
+@dataclass(frozen=True)
+class SecureFitResult(FitResult):
+    """The one summed update, the refused sites, and the answering sites' scalar metrics."""
+
+    site_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+Dropouts = Callable[[int, Sequence[str]], Iterable[str]]
+"""(round, sites that masked) -> the sites whose masked vector never arrives (simulated dropouts)."""
+
+
+class SecureAggregation:
+    """Runs every fit round as a secure-aggregation protocol among the selected sites, in this
+    process, passing each message as bytes and counting them. `dropouts` simulates sites that drop
+    after masking (for tests)."""
+
+    def __init__(self, plan: SecurePlan, dropouts: Dropouts | None = None):
+        self.plan = plan
+        self.dropouts = dropouts
+        self.last_round: SecureCoordinatorRound | None = None  # the coordinator's view, for inspection
+
+    def fit(self, sites: Mapping[str, Site], broadcast: Callable[[Params, int], Params], params: Params,
+            requests: Mapping[str, FitRequest], extras: Params | None) -> tuple[SecureFitResult, int]:
+        received = broadcast({**params, **extras} if extras else params, len(requests))
+        rnd = next(iter(requests.values())).round
+        coordinator = SecureCoordinatorRound(rnd, Layout.of(params, self.plan.extras()), self.plan, len(requests))
+        parties, refused = self._train(sites, received, requests, rnd)
+        sent = 0
+        for party in parties.values():
+            sent += _deliver(party.advertise(), coordinator.receive_keys)
+        roster = coordinator.roster()
+        sent += len(roster) * len(parties)
+        for party in parties.values():
+            sent += _deliver(party.share_keys(roster), coordinator.receive_shares)
+        for sid, party in parties.items():
+            sent += _deliver(coordinator.shares_for(sid), party.receive_shares)
+        dropped = set(self.dropouts(rnd, sorted(parties))) if self.dropouts else set()
+        if not dropped <= set(parties):
+            raise SecAggError(f"simulated dropouts {sorted(dropped - set(parties))} are not among the round's sites")
+        for sid, party in parties.items():
+            masked, metrics = party.masked_input(), party.metrics()
+            if sid in dropped:
+                refused[sid] = "dropped after masking: its update is not in the sum"
+                continue
+            sent += len(masked) + len(metrics)
+            coordinator.receive_masked(masked, metrics)
+        request = coordinator.unmask_request()
+        responses = []
+        for sid in decode_message(request, UnmaskRequest).survivors:  # type: ignore[attr-defined]
+            responses.append(parties[sid].unmask(request))
+            sent += len(request) + len(responses[-1])
+        total, site_metrics = coordinator.finish(responses)
+        self.last_round = coordinator
+        return SecureFitResult([total], refused, site_metrics), sent
+
+    def _train(self, sites: Mapping[str, Site], received: Params, requests: Mapping[str, FitRequest],
+               rnd: int) -> tuple[dict[str, SecureSiteRound], dict[str, str]]:
+        """Each selected site trains and prepares its contribution; a site that declines, or whose
+        update is malformed (checked at the site: the coordinator will only see masked words), is
+        left out of the round."""
+        model, _ = split_broadcast(received)
+        parties: dict[str, SecureSiteRound] = {}
+        refused: dict[str, str] = {}
+        for sid, request in requests.items():
+            party = SecureSiteRound(sid, rnd, self.plan)
+            try:
+                party.prepare(sites[sid].fit(model, request), received)
+            except (SiteDeclined, ParamsError) as exc:
+                refused[sid] = str(exc)
+                continue
+            parties[sid] = party
+        return parties, refused
+
+
+def _deliver(blob: bytes, receive: Callable[[bytes], None]) -> int:
+    receive(blob)
+    return len(blob)
+
+
+class SecureSites(list):
+    """The federation's sites, carrying the secure-aggregation runner: SimulationTransport given a
+    SecureSites runs every fit round through it (how build_federation asks a run for it)."""
+
+    def __init__(self, sites: Iterable[Site], secure: SecureAggregation):
+        super().__init__(sites)
+        self.secure = secure
+
+
+def secure_transport(sites: Sequence[Site], plan: SecurePlan, bytes_sent: int = 0,
+                     dropouts: Dropouts | None = None) -> SimulationTransport:
+    """A simulation transport whose fit rounds run secure aggregation (evaluation stays as is)."""
+    return SimulationTransport(sites, bytes_sent, secure=SecureAggregation(plan, dropouts))
