@@ -21,7 +21,10 @@ from fedcare.core.config import FederationConfig, load_config, make_config
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
 from fedcare.data import DataSpec, FederatedDataset, load_dataset
-from fedcare.federation.engine import EngineResult, EngineSettings, RoundEngine, RoundRecord, mean_metric, site_seed
+from fedcare.algorithms.privacy import calibrate_site_dp, site_level_dp
+from fedcare.algorithms.secagg import secure_mean
+from fedcare.federation.engine import (EngineResult, EngineSettings, RoundEngine, RoundRecord, mean_metric,
+                                       select_sites, site_seed)
 from fedcare.federation.anomalies import flagged_sites
 from fedcare.federation.transport import FitResult, SiteMetrics
 from fedcare.learning.models import ModelFactory, ModelSpec, get_params, initial_model
@@ -31,6 +34,7 @@ from fedcare import htmlreport
 from fedcare.runfolder import RunFolder, metric_rows
 from fedcare.summary import block
 from fedcare.transports.adversary import AttackedSite
+from fedcare.transports.secure import SecureAggregation, SecurePlan, SecureSites, check_threshold
 from fedcare.transports.simulation import SimulationTransport
 
 Progress = Callable[[str, RoundRecord], None]
@@ -93,6 +97,7 @@ class Plan:
     algorithm: Algorithm
     settings: EngineSettings
     new_model: Callable[[], torch.nn.Module]
+    secure: SecureAggregation | None = None  # the secure-aggregation runner, when the config asks for it
 
 
 def plan_federation(cfg: FederationConfig, task_kind: str, num_classes: int, num_features: int,
@@ -126,21 +131,59 @@ def plan_federation(cfg: FederationConfig, task_kind: str, num_classes: int, num
                         dp_epsilon=cfg.dp_epsilon, dp_delta=cfg.dp_delta, dp_clip=cfg.dp_clip)
     if aggregator is not None:
         algorithm = replace(algorithm, strategy=replace_aggregator(algorithm.strategy, aggregator))
+    algorithm, secure = _site_privacy(cfg, algorithm, site_ids, aggregator)
     settings = EngineSettings(rounds=cfg.rounds, local_epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                               optimizer=cfg.optimizer, fraction=cfg.fraction, min_sites=cfg.min_sites,
                               patience=cfg.patience, seed=cfg.seed, metric=task.headline)
-    return Plan(task, algorithm, settings, new_model)
+    return Plan(task, algorithm, settings, new_model, secure)
 
 
 def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_factory: ModelFactory | None = None,
                      aggregator: object | None = None) -> Federation:
     """Sites with their data and model, the initial params, the algorithm and the engine settings."""
+    site_ids = [sd.site_id for sd in dataset.sites]
     plan = plan_federation(cfg, dataset.task, len(dataset.classes), len(dataset.feature_names),
-                           [sd.site_id for sd in dataset.sites], model_factory=model_factory, aggregator=aggregator)
-    task, new_model = plan.task, plan.new_model
+                           site_ids, model_factory=model_factory, aggregator=aggregator)
+    task, new_model, secure = plan.task, plan.new_model, plan.secure
     sites = [LocalSite(sd.site_id, task, new_model(), _splits(sd)) for sd in dataset.sites]
+    federated = _attacked(cfg, dataset, task, sites, new_model)
     return Federation(cfg, dataset, task, get_params(new_model()), plan.algorithm, plan.settings, sites, new_model,
-                      _attacked(cfg, dataset, task, sites, new_model))
+                      SecureSites(federated, secure) if secure is not None else federated)
+
+
+def _site_privacy(cfg: FederationConfig, algorithm: Algorithm, site_ids: Sequence[str],
+                  aggregator: object | None) -> tuple[Algorithm, SecureAggregation | None]:
+    """Site-level DP and secure aggregation: the aggregator that releases each round's mean
+    (DP-FedAvg at the coordinator, or the mean of the secure sum of what the sites clipped, noised
+    and masked) with its accountant and budget, and the secure-aggregation runner for the transport.
+    The noise is calibrated here, before the first round, for the planned rounds."""
+    if cfg.site_dp_epsilon is None and not cfg.secure_aggregation:
+        return algorithm, None
+    if aggregator is not None:
+        raise ConfigError("a custom aggregator cannot run with site-level DP or secure aggregation, "
+                          "which bring their own mean; drop the aggregator argument")
+    per_round = _sites_per_round(cfg, len(site_ids))
+    dp = accountant = None
+    if cfg.site_dp_epsilon is not None:
+        dp, accountant = calibrate_site_dp(cfg.site_dp_epsilon, cfg.site_dp_delta, cfg.site_dp_clip,
+                                           cfg.site_dp_clip_quantile, len(site_ids), per_round, cfg.rounds)
+    secure = None
+    if cfg.secure_aggregation:
+        check_threshold(per_round, cfg.secagg_max_dropouts)
+        plan = SecurePlan(cfg.secagg_max_dropouts, cfg.weighting, dict(cfg.site_weights), dp, noise_seed=cfg.seed)
+        secure, mean = SecureAggregation(plan), secure_mean(dp)
+    else:
+        assert dp is not None
+        mean = dp.central()
+    if dp is not None and accountant is not None:
+        mean = site_level_dp(mean, dp, accountant, cfg.site_dp_epsilon)
+    return replace(algorithm, strategy=replace_aggregator(algorithm.strategy, mean)), secure
+
+
+def _sites_per_round(cfg: FederationConfig, num_sites: int) -> int:
+    """How many sites the engine selects each round (a fixed number: what the accountant samples)."""
+    return len(select_sites([str(i) for i in range(num_sites)], cfg.fraction, cfg.min_sites,
+                            np.random.default_rng(0)))
 
 
 def attacker_ids(cfg: FederationConfig, sizes: Mapping[str, int]) -> list[str]:
@@ -318,15 +361,47 @@ def write_run(folder: RunFolder, cfg: FederationConfig, facts: RunFacts, summary
 
 
 def _privacy(cfg: FederationConfig, rows: list[dict]) -> dict:
+    """What the run spent. Top level: the record-level figures when DP-SGD ran, else the site-level
+    ones; `site` holds the site-level figures whenever site-level DP ran."""
+    record, site = _record_spent(cfg, rows), _site_spent(cfg, rows)
+    if site is None:
+        block = record or {"epsilon": None, "delta": None}
+        return {**block, "secure_aggregation": True} if cfg.secure_aggregation else block
+    if record is None:
+        return {"level": "site", **{k: site[k] for k in ("budget", "epsilon", "delta", "clip")}, "site": site}
+    return {**record, "level": "record+site", "site": site}
+
+
+def _record_spent(cfg: FederationConfig, rows: list[dict]) -> dict | None:
     """Record-level ε spent by each site (its accountant's figure after its last round), and δ."""
     if cfg.dp_epsilon is None:
-        return {"epsilon": None, "delta": None}
+        return None
     spent: dict[str, float] = {}
     for row in rows:
         if row["model"] == "federated" and row["split"] == "train" and "epsilon" in row:
             spent[row["site"]] = max(spent.get(row["site"], 0.0), row["epsilon"])
     return {"level": "record", "budget": cfg.dp_epsilon, "delta": cfg.dp_delta, "clip": cfg.dp_clip,
             "epsilon": max(spent.values()) if spent else 0.0, "epsilon_per_site": dict(sorted(spent.items()))}
+
+
+def _site_spent(cfg: FederationConfig, rows: list[dict]) -> dict | None:
+    """Site-level ε after the last round (every round released counts, selected or not), the C of
+    the last round, σ: from the figures the accountant wrote into the training rows."""
+    if cfg.site_dp_epsilon is None:
+        return None
+    last: dict = {}
+    for row in rows:
+        if row["model"] == "federated" and row["split"] == "train" and "site_epsilon" in row:
+            if not last or row["round"] >= last["round"]:
+                last = row
+    return {"budget": cfg.site_dp_epsilon, "epsilon": last.get("site_epsilon", 0.0), "delta": cfg.site_dp_delta,
+            "clip": last.get("site_clip", cfg.site_dp_clip), "clip_quantile": cfg.site_dp_clip_quantile,
+            "noise_multiplier": last.get("site_noise_multiplier"), "rounds": last.get("round", 0),
+            "secure_aggregation": cfg.secure_aggregation, "accounting": SITE_ACCOUNTING}
+
+
+SITE_ACCOUNTING = ("dp_accounting RDP, replace-one relation, a fixed number of sites per round sampled "
+                   "without replacement (none when every site takes part)")
 
 
 def _anomalies(rows: list[dict]) -> list[dict]:

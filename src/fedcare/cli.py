@@ -73,6 +73,12 @@ def simulate(
     dp_epsilon: Annotated[Optional[float], Opt(help="record-level DP: each site's ε budget for the run (DP-SGD)")] = None,
     dp_delta: Annotated[Optional[float], Opt(help="record-level DP: δ (default 1e-5)")] = None,
     dp_clip: Annotated[Optional[float], Opt(help="record-level DP: per-patient gradient norm bound (default 1)")] = None,
+    site_dp_epsilon: Annotated[Optional[float], Opt(help="site-level DP (DP-FedAvg): the run's ε budget for each hospital's participation")] = None,
+    site_dp_delta: Annotated[Optional[float], Opt(help="site-level DP: δ (default 1e-5)")] = None,
+    site_dp_clip: Annotated[Optional[float], Opt(help="site-level DP: update norm bound C, or its start with --site-dp-clip-quantile (default 1)")] = None,
+    site_dp_clip_quantile: Annotated[Optional[float], Opt(help="site-level DP: adapt C to this quantile of the update norms")] = None,
+    secure_aggregation: Annotated[Optional[bool], Opt("--secure-aggregation/--no-secure-aggregation", help="the coordinator sees only the sum of the updates")] = None,
+    secagg_max_dropouts: Annotated[Optional[int], Opt(help="secure aggregation: sites that may drop after masking (default 0)")] = None,
     baselines: Annotated[Optional[bool], Opt("--baselines/--no-baselines", help="run local and pooled baselines")] = None,
     checkpoint_every: Annotated[Optional[int], Opt(help="write a resumable checkpoint every N rounds (0 = never)")] = None,
     seed: Annotated[Optional[int], Opt(help="training seed")] = None,
@@ -191,6 +197,89 @@ def datasets() -> None:
             console.print(f"source: {escape(info['source'])}")
 
 
+INSECURE_WARNING = ("warning: --insecure: plain HTTP; tokens, parameters and metrics travel unencrypted and the "
+                    "coordinator is not authenticated. Use only on a closed test network.")
+
+
+@app.command()
+def coordinator(
+    config: Annotated[Path, Opt("--config", help="the federation's YAML config (the same keys as simulate)")],
+    credentials: Annotated[Path, Opt(help="the authority directory from `fedcare certs init`")] = Path("credentials"),
+    state: Annotated[Path, Opt(help="folder for the coordinator's database, checkpoints and run folders")] = Path("coordinator"),
+    database: Annotated[Optional[Path], Opt(help="the SQLite file (default <state>/coordinator.db)")] = None,
+    host: Annotated[str, Opt(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, Opt(help="TCP port: the one port sites connect to")] = 8443,
+    sites: Annotated[Optional[str], Opt(help="comma-separated site ids taking part, in order "
+                                              "(default: every site with a credential, in the order issued)")] = None,
+    deadline: Annotated[float, Opt(help="seconds a round waits for sites before closing on quorum (min_sites)")] = 600.0,
+    max_body_mb: Annotated[float, Opt(help="largest upload accepted, MB")] = 512.0,
+    start: Annotated[bool, Opt("--start/--no-start", help="start the run at once (else: fedcare admin start)")] = False,
+    insecure: Annotated[bool, Opt("--insecure", help="plain HTTP without TLS (test networks only)")] = False,
+) -> None:
+    """Serve the coordinator: sites poll it for tasks over HTTPS; a run survives restarts (kill -9 included)."""
+    from fedcare.transports.network.service import serve
+
+    if insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
+    serve(config, credentials, state, host, port, sites.split(",") if sites else None, deadline,
+          int(max_body_mb * 1024 * 1024), start, insecure, database)
+
+
+@app.command("site")
+def site_agent(
+    coordinator: Annotated[str, Opt(help="the coordinator's URL, e.g. https://fl.example.org:8443")],
+    credential: Annotated[Path, Opt(help="this site's credential file from `fedcare certs site NAME`")],
+    data: Annotated[Optional[Path], Opt(help="this hospital's CSV/Parquet file (never leaves the site)")] = None,
+    dataset: Annotated[Optional[str], Opt(help="instead of --data: this site's rows of a bundled dataset (demos)")] = None,
+    site_id: Annotated[Optional[str], Opt(help="this site's id (checked against the credential)")] = None,
+    state: Annotated[Optional[Path], Opt(help="the agent's own folder (default .fedcare-site/<site id>)")] = None,
+    approve: Annotated[bool, Opt("--approve", help="show each run's plan and wait for a yes before training")] = False,
+    insecure: Annotated[bool, Opt("--insecure", help="plain HTTP without TLS (test networks only)")] = False,
+) -> None:
+    """Run a site agent inside the hospital: outbound connections only; sends updates and metrics, never rows."""
+    from fedcare.transports.network.service import run_site
+
+    if insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
+    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure)
+
+
+admin_app = typer.Typer(no_args_is_help=True, help="Admin actions on a running coordinator (needs admin.json).")
+app.add_typer(admin_app, name="admin")
+
+
+@admin_app.command("start")
+def admin_start(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
+                credential: Annotated[Path, Opt(help="admin.json from fedcare certs init")] = Path("credentials/admin.json"),
+                insecure: Annotated[bool, Opt("--insecure")] = False) -> None:
+    """Start the federation's run."""
+    from fedcare.transports.network.service import admin_call
+
+    console.print(admin_call(coordinator, credential, "POST", "/v1/run", insecure))
+
+
+@admin_app.command("stop")
+def admin_stop(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
+               credential: Annotated[Path, Opt(help="admin.json from fedcare certs init")] = Path("credentials/admin.json"),
+               insecure: Annotated[bool, Opt("--insecure")] = False) -> None:
+    """Stop the run under way."""
+    from fedcare.transports.network.service import admin_call
+
+    console.print(admin_call(coordinator, credential, "POST", "/v1/run/stop", insecure))
+
+
+@admin_app.command("status")
+def admin_status(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
+                 credential: Annotated[Path, Opt(help="admin.json from fedcare certs init")] = Path("credentials/admin.json"),
+                 insecure: Annotated[bool, Opt("--insecure")] = False) -> None:
+    """The run's status: running, paused (and why), completed, stopped or failed; its rounds."""
+    import json
+
+    from fedcare.transports.network.service import admin_call
+
+    print(json.dumps(admin_call(coordinator, credential, "GET", "/v1/status", insecure), indent=2))
+
+
 certs_app = typer.Typer(no_args_is_help=True,
                         help="Credentials for a networked deployment: private CA, coordinator TLS certificate, "
                              "site and admin tokens. Tokens are written to files, never printed.")
@@ -250,6 +339,48 @@ def certs_list(dir: CertsDir = Path("credentials")) -> None:
     for r in list_sites(dir):
         table.add_row(escape(r.site_id), r.issued, r.revoked or "-")
     console.print(table)
+
+
+audit_app = typer.Typer(no_args_is_help=True,
+                        help="Audit a finished run: what an attacker can learn about the patients it trained on.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("membership")
+def audit_membership(
+    run_dir: Annotated[Path, typer.Argument(help="the folder of a fedcare simulate run (its --out)")],
+    shadows: Annotated[int, Opt(help="shadow federations the attacker trains")] = 4,
+    seed: Annotated[int, Opt(help="seed of the held-out split and the shadows")] = 0,
+    model: Annotated[str, Opt(help="global | personalized | all")] = "all",
+) -> None:
+    """Membership inference (loss threshold, shadow models): AUC 0.5 means the attacker guesses."""
+    from rich.table import Table
+
+    from fedcare.audit import AUDIT_FILE, audit_membership as run_audit
+
+    with console.status(f"attacking the run's models ({shadows} shadow federations)"):
+        result = run_audit(run_dir, shadows=shadows, seed=seed, model=model)
+    table = Table(title=f"membership inference · {result['dataset']} · {result['algorithm']}")
+    for column in ("attack", "model", "AUC", "adv.", "worst site (AUC)", "in / out"):
+        table.add_column(column, justify="right" if column in ("AUC", "adv.", "in / out") else "left")
+    for attack, by_model in result["attacks"].items():
+        for name, r in by_model.items():
+            worst = r["worst_site"]
+            shown = "—" if worst["site_id"] is None else f"{escape(worst['site_id'])} {worst['auc']:.3f}"
+            table.add_row("loss" if attack == "loss_threshold" else attack, name, _fmt3(r["auc"]),
+                          _fmt3(r["advantage"]), shown, f"{r['members']}/{r['non_members']}")
+    console.print(table)
+    console.print("loss: loss threshold · shadow: shadow models · adv.: best TPR − FPR")
+    console.print("in / out: members / non-members scored · AUC 0.5: the attacker guesses")
+    dp = result["dp"]
+    console.print("no record-level DP (ε = ∞)" if dp is None else
+                  f"record-level DP: ε = {dp['epsilon']:.3f} spent (budget {dp['budget']}, δ = {dp['delta']:g})")
+    console.print("an attack's AUC is a lower bound on leakage, not a guarantee")
+    console.print(f"written: {escape(str(run_dir / AUDIT_FILE))}")
+
+
+def _fmt3(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def main() -> None:

@@ -1,0 +1,5 @@
+"""`python -m fedcare`: the same command as `fedcare`."""
+
+from fedcare.cli import main
+
+main()

@@ -1,0 +1,313 @@
+"""The site agent: runs inside the hospital, holds its rows, connects outbound to the coordinator only.
+
+It polls for declarative tasks (a kind, a round, the run's plan: model from the zoo and its
+hyperparameters — data, never code), prints what it is about to run, optionally waits for a
+person's approval, trains with the same LocalSite code a simulation uses, and sends back only
+updates and scalar metrics. Connection errors and 5xx answers are retried with capped exponential
+backoff, so the agent outlives coordinator restarts and network cuts.
+
+What it keeps in its state folder (inside the hospital): the prepared arrays of the current run,
+its site state between rounds (personal layers, Ditto model, SCAFFOLD's cᵢ, its DP accountant), the
+reply to the last task it answered (re-sent if a restarted coordinator asks again, so a round is
+never trained twice and no privacy budget is spent twice) and its personalized model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from fedcare.core.config import FederationConfig, make_config
+from fedcare.core.errors import ConfigError, FedcareError, SiteDeclined
+from fedcare.core.messages import FitRequest
+from fedcare.core.params import Params
+from fedcare.core.serialization import params_from_bytes, save_params, update_to_bytes
+from fedcare.data.dataset import SiteData
+from fedcare.data.prepare import SitePreparation
+from fedcare.learning.site import LocalSite
+
+log = logging.getLogger("fedcare.site")
+_SPLITS = ("train", "val", "test")
+
+
+class AgentStopped(FedcareError):
+    """The coordinator refused this site for good (revoked credential, not in the federation), or the
+    person running the agent declined the plan."""
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    coordinator: str                 # https://host:port
+    site_id: str
+    token: str
+    state: Path                      # the agent's own folder, inside the hospital
+    verify: object = True            # an ssl.SSLContext pinning the private CA, or False (--insecure)
+    data: Path | None = None         # the hospital's CSV/Parquet file
+    dataset: str | None = None       # or: this site's rows of a bundled dataset (demos, tests)
+    approve: Callable[[str], bool] | None = None  # asked once per run with the plan; None = no approval step
+    poll_wait: float = 20.0
+    max_backoff: float = 30.0
+
+
+class SiteAgent:
+    def __init__(self, settings: AgentSettings, say: Callable[[str], None] = print):
+        if (settings.data is None) == (settings.dataset is None):
+            raise ConfigError("give the site's data: --data FILE (or --dataset NAME for a bundled demo dataset)")
+        self.s = settings
+        self.say = say
+        self.client = httpx.Client(base_url=settings.coordinator.rstrip("/"), verify=settings.verify,
+                                   headers={"Authorization": f"Bearer {settings.token}"},
+                                   timeout=httpx.Timeout(30.0, read=settings.poll_wait + 30.0))
+        self._run: str | None = None
+        self._prep: SitePreparation | None = None
+        self._site: LocalSite | None = None
+        self._fed = None  # api.Plan for the current run
+        self._approved: set[str] = set()
+        self._held: tuple[str, Params] | None = None  # the last params downloaded, by digest
+
+    # ----- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Answer tasks until the coordinator says the run is over; returns that last message."""
+        while True:
+            task = self._request("GET", "/v1/task", params={"wait": self.s.poll_wait})
+            if task is None:
+                continue
+            if task["kind"] == "done":
+                self.say(f"run over: {task.get('status', 'completed')} {task.get('reason', '')}".rstrip())
+                return task
+            self._enter(task["plan"])
+            handler = getattr(self, f"_{task['kind']}", None)
+            if handler is None:
+                log.warning("unknown task kind %r; skipped", task["kind"])
+                time.sleep(1.0)
+                continue
+            try:
+                handler(task)
+            except _Skip:
+                continue
+
+    def _request(self, method: str, path: str, **kwargs) -> object:
+        """One call, retried with backoff on network errors and 5xx. 4xx: a clear refusal, logged."""
+        delay = 0.5
+        while True:
+            try:
+                response = self.client.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                self._wait(f"coordinator unreachable ({type(exc).__name__})", delay)
+                delay = min(self.s.max_backoff, delay * 2)
+                continue
+            if response.status_code >= 500:
+                self._wait(f"coordinator answered {response.status_code}", delay)
+                delay = min(self.s.max_backoff, delay * 2)
+                continue
+            if response.status_code == 204:
+                return None
+            if response.status_code in (401, 403):
+                raise AgentStopped(f"the coordinator refused this site: {_detail(response)}")
+            if response.status_code >= 400:
+                self.say(f"refused ({response.status_code}): {_detail(response)}")
+                return None
+            if response.headers.get("content-type", "").startswith("application/json"):
+                return response.json()
+            return response.content
+
+    def _wait(self, why: str, delay: float) -> None:
+        pause = delay * (0.5 + random.random())  # jitter: restarted sites do not all call back at once
+        log.info("%s; retrying in %.1f s", why, pause)
+        time.sleep(pause)
+
+    # ----- the run's plan -----------------------------------------------------------------------
+
+    def _enter(self, plan: dict) -> None:
+        """A task of a (possibly new) run: show the plan once, ask for approval if required."""
+        run = plan["run"]
+        if run != self._run:
+            self._run, self._site, self._fed = run, None, None
+            self._prep = None
+        if plan.get("shape") and self._site is None:
+            self._build_site(plan)
+        key = f"{run}/{'train' if plan.get('shape') else 'prepare'}"
+        if key not in self._approved:
+            text = describe(plan, self.s.site_id)
+            self.say(text)
+            if self.s.approve is not None and not self.s.approve(text):
+                raise AgentStopped("the plan was not approved; the agent stops without answering")
+            self._approved.add(key)
+
+    def _folder(self) -> Path:
+        path = self.s.state / str(self._run)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _build_site(self, plan: dict) -> None:
+        from fedcare.api import plan_federation
+
+        cfg = _config(plan)
+        shape = plan["shape"]
+        self._fed = plan_federation(cfg, shape["task"], shape["num_classes"], shape["num_features"], plan["sites"])
+        data = self._load_data()
+        if data is None:
+            return  # preparation not done here yet
+        splits = {p: (getattr(data, f"x_{p}"), getattr(data, f"y_{p}")) for p in _SPLITS}
+        site = LocalSite(self.s.site_id, self._fed.task, self._fed.new_model(), splits)
+        state = self._folder() / "site-state.safetensors"
+        if state.is_file():
+            site.load_site_state(load_file(str(state)))
+        self._site = site
+
+    def _save_data(self, data: SiteData) -> None:
+        path = self._folder() / "data.safetensors"
+        save_file({f"{k}_{p}": np.ascontiguousarray(getattr(data, f"{k}_{p}")) for k in "xy" for p in _SPLITS},
+                  str(path.with_suffix(".tmp")))
+        path.with_suffix(".tmp").replace(path)
+
+    def _load_data(self) -> SiteData | None:
+        if self._prep is not None and self._prep.data is not None:
+            return self._prep.data
+        path = self._folder() / "data.safetensors"
+        if not path.is_file():
+            return None
+        arrays = load_file(str(path))
+        return SiteData(self.s.site_id, **{f"{k}_{p}": arrays[f"{k}_{p}"] for k in "xy" for p in _SPLITS})
+
+    def _local_site(self) -> LocalSite:
+        if self._site is None:
+            raise AgentStopped(f"run {self._run} asks for training, but this site holds no prepared data for it "
+                               "(its state folder was lost?); ask the coordinator's operator to start a new run")
+        return self._site
+
+    # ----- tasks --------------------------------------------------------------------------------
+
+    def _prepare(self, task: dict) -> None:
+        if self._prep is None:
+            self._prep = (SitePreparation.from_file(self.s.data, self.s.site_id) if self.s.data is not None
+                          else SitePreparation.from_builtin(self.s.dataset, self.s.site_id))
+        try:
+            answer = self._prep.answer(task["phase"], task["question"])
+        except FedcareError as exc:
+            self.say(f"data preparation failed here: {exc}")
+            raise
+        if self._prep.data is not None:
+            self._save_data(self._prep.data)  # a restarted agent trains without preparing again
+        self._post_json(task, {"answer": answer})
+
+    def _fit(self, task: dict) -> None:
+        cached = self._folder() / f"reply-{task['id']}.safetensors"
+        if cached.is_file():  # a restarted coordinator asks a round again: same answer, no second training
+            self._put_update(task, cached.read_bytes())
+            return
+        site = self._local_site()
+        params = self._params(task)
+        request = FitRequest(**task["request"])
+        self.say(f"round {request.round}: training {request.local_epochs} local epoch(s) on {site.num_train} rows")
+        try:
+            blob = update_to_bytes(site.fit(params, request))
+        except SiteDeclined as exc:
+            self.say(f"round {request.round}: declined: {exc}")
+            self._post_json(task, {"declined": str(exc)})
+            return
+        state = site.site_state()
+        if state:
+            save_params(self._folder() / "site-state.safetensors", state)
+        for old in self._folder().glob("reply-*.safetensors"):
+            old.unlink()
+        tmp = cached.with_suffix(".tmp")
+        tmp.write_bytes(blob)
+        tmp.replace(cached)
+        self._put_update(task, blob)
+
+    def _evaluate(self, task: dict) -> None:
+        metrics = self._local_site().evaluate(self._params(task), task["splits"])
+        self._post_json(task, {"metrics": metrics})
+
+    def _personalize(self, task: dict) -> None:
+        site = self._local_site()
+        personal = site.personal_params(self._params(task), FitRequest(**task["request"]))
+        save_params(self._folder() / "personalized.safetensors", personal, {"site_id": self.s.site_id})
+        self.say(f"personalized model kept here: {self._folder() / 'personalized.safetensors'}")
+        self._post_json(task, {"metrics": site.evaluate(personal, task["splits"])})
+
+    def _local(self, task: dict) -> None:
+        """The local-only baseline: this site alone, same algorithm and budget, run here."""
+        from fedcare.api import baseline_algorithm, baseline_settings
+        from fedcare.federation.engine import RoundEngine
+        from fedcare.learning.models import get_params
+        from fedcare.runfolder import metric_rows
+        from fedcare.transports.simulation import SimulationTransport
+
+        site = self._local_site()
+        cfg = _config(task["plan"])
+        result = RoundEngine(baseline_algorithm(cfg), SimulationTransport([site]),
+                             baseline_settings(self._fed.settings)).run(get_params(self._fed.new_model()))
+        rows = list(metric_rows("local", result.history))
+        self._post_json(task, {"metrics": site.evaluate(result.params, task["splits"]), "rows": rows})
+
+    # ----- wire ---------------------------------------------------------------------------------
+
+    def _params(self, task: dict) -> Params:
+        """The task's arrays: downloaded, or the ones already held when the digest says they are the same."""
+        digest = task["params"]["sha256"]
+        if self._held is not None and self._held[0] == digest:
+            return self._held[1]
+        blob = self._request("GET", f"/v1/tasks/{task['id']}/params")
+        if not isinstance(blob, bytes):
+            raise _Skip()
+        if hashlib.sha256(blob).hexdigest() != digest:
+            self.say(f"task {task['id']}: the params downloaded do not match their digest; asking again")
+            raise _Skip()
+        params = params_from_bytes(blob)[0]
+        self._held = (digest, params)
+        return params
+
+    def _put_update(self, task: dict, blob: bytes) -> None:
+        self._request("PUT", f"/v1/tasks/{task['id']}/update", content=blob,
+                      headers={"content-type": "application/octet-stream"})
+
+    def _post_json(self, task: dict, body: dict) -> None:
+        self._request("POST", f"/v1/tasks/{task['id']}/answer", content=json.dumps(body, allow_nan=False),
+                      headers={"content-type": "application/json"})
+
+
+class _Skip(Exception):
+    """The task closed while we fetched it; the loop simply polls again."""
+
+
+def _config(plan: dict) -> FederationConfig:
+    return make_config(plan["config"])
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:200]
+
+
+def describe(plan: dict, site_id: str) -> str:
+    """What the agent is about to run, for the person at the hospital (and for --approve)."""
+    c = plan["config"]
+    lines = [f"run {plan['run']} for site '{site_id}'"]
+    if not plan.get("shape"):
+        target = c.get("label") or f"time {c.get('time')}, event {c.get('event')}"
+        lines.append(f"  prepare data: target {target}; only column names, counts and sums leave this site")
+    else:
+        s = plan["shape"]
+        model = c["model"] + (f" hidden {c['hidden']}" if c["model"] == "mlp" else "")
+        lines.append(f"  train: {c['algorithm']}, {model}, {s['task']} task, {s['num_features']} features")
+        lines.append(f"  {c['rounds']} rounds × {c['local_epochs']} local epoch(s), lr {c['lr']}, "
+                     f"batch {c['batch_size']}, optimizer {c['optimizer']}, personalization {c['personalization']}")
+        if c.get("dp_epsilon") is not None:
+            lines.append(f"  record-level DP: ε ≤ {c['dp_epsilon']}, δ = {c['dp_delta']}")
+    lines.append("  sends: model updates and scalar metrics only")
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""The coordinator service's run: prepare the data with the sites, run the round engine over the
+network, and write the same run folder a simulation writes.
+
+State survives `kill -9`: the run and its rounds are rows in SQLite, the engine's checkpoint (params,
+every piece's state, the metric rows) is written after each round, and the global params of every
+completed round are kept as `rounds/round-N.safetensors`. A restarted coordinator finds a run that was
+under way and resumes it at the round in progress; sites answer that round again (they cache their
+reply to a task they already answered, so a round is never trained twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from fedcare.api import RunFacts, data_spec, personalize_request, plan_federation, summarize, write_run
+from fedcare.checkpoints import Checkpoints
+from fedcare.core.config import FederationConfig, make_config
+from fedcare.core.errors import FedcareError
+from fedcare.core.serialization import params_to_bytes, save_params
+from fedcare.data.prepare import PreparedDataset, prepare
+from fedcare.federation.engine import RoundEngine, RoundRecord
+from fedcare.learning.models import get_params
+from fedcare.runfolder import RunFolder, metric_rows
+from fedcare.transports.network.board import Board, Refused, RunStopped
+from fedcare.transports.network.store import Store
+from fedcare.transports.network.transport import NetworkTransport, Timing
+
+log = logging.getLogger("fedcare.coordinator")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    state: Path                              # the coordinator's folder: coordinator.db, runs/
+    sites: tuple[str, ...]                   # the federation's sites, in order (the engine's site order)
+    deadline: float = 600.0                  # seconds a task waits before it may close on quorum
+    max_body: int = 512 * 1024 * 1024        # largest upload accepted, bytes
+    poll_wait: float = 20.0                  # longest a site's poll is held open, seconds
+    database: Path | None = None             # the SQLite file (default <state>/coordinator.db)
+
+
+def plan_message(cfg: FederationConfig, run_id: str, sites: list[str], prepared: PreparedDataset | None) -> dict:
+    """The declarative plan every task carries: the config (no file paths) and the data's shape.
+    A site builds its model and training from it; no code is ever sent."""
+    config = cfg.model_dump(mode="json", exclude={"data", "out"})
+    shape = None if prepared is None else {"task": prepared.task, "num_classes": len(prepared.classes),
+                                           "num_features": len(prepared.feature_names)}
+    return {"run": run_id, "config": config, "shape": shape, "sites": list(sites)}
+
+
+class Coordinator:
+    def __init__(self, cfg: FederationConfig, settings: ServiceSettings):
+        self.cfg = cfg
+        self.settings = settings
+        self.store = Store(settings.database or settings.state / "coordinator.db")
+        self.board = Board()
+        self.max_body = settings.max_body
+        self.poll_wait = settings.poll_wait
+        self._thread: threading.Thread | None = None
+        self._run_id: str | None = None
+
+    def participants(self) -> list[str]:
+        return list(self.settings.sites)
+
+    # ----- admin --------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        if self._thread is not None and self._thread.is_alive():
+            raise Refused(409, f"run {self._run_id} is under way; stop it first")
+        run_id = uuid.uuid4().hex[:12]
+        self.store.create_run(run_id, self.cfg.to_yaml())
+        self._launch(run_id, resume=False)
+        return run_id
+
+    def recover(self) -> str | None:
+        """At start-up: resume the run a crash interrupted, if there is one."""
+        latest = self.store.latest_run()
+        if latest is None or latest["status"] not in ("running", "paused"):
+            return None
+        self.cfg = make_config(yaml.safe_load(latest["config"]))
+        self._launch(latest["run_id"], resume=True)
+        return latest["run_id"]
+
+    def stop(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            raise Refused(409, "no run is under way")
+        self.board.stop("stopped by the admin")
+
+    def status(self) -> dict:
+        latest = self.store.latest_run()
+        if latest is None:
+            return {"status": "idle", "sites": self.participants()}
+        return {"run_id": latest["run_id"], "status": latest["status"], "reason": latest["reason"],
+                "sites": self.participants(), "open_task": self.board.open_task(),
+                "rounds": self.store.rounds(latest["run_id"])}
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ----- the run ------------------------------------------------------------------------------
+
+    def _launch(self, run_id: str, resume: bool) -> None:
+        self._run_id = run_id
+        self.board = Board(on_status=lambda status, reason: self._status(run_id, status, reason))
+        self._thread = threading.Thread(target=self._drive, args=(run_id, resume), name=f"run-{run_id}", daemon=True)
+        self._thread.start()
+
+    def _status(self, run_id: str, status: str, reason: str) -> None:
+        self.store.set_status(run_id, status, reason)
+        (log.warning if status == "paused" else log.info)("run %s %s%s", run_id, status, f": {reason}" if reason else "")
+
+    def _drive(self, run_id: str, resume: bool) -> None:
+        try:
+            self._run(run_id, resume)
+            self._status(run_id, "completed", "")
+        except RunStopped as exc:
+            self._status(run_id, "stopped", str(exc))
+            self.board.finish({"status": "stopped", "reason": str(exc)})
+        except FedcareError as exc:
+            self._status(run_id, "failed", str(exc))
+            self.board.finish({"status": "failed", "reason": str(exc)})
+        except Exception as exc:  # a bug: record it, keep serving
+            log.exception("run %s failed", run_id)
+            self._status(run_id, "failed", f"{type(exc).__name__}: {exc}")
+            self.board.finish({"status": "failed", "reason": "internal error; see the coordinator's log"})
+
+    def run_dir(self, run_id: str) -> Path:
+        return Path(self.cfg.out) if self.cfg.out else self.settings.state / "runs" / run_id
+
+    def _run(self, run_id: str, resume: bool) -> None:
+        started = time.perf_counter()
+        cfg, sites = self.cfg, self.participants()
+        timing = Timing(self.settings.deadline, cfg.min_sites)
+        folder, checkpoints = RunFolder(self.run_dir(run_id)), Checkpoints(self.run_dir(run_id))
+        stored = self.store.latest_run()
+        if resume and stored and stored["prepared"]:
+            prepared = PreparedDataset(**stored["prepared"])
+        else:
+            folder.prepare(cfg)
+            if checkpoints.path.exists():
+                shutil.rmtree(checkpoints.path)
+            asker = NetworkTransport(self.board, sites, timing, plan_message(cfg, run_id, sites, None))
+            counter = iter(range(1, 1_000_000))
+
+            def ask(phase: str, question: dict) -> dict[str, dict]:
+                task_id = f"prepare.{next(counter)}"
+                answers = asker.ask_all(task_id, "prepare", {"phase": phase, "question": question}, None)
+                return {sid: a.get("answer") for sid, a in answers.items()}
+
+            prepared = prepare(data_spec(cfg), sites, ask)
+            self.store.save_prepared(run_id, _prepared_dict(prepared))
+        plan = plan_federation(cfg, prepared.task, len(prepared.classes), len(prepared.feature_names), sites)
+        initial = get_params(plan.new_model())
+        loaded = checkpoints.load([]) if resume else None
+        start, rows = (loaded[0], loaded[2]) if loaded else (None, [])
+        message = plan_message(cfg, run_id, sites, prepared)
+        transport = NetworkTransport(self.board, sites, timing, message, start.bytes_sent if start else 0)
+        pending: list[dict] = []
+
+        def on_round(record: RoundRecord) -> None:
+            pending.extend(metric_rows("federated", [record]))
+            answered = sorted(record.train)
+            self.store.close_round(run_id, record.round, record.selected, answered,
+                                   {s: e["refused"] for s, e in record.anomalies.items() if e.get("refused")})
+
+        def on_checkpoint(checkpoint) -> None:
+            (checkpoints.path / "rounds").mkdir(parents=True, exist_ok=True)
+            save_params(checkpoints.path / "rounds" / f"round-{checkpoint.round}.safetensors", checkpoint.params)
+            checkpoints.save(checkpoint, {}, pending)
+            rows.extend(pending)
+            pending.clear()
+
+        result = RoundEngine(plan.algorithm, transport, plan.settings, on_round, on_checkpoint).run(initial, start)
+        bytes_sent = transport.bytes_sent
+        final = params_to_bytes(result.params)
+        quorum = min(cfg.min_sites, len(sites))  # a site lost late in the run leaves a gap, not a hang
+        per_model = {"federated": _metric(transport.ask_all("final.test", "evaluate", {"splits": ["test"]}, final,
+                                                            quorum=quorum), "test")}
+        if cfg.personalization != "none":
+            requests = {sid: {"request": personalize_request(cfg, i).to_json()} for i, sid in enumerate(sites)}
+            answers = transport.ask_all("final.personalize", "personalize", {"splits": ["val", "test"]}, final,
+                                        quorum=quorum, per_site=requests)
+            per_model["personalized"] = _metric(answers, "test")
+        if cfg.baselines:
+            answers = transport.ask_all("final.local", "local", {"splits": ["test"]}, None, quorum=quorum)
+            per_model["local"] = _metric(answers, "test")
+            rows += [row for a in answers.values() for row in a.get("rows", [])]
+        facts = RunFacts(prepared.name, prepared.task, tuple(prepared.feature_names), prepared.preprocessing,
+                         prepared.preprocessing.get("site_rows", {}))
+        summary = summarize(cfg, facts, result, per_model, rows, bytes_sent, started, cfg.aggregator, attacked=[])
+        summary["baselines"] = {"pooled": "not run: pooling patient rows is what a federation avoids"}
+        write_run(folder, cfg, facts, summary, rows, result.params, {})
+        self.board.finish({"status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
+
+
+def _metric(answers: dict, split: str) -> dict:
+    return {sid: a["metrics"][split] for sid, a in answers.items() if split in a.get("metrics", {})}
+
+
+def _prepared_dict(prepared: PreparedDataset) -> dict:
+    return {"name": prepared.name, "task": prepared.task, "feature_names": list(prepared.feature_names),
+            "classes": list(prepared.classes), "preprocessing": prepared.preprocessing}

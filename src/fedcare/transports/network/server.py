@@ -1,0 +1,220 @@
+"""The coordinator's HTTP API (FastAPI): sites poll for tasks and post answers; an admin starts and
+stops runs. Every refused request gets a 4xx with one line saying why, and a line in the audit log
+with the site's id; nothing a site sends can make the service answer 5xx or stop.
+
+Sites: GET /v1/task (long-poll) · GET /v1/tasks/{id}/params · PUT /v1/tasks/{id}/update ·
+POST /v1/tasks/{id}/answer. Admin: POST /v1/run · POST /v1/run/stop · GET /v1/status · GET /v1/audit.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time,
+# and they name aliases local to create_app
+import json
+import math
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from fedcare.core.errors import ParamsError
+from fedcare.core.serialization import update_from_bytes
+from fedcare.transports.network.board import Board, Refused
+from fedcare.transports.network.store import Store
+
+API = "/v1"
+_BINARY_BODY = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+_JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
+_SPLITS = ("train", "val", "test")
+
+
+class Credentials(Protocol):
+    def site_for(self, token: str) -> str | None: ...
+    def is_admin(self, token: str) -> bool: ...
+
+
+class Control(Protocol):
+    """What the API needs of the coordinator that runs the rounds."""
+
+    board: Board
+    store: Store
+    max_body: int
+    poll_wait: float
+
+    def participants(self) -> list[str]: ...
+    def start(self) -> str: ...
+    def stop(self) -> None: ...
+    def status(self) -> dict: ...
+
+
+def create_app(control: Control, credentials: Credentials) -> FastAPI:
+    app = FastAPI(title="fedcare coordinator", version="1",
+                  description="Sites poll for declarative tasks and send back updates and scalar metrics.")
+    bearer = HTTPBearer(auto_error=False, description="a site token (fedcare certs site) or the admin token")
+
+    def refuse(request: Request, site_id: str | None, status: int, reason: str) -> JSONResponse:
+        control.store.audit(site_id, f"{request.method} {request.url.path}", status, reason)
+        return JSONResponse({"detail": reason}, status_code=status)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
+        return refuse(request, getattr(request.state, "site_id", None), exc.status, exc.reason)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return refuse(request, getattr(request.state, "site_id", None), 422,
+                      f"invalid request: {where}: {first.get('msg', 'malformed')}")
+
+    Token = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+    def site(request: Request, token: Token) -> str:
+        site_id = control_site(token)
+        request.state.site_id = site_id
+        control.store.seen(site_id)
+        return site_id
+
+    def control_site(token: HTTPAuthorizationCredentials | None) -> str:
+        site_id = credentials.site_for(token.credentials) if token else None
+        if site_id is None:
+            raise Refused(401, "unknown or revoked site credential; ask the coordinator's operator for one "
+                               "(fedcare certs site NAME)")
+        if site_id not in control.participants():
+            raise Refused(403, f"site '{site_id}' is not taking part in this federation")
+        return site_id
+
+    def admin(token: Token) -> None:
+        if token is None or not credentials.is_admin(token.credentials):
+            raise Refused(401, "admin credential required (the token in admin.json from fedcare certs init)")
+
+    Site = Annotated[str, Depends(site)]
+    Admin = Annotated[None, Depends(admin)]
+
+    @app.get(f"{API}/health")
+    def health() -> dict:
+        """Liveness, without credentials (for load balancers and monitoring)."""
+        return {"ok": True}
+
+    @app.get(f"{API}/task", responses={204: {"description": "nothing to do yet; poll again"}})
+    def next_task(site_id: Site, wait: Annotated[float, Query(ge=0, le=60)] = 20.0) -> Any:
+        """Long-poll: the site's open task (declarative: a kind, a round, hyperparameters), or 204."""
+        task = control.board.poll(site_id, min(wait, control.poll_wait))
+        return Response(status_code=204) if task is None else task
+
+    @app.get(f"{API}/tasks/{{task_id}}/params", response_class=Response,
+             responses={200: {"content": {"application/octet-stream": {}}}})
+    def params(task_id: str, site_id: Site) -> Response:
+        """The arrays of an open task (safetensors bytes)."""
+        task = control.board.task_for(site_id, task_id)
+        if task.blob is None:
+            raise Refused(404, f"task {task_id} has no params to download")
+        return Response(task.blob, media_type="application/octet-stream")
+
+    @app.put(f"{API}/tasks/{{task_id}}/update", openapi_extra=_BINARY_BODY)
+    async def update(task_id: str, request: Request, site_id: Site) -> dict:
+        """A fit task's update: safetensors bytes mirroring the task's params, with the site's id,
+        its number of examples and scalar metrics in the metadata."""
+        task = control.board.task_for(site_id, task_id)
+        if task.kind != "fit" or task.message is None:
+            raise Refused(409, f"task {task_id} is a {task.kind} task; send its answer to /answer")
+        body = await _read(request, control.max_body)
+        try:
+            received = update_from_bytes(body, task.message)
+        except ParamsError as exc:
+            control.board.refuse(site_id, task_id, f"update refused: {exc}")
+            raise Refused(422, f"update refused: {exc}") from None
+        if received.site_id != site_id:
+            raise Refused(403, f"the update claims to come from '{received.site_id}', not from '{site_id}'")
+        control.board.answer(site_id, task_id, (received, len(body)))
+        control.store.audit(site_id, f"update {task_id}", 200, f"{len(body)} bytes, {received.num_examples} examples")
+        return {"accepted": task_id}
+
+    @app.post(f"{API}/tasks/{{task_id}}/answer", openapi_extra=_JSON_BODY)
+    async def answer(task_id: str, request: Request, site_id: Site) -> dict:
+        """A JSON answer: metrics (evaluate, personalize, local) or preparation aggregates (prepare)."""
+        task = control.board.task_for(site_id, task_id)
+        body = await _read(request, control.max_body)
+        try:
+            value = json.loads(body, parse_constant=_no_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise Refused(400, f"answer is not valid JSON ({str(exc).splitlines()[0][:200]})") from None
+        if not isinstance(value, dict):
+            raise Refused(422, "answer must be a JSON object")
+        if task.kind == "fit":  # a site that declines a round (its privacy budget is spent) says why
+            if set(value) != {"declined"} or not isinstance(value["declined"], str):
+                raise Refused(422, f"task {task_id} is a fit task: PUT the update to /update, or answer "
+                                   '{"declined": "reason"}')
+            control.board.answer(site_id, task_id, f"declined: {value['declined'][:500]}")
+            return {"accepted": task_id}
+        if task.kind != "prepare":
+            _check_metrics(value.get("metrics"), task.bodies[site_id].get("splits", _SPLITS))
+            _check_rows(value.get("rows", []))
+        control.board.answer(site_id, task_id, value)
+        return {"accepted": task_id}
+
+    @app.post(f"{API}/run")
+    def start(_: Admin) -> dict:
+        """Start the federation's run (admin)."""
+        return {"run_id": control.start()}
+
+    @app.post(f"{API}/run/stop")
+    def stop(_: Admin) -> dict:
+        """Stop the run (admin): sites finish their current task and are told the run is over."""
+        control.stop()
+        return {"stopped": True}
+
+    @app.get(f"{API}/status")
+    def status(_: Admin) -> dict:
+        """The run's state: running, paused (and why), completed, stopped or failed; its rounds."""
+        return control.status()
+
+    @app.get(f"{API}/audit")
+    def audit(_: Admin, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict]:
+        """The latest audit-log lines: refused requests and accepted updates, with the site's id."""
+        return control.store.audit_log(limit)
+
+    return app
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise Refused(413, f"body larger than the coordinator's limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(413, f"body larger than the coordinator's limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _no_constant(token: str) -> None:
+    raise ValueError(f"{token} is not allowed")
+
+
+def _check_metrics(metrics: object, splits: object) -> None:
+    """{split: {metric: finite number or null}} for the splits the task asked about."""
+    if not isinstance(metrics, dict):
+        raise Refused(422, "answer needs 'metrics': {split: {metric: number}}")
+    for split, values in metrics.items():
+        if split not in splits:
+            raise Refused(422, f"metrics for split '{split}', which the task did not ask for")
+        if not isinstance(values, dict):
+            raise Refused(422, f"metrics of split '{split}' must be an object of numbers")
+        for name, value in values.items():
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+            if not ok:
+                raise Refused(422, f"metric '{name}' of split '{split}' must be a finite number or null")
+
+
+def _check_rows(rows: object) -> None:
+    """A local baseline's metric rows: objects of scalars (they go to metrics.jsonl as they are)."""
+    if not isinstance(rows, list) or len(rows) > 100_000:
+        raise Refused(422, "'rows' must be a list of metric objects")
+    for row in rows:
+        if not isinstance(row, dict) or not all(isinstance(v, (str, int, float, bool, type(None))) for v in row.values()):
+            raise Refused(422, "each row must be an object of scalar values")

@@ -1,0 +1,82 @@
+"""The round engine's Transport over the network: post a task on the board, wait for the sites.
+
+It moves things and never decides how they are combined, exactly as the simulation transport does;
+updates come back in the order the engine asked for them, so sums add up in the same order and a
+networked run equals a simulated one bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fedcare.core.messages import FitRequest, Split
+from fedcare.core.params import Params
+from fedcare.core.serialization import params_to_bytes
+from fedcare.federation.transport import FitResult, SiteMetrics
+from fedcare.transports.network.board import Board, Task
+
+
+@dataclass(frozen=True)
+class Timing:
+    deadline: float = 600.0  # seconds a task stays open before it may close on quorum
+    min_sites: int = 1       # quorum of a fit task
+
+
+class NetworkTransport:
+    def __init__(self, board: Board, site_ids: Sequence[str], timing: Timing, plan: dict, bytes_sent: int = 0):
+        self._board = board
+        self._sites = list(site_ids)
+        self._timing = timing
+        self._plan = plan  # the declarative run plan every task carries (model, recipe): data, never code
+        self._bytes = bytes_sent
+        self._round = 0
+        self._evaluations = 0
+
+    def site_ids(self) -> list[str]:
+        return list(self._sites)
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._bytes
+
+    def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
+        message = {**params, **extras} if extras else params
+        blob = params_to_bytes(message)
+        self._bytes += len(blob) * len(requests)
+        self._round = next(iter(requests.values())).round
+        self._evaluations = 0
+        bodies = {sid: {"plan": self._plan, "request": req.to_json()} for sid, req in requests.items()}
+        task = self._board.ask(Task(f"{self._round}.fit", "fit", self._round, bodies, blob, message),
+                               self._timing.deadline, min(self._timing.min_sites, len(requests)))
+        result = FitResult([])
+        for sid in requests:  # the engine's order, not the order of arrival
+            answer = task.answers.get(sid)  # (update, its size on the wire), filed by the web handler
+            if isinstance(answer, tuple):
+                update, size = answer
+                self._bytes += size
+                result.updates.append(update)
+            elif isinstance(answer, str):  # the site declined the round, and said why
+                result.refused[sid] = answer
+            else:
+                result.refused[sid] = task.refusals.get(sid, "no update before the round's deadline")
+        return result
+
+    def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
+        blob = params_to_bytes(params)
+        self._bytes += len(blob) * len(site_ids)
+        self._evaluations += 1
+        task_id = f"{self._round}.evaluate" + (f".{self._evaluations}" if self._evaluations > 1 else "")
+        answers = self.ask_all(task_id, "evaluate", {"splits": list(splits)}, blob, site_ids, quorum=1)
+        return {sid: answer["metrics"] for sid, answer in answers.items()}
+
+    def ask_all(self, task_id: str, kind: str, body: dict, blob: bytes | None, site_ids: Sequence[str] | None = None,
+                quorum: int | None = None, per_site: Mapping[str, dict] | None = None) -> dict:
+        """Ask the sites one JSON question (with `blob` to download; `per_site` adds each site's own
+        part, such as its seed); their answers by site, in site order. `quorum` defaults to all."""
+        sites = list(site_ids or self._sites)
+        bodies = {sid: {"plan": self._plan, **body, **(per_site or {}).get(sid, {})} for sid in sites}
+        task = self._board.ask(Task(task_id, kind, self._round, bodies, blob),
+                               self._timing.deadline, len(sites) if quorum is None else quorum)
+        return {sid: task.answers[sid] for sid in sites if sid in task.answers}
+

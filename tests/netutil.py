@@ -1,0 +1,134 @@
+"""Real processes for the deployment tests: a coordinator and site agents on 127.0.0.1 over TLS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from conftest import SRC
+from fedcare.transports.network.credentials import (AdminCredential, SiteCredential, client_ssl_context,
+                                                    init_authority, issue_site)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
+    env["OMP_NUM_THREADS"] = "1"
+    env["NO_COLOR"] = "1"
+    return env
+
+
+@dataclass
+class Deployment:
+    """A private CA with one credential per site, a coordinator config, and the processes started."""
+
+    root: Path
+    sites: list[str]
+    config: dict
+    port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pki = self.root / "pki"
+        init_authority(self.pki)
+        for site in self.sites:
+            issue_site(self.pki, site)
+        self.config_path = self.root / "federation.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.admin = AdminCredential.load(self.pki / "admin.json")
+        self.client = httpx.Client(base_url=self.url, verify=client_ssl_context(self.admin.ca_pem), timeout=30,
+                                   headers={"Authorization": f"Bearer {self.admin.token}"})
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def site_client(self, site: str) -> httpx.Client:
+        cred = SiteCredential.load(self.pki / "sites" / f"{site}.json")
+        return httpx.Client(base_url=self.url, verify=client_ssl_context(cred.ca_pem), timeout=30,
+                            headers={"Authorization": f"Bearer {cred.token}"})
+
+    def _spawn(self, name: str, args: list[str], stdin: int | None = None) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "fedcare", *args], cwd=self.root, env=_env(),
+                                stdout=log, stderr=subprocess.STDOUT, stdin=stdin)
+        self.procs[name] = proc
+        return proc
+
+    def start_coordinator(self, *extra: str) -> subprocess.Popen:
+        proc = self._spawn("coordinator", ["coordinator", "--config", str(self.config_path), "--credentials",
+                                           str(self.pki), "--state", str(self.root / "state"), "--port",
+                                           str(self.port), "--sites", ",".join(self.sites), *extra])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if self.client.get("/v1/health").status_code == 200:
+                    return proc
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(f"coordinator exited: {self.log('coordinator')}")
+            time.sleep(0.2)
+        raise AssertionError("coordinator did not come up")
+
+    def start_agent(self, site: str, *extra: str, stdin: int | None = None) -> subprocess.Popen:
+        return self._spawn(site, ["site", "--coordinator", self.url, "--credential",
+                                  str(self.pki / "sites" / f"{site}.json"), "--dataset", "heart-disease",
+                                  "--state", str(self.root / "agents" / site), *extra], stdin=stdin)
+
+    def status(self) -> dict:
+        return self.client.get("/v1/status").json()
+
+    def wait_for(self, predicate, timeout: float = 240.0, what: str = "condition") -> dict:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                status = self.status()
+                if predicate(status):
+                    return status
+                if status.get("status") == "failed":
+                    raise AssertionError(f"run failed: {status.get('reason')}\n{self.log('coordinator')}")
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; status {self.status()}\n{self.log('coordinator')}")
+
+    def wait_completed(self, timeout: float = 240.0) -> dict:
+        return self.wait_for(lambda s: s.get("status") == "completed", timeout, "the run to complete")
+
+    def run_dir(self, status: dict) -> Path:
+        return self.root / "state" / "runs" / status["run_id"]
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def close(self) -> None:
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.client.close()
