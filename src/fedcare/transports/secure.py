@@ -154,7 +154,10 @@ class Layout:
 
     @classmethod
     def of(cls, params: Params, extras: Sequence[str]) -> Layout:
-        return cls(tuple(params), tuple(tuple(np.shape(v)) for v in params.values()), tuple(extras))
+        """Arrays in name order: the same vector at the coordinator and at a site, whichever order
+        each holds its params in (a decoded message lists names as the file does)."""
+        names = tuple(sorted(params))
+        return cls(names, tuple(tuple(np.shape(params[k])) for k in names), tuple(extras))
 
     @property
     def model_size(self) -> int:

@@ -31,10 +31,12 @@ from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError, FedcareError, SiteDeclined
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
-from fedcare.core.serialization import params_from_bytes, save_params, update_to_bytes
+from fedcare.core.serialization import params_from_bytes, save_params, update_from_bytes, update_to_bytes
 from fedcare.data.dataset import SiteData
 from fedcare.data.prepare import SitePreparation
 from fedcare.learning.site import LocalSite
+from fedcare.transports.network.secure import b64, unb64
+from fedcare.transports.secure import SecurePlan, SecureSiteRound, split_broadcast
 
 log = logging.getLogger("fedcare.site")
 _SPLITS = ("train", "val", "test")
@@ -74,6 +76,7 @@ class SiteAgent:
         self._fed = None  # api.Plan for the current run
         self._approved: set[str] = set()
         self._held: tuple[str, Params] | None = None  # the last params downloaded, by digest
+        self._party: SecureSiteRound | None = None  # this round's secure-aggregation state
 
     # ----- the loop -----------------------------------------------------------------------------
 
@@ -87,7 +90,7 @@ class SiteAgent:
                 self.say(f"run over: {task.get('status', 'completed')} {task.get('reason', '')}".rstrip())
                 return task
             self._enter(task["plan"])
-            handler = getattr(self, f"_{task['kind']}", None)
+            handler = getattr(self, f"_{task['kind'].replace('-', '_')}", None)
             if handler is None:
                 log.warning("unknown task kind %r; skipped", task["kind"])
                 time.sleep(1.0)
@@ -203,12 +206,21 @@ class SiteAgent:
         self._post_json(task, {"answer": answer})
 
     def _fit(self, task: dict) -> None:
+        blob = self._train(task, model_only=False)
+        if blob is not None:
+            self._put_update(task, blob)
+
+    def _train(self, task: dict, model_only: bool) -> bytes | None:
+        """This round's update as bytes: trained now, or the one already trained for this task (a
+        restarted coordinator asks the round again: same answer, no second training, no second
+        spending of privacy budget). None when the site declines the round."""
         cached = self._folder() / f"reply-{task['id']}.safetensors"
-        if cached.is_file():  # a restarted coordinator asks a round again: same answer, no second training
-            self._put_update(task, cached.read_bytes())
-            return
+        if cached.is_file():
+            return cached.read_bytes()
         site = self._local_site()
         params = self._params(task)
+        if model_only:  # the clip norm broadcast for site-level DP is not a model array
+            params = split_broadcast(params)[0]
         request = FitRequest(**task["request"])
         self.say(f"round {request.round}: training {request.local_epochs} local epoch(s) on {site.num_train} rows")
         try:
@@ -216,7 +228,7 @@ class SiteAgent:
         except SiteDeclined as exc:
             self.say(f"round {request.round}: declined: {exc}")
             self._post_json(task, {"declined": str(exc)})
-            return
+            return None
         state = site.site_state()
         if state:
             save_params(self._folder() / "site-state.safetensors", state)
@@ -225,7 +237,37 @@ class SiteAgent:
         tmp = cached.with_suffix(".tmp")
         tmp.write_bytes(blob)
         tmp.replace(cached)
-        self._put_update(task, blob)
+        return blob
+
+    # ----- secure aggregation (see network/secure.py): the update never leaves unmasked ----------
+
+    def _secure_fit(self, task: dict) -> None:
+        blob = self._train(task, model_only=True)
+        if blob is None:
+            return
+        message = self._params(task)
+        party = SecureSiteRound(self.s.site_id, task["round"], SecurePlan.from_json(task["secure"]))
+        update = update_from_bytes(blob, split_broadcast(message)[0])
+        party.prepare(update, message)  # its DP noise, if any, comes from the OS: never from a known seed
+        self._party = party
+        self._post_json(task, {"advert": b64(party.advertise())})
+
+    def _secure_share(self, task: dict) -> None:
+        self._post_json(task, {"shares": b64(self._secure_party(task).share_keys(unb64(task["roster"])))})
+
+    def _secure_mask(self, task: dict) -> None:
+        party = self._secure_party(task)
+        party.receive_shares(unb64(task["shares"]))
+        self._post_json(task, {"masked": b64(party.masked_input()), "metrics": b64(party.metrics())})
+
+    def _secure_unmask(self, task: dict) -> None:
+        self._post_json(task, {"response": b64(self._secure_party(task).unmask(unb64(task["request"])))})
+
+    def _secure_party(self, task: dict) -> SecureSiteRound:
+        if self._party is None or self._party.round != task["round"]:
+            self.say(f"task {task['id']}: this agent holds no secure round {task['round']} (restarted?); skipped")
+            raise _Skip()
+        return self._party
 
     def _evaluate(self, task: dict) -> None:
         metrics = self._local_site().evaluate(self._params(task), task["splits"])

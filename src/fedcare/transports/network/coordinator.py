@@ -162,7 +162,8 @@ class Coordinator:
         loaded = checkpoints.load([]) if resume else None
         start, rows = (loaded[0], loaded[2]) if loaded else (None, [])
         message = plan_message(cfg, run_id, sites, prepared)
-        transport = NetworkTransport(self.board, sites, timing, message, start.bytes_sent if start else 0)
+        transport = NetworkTransport(self.board, sites, timing, message, start.bytes_sent if start else 0,
+                                     secure=plan.secure.plan if plan.secure is not None else None)
         pending: list[dict] = []
 
         def on_round(record: RoundRecord) -> None:

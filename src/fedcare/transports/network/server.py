@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fedcare.core.errors import ParamsError
 from fedcare.core.serialization import update_from_bytes
 from fedcare.transports.network.board import Board, Refused
+from fedcare.transports.network.secure import ANSWERS, check_answer
 from fedcare.transports.network.store import Store
 
 API = "/v1"
@@ -148,7 +149,11 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
                                    '{"declined": "reason"}')
             control.board.answer(site_id, task_id, f"declined: {value['declined'][:500]}")
             return {"accepted": task_id}
-        if task.kind != "prepare":
+        if task.kind in ANSWERS:
+            check_answer(task.kind, value)
+            if "declined" in value:
+                value = f"declined: {value['declined'][:500]}"
+        elif task.kind != "prepare":
             _check_metrics(value.get("metrics"), task.bodies[site_id].get("splits", _SPLITS))
             _check_rows(value.get("rows", []))
         control.board.answer(site_id, task_id, value)

@@ -24,9 +24,6 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load_config(config)
-    if cfg.secure_aggregation:
-        raise ConfigError("secure_aggregation runs in simulation only in this version; over the network use "
-                          "site_dp_epsilon (noise added at the coordinator) or record-level dp_epsilon")
     registry = Registry.load(credentials)
     members = [check_site_id(s.strip()) for s in sites] if sites else registry.site_ids()
     if not members:

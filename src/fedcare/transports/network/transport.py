@@ -15,6 +15,8 @@ from fedcare.core.params import Params
 from fedcare.core.serialization import params_to_bytes
 from fedcare.federation.transport import FitResult, SiteMetrics
 from fedcare.transports.network.board import Board, Task
+from fedcare.transports.network.secure import SecureRounds
+from fedcare.transports.secure import SecurePlan
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,10 @@ class Timing:
 
 
 class NetworkTransport:
-    def __init__(self, board: Board, site_ids: Sequence[str], timing: Timing, plan: dict, bytes_sent: int = 0):
+    def __init__(self, board: Board, site_ids: Sequence[str], timing: Timing, plan: dict, bytes_sent: int = 0,
+                 secure: SecurePlan | None = None):
         self._board = board
+        self._secure = None if secure is None else SecureRounds(board, secure, timing.deadline, timing.min_sites)
         self._sites = list(site_ids)
         self._timing = timing
         self._plan = plan  # the declarative run plan every task carries (model, recipe): data, never code
@@ -38,10 +42,14 @@ class NetworkTransport:
 
     @property
     def bytes_sent(self) -> int:
-        return self._bytes
+        return self._bytes + (self._secure.bytes if self._secure else 0)
 
     def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
         message = {**params, **extras} if extras else params
+        if self._secure is not None:  # four tasks per round; the coordinator only ever holds the sum
+            self._round = next(iter(requests.values())).round
+            self._evaluations = 0
+            return self._secure.fit(params, message, requests, self._plan)
         blob = params_to_bytes(message)
         self._bytes += len(blob) * len(requests)
         self._round = next(iter(requests.values())).round

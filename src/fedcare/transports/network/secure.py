@@ -1,0 +1,123 @@
+"""Secure aggregation over the network: one fit round as four tasks on the board.
+
+    {r}.fit            secure-fit     sites train, keep their update, answer their public keys
+    {r}.secure.share   secure-share   the roster out; each site's Shamir shares, sealed per recipient
+    {r}.secure.mask    secure-mask    each site's sealed shares in; its masked vector and scalar metrics
+    {r}.secure.unmask  secure-unmask  which sites dropped; the shares that unmask the sum
+
+The coordinator side is fedcare.transports.secure.SecureCoordinatorRound and the site side
+SecureSiteRound, the same objects a simulation runs; this module only moves their bytes (base64
+in JSON). The coordinator holds keys, sealed shares, masked vectors and the sum — never an update.
+A site that does not answer a step in time is left out of the round; the sum is still recovered
+while no more than the plan's `max_dropouts` sites dropped after masking.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+
+from fedcare.algorithms.secagg import (KeyAdvert, MaskedInput, SealedShares, SecAggError, UnmaskRequest,
+                                       UnmaskResponse, decode_message)
+from fedcare.core.messages import FitRequest
+from fedcare.core.params import Params
+from fedcare.core.serialization import params_to_bytes
+from fedcare.transports.network.board import Board, Refused, Task
+from fedcare.transports.secure import Layout, SecureCoordinatorRound, SecureFitResult, SecurePlan
+
+ANSWERS = {  # task kind -> the fields of a site's answer and the message type each must decode to
+    "secure-fit": {"advert": KeyAdvert},
+    "secure-share": {"shares": SealedShares},
+    "secure-mask": {"masked": MaskedInput, "metrics": None},
+    "secure-unmask": {"response": UnmaskResponse},
+}
+
+
+def b64(blob: bytes) -> str:
+    return base64.b64encode(blob).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def check_answer(kind: str, value: Mapping) -> None:
+    """A 4xx-worthy problem with a site's answer to a secure task, found before the round uses it."""
+    fields = ANSWERS[kind]
+    if kind == "secure-fit" and set(value) == {"declined"} and isinstance(value["declined"], str):
+        return
+    if set(value) != set(fields) or not all(isinstance(value[f], str) for f in fields):
+        raise Refused(422, f"a {kind} answer holds exactly {sorted(fields)}, base64 strings")
+    for name, expected in fields.items():
+        try:
+            blob = unb64(value[name])
+            if expected is not None:
+                decode_message(blob, expected)
+        except (binascii.Error, ValueError, SecAggError) as exc:
+            raise Refused(422, f"'{name}' is not a valid {getattr(expected, '__name__', 'message')} ({exc})") from None
+
+
+class SecureRounds:
+    """NetworkTransport's fit when secure aggregation is on."""
+
+    def __init__(self, board: Board, plan: SecurePlan, deadline: float, min_sites: int):
+        self._board, self._plan, self._deadline, self._min_sites = board, plan, deadline, min_sites
+        self.bytes = 0
+        self._plan_body: dict = {}
+
+    def _ask(self, task: Task, quorum: int) -> Task:
+        return self._board.ask(task, self._deadline, quorum)
+
+    def fit(self, params: Params, message: Params, requests: Mapping[str, FitRequest], plan_body: dict) -> SecureFitResult:
+        blob = params_to_bytes(message)
+        self.bytes += len(blob) * len(requests)
+        rnd = next(iter(requests.values())).round
+        coordinator = SecureCoordinatorRound(rnd, Layout.of(params, self._plan.extras()), self._plan, len(requests))
+        quorum = max(coordinator.threshold, min(self._min_sites, len(requests)))
+        secure = self._plan.to_json()
+        bodies = {sid: {"plan": plan_body, "request": req.to_json(), "secure": secure} for sid, req in requests.items()}
+        task = self._ask(Task(f"{rnd}.fit", "secure-fit", rnd, bodies, blob, message), quorum)
+        refused: dict[str, str] = {}
+        keyed = []
+        for sid in requests:
+            answer = task.answers.get(sid)
+            if isinstance(answer, dict) and "advert" in answer:
+                coordinator.receive_keys(self._take(answer["advert"]))
+                keyed.append(sid)
+            else:
+                refused[sid] = (answer if isinstance(answer, str) else
+                                task.refusals.get(sid, "no answer before the round's deadline"))
+        roster = coordinator.roster()  # fewer than the threshold: a one-line SecAggError
+        self._plan_body = plan_body
+        shared = self._step(rnd, "share", keyed, {sid: {"roster": b64(roster)} for sid in keyed}, coordinator.threshold,
+                            refused, "no key shares before the deadline")
+        for answer in shared.values():
+            coordinator.receive_shares(self._take(answer["shares"]))
+        masked = self._step(rnd, "mask", list(shared), {sid: {"shares": b64(coordinator.shares_for(sid))}
+                                                        for sid in shared}, coordinator.threshold, refused,
+                            "dropped after masking: its update is not in the sum")
+        for answer in masked.values():
+            coordinator.receive_masked(self._take(answer["masked"]), self._take(answer["metrics"]))
+        request = coordinator.unmask_request()
+        survivors = list(decode_message(request, UnmaskRequest).survivors)  # type: ignore[attr-defined]
+        unmasked = self._step(rnd, "unmask", survivors, {sid: {"request": b64(request)} for sid in survivors},
+                              coordinator.threshold, refused, "no unmasking share before the deadline")
+        total, site_metrics = coordinator.finish(self._take(a["response"]) for a in unmasked.values())
+        return SecureFitResult([total], refused, site_metrics)
+
+    def _step(self, rnd: int, step: str, sites: list[str], bodies: dict[str, dict], quorum: int,
+              refused: dict[str, str], missing: str) -> dict[str, dict]:
+        for body in bodies.values():
+            self.bytes += sum(len(v) * 3 // 4 for v in body.values())
+        bodies = {sid: {"plan": self._plan_body, **body} for sid, body in bodies.items()}
+        task = self._ask(Task(f"{rnd}.secure.{step}", f"secure-{step}", rnd, bodies), quorum)
+        for sid in sites:
+            if sid not in task.answers:
+                refused[sid] = missing
+        return {sid: task.answers[sid] for sid in sites if sid in task.answers}
+
+    def _take(self, text: str) -> bytes:
+        blob = unb64(text)
+        self.bytes += len(blob)
+        return blob
