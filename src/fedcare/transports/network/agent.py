@@ -341,8 +341,13 @@ def describe(plan: dict, site_id: str) -> str:
     c = plan["config"]
     lines = [f"run {plan['run']} for site '{site_id}'"]
     if not plan.get("shape"):
-        target = c.get("label") or f"time {c.get('time')}, event {c.get('event')}"
-        lines.append(f"  prepare data: target {target}; only column names, counts and sums leave this site")
+        if c.get("label"):
+            target = f"label column '{c['label']}'"
+        elif c.get("time"):
+            target = f"time '{c['time']}', event '{c['event']}'"
+        else:
+            target = f"the {c.get('dataset')} dataset's own label"
+        lines.append(f"  prepare data: {target}; only column names, counts and sums leave this site")
     else:
         s = plan["shape"]
         model = c["model"] + (f" hidden {c['hidden']}" if c["model"] == "mlp" else "")

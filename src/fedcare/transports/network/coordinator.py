@@ -120,7 +120,7 @@ class Coordinator:
     def _drive(self, run_id: str, resume: bool) -> None:
         try:
             self._run(run_id, resume)
-            self._status(run_id, "completed", "")
+            self._status(run_id, "completed", f"run folder {self.run_dir(run_id)}")
         except RunStopped as exc:
             self._status(run_id, "stopped", str(exc))
             self.board.finish({"status": "stopped", "reason": str(exc)})
@@ -171,6 +171,9 @@ class Coordinator:
             answered = sorted(record.train)
             self.store.close_round(run_id, record.round, record.selected, answered,
                                    {s: e["refused"] for s, e in record.anomalies.items() if e.get("refused")})
+            score = "" if record.val_score is None else f", validation {plan.task.headline} {record.val_score:.3f}"
+            log.info("run %s round %d: %d of %d selected sites answered%s", run_id, record.round, len(answered),
+                     len(record.selected), score)
 
         def on_checkpoint(checkpoint) -> None:
             (checkpoints.path / "rounds").mkdir(parents=True, exist_ok=True)

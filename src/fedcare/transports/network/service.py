@@ -22,7 +22,7 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
     from fedcare.transports.network.coordinator import Coordinator, ServiceSettings
     from fedcare.transports.network.server import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _logging()
     cfg = load_config(config)
     registry = Registry.load(credentials)
     members = [check_site_id(s.strip()) for s in sites] if sites else registry.site_ids()
@@ -38,9 +38,17 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
     elif start:
         control.start()
     tls = {} if insecure else dict(zip(("ssl_certfile", "ssl_keyfile"), map(str, server_tls_files(credentials))))
+    scheme = "http" if insecure else "https"
+    logging.getLogger("fedcare.coordinator").info("listening on %s://%s:%d for sites %s", scheme, host, port,
+                                                  ", ".join(members))
     server = uvicorn.Server(uvicorn.Config(create_app(control, registry), host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=2, **tls))
     server.run()
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns what matters
 
 
 def _verify(ca_pem: bytes, insecure: bool) -> object:
@@ -56,7 +64,7 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
              state: Path | None, approve: bool, insecure: bool) -> None:
     from fedcare.transports.network.agent import AgentSettings, SiteAgent
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _logging()
     _check_url(coordinator, insecure)
     cred = SiteCredential.load(credential)
     if site_id is not None and site_id != cred.site_id:
