@@ -26,11 +26,13 @@ class EngineCheckpoint:
 
     def save(self, path: Path) -> None:
         arrays = {f"params/{k}": v for k, v in self.params.items()}
-        arrays |= {f"best/{k}": v for k, v in self.best_params.items()}
+        same = self.best_params is self.params  # without early stopping: store the model once, not twice
+        if not same:
+            arrays |= {f"best/{k}": v for k, v in self.best_params.items()}
         for i, state in enumerate(self.states):
             arrays |= {f"state/{i}/{k}": v for k, v in state.items()}
         save_params(path, arrays, {"round": self.round, "best_round": self.best_round, "best_score": self.best_score,
-                                   "pieces": len(self.states), "bytes_sent": self.bytes_sent})
+                                   "pieces": len(self.states), "bytes_sent": self.bytes_sent, "best_is_params": same})
 
     @classmethod
     def load(cls, path: Path) -> EngineCheckpoint:
@@ -49,6 +51,8 @@ class EngineCheckpoint:
                 elif kind == "state":
                     i, _, key = rest.partition("/")
                     states[int(i)][key] = value.copy()
+            if meta.get("best_is_params"):
+                best = params
             return cls(int(meta["round"]), params, states, best, int(meta["best_round"]), meta["best_score"],
                        int(meta.get("bytes_sent", 0)))
         except (KeyError, ValueError, IndexError, ParamsError) as exc:

@@ -44,13 +44,15 @@ class Task:
     bodies: dict[str, dict]
     blob: bytes | None = None
     message: Params | None = None
+    digest: str | None = None  # SHA-256 of blob: computed here unless the caller already knows it
     answers: dict[str, object] = field(default_factory=dict)
     refusals: dict[str, str] = field(default_factory=dict)  # last refusal per site that has not answered
 
     def __post_init__(self) -> None:
         # a site that already holds these exact bytes (the evaluated params are the next round's
         # broadcast) skips the download; the digest also lets it check what it downloads
-        self.digest = None if self.blob is None else hashlib.sha256(self.blob).hexdigest()
+        if self.blob is not None and self.digest is None:
+            self.digest = hashlib.sha256(self.blob).hexdigest()
 
     def body_for(self, site_id: str) -> dict:
         params = {} if self.digest is None else {"params": {"sha256": self.digest, "bytes": len(self.blob)}}

@@ -24,7 +24,6 @@ from fedcare.api import RunFacts, data_spec, personalize_request, plan_federatio
 from fedcare.checkpoints import Checkpoints
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import FedcareError
-from fedcare.core.serialization import params_to_bytes, save_params
 from fedcare.data.prepare import PreparedDataset, prepare
 from fedcare.federation.engine import RoundEngine, RoundRecord
 from fedcare.learning.models import get_params
@@ -176,15 +175,18 @@ class Coordinator:
                      len(record.selected), score)
 
         def on_checkpoint(checkpoint) -> None:
-            (checkpoints.path / "rounds").mkdir(parents=True, exist_ok=True)
-            save_params(checkpoints.path / "rounds" / f"round-{checkpoint.round}.safetensors", checkpoint.params)
+            rounds_dir = checkpoints.path / "rounds"
+            rounds_dir.mkdir(parents=True, exist_ok=True)
+            tmp = rounds_dir / f".round-{checkpoint.round}.tmp"
+            tmp.write_bytes(transport.params_bytes(checkpoint.params)[0])  # the bytes just sent to the sites
+            tmp.replace(rounds_dir / f"round-{checkpoint.round}.safetensors")
             checkpoints.save(checkpoint, {}, pending)
             rows.extend(pending)
             pending.clear()
 
         result = RoundEngine(plan.algorithm, transport, plan.settings, on_round, on_checkpoint).run(initial, start)
         bytes_sent = transport.bytes_sent
-        final = params_to_bytes(result.params)
+        final = transport.params_bytes(result.params)[0]
         quorum = min(cfg.min_sites, len(sites))  # a site lost late in the run leaves a gap, not a hang
         per_model = {"federated": _metric(transport.ask_all("final.test", "evaluate", {"splits": ["test"]}, final,
                                                             quorum=quorum), "test")}

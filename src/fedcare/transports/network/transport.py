@@ -7,6 +7,7 @@ networked run equals a simulated one bit for bit.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ class NetworkTransport:
         self._bytes = bytes_sent
         self._round = 0
         self._evaluations = 0
+        self._last: tuple[Params, bytes, str] | None = None
 
     def site_ids(self) -> list[str]:
         return list(self._sites)
@@ -50,12 +52,12 @@ class NetworkTransport:
             self._round = next(iter(requests.values())).round
             self._evaluations = 0
             return self._secure.fit(params, message, requests, self._plan)
-        blob = params_to_bytes(message)
+        blob, digest = self.params_bytes(message)
         self._bytes += len(blob) * len(requests)
         self._round = next(iter(requests.values())).round
         self._evaluations = 0
         bodies = {sid: {"plan": self._plan, "request": req.to_json()} for sid, req in requests.items()}
-        task = self._board.ask(Task(f"{self._round}.fit", "fit", self._round, bodies, blob, message),
+        task = self._board.ask(Task(f"{self._round}.fit", "fit", self._round, bodies, blob, message, digest),
                                self._timing.deadline, min(self._timing.min_sites, len(requests)))
         result = FitResult([])
         for sid in requests:  # the engine's order, not the order of arrival
@@ -71,20 +73,28 @@ class NetworkTransport:
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
-        blob = params_to_bytes(params)
+        blob, digest = self.params_bytes(params)
         self._bytes += len(blob) * len(site_ids)
         self._evaluations += 1
         task_id = f"{self._round}.evaluate" + (f".{self._evaluations}" if self._evaluations > 1 else "")
-        answers = self.ask_all(task_id, "evaluate", {"splits": list(splits)}, blob, site_ids, quorum=1)
+        answers = self.ask_all(task_id, "evaluate", {"splits": list(splits)}, blob, site_ids, quorum=1, digest=digest)
         return {sid: answer["metrics"] for sid, answer in answers.items()}
 
+    def params_bytes(self, params: Params) -> tuple[bytes, str]:
+        """The params as bytes, and their digest; the model evaluated after a round is the next
+        round's broadcast (the same object), so it is serialized and hashed once."""
+        if self._last is None or self._last[0] is not params:
+            blob = params_to_bytes(params)
+            self._last = (params, blob, hashlib.sha256(blob).hexdigest())
+        return self._last[1], self._last[2]
+
     def ask_all(self, task_id: str, kind: str, body: dict, blob: bytes | None, site_ids: Sequence[str] | None = None,
-                quorum: int | None = None, per_site: Mapping[str, dict] | None = None) -> dict:
+                quorum: int | None = None, per_site: Mapping[str, dict] | None = None, digest: str | None = None) -> dict:
         """Ask the sites one JSON question (with `blob` to download; `per_site` adds each site's own
         part, such as its seed); their answers by site, in site order. `quorum` defaults to all."""
         sites = list(site_ids or self._sites)
         bodies = {sid: {"plan": self._plan, **body, **(per_site or {}).get(sid, {})} for sid in sites}
-        task = self._board.ask(Task(task_id, kind, self._round, bodies, blob),
+        task = self._board.ask(Task(task_id, kind, self._round, bodies, blob, digest=digest),
                                self._timing.deadline, len(sites) if quorum is None else quorum)
         return {sid: task.answers[sid] for sid in sites if sid in task.answers}
 
