@@ -43,19 +43,21 @@ _FLOOR_EPS = 1e-9
 # Flattening: every update becomes one float64 row, in the order of the names of ctx.params.
 
 
-def _flatten(grad: Mapping[str, np.ndarray], like: Mapping[str, np.ndarray], site_id: str) -> np.ndarray:
-    parts = []
+def _check_layout(grad: Mapping[str, np.ndarray], like: Mapping[str, np.ndarray], site_id: str) -> None:
     for name, ref in like.items():
         if name not in grad:
             raise ParamsError(f"update from site '{site_id}' lacks array '{name}'")
-        arr = np.asarray(grad[name])
-        if arr.shape != ref.shape:
-            raise ParamsError(f"update from site '{site_id}' array '{name}' has shape {arr.shape}; "
-                              f"expected {ref.shape}")
-        parts.append(arr.astype(np.float64, copy=False).ravel())
+        shape = np.shape(grad[name])
+        if shape != ref.shape:
+            raise ParamsError(f"update from site '{site_id}' array '{name}' has shape {shape}; expected {ref.shape}")
     extra = [k for k in grad if k not in like]
     if extra:
         raise ParamsError(f"update from site '{site_id}' holds unexpected array '{extra[0]}'")
+
+
+def _flatten(grad: Mapping[str, np.ndarray], like: Mapping[str, np.ndarray], site_id: str) -> np.ndarray:
+    _check_layout(grad, like, site_id)
+    parts = [np.asarray(grad[name]).astype(np.float64, copy=False).ravel() for name in like]
     return np.concatenate(parts) if parts else np.zeros(0, np.float64)
 
 
@@ -404,12 +406,28 @@ def update_report(updates: Iterable[Update], aggregate: Mapping[str, np.ndarray]
     """{site_id: {"norm": ‖g‖, "cosine": cos(g, aggregate)}} for the anomaly report: a hostile or
     broken site shows up as an outlying norm or a low or negative cosine. Cosine is 0.0 when either
     vector is zero. Streams: one update at a time."""
-    a = _flatten(aggregate, aggregate, "aggregate")
-    a_norm = float(np.linalg.norm(a))
+    a_norm = float(np.sqrt(_dot(aggregate, aggregate, aggregate, "aggregate")))
     out: dict[str, dict[str, float]] = {}
     for update in updates:
-        g = _flatten(update.grad, aggregate, update.site_id)
-        g_norm = float(np.linalg.norm(g))
-        cosine = float(np.dot(g, a) / (g_norm * a_norm)) if g_norm > 0 and a_norm > 0 else 0.0
+        _check_layout(update.grad, aggregate, update.site_id)
+        g_norm = float(np.sqrt(_dot(update.grad, update.grad, aggregate, update.site_id)))
+        g_dot_a = _dot(update.grad, aggregate, aggregate, update.site_id)
+        cosine = float(g_dot_a / (g_norm * a_norm)) if g_norm > 0 and a_norm > 0 else 0.0
         out[update.site_id] = {"norm": g_norm, "cosine": cosine}
     return out
+
+
+_CHUNK = 1 << 16
+
+
+def _dot(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], like: Mapping[str, np.ndarray],
+         site_id: str) -> float:
+    """Σ x·y over the model's arrays in float64, a chunk at a time: the report runs every round on
+    model-sized updates, and one float64 copy of a whole update per product costs more than the
+    products themselves."""
+    total = 0.0
+    for name in like:
+        xs, ys = np.asarray(x[name]).ravel(), np.asarray(y[name]).ravel()
+        for i in range(0, xs.size, _CHUNK):
+            total += float(np.dot(xs[i:i + _CHUNK].astype(np.float64), ys[i:i + _CHUNK].astype(np.float64)))
+    return total
