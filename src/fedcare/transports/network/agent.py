@@ -356,5 +356,10 @@ def describe(plan: dict, site_id: str) -> str:
                      f"batch {c['batch_size']}, optimizer {c['optimizer']}, personalization {c['personalization']}")
         if c.get("dp_epsilon") is not None:
             lines.append(f"  record-level DP: ε ≤ {c['dp_epsilon']}, δ = {c['dp_delta']}")
-    lines.append("  sends: model updates and scalar metrics only")
+        if c.get("site_dp_epsilon") is not None:
+            lines.append(f"  site-level DP: ε ≤ {c['site_dp_epsilon']}, δ = {c['site_dp_delta']}")
+    if c.get("secure_aggregation"):
+        lines.append("  sends: its update masked (the coordinator can only recover the sum) and scalar metrics")
+    else:
+        lines.append("  sends: model updates and scalar metrics only")
     return "\n".join(lines)
