@@ -91,6 +91,12 @@ class Deployment:
                                   str(self.pki / "sites" / f"{site}.json"), "--dataset", "heart-disease",
                                   "--state", str(self.root / "agents" / site), *extra], stdin=stdin)
 
+    def start_all(self) -> None:
+        """The coordinator, started with the run under way, and one agent per site."""
+        self.start_coordinator("--start")
+        for site in self.sites:
+            self.start_agent(site)
+
     def status(self) -> dict:
         return self.client.get("/v1/status").json()
 

@@ -47,9 +47,7 @@ def _federated_rows(run_dir) -> list[dict]:
 def test_tls_run_equals_the_simulation(deployment, tmp_path):
     config = {**BASE, "personalization": "finetune", "finetune_epochs": 2}
     d = deployment(config)
-    d.start_coordinator("--start")
-    for site in HEART_SITES:
-        d.start_agent(site)
+    d.start_all()
     status = d.wait_completed()
     run_dir = d.run_dir(status)
     net = json.loads((run_dir / "summary.json").read_text())
@@ -69,9 +67,7 @@ def test_tls_run_equals_the_simulation(deployment, tmp_path):
 def test_secure_aggregation_over_the_network_equals_the_simulation(deployment, tmp_path):
     config = {**BASE, "rounds": 3, "secure_aggregation": True, "secagg_max_dropouts": 1, "baselines": False}
     d = deployment(config)
-    d.start_coordinator("--start")
-    for site in HEART_SITES:
-        d.start_agent(site)
+    d.start_all()
     status = d.wait_completed()
     net = json.loads((d.run_dir(status) / "summary.json").read_text())
     sim = _simulated(tmp_path, config)
@@ -86,9 +82,7 @@ def test_secure_aggregation_over_the_network_equals_the_simulation(deployment, t
 def test_site_level_dp_noise_added_by_the_sites_over_the_network(deployment, tmp_path):
     config = {**BASE, "rounds": 2, "secure_aggregation": True, "site_dp_epsilon": 20.0, "baselines": False}
     d = deployment(config)
-    d.start_coordinator("--start")
-    for site in HEART_SITES:
-        d.start_agent(site)
+    d.start_all()
     status = d.wait_completed()
     net = json.loads((d.run_dir(status) / "summary.json").read_text())
     sim = _simulated(tmp_path, config)
@@ -139,9 +133,7 @@ def test_without_quorum_the_run_pauses_and_a_restarted_site_rejoins(deployment):
 def test_coordinator_killed_and_restarted_resumes_without_losing_a_round(deployment, tmp_path):
     config = {**BASE, "rounds": 25, "local_epochs": 2, "baselines": False}
     d = deployment(config)
-    d.start_coordinator("--start")
-    for site in HEART_SITES:
-        d.start_agent(site)
+    d.start_all()
     before = d.wait_for(lambda s: len(s.get("rounds", [])) >= 3, what="three rounds")
     d.kill("coordinator")
     d.start_coordinator()  # no --start: it finds the interrupted run and resumes it
