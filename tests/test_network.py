@@ -231,3 +231,21 @@ def test_agent_and_coordinator_errors_are_one_line(tmp_path):
     init_authority(tmp_path / "pki")
     nosites = run_cli("coordinator", "--config", "f.yaml", "--credentials", "pki", cwd=tmp_path)
     assert nosites.returncode == 2 and "no sites" in nosites.stderr and nosites.stderr.count("\n") == 1
+
+
+def test_admin_stops_a_run_and_the_agents_are_told(deployment, tmp_path):
+    from conftest import run_cli
+
+    d = deployment({**BASE, "rounds": 2})
+    d.start_coordinator("--start")
+    agent = d.start_agent("va")  # the others never come: the run waits for them
+    d.wait_for(lambda s: (s.get("open_task") or {}).get("id") == "prepare.1", what="data preparation")
+    admin = ["--coordinator", d.url, "--credential", str(d.pki / "admin.json")]
+    site_token = ["--coordinator", d.url, "--credential", str(d.pki / "sites" / "va.json")]
+    refused = run_cli("admin", "stop", *site_token, cwd=tmp_path)  # a site's credential is no admin's
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    stopped = run_cli("admin", "stop", *admin, cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    status = d.wait_for(lambda s: s["status"] == "stopped", what="the run to stop")
+    assert status["reason"] == "stopped by the admin"
+    assert agent.wait(timeout=60) == 0 and "run over: stopped" in d.log("va")
