@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from fedcare.core.errors import ParamsError
+from fedcare.core.errors import FedcareError, ParamsError
 from fedcare.core.serialization import update_from_bytes
 from fedcare.transports.network.board import Board, Refused
 from fedcare.transports.network.secure import ANSWERS, check_answer
@@ -72,22 +72,19 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
     Token = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
     def site(request: Request, token: Token) -> str:
-        site_id = control_site(token)
-        request.state.site_id = site_id
-        control.store.seen(site_id)
-        return site_id
-
-    def control_site(token: HTTPAuthorizationCredentials | None) -> str:
-        site_id = credentials.site_for(token.credentials) if token else None
+        """The authenticated site: its token's owner, if that site takes part in the federation."""
+        site_id = _registry(credentials.site_for, token.credentials) if token else None
         if site_id is None:
             raise Refused(401, "unknown or revoked site credential; ask the coordinator's operator for one "
                                "(fedcare certs site NAME)")
+        request.state.site_id = site_id
         if site_id not in control.participants():
             raise Refused(403, f"site '{site_id}' is not taking part in this federation")
+        control.store.seen(site_id)
         return site_id
 
     def admin(token: Token) -> None:
-        if token is None or not credentials.is_admin(token.credentials):
+        if token is None or not _registry(credentials.is_admin, token.credentials):
             raise Refused(401, "admin credential required (the token in admin.json from fedcare certs init)")
 
     Site = Annotated[str, Depends(site)]
@@ -181,6 +178,15 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
         return control.store.audit_log(limit)
 
     return app
+
+
+def _registry(lookup, token: str):
+    """A credential lookup; a registry file the operator broke is the coordinator's fault (503), and
+    no token is accepted until it is fixed."""
+    try:
+        return lookup(token)
+    except FedcareError as exc:
+        raise Refused(503, f"the coordinator cannot read its credential registry ({exc}); its operator must fix it") from None
 
 
 async def _read(request: Request, limit: int) -> bytes:
