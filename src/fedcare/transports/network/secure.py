@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fedcare.algorithms.secagg import (KeyAdvert, MaskedInput, SealedShares, SecAggError, UnmaskRequest,
                                        UnmaskResponse, decode_message)
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
-from fedcare.core.serialization import params_to_bytes
-from fedcare.transports.network.board import Board, Refused, Task
+from fedcare.transports.network.board import Refused
 from fedcare.transports.secure import Layout, SecureCoordinatorRound, SecureFitResult, SecurePlan
 
 ANSWERS = {  # task kind -> the fields of a site's answer and the message type each must decode to
@@ -58,38 +57,34 @@ def check_answer(kind: str, value: Mapping) -> None:
             raise Refused(422, f"'{name}' is not a valid {getattr(expected, '__name__', 'message')} ({exc})") from None
 
 
+Ask = Callable[..., dict]
+"""NetworkTransport.ask_all: one task to some sites, their answers by site in site order."""
+
+
 class SecureRounds:
     """NetworkTransport's fit when secure aggregation is on."""
 
-    def __init__(self, board: Board, plan: SecurePlan, deadline: float, min_sites: int):
-        self._board, self._plan, self._deadline, self._min_sites = board, plan, deadline, min_sites
-        self.bytes = 0
-        self._plan_body: dict = {}
+    def __init__(self, ask: Ask, plan: SecurePlan, min_sites: int):
+        self._ask, self._plan, self._min_sites = ask, plan, min_sites
+        self.bytes = 0  # the protocol's own messages (the broadcast is the transport's)
 
-    def _ask(self, task: Task, quorum: int) -> Task:
-        return self._board.ask(task, self._deadline, quorum)
-
-    def fit(self, params: Params, message: Params, requests: Mapping[str, FitRequest], plan_body: dict) -> SecureFitResult:
-        blob = params_to_bytes(message)
-        self.bytes += len(blob) * len(requests)
+    def fit(self, params: Params, requests: Mapping[str, FitRequest], blob: bytes, digest: str) -> SecureFitResult:
         rnd = next(iter(requests.values())).round
         coordinator = SecureCoordinatorRound(rnd, Layout.of(params, self._plan.extras()), self._plan, len(requests))
         quorum = max(coordinator.threshold, min(self._min_sites, len(requests)))
-        secure = self._plan.to_json()
-        bodies = {sid: {"plan": plan_body, "request": req.to_json(), "secure": secure} for sid, req in requests.items()}
-        task = self._ask(Task(f"{rnd}.fit", "secure-fit", rnd, bodies, blob, message), quorum)
+        answers = self._ask(f"{rnd}.fit", "secure-fit", {"secure": self._plan.to_json()}, blob, list(requests),
+                            quorum, per_site={sid: {"request": req.to_json()} for sid, req in requests.items()},
+                            digest=digest)
         refused: dict[str, str] = {}
         keyed = []
         for sid in requests:
-            answer = task.answers.get(sid)
+            answer = answers.get(sid)
             if isinstance(answer, dict) and "advert" in answer:
                 coordinator.receive_keys(self._take(answer["advert"]))
                 keyed.append(sid)
-            else:
-                refused[sid] = (answer if isinstance(answer, str) else
-                                task.refusals.get(sid, "no answer before the round's deadline"))
+            else:  # declined (and said why), or silent
+                refused[sid] = answer if isinstance(answer, str) else "no answer before the round's deadline"
         roster = coordinator.roster()  # fewer than the threshold: a one-line SecAggError
-        self._plan_body = plan_body
         shared = self._step(rnd, "share", keyed, {sid: {"roster": b64(roster)} for sid in keyed}, coordinator.threshold,
                             refused, "no key shares before the deadline")
         for answer in shared.values():
@@ -110,12 +105,11 @@ class SecureRounds:
               refused: dict[str, str], missing: str) -> dict[str, dict]:
         for body in bodies.values():
             self.bytes += sum(len(v) * 3 // 4 for v in body.values())
-        bodies = {sid: {"plan": self._plan_body, **body} for sid, body in bodies.items()}
-        task = self._ask(Task(f"{rnd}.secure.{step}", f"secure-{step}", rnd, bodies), quorum)
+        answers = self._ask(f"{rnd}.secure.{step}", f"secure-{step}", {}, None, sites, quorum, per_site=bodies)
         for sid in sites:
-            if sid not in task.answers:
+            if sid not in answers:
                 refused[sid] = missing
-        return {sid: task.answers[sid] for sid in sites if sid in task.answers}
+        return answers
 
     def _take(self, text: str) -> bytes:
         blob = unb64(text)

@@ -30,7 +30,7 @@ class NetworkTransport:
     def __init__(self, board: Board, site_ids: Sequence[str], timing: Timing, plan: dict, bytes_sent: int = 0,
                  secure: SecurePlan | None = None):
         self._board = board
-        self._secure = None if secure is None else SecureRounds(board, secure, timing.deadline, timing.min_sites)
+        self._secure = None if secure is None else SecureRounds(self.ask_all, secure, timing.min_sites)
         self._sites = list(site_ids)
         self._timing = timing
         self._plan = plan  # the declarative run plan every task carries (model, recipe): data, never code
@@ -48,14 +48,12 @@ class NetworkTransport:
 
     def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
         message = {**params, **extras} if extras else params
-        if self._secure is not None:  # four tasks per round; the coordinator only ever holds the sum
-            self._round = next(iter(requests.values())).round
-            self._evaluations = 0
-            return self._secure.fit(params, message, requests, self._plan)
         blob, digest = self.params_bytes(message)
         self._bytes += len(blob) * len(requests)
         self._round = next(iter(requests.values())).round
         self._evaluations = 0
+        if self._secure is not None:  # four tasks per round; the coordinator only ever holds the sum
+            return self._secure.fit(params, requests, blob, digest)
         bodies = {sid: {"plan": self._plan, "request": req.to_json()} for sid, req in requests.items()}
         task = self._board.ask(Task(f"{self._round}.fit", "fit", self._round, bodies, blob, message, digest),
                                self._timing.deadline, min(self._timing.min_sites, len(requests)))
@@ -92,7 +90,7 @@ class NetworkTransport:
                 quorum: int | None = None, per_site: Mapping[str, dict] | None = None, digest: str | None = None) -> dict:
         """Ask the sites one JSON question (with `blob` to download; `per_site` adds each site's own
         part, such as its seed); their answers by site, in site order. `quorum` defaults to all."""
-        sites = list(site_ids or self._sites)
+        sites = list(self._sites if site_ids is None else site_ids)
         bodies = {sid: {"plan": self._plan, **body, **(per_site or {}).get(sid, {})} for sid in sites}
         task = self._board.ask(Task(task_id, kind, self._round, bodies, blob, digest=digest),
                                self._timing.deadline, len(sites) if quorum is None else quorum)
