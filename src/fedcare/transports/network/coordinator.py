@@ -10,6 +10,7 @@ reply to a task they already answered, so a round is never trained twice).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -100,10 +101,6 @@ class Coordinator:
                 "sites": self.participants(), "open_task": self.board.open_task(),
                 "rounds": self.store.rounds(latest["run_id"])}
 
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
     # ----- the run ------------------------------------------------------------------------------
 
     def _launch(self, run_id: str, resume: bool) -> None:
@@ -155,7 +152,7 @@ class Coordinator:
                 return {sid: a.get("answer") for sid, a in answers.items()}
 
             prepared = prepare(data_spec(cfg), sites, ask)
-            self.store.save_prepared(run_id, _prepared_dict(prepared))
+            self.store.save_prepared(run_id, dataclasses.asdict(prepared))
         plan = plan_federation(cfg, prepared.task, len(prepared.classes), len(prepared.feature_names), sites)
         initial = get_params(plan.new_model())
         loaded = checkpoints.load([]) if resume else None
@@ -210,7 +207,3 @@ class Coordinator:
 def _metric(answers: dict, split: str) -> dict:
     return {sid: a["metrics"][split] for sid, a in answers.items() if split in a.get("metrics", {})}
 
-
-def _prepared_dict(prepared: PreparedDataset) -> dict:
-    return {"name": prepared.name, "task": prepared.task, "feature_names": list(prepared.feature_names),
-            "classes": list(prepared.classes), "preprocessing": prepared.preprocessing}
