@@ -142,7 +142,7 @@ def test_rerun_from_written_config(tmp_path):
     """config.yaml alone reproduces a run."""
     first = fedcare.simulate(out=str(tmp_path / "first"), rounds=3, algorithm="fedsgd", lr=0.3, seed=3)
     again = fedcare.simulate(first.path / "config.yaml", out=str(tmp_path / "again"))
-    assert again.config.algorithm == "fedsgd" and again.config.lr == 0.3 and again.config.seed == 3
+    assert again.config.algorithm.name == "fedsgd" and again.config.training.lr == 0.3 and again.config.run.seed == 3
     assert summary_without_wall(first.path) == summary_without_wall(again.path)
     assert_params_equal(first.global_params, again.global_params)
 
@@ -175,7 +175,7 @@ def test_yaml_data_paths_are_relative_to_the_yaml_file(tmp_path, monkeypatch):
         "baselines": False, "out": str(tmp_path / "run")}))
     monkeypatch.chdir(tmp_path)
     run = fedcare.simulate("study/exp.yaml")
-    assert run.config.data == (str((project / "cohort.csv").resolve()),)
+    assert run.config.data.files == (str((project / "cohort.csv").resolve()),)
     assert list(run.summary["federated"]["sites"]) == ["H1", "H2", "H3"]
     override = fedcare.simulate(project / "exp.yaml", rounds=1, out=str(tmp_path / "run1"))
     assert override.summary["rounds"] == 1  # keyword overrides win over the file
@@ -365,7 +365,7 @@ def test_simulate_accepts_pathlib_paths(tmp_path, cohort_csv):
     run = fedcare.simulate(data=cohort_csv, label="y", site="hospital", drop=["patient_id"],
                            out=tmp_path / "run", rounds=1, baselines=False)
     assert (tmp_path / "run" / "summary.json").is_file()
-    assert run.config.data == (str(cohort_csv.resolve()),)
+    assert run.config.data.files == (str(cohort_csv.resolve()),)
 
 
 def test_unknown_site_in_site_weights_is_refused(tmp_path):

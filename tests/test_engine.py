@@ -193,7 +193,7 @@ def test_bytes_sent_grows_linearly_with_rounds(tmp_path):
 def test_engine_settings_defaults_are_the_config_defaults():
     """EngineSettings defaults mirror FederationConfig so engines built by hand behave like simulate."""
     cfg = resolve_config({})
-    s = EngineSettings(rounds=cfg.rounds)
+    s = EngineSettings(rounds=cfg.algorithm.rounds)
+    t, a = cfg.training, cfg.algorithm
     assert (s.local_epochs, s.lr, s.batch_size, s.optimizer, s.fraction, s.min_sites, s.patience, s.seed) == \
-        (cfg.local_epochs, cfg.lr, cfg.batch_size, cfg.optimizer, cfg.fraction, cfg.min_sites, cfg.patience,
-         cfg.seed)
+        (t.local_epochs, t.lr, t.batch_size, t.optimizer, a.fraction, a.min_sites, a.patience, cfg.run.seed)

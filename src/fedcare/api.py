@@ -17,7 +17,7 @@ from fedcare.algorithms.recipes import AggregationSpec, Algorithm, build_algorit
 from fedcare.algorithms.strategy import replace_aggregator
 from fedcare.core.errors import ConfigError
 from fedcare.checkpoints import Checkpoints
-from fedcare.core.config import FederationConfig, load_config, make_config
+from fedcare.core.config import FederationConfig, load_config, resolve_config
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
 from fedcare.data import DataSpec, FederatedDataset, load_dataset
@@ -56,21 +56,8 @@ class Run:
     history: list[RoundRecord] = field(default_factory=list)
 
 
-def resolve_config(config: FederationConfig | Mapping | str | Path | None, **overrides: object) -> FederationConfig:
-    """Accept a config object, a dict of keys, or a YAML path; keyword overrides win."""
-    if isinstance(config, (str, Path)):
-        return load_config(config, overrides)
-    if isinstance(config, FederationConfig):
-        return make_config({**config.model_dump(), **overrides}) if overrides else config
-    return make_config({**dict(config or {}), **overrides})
-
-
 def data_spec(cfg: FederationConfig) -> DataSpec:
-    return DataSpec(dataset=cfg.dataset, data=cfg.data, site=cfg.site, label=cfg.label, time=cfg.time,
-                    event=cfg.event, task=cfg.task,
-                    drop=cfg.drop, categorical=cfg.categorical, test_fraction=cfg.test_fraction,
-                    split_seed=cfg.split_seed, val_fraction=cfg.val_fraction, partition=cfg.partition,
-                    num_sites=cfg.num_sites, alpha=cfg.alpha, partition_seed=cfg.partition_seed)
+    return cfg.data
 
 
 @dataclass
@@ -103,38 +90,38 @@ class Plan:
 def plan_federation(cfg: FederationConfig, task_kind: str, num_classes: int, num_features: int,
                     site_ids: Sequence[str], *, model_factory: ModelFactory | None = None,
                     aggregator: object | None = None) -> Plan:
-    unknown = sorted(set(cfg.site_weights) - set(site_ids))
+    unknown = sorted(set(cfg.algorithm.site_weights) - set(site_ids))
     if unknown:
         raise ConfigError(f"site_weights names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.training.threads)
     task = Task(task_kind, num_classes=max(2, num_classes))
-    factory = model_factory or ModelSpec(cfg.model, cfg.hidden, cfg.batch_norm).build
+    factory = model_factory or ModelSpec(cfg.model.name, cfg.model.hidden, cfg.model.batch_norm).build
 
     def new_model():
-        return initial_model(factory, num_features, task.num_outputs, cfg.seed)
+        return initial_model(factory, num_features, task.num_outputs, cfg.run.seed)
 
-    aggregation = AggregationSpec(cfg.aggregator, cfg.trim_beta, cfg.krum_f, cfg.krum_m, cfg.clip_tau, cfg.norm_bound)
-    algorithm = build_algorithm(cfg.algorithm, lr=cfg.lr, server_lr=cfg.server_lr,
-                                server_momentum=cfg.server_momentum, weighting=cfg.weighting,
-                                site_weights=cfg.site_weights, aggregation=aggregation, prox_mu=cfg.prox_mu,
+    aggregation = AggregationSpec(cfg.robustness.aggregator, cfg.robustness.trim_beta, cfg.robustness.krum_f, cfg.robustness.krum_m, cfg.robustness.clip_tau, cfg.robustness.norm_bound)
+    algorithm = build_algorithm(cfg.algorithm.name, lr=cfg.training.lr, server_lr=cfg.algorithm.server_lr,
+                                server_momentum=cfg.algorithm.server_momentum, weighting=cfg.algorithm.weighting,
+                                site_weights=cfg.algorithm.site_weights, aggregation=aggregation, prox_mu=cfg.algorithm.prox_mu,
                                 num_sites=len(site_ids))
-    if cfg.dp_epsilon is not None and (algorithm.site_mode != "local_epochs" or algorithm.scaffold
-                                       or algorithm.prox_mu or cfg.personalization == "fedrep"
-                                       or cfg.optimizer != "sgd"):
+    if cfg.privacy.dp_epsilon is not None and (algorithm.site_mode != "local_epochs" or algorithm.scaffold
+                                       or algorithm.prox_mu or cfg.personalization.mode == "fedrep"
+                                       or cfg.training.optimizer != "sgd"):
         raise ConfigError("record-level DP (dp_epsilon) trains with plain DP-SGD local epochs: use fedavg, cyclic "
                           "or an adaptive server optimizer, optimizer sgd, and no fedprox, fedrep or scaffold")
-    if algorithm.scaffold and cfg.optimizer != "sgd":
+    if algorithm.scaffold and cfg.training.optimizer != "sgd":
         raise ConfigError("scaffold corrects plain SGD steps; use optimizer sgd (not adam)")
-    if algorithm.scaffold and cfg.personalization != "none":
+    if algorithm.scaffold and cfg.personalization.mode != "none":
         raise ConfigError("scaffold does not combine with personalization; use personalization none")
-    algorithm = replace(algorithm, personalization=cfg.personalization, ditto_lambda=cfg.ditto_lambda,
-                        dp_epsilon=cfg.dp_epsilon, dp_delta=cfg.dp_delta, dp_clip=cfg.dp_clip)
+    algorithm = replace(algorithm, personalization=cfg.personalization.mode, ditto_lambda=cfg.personalization.ditto_lambda,
+                        dp_epsilon=cfg.privacy.dp_epsilon, dp_delta=cfg.privacy.dp_delta, dp_clip=cfg.privacy.dp_clip)
     if aggregator is not None:
         algorithm = replace(algorithm, strategy=replace_aggregator(algorithm.strategy, aggregator))
     algorithm, secure = _site_privacy(cfg, algorithm, site_ids, aggregator)
-    settings = EngineSettings(rounds=cfg.rounds, local_epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                              optimizer=cfg.optimizer, fraction=cfg.fraction, min_sites=cfg.min_sites,
-                              patience=cfg.patience, seed=cfg.seed, metric=task.headline)
+    settings = EngineSettings(rounds=cfg.algorithm.rounds, local_epochs=cfg.training.local_epochs, lr=cfg.training.lr, batch_size=cfg.training.batch_size,
+                              optimizer=cfg.training.optimizer, fraction=cfg.algorithm.fraction, min_sites=cfg.algorithm.min_sites,
+                              patience=cfg.algorithm.patience, seed=cfg.run.seed, metric=task.headline)
     return Plan(task, algorithm, settings, new_model, secure)
 
 
@@ -157,49 +144,49 @@ def _site_privacy(cfg: FederationConfig, algorithm: Algorithm, site_ids: Sequenc
     (DP-FedAvg at the coordinator, or the mean of the secure sum of what the sites clipped, noised
     and masked) with its accountant and budget, and the secure-aggregation runner for the transport.
     The noise is calibrated here, before the first round, for the planned rounds."""
-    if cfg.site_dp_epsilon is None and not cfg.secure_aggregation:
+    if cfg.privacy.site_dp_epsilon is None and not cfg.privacy.secure_aggregation:
         return algorithm, None
     if aggregator is not None:
         raise ConfigError("a custom aggregator cannot run with site-level DP or secure aggregation, "
                           "which bring their own mean; drop the aggregator argument")
     per_round = _sites_per_round(cfg, len(site_ids))
     dp = accountant = None
-    if cfg.site_dp_epsilon is not None:
-        dp, accountant = calibrate_site_dp(cfg.site_dp_epsilon, cfg.site_dp_delta, cfg.site_dp_clip,
-                                           cfg.site_dp_clip_quantile, len(site_ids), per_round, cfg.rounds)
+    if cfg.privacy.site_dp_epsilon is not None:
+        dp, accountant = calibrate_site_dp(cfg.privacy.site_dp_epsilon, cfg.privacy.site_dp_delta, cfg.privacy.site_dp_clip,
+                                           cfg.privacy.site_dp_clip_quantile, len(site_ids), per_round, cfg.algorithm.rounds)
     secure = None
-    if cfg.secure_aggregation:
-        check_threshold(per_round, cfg.secagg_max_dropouts)
-        plan = SecurePlan(cfg.secagg_max_dropouts, cfg.weighting, dict(cfg.site_weights), dp, noise_seed=cfg.seed)
+    if cfg.privacy.secure_aggregation:
+        check_threshold(per_round, cfg.privacy.secagg_max_dropouts)
+        plan = SecurePlan(cfg.privacy.secagg_max_dropouts, cfg.algorithm.weighting, dict(cfg.algorithm.site_weights), dp, noise_seed=cfg.run.seed)
         secure, mean = SecureAggregation(plan), secure_mean(dp)
     else:
         assert dp is not None
         mean = dp.central()
     if dp is not None and accountant is not None:
-        mean = site_level_dp(mean, dp, accountant, cfg.site_dp_epsilon)
+        mean = site_level_dp(mean, dp, accountant, cfg.privacy.site_dp_epsilon)
     return replace(algorithm, strategy=replace_aggregator(algorithm.strategy, mean)), secure
 
 
 def _sites_per_round(cfg: FederationConfig, num_sites: int) -> int:
     """How many sites the engine selects each round (a fixed number: what the accountant samples)."""
-    return len(select_sites([str(i) for i in range(num_sites)], cfg.fraction, cfg.min_sites,
+    return len(select_sites([str(i) for i in range(num_sites)], cfg.algorithm.fraction, cfg.algorithm.min_sites,
                             np.random.default_rng(0)))
 
 
 def attacker_ids(cfg: FederationConfig, sizes: Mapping[str, int]) -> list[str]:
     """The attacking sites: the K sites with the most training rows (the worst case for an
     example-weighted mean; ties in site order), or the ids the config names."""
-    if cfg.attack is None:
+    if cfg.robustness.attack is None:
         return []
     site_ids = list(sizes)
-    if isinstance(cfg.attackers, int):
-        if cfg.attackers >= len(site_ids):
-            raise ConfigError(f"attackers={cfg.attackers} leaves no honest site among {len(site_ids)}")
-        return sorted(site_ids, key=lambda s: -sizes[s])[:cfg.attackers]
-    unknown = [a for a in cfg.attackers if a not in site_ids]
+    if isinstance(cfg.robustness.attackers, int):
+        if cfg.robustness.attackers >= len(site_ids):
+            raise ConfigError(f"attackers={cfg.robustness.attackers} leaves no honest site among {len(site_ids)}")
+        return sorted(site_ids, key=lambda s: -sizes[s])[:cfg.robustness.attackers]
+    unknown = [a for a in cfg.robustness.attackers if a not in site_ids]
     if unknown:
         raise ConfigError(f"attackers names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
-    return list(cfg.attackers)
+    return list(cfg.robustness.attackers)
 
 
 def _attacked(cfg: FederationConfig, dataset: FederatedDataset, task: Task, sites: list[LocalSite],
@@ -212,12 +199,12 @@ def _attacked(cfg: FederationConfig, dataset: FederatedDataset, task: Task, site
     for sd, site in zip(dataset.sites, sites, strict=True):
         if site.site_id not in hostile:
             out.append(site)
-        elif cfg.attack == "label-flip":
+        elif cfg.robustness.attack == "label-flip":
             splits = _splits(sd)
             splits["train"] = (sd.x_train, flip_labels(sd.y_train, task.kind, task.num_classes))
             out.append(LocalSite(sd.site_id, task, new_model(), splits))
         else:
-            out.append(AttackedSite(site, attack(cfg.attack, [site.site_id], cfg.attack_scale, cfg.seed)))
+            out.append(AttackedSite(site, attack(cfg.robustness.attack, [site.site_id], cfg.robustness.attack_scale, cfg.run.seed)))
     return out
 
 
@@ -252,7 +239,7 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
 def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory | None, aggregator: object | None,
              progress: Progress | None, resume: bool) -> Run:
     dataset = load_dataset(data_spec(cfg))
-    cfg = cfg.model_copy(update={"data": tuple(str(Path(p).resolve()) for p in cfg.data)})  # re-runnable anywhere
+    cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files])  # re-runnable anywhere
     fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
     folder = RunFolder(cfg.run_dir)
     checkpoints = Checkpoints(cfg.run_dir)
@@ -277,8 +264,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
             progress("federated", record)
 
     def on_checkpoint(checkpoint) -> None:
-        last = checkpoint.round == cfg.rounds
-        if cfg.checkpoint_every and (checkpoint.round % cfg.checkpoint_every == 0 or last):
+        last = checkpoint.round == cfg.algorithm.rounds
+        if cfg.run.checkpoint_every and (checkpoint.round % cfg.run.checkpoint_every == 0 or last):
             checkpoints.save(checkpoint, {sid: site.site_state() for sid, site in sites.items()}, pending)
         rows.extend(pending)
         pending.clear()
@@ -293,18 +280,18 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     history = result.history
     run = Run(cfg.run_dir, cfg, {}, result.params, history=history)
     per_model = {"federated": _test_metrics(federation, result.params)}
-    if cfg.personalization != "none":
+    if cfg.personalization.mode != "none":
         personal = personalize(fed, result.params)
         run.site_params = personal
         scores = {sid: site.evaluate(personal[sid], ["val", "test"]) for sid, site in sites.items()}
         per_model["personalized"] = {sid: m["test"] for sid, m in scores.items()}
         run.personal_val_score = mean_metric(scores, "val", fed.task.headline)
-    if cfg.baselines:
+    if cfg.run.baselines:
         rows += _baselines(fed, federation, engine, run, per_model)
     facts = RunFacts(dataset.name, dataset.task, tuple(dataset.feature_names), dataset.preprocessing,
                      {sd.site_id: {"train": len(sd.y_train), "val": len(sd.y_val), "test": len(sd.y_test)}
                       for sd in dataset.sites})
-    aggregator_name = cfg.aggregator if aggregator is None else type(aggregator).__name__
+    aggregator_name = cfg.robustness.aggregator if aggregator is None else type(aggregator).__name__
     run.summary = summarize(cfg, facts, result, per_model, rows, bytes_sent, started, aggregator_name,
                             attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}))
     write_run(folder, cfg, facts, run.summary, rows, result.params, run.site_params)
@@ -330,17 +317,17 @@ def summarize(cfg: FederationConfig, facts: RunFacts, result: EngineResult, per_
     return {
         "dataset": facts.name,
         "task": facts.task,
-        "algorithm": cfg.algorithm,
+        "algorithm": cfg.algorithm.name,
         "rounds": result.rounds_run,
         "best_round": result.best_round,
         "stopped_early": result.stopped_early,
         "metric": metric,
-        "seed": cfg.seed,
+        "seed": cfg.run.seed,
         "num_features": len(facts.feature_names),
         "site_sizes": facts.site_sizes,
         **{name: block(values, metric) for name, values in per_model.items()},
         "aggregator": aggregator,
-        "attack": {"kind": cfg.attack, "sites": attacked},
+        "attack": {"kind": cfg.robustness.attack, "sites": attacked},
         "anomalies": flagged_sites(_anomalies(rows)),
         "bytes_sent": bytes_sent,
         "privacy": _privacy(cfg, rows),
@@ -352,10 +339,10 @@ def summarize(cfg: FederationConfig, facts: RunFacts, result: EngineResult, per_
 def write_run(folder: RunFolder, cfg: FederationConfig, facts: RunFacts, summary: dict, rows: list[dict],
               global_params: Params, site_params: Mapping[str, Params]) -> None:
     folder.write_metrics(rows)
-    folder.write_global(global_params, {"dataset": facts.name, "algorithm": cfg.algorithm,
+    folder.write_global(global_params, {"dataset": facts.name, "algorithm": cfg.algorithm.name,
                                         "feature_names": list(facts.feature_names)})
     for sid, params in site_params.items():
-        folder.write_site(sid, params, {"dataset": facts.name, "personalization": cfg.personalization})
+        folder.write_site(sid, params, {"dataset": facts.name, "personalization": cfg.personalization.mode})
     folder.write_summary(summary)
     folder.write_report(htmlreport.render(summary, rows))
 
@@ -366,7 +353,7 @@ def _privacy(cfg: FederationConfig, rows: list[dict]) -> dict:
     record, site = _record_spent(cfg, rows), _site_spent(cfg, rows)
     if site is None:
         block = record or {"epsilon": None, "delta": None}
-        return {**block, "secure_aggregation": True} if cfg.secure_aggregation else block
+        return {**block, "secure_aggregation": True} if cfg.privacy.secure_aggregation else block
     if record is None:
         return {"level": "site", **{k: site[k] for k in ("budget", "epsilon", "delta", "clip")}, "site": site}
     return {**record, "level": "record+site", "site": site}
@@ -374,30 +361,30 @@ def _privacy(cfg: FederationConfig, rows: list[dict]) -> dict:
 
 def _record_spent(cfg: FederationConfig, rows: list[dict]) -> dict | None:
     """Record-level ε spent by each site (its accountant's figure after its last round), and δ."""
-    if cfg.dp_epsilon is None:
+    if cfg.privacy.dp_epsilon is None:
         return None
     spent: dict[str, float] = {}
     for row in rows:
         if row["model"] == "federated" and row["split"] == "train" and "epsilon" in row:
             spent[row["site"]] = max(spent.get(row["site"], 0.0), row["epsilon"])
-    return {"level": "record", "budget": cfg.dp_epsilon, "delta": cfg.dp_delta, "clip": cfg.dp_clip,
+    return {"level": "record", "budget": cfg.privacy.dp_epsilon, "delta": cfg.privacy.dp_delta, "clip": cfg.privacy.dp_clip,
             "epsilon": max(spent.values()) if spent else 0.0, "epsilon_per_site": dict(sorted(spent.items()))}
 
 
 def _site_spent(cfg: FederationConfig, rows: list[dict]) -> dict | None:
     """Site-level ε after the last round (every round released counts, selected or not), the C of
     the last round, σ: from the figures the accountant wrote into the training rows."""
-    if cfg.site_dp_epsilon is None:
+    if cfg.privacy.site_dp_epsilon is None:
         return None
     last: dict = {}
     for row in rows:
         if row["model"] == "federated" and row["split"] == "train" and "site_epsilon" in row:
             if not last or row["round"] >= last["round"]:
                 last = row
-    return {"budget": cfg.site_dp_epsilon, "epsilon": last.get("site_epsilon", 0.0), "delta": cfg.site_dp_delta,
-            "clip": last.get("site_clip", cfg.site_dp_clip), "clip_quantile": cfg.site_dp_clip_quantile,
+    return {"budget": cfg.privacy.site_dp_epsilon, "epsilon": last.get("site_epsilon", 0.0), "delta": cfg.privacy.site_dp_delta,
+            "clip": last.get("site_clip", cfg.privacy.site_dp_clip), "clip_quantile": cfg.privacy.site_dp_clip_quantile,
             "noise_multiplier": last.get("site_noise_multiplier"), "rounds": last.get("round", 0),
-            "secure_aggregation": cfg.secure_aggregation, "accounting": SITE_ACCOUNTING}
+            "secure_aggregation": cfg.privacy.secure_aggregation, "accounting": SITE_ACCOUNTING}
 
 
 SITE_ACCOUNTING = ("dp_accounting RDP, replace-one relation, a fixed number of sites per round sampled "
@@ -439,8 +426,8 @@ def _baselines(fed: Federation, federation: SimulationTransport, engine: Callabl
 def baseline_algorithm(cfg: FederationConfig) -> Algorithm:
     """What the local and pooled baselines run: the run's algorithm on one site (SCAFFOLD with one
     site is FedAvg), without site weights, attacks or robust rules."""
-    return build_algorithm("fedavg" if cfg.algorithm == "scaffold" else cfg.algorithm, lr=cfg.lr,
-                           server_lr=cfg.server_lr, server_momentum=cfg.server_momentum, prox_mu=cfg.prox_mu)
+    return build_algorithm("fedavg" if cfg.algorithm.name == "scaffold" else cfg.algorithm.name, lr=cfg.training.lr,
+                           server_lr=cfg.algorithm.server_lr, server_momentum=cfg.algorithm.server_momentum, prox_mu=cfg.algorithm.prox_mu)
 
 
 def baseline_settings(settings: EngineSettings) -> EngineSettings:
@@ -449,8 +436,8 @@ def baseline_settings(settings: EngineSettings) -> EngineSettings:
 
 def personalize_request(cfg: FederationConfig, index: int) -> FitRequest:
     """The final local work that turns the global model into site `index`'s own."""
-    return FitRequest(cfg.rounds + 1, "local_epochs", cfg.finetune_epochs, cfg.lr, cfg.batch_size, cfg.optimizer,
-                      site_seed(cfg.seed, cfg.rounds + 1, index), 0.0, cfg.personalization, cfg.ditto_lambda)
+    return FitRequest(cfg.algorithm.rounds + 1, "local_epochs", cfg.personalization.finetune_epochs, cfg.training.lr, cfg.training.batch_size, cfg.training.optimizer,
+                      site_seed(cfg.run.seed, cfg.algorithm.rounds + 1, index), 0.0, cfg.personalization.mode, cfg.personalization.ditto_lambda)
 
 
 def _honest(sites: Sequence) -> dict[str, LocalSite]:

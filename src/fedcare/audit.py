@@ -100,8 +100,8 @@ def audit_membership(run_dir: str | Path, *, shadows: int = 4, seed: int = 0, mo
         attacks["shadow"][name] = shadow_attack(run, run.models[name], trained, name, members, held_out)
     result = {
         "dataset": run.dataset.name,
-        "algorithm": run.config.algorithm,
-        "personalization": run.config.personalization,
+        "algorithm": run.config.algorithm.name,
+        "personalization": run.config.personalization.mode,
         "models": names,
         "members": _count(members),
         "non_members": _count(non_members),
@@ -131,7 +131,7 @@ def load_run(run_dir: str | Path) -> AuditedRun:
     except ConfigError as exc:
         raise ConfigError(f"'{path / 'config.yaml'}' cannot be read by this fedcare version ({exc})") from None
     summary = _read_summary(path)
-    if cfg.task == "survival" or summary.get("task") == "survival":
+    if cfg.data.task == "survival" or summary.get("task") == "survival":
         raise ConfigError("the membership audit needs a per-patient loss; the Cox survival loss has none")
     dataset = load_dataset(data_spec(cfg))
     _check_same_data(dataset, summary)
@@ -173,7 +173,7 @@ def _load_models(path: Path, fed: Federation, dataset: FederatedDataset) -> dict
     ids = [sd.site_id for sd in dataset.sites]
     models = {"global": {sid: global_params[0] for sid in ids}}
     files = {sid: path / "sites" / f"{file_stem(sid)}.safetensors" for sid in ids}
-    if fed.config.personalization != "none" and all(f.is_file() for f in files.values()):
+    if fed.config.personalization.mode != "none" and all(f.is_file() for f in files.values()):
         models["personalized"] = {sid: _load(f, fed)[0] for sid, f in files.items()}
     return models
 
@@ -320,8 +320,8 @@ def _train_shadow(run: AuditedRun, inside: Rows, shadow_seed: int, personalized:
     """One shadow federation: the run's recipe on the shadow-in rows, as many rounds as gave the
     audited model, no DP, no simulated attackers, no early stopping, no evaluation rounds."""
     cfg = run.config
-    rounds = int(run.summary.get("best_round") or cfg.rounds)
-    shadow_cfg = make_config({**cfg.model_dump(), "seed": shadow_seed, "rounds": rounds, "dp_epsilon": None,
+    rounds = int(run.summary.get("best_round") or cfg.algorithm.rounds)
+    shadow_cfg = cfg.replace(**{"seed": shadow_seed, "rounds": rounds, "dp_epsilon": None,
                               "attack": None, "patience": None, "baselines": False, "checkpoint_every": 0})
     dataset = replace(run.dataset, sites=tuple(_shadow_site(sid, x, y) for sid, (x, y) in inside.items()))
     fed = build_federation(shadow_cfg, dataset)

@@ -99,7 +99,7 @@ def run_benchmark(base: FederationConfig, entries: Sequence[str], seeds: int, wo
     if not parsed:
         raise ConfigError("benchmark needs at least one entry, e.g. --algorithms fedavg,fedprox")
     out.mkdir(parents=True, exist_ok=True)
-    base_values = base.model_dump(mode="json")
+    base_values = base.flat(mode="json")
 
     def config(entry: Entry, extra: dict, seed: int, folder: str, **more) -> dict:
         values = {**base_values, **entry.overrides(), **extra, "seed": seed, "out": str(out / "runs" / folder), **more}

@@ -107,7 +107,7 @@ def simulate(
         if not bars:
             bar.start()  # only once training runs, so an early error prints nothing else
         if name not in bars:
-            bars[name] = bar.add_task(name, total=cfg.rounds, score="")
+            bars[name] = bar.add_task(name, total=cfg.algorithm.rounds, score="")
         val = "" if record.val_score is None else f"val {record.val_score:.3f}"
         bar.update(bars[name], completed=record.round, score=val)
 

@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedcare.core.config.data import DataSpec
 from fedcare.core.errors import DataError
 
 TaskKind = Literal["binary", "multiclass", "regression", "survival"]
-PartitionKind = Literal["iid", "dirichlet", "quantity"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,36 +52,6 @@ class FederatedDataset:
                 return s
         known = ", ".join(s.site_id for s in self.sites)
         raise DataError(f"unknown site '{site_id}' in dataset '{self.name}'; sites are: {known}")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What data to load and how to split it; mirrors the CLI's data flags one to one."""
-
-    dataset: str | None = None
-    data: tuple[str, ...] = ()
-    site: str | None = None
-    label: str | None = None
-    time: str | None = None  # survival: time-to-event column (with `event`, instead of `label`)
-    event: str | None = None  # survival: event indicator column (1/0, True/False or two values)
-    task: TaskKind | None = None
-    drop: tuple[str, ...] = ()
-    categorical: tuple[str, ...] = ()
-    test_fraction: float = 0.34
-    split_seed: int = 43
-    val_fraction: float = 0.0
-    partition: PartitionKind | None = None
-    num_sites: int = 4
-    alpha: float = 0.5
-    partition_seed: int = 0
-
-    def __post_init__(self) -> None:
-        # Accept lists, a single string or Paths from callers; store hashable tuples of str.
-        for name in ("data", "drop", "categorical"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = (value,)
-            object.__setattr__(self, name, tuple(str(v) for v in value))
 
 
 def load_dataset(spec: DataSpec) -> FederatedDataset:

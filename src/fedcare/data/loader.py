@@ -8,7 +8,6 @@ fedcare.data.prepare, in this process: the exchange a networked run has with its
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -38,24 +37,17 @@ def load_dataset(spec: DataSpec) -> FederatedDataset:
 
 def check_spec(spec: DataSpec) -> None:
     """Reject contradictory or out-of-range options before any file is read."""
-    if spec.dataset is not None and spec.data:
+    if spec.dataset is not None and spec.files:
         raise ConfigError("pass either --dataset or --data, not both")
-    if spec.dataset is None and not spec.data:
+    if spec.dataset is None and not spec.files:
         raise ConfigError("no data given: pass --dataset NAME (see `fedcare datasets`) or --data FILE")
     check_options(spec)
     if spec.dataset is not None:
         return
-    if spec.site is not None and len(spec.data) > 1:
+    if spec.site is not None and len(spec.files) > 1:
         raise ConfigError("--site cannot be used with several --data files: each file already is one site")
-    if spec.partition is not None:
-        if spec.partition not in ("iid", "dirichlet", "quantity"):
-            raise ConfigError(f"unknown partition '{spec.partition}': use iid, dirichlet or quantity")
-        if spec.site is not None or len(spec.data) > 1:
-            raise ConfigError("--partition is only for one file without a site column; drop --partition or --site")
-        if spec.num_sites < 1:
-            raise ConfigError(f"--num-sites must be at least 1, got {spec.num_sites}")
-        if spec.alpha <= 0:
-            raise ConfigError(f"--alpha must be positive, got {spec.alpha}")
+    if spec.partition is not None and (spec.site is not None or len(spec.files) > 1):
+        raise ConfigError("--partition is only for one file without a site column; drop --partition or --site")
 
 
 def _sites_from_column(frame: pd.DataFrame, column: str, source: str) -> list[RawSite]:
@@ -92,7 +84,7 @@ def _partition(frame: pd.DataFrame, spec: DataSpec, source: str) -> list[RawSite
 
 def load_files(spec: DataSpec) -> FederatedDataset:
     """Bring-your-own data: one site per file, or one file cut into sites (by a column or a partition)."""
-    paths = [Path(p) for p in spec.data]
+    paths = [Path(p) for p in spec.files]
     if len(paths) > 1:
         sites = [SitePreparation.from_file(p, p.stem) for p in paths]
         if len({p.stem for p in paths}) != len(paths):
@@ -118,4 +110,4 @@ def load_files(spec: DataSpec) -> FederatedDataset:
     if spec.partition is not None:
         overrides["partition"] = {"kind": spec.partition, "num_sites": spec.num_sites, "alpha": spec.alpha,
                                   "seed": spec.partition_seed}
-    return build_dataset(dataclasses.replace(spec, partition=None), [SitePreparation(r) for r in raw], overrides)
+    return build_dataset(spec.model_copy(update={"partition": None}), [SitePreparation(r) for r in raw], overrides)

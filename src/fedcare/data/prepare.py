@@ -99,10 +99,7 @@ class PreparedDataset:
 
 def check_options(spec: DataSpec) -> None:
     """Reject out-of-range or contradictory options (the coordinator's and the simulation's check)."""
-    if not 0.0 < spec.test_fraction < 1.0:
-        raise ConfigError(f"test fraction must be between 0 and 1, got {spec.test_fraction}")
-    if not 0.0 <= spec.val_fraction < 1.0:
-        raise ConfigError(f"val fraction must be in [0, 1), got {spec.val_fraction}")
+    spec.check_values()
     if spec.task not in _TASKS:
         raise ConfigError(f"unknown task '{spec.task}': use binary, multiclass, regression or survival")
     if spec.dataset is not None:
@@ -378,7 +375,7 @@ def _recipe(spec: DataSpec) -> _Recipe:
         b = get_builtin(spec.dataset)
         return _Recipe(b.name, b.label, b.time, b.event, None, (), b.categorical, None, b.label_encoding, True)
     return _Recipe(None, spec.label, spec.time, spec.event, spec.task, spec.drop, spec.categorical, spec.site,
-                   None, len(spec.data) != 1)
+                   None, len(spec.files) != 1)
 
 
 class _Exchange:

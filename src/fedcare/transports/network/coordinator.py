@@ -49,7 +49,7 @@ class ServiceSettings:
 def plan_message(cfg: FederationConfig, run_id: str, sites: list[str], prepared: PreparedDataset | None) -> dict:
     """The declarative plan every task carries: the config (no file paths) and the data's shape.
     A site builds its model and training from it; no code is ever sent."""
-    config = cfg.model_dump(mode="json", exclude={"data", "out"})
+    config = {k: v for k, v in cfg.flat(mode="json").items() if k not in ("data", "out")}
     shape = None if prepared is None else {"task": prepared.task, "num_classes": len(prepared.classes),
                                            "num_features": len(prepared.feature_names)}
     return {"run": run_id, "config": config, "shape": shape, "sites": list(sites)}
@@ -129,12 +129,12 @@ class Coordinator:
             self.board.finish({"status": "failed", "reason": "internal error; see the coordinator's log"})
 
     def run_dir(self, run_id: str) -> Path:
-        return Path(self.cfg.out) if self.cfg.out else self.settings.state / "runs" / run_id
+        return Path(self.cfg.run.out) if self.cfg.run.out else self.settings.state / "runs" / run_id
 
     def _run(self, run_id: str, resume: bool) -> None:
         started = time.perf_counter()
         cfg, sites = self.cfg, self.participants()
-        timing = Timing(self.settings.deadline, cfg.min_sites)
+        timing = Timing(self.settings.deadline, cfg.algorithm.min_sites)
         folder, checkpoints = RunFolder(self.run_dir(run_id)), Checkpoints(self.run_dir(run_id))
         stored = self.store.latest_run()
         if resume and stored and stored["prepared"]:
@@ -184,21 +184,21 @@ class Coordinator:
         result = RoundEngine(plan.algorithm, transport, plan.settings, on_round, on_checkpoint).run(initial, start)
         bytes_sent = transport.bytes_sent
         final = transport.params_bytes(result.params)[0]
-        quorum = min(cfg.min_sites, len(sites))  # a site lost late in the run leaves a gap, not a hang
+        quorum = min(cfg.algorithm.min_sites, len(sites))  # a site lost late in the run leaves a gap, not a hang
         per_model = {"federated": _metric(transport.ask_all("final.test", "evaluate", {"splits": ["test"]}, final,
                                                             quorum=quorum), "test")}
-        if cfg.personalization != "none":
+        if cfg.personalization.mode != "none":
             requests = {sid: {"request": personalize_request(cfg, i).to_json()} for i, sid in enumerate(sites)}
             answers = transport.ask_all("final.personalize", "personalize", {"splits": ["val", "test"]}, final,
                                         quorum=quorum, per_site=requests)
             per_model["personalized"] = _metric(answers, "test")
-        if cfg.baselines:
+        if cfg.run.baselines:
             answers = transport.ask_all("final.local", "local", {"splits": ["test"]}, None, quorum=quorum)
             per_model["local"] = _metric(answers, "test")
             rows += [row for a in answers.values() for row in a.get("rows", [])]
         facts = RunFacts(prepared.name, prepared.task, tuple(prepared.feature_names), prepared.preprocessing,
                          prepared.preprocessing.get("site_rows", {}))
-        summary = summarize(cfg, facts, result, per_model, rows, bytes_sent, started, cfg.aggregator, attacked=[])
+        summary = summarize(cfg, facts, result, per_model, rows, bytes_sent, started, cfg.robustness.aggregator, attacked=[])
         summary["baselines"] = {"pooled": "not run: pooling patient rows is what a federation avoids"}
         write_run(folder, cfg, facts, summary, rows, result.params, {})
         self.board.finish({"status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})

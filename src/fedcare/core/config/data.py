@@ -1,0 +1,71 @@
+"""The data section: what to load and how to split it. It is also the data layer's own spec
+(fedcare.data.DataSpec), so the rules on its values live here once."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from pydantic import Field, field_validator
+
+from fedcare.core.config.base import Section, one_or_many
+from fedcare.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedcare.core.config import FederationConfig
+
+PARTITIONS = ("iid", "dirichlet", "quantity")
+DEFAULT_DATASET = "heart-disease"
+
+
+class DataSpec(Section):
+    dataset: str | None = Field(None, description="built-in dataset name")
+    files: tuple[str, ...] = Field((), alias="data",
+                                   description="CSV/Parquet file(s): one with a site column, or one per site")
+    site: str | None = Field(None, description="site column")
+    label: str | None = Field(None, description="label column")
+    time: str | None = Field(None, description="survival: time-to-event column (with event, instead of label)")
+    event: str | None = Field(None, description="survival: event column, 1 = event observed, 0 = censored")
+    task: str | None = Field(None, description="override the task inferred from the label")
+    drop: tuple[str, ...] = Field((), description="identifier columns to drop")
+    categorical: tuple[str, ...] = Field((), description="columns to treat as categorical")
+    omics_columns: tuple[str, ...] = Field((), description="columns (or shell patterns such as 'gene_*') that form "
+                                           "the omics input, standardised gene by gene")
+    test_fraction: float = 0.34
+    split_seed: int = 43
+    val_fraction: float = Field(0.0, description="validation share carved from each site's training split")
+    partition: str | None = Field(None, description="iid, dirichlet or quantity: simulated sites from one file")
+    num_sites: int = 4
+    alpha: float = 0.5
+    partition_seed: int = 0
+
+    @field_validator("files", "drop", "categorical", "omics_columns", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return one_or_many(v)
+
+    def check_values(self) -> None:
+        """Out-of-range values, refused before anything is read (by the config and by the data layer)."""
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"test fraction must be between 0 and 1, got {self.test_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val fraction must be in [0, 1), got {self.val_fraction}")
+        if self.partition is not None and self.partition not in PARTITIONS:
+            raise ConfigError(f"unknown partition '{self.partition}': use iid, dirichlet or quantity")
+        if self.num_sites < 1:
+            raise ConfigError(f"--num-sites must be at least 1, got {self.num_sites}")
+        if self.alpha <= 0:
+            raise ConfigError(f"--alpha must be positive, got {self.alpha}")
+
+    def check(self, config: FederationConfig) -> None:
+        if self.dataset is not None and self.files:
+            raise ValueError("give either dataset or data, not both")
+        if self.files and not self.label and not (self.time or self.event):
+            raise ValueError("data needs label: the name of the label column (--label), "
+                             "or time and event for survival (--time, --event)")
+        self.check_values()
+
+    @property
+    def name(self) -> str:
+        """The dataset's name, or the first file's."""
+        return self.dataset or os.path.splitext(os.path.basename(self.files[0]))[0]
