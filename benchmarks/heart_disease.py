@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 import fedcare
-from fedcare.api import build_federation, data_spec
 from fedcare.data import load_dataset
+from fedcare.transports.simulated import build_federation
 from fedcare.transports.simulation import SimulationTransport
 
 GRIDS = {  # per algorithm: the candidates tried on validation
@@ -38,7 +38,7 @@ def mean_sd(values: list[float]) -> str:
 
 def local_models_across_sites(run) -> dict[str, float]:
     """FLamby's reading of a local model: trained at one site, judged on every site's test split."""
-    fed = build_federation(run.config, load_dataset(data_spec(run.config)))
+    fed = build_federation(run.config, load_dataset(run.config.data))
     transport = SimulationTransport(fed.sites)
     out = {}
     for site_id, params in run.local_params.items():

@@ -1,7 +1,7 @@
 """Membership-inference AUC against the record-level privacy budget ε on heart-disease (FLamby split).
 
 For ε ∈ {∞ (no DP), 10, 3, 1} and several seeds: run `fedcare.simulate`, then
-`fedcare.audit.audit_membership` on the global model (loss-threshold and shadow-model attacks), and
+`fedcare.interfaces.audit.audit_membership` on the global model (loss-threshold and shadow-model attacks), and
 report mean ± sd over seeds. Two recipes, both FedAvg over the 4 hospitals:
 
 * logistic: exactly benchmarks/privacy.py's settings (the accuracy-against-ε table), logistic model;
@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from privacy import BUDGETS, SETTINGS  # noqa: E402  (the accuracy-against-ε recipe, reused as is)
 
 import fedcare  # noqa: E402
-from fedcare.audit import audit_membership  # noqa: E402
+from fedcare.interfaces.audit import audit_membership  # noqa: E402
 
 RECIPES = {
     "logistic": dict(SETTINGS),

@@ -665,7 +665,7 @@ def serve_patched(variant: str, out: Path, config: Path, credentials: Path, stat
     """A subprocess: the coordinator as `fedcare coordinator --start` runs it (service.serve), patched here:
     `profile` wraps the Profile's timers around the suspects and writes the profile to `out` on exit;
     the what-if variants change one thing (see WHAT_IF)."""
-    import fedcare.checkpoints as checkpoints
+    import fedcare.federation.checkpoint as checkpoints
     import fedcare.federation.anomalies as anomalies
     import fedcare.transports.network.coordinator as coordinator
     from fedcare.transports.network.service import serve
@@ -690,7 +690,7 @@ def serve_patched(variant: str, out: Path, config: Path, credentials: Path, stat
 
 def _instrument() -> Profile:
     """Timers around the coordinator's suspects, and the stack sampler."""
-    import fedcare.checkpoints as checkpoints
+    import fedcare.federation.checkpoint as checkpoints
     import fedcare.federation.engine as engine
     import fedcare.transports.network.coordinator as coordinator
     import fedcare.transports.network.server as server
@@ -893,8 +893,7 @@ def source_fingerprint(src: Path = SRC) -> dict[str, str]:
     package = src / "fedcare"
     files = [*sorted((package / "transports" / "network").glob("*.py")),
              *sorted((package / "federation").glob("*.py")), *sorted((package / "algorithms").glob("*.py")),
-             *sorted((package / "core").glob("*.py")),
-             package / "checkpoints.py", package / "runfolder.py", package / "api.py"]
+             *sorted((package / "core").rglob("*.py"))]
     return {str(f.relative_to(src)): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files if f.is_file()}
 
 

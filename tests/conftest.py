@@ -64,12 +64,12 @@ def summary_without_wall(run_dir: Path) -> dict:
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m fedcare.cli ...` as a real process; works installed or from the source tree."""
+    """`python -m fedcare ...` as a real process; works installed or from the source tree."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
     env["COLUMNS"] = "80"  # rich sizes its output from COLUMNS when not on a terminal: make it fixed
     env.pop("FORCE_COLOR", None)
     env["NO_COLOR"] = "1"
     env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([sys.executable, "-m", "fedcare.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "fedcare", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)

@@ -16,6 +16,7 @@ from conftest import HEART_SITES, cohort_frame, summary_without_wall, write_csv
 from fedcare.core.errors import ConfigError
 from fedcare.core.serialization import load_params
 from fedcare.data import DataSpec, load_dataset
+from fedcare.transports.simulated import build_federation
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "global.safetensors")
 
@@ -189,7 +190,7 @@ def test_fedsgd_equals_pooled_gradient_descent(tmp_path):
     the pooled training rows: Σ nᵢ·∇Lᵢ / Σ nᵢ is the pooled mean gradient."""
     run = fedcare.simulate(out=str(tmp_path / "run"), algorithm="fedsgd", rounds=3, lr=0.5)
     assert run.pooled_params is not None
-    initial = fedcare.api.build_federation(run.config, load_dataset(DataSpec(dataset="heart-disease"))).initial
+    initial = build_federation(run.config, load_dataset(DataSpec(dataset="heart-disease"))).initial
     assert params_differ(run.global_params, initial)  # it did move, so the equality means something
     for k in run.global_params:
         np.testing.assert_allclose(run.global_params[k], run.pooled_params[k], rtol=1e-4, atol=1e-6, err_msg=k)
@@ -262,17 +263,18 @@ def test_site_weights_and_uniform_weighting_change_the_model(tmp_path):
 def test_site_weight_zero_equals_leaving_the_site_out():
     """A site with weight 0 must have no pull at all: the federation of four sites with
     switzerland weighted 0 reaches exactly the model of the three other sites alone."""
-    from fedcare.api import build_federation, resolve_config
+    from fedcare.core.config import resolve_config
+    from fedcare.transports.simulated import build_federation
     from fedcare.federation.engine import RoundEngine
     from fedcare.transports.simulation import SimulationTransport
 
     dataset = load_dataset(DataSpec(dataset="heart-disease"))
     cfg = resolve_config({"algorithm": "fedsgd", "rounds": 3, "lr": 0.5, "site_weights": {"switzerland": 0.0}})
     fed = build_federation(cfg, dataset)
-    weighted = RoundEngine(fed.algorithm, SimulationTransport(fed.sites), fed.settings).run(fed.initial)
+    weighted = RoundEngine(fed.plan.algorithm, SimulationTransport(fed.sites), fed.plan.settings).run(fed.initial)
     three = [site for site in fed.sites if site.site_id != "switzerland"]
     plain = build_federation(resolve_config({"algorithm": "fedsgd", "rounds": 3, "lr": 0.5}), dataset)
-    left_out = RoundEngine(plain.algorithm, SimulationTransport(three), plain.settings).run(plain.initial)
+    left_out = RoundEngine(plain.plan.algorithm, SimulationTransport(three), plain.plan.settings).run(plain.initial)
     assert_params_equal(weighted.params, left_out.params)
     assert weighted.history[0].train.keys() == set(HEART_SITES)  # it still trained, it just did not count
 

@@ -19,7 +19,7 @@ import pytest
 
 import fedcare
 from conftest import HEART_SITES, run_cli
-from fedcare import audit
+from fedcare.interfaces import audit
 from fedcare.core.errors import ConfigError
 
 OVERFIT = dict(model="mlp", hidden=[128], local_epochs=30, lr=0.3, batch_size=8, rounds=5,

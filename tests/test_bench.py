@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
-from fedcare.api import resolve_config
-from fedcare.bench import Entry, run_benchmark
+from fedcare.core.config import resolve_config
+from fedcare.interfaces.bench import Entry, run_benchmark
 from fedcare.core import ConfigError
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fedcare
-from fedcare.api import resume
+from fedcare.interfaces.api import resume
 from fedcare.core import ConfigError
 
 

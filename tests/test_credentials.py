@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
 
-from fedcare import cli
+from fedcare.interfaces import cli
 from fedcare.core.errors import ConfigError
 from fedcare.transports.network.credentials import (
     AdminCredential,

@@ -11,7 +11,8 @@ import pytest
 
 import fedcare
 from conftest import HEART_SITES
-from fedcare.api import build_federation, resolve_config
+from fedcare.core.config import resolve_config
+from fedcare.transports.simulated import build_federation
 from fedcare.core.params import zeros_like
 from fedcare.core.serialization import params_to_bytes, update_to_bytes
 from fedcare.core.update import Update
@@ -31,7 +32,7 @@ def federation(heart, **cfg):
 
 def run_engine(fed, **settings):
     transport = SimulationTransport(fed.sites)
-    result = RoundEngine(fed.algorithm, transport, replace(fed.settings, **settings)).run(fed.initial)
+    result = RoundEngine(fed.plan.algorithm, transport, replace(fed.plan.settings, **settings)).run(fed.initial)
     return result, transport
 
 

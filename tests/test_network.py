@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import save
 
 from conftest import HEART_SITES
-from fedcare.api import simulate
+from fedcare.interfaces.api import simulate
 from fedcare.core.serialization import load_params, params_from_bytes, update_to_bytes
 from fedcare.core.update import Update
 from netutil import Deployment

@@ -9,13 +9,14 @@ from fedcare.core import ConfigError
 from fedcare.core.messages import FitRequest
 from fedcare.core.serialization import load_params
 from fedcare.learning import LocalSite, Task
-from fedcare.learning.models import ModelSpec, get_params, initial_model
+from fedcare.core.config import ModelSpec
+from fedcare.learning.models import build_model, get_params, initial_model
 
 
 def test_fedper_head_never_reaches_the_coordinator_and_each_site_keeps_its_own(tmp_path):
     run = fedcare.simulate(model="mlp", hidden=[8], personalization="fedper", rounds=4, baselines=False,
                            out=str(tmp_path / "p"))
-    start = get_params(initial_model(ModelSpec("mlp", (8,)).build, 15, 1, 0))
+    start = get_params(initial_model(lambda f, o: build_model(ModelSpec(model="mlp", hidden=(8,)), f, o), 15, 1, 0))
     # the head's update is always zero, so the global head is still the initial one
     np.testing.assert_array_equal(run.global_params["2.weight"], start["2.weight"])
     assert not np.array_equal(run.global_params["0.weight"], start["0.weight"])  # the body is shared

@@ -26,7 +26,8 @@ from fedcare.algorithms.secagg import (
     decode_message,
     encode_message,
 )
-from fedcare.api import build_federation, data_spec, resolve_config
+from fedcare.core.config import resolve_config
+from fedcare.transports.simulated import build_federation
 from fedcare.core.errors import ConfigError, SiteDeclined
 from fedcare.data import load_dataset
 from fedcare.federation.engine import RoundEngine
@@ -38,7 +39,7 @@ ROUNDS = 3
 
 def federation(**overrides):
     cfg = resolve_config({"rounds": ROUNDS, "baselines": False, "checkpoint_every": 0, **overrides})
-    return build_federation(cfg, load_dataset(data_spec(cfg)))
+    return build_federation(cfg, load_dataset(cfg.data))
 
 
 class Recording:
@@ -115,12 +116,12 @@ def test_a_secure_fedavg_run_equals_the_plain_one(tmp_path):
 def test_with_one_dropped_site_it_equals_plain_fedavg_without_that_site(weighting):
     plain_fed = federation(weighting=weighting)
     sites = [Absent(s) if s.site_id == "va" else s for s in plain_fed.federated_sites]
-    plain = RoundEngine(plain_fed.algorithm, SimulationTransport(sites), plain_fed.settings).run(plain_fed.initial)
+    plain = RoundEngine(plain_fed.plan.algorithm, SimulationTransport(sites), plain_fed.plan.settings).run(plain_fed.initial)
 
     fed = federation(weighting=weighting, secure_aggregation=True, secagg_max_dropouts=1)
     secure_agg = SecureAggregation(fed.federated_sites.secure.plan, dropouts=lambda rnd, ids: ["va"])
     transport = SimulationTransport(list(fed.federated_sites), secure=secure_agg)
-    secure = RoundEngine(fed.algorithm, transport, fed.settings).run(fed.initial)
+    secure = RoundEngine(fed.plan.algorithm, transport, fed.plan.settings).run(fed.initial)
     assert_same_run(plain, secure)
     for record in secure.history:
         assert set(record.train) == {"cleveland", "hungarian", "switzerland"}  # the dropped site sent no metrics
@@ -133,7 +134,7 @@ def test_too_many_dropouts_stop_the_round_in_one_line():
     transport = SimulationTransport(list(fed.federated_sites), secure=SecureAggregation(
         fed.federated_sites.secure.plan, dropouts=lambda rnd, ids: ["va", "cleveland"]))
     with pytest.raises(SecAggError, match="fewer than the threshold 3") as info:
-        RoundEngine(fed.algorithm, transport, fed.settings).run(fed.initial)
+        RoundEngine(fed.plan.algorithm, transport, fed.plan.settings).run(fed.initial)
     assert "\n" not in str(info.value)
 
 
@@ -146,7 +147,7 @@ def test_the_coordinator_never_holds_an_individual_update():
     agg = SecureAggregation(fed.federated_sites.secure.plan)
     transport = SimulationTransport(sites, secure=agg)
     seen = []
-    RoundEngine(fed.algorithm, transport, fed.settings,
+    RoundEngine(fed.plan.algorithm, transport, fed.plan.settings,
                 on_round=lambda rec: seen.append(dict(agg.last_round.masked_inputs))).run(fed.initial)
     layout = agg.last_round.layout
     for rnd, masked in enumerate(seen):
@@ -174,7 +175,7 @@ def test_site_level_dp_noise_is_added_before_masking():
             got.append(result.updates[0])
             return result
 
-    RoundEngine(fed.algorithm, Spy(sites, secure=agg), fed.settings).run(fed.initial)
+    RoundEngine(fed.plan.algorithm, Spy(sites, secure=agg), fed.plan.settings).run(fed.initial)
     (total,) = got
     plan = agg.plan
     layout = agg.last_round.layout
@@ -191,10 +192,10 @@ def test_site_level_dp_noise_is_added_before_masking():
 def test_bytes_count_every_protocol_message():
     fed = federation()
     plain = SimulationTransport(list(fed.federated_sites))
-    RoundEngine(fed.algorithm, plain, fed.settings).run(fed.initial)
+    RoundEngine(fed.plan.algorithm, plain, fed.plan.settings).run(fed.initial)
     secure_fed = federation(secure_aggregation=True)
     secure = SimulationTransport(secure_fed.federated_sites)
-    RoundEngine(secure_fed.algorithm, secure, secure_fed.settings).run(secure_fed.initial)
+    RoundEngine(secure_fed.plan.algorithm, secure, secure_fed.plan.settings).run(secure_fed.initial)
     length = sum(v.size for v in fed.initial.values()) + 1
     updates = plain.bytes_sent - 2 * ROUNDS * 4 * len(_params_blob(fed.initial))  # plain: broadcasts + updates
     protocol = secure.bytes_sent - 2 * ROUNDS * 4 * len(_params_blob(fed.initial))
@@ -252,7 +253,7 @@ def test_the_same_seed_gives_the_same_secure_site_dp_run(tmp_path):
 def test_secure_transport_helper_and_threshold_rule():
     fed = federation(secure_aggregation=True, secagg_max_dropouts=1)
     transport = secure_transport(list(fed.federated_sites), SecurePlan(max_dropouts=1))
-    result = RoundEngine(fed.algorithm, transport, fed.settings).run(fed.initial)
+    result = RoundEngine(fed.plan.algorithm, transport, fed.plan.settings).run(fed.initial)
     assert result.rounds_run == ROUNDS and math.isfinite(float(result.params[next(iter(result.params))].sum()))
 
 

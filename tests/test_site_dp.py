@@ -17,8 +17,9 @@ from fedcare.algorithms.aggregators import weighted_mean
 from fedcare.algorithms.accounting import FixedSizeSiteAccountant, fixed_size_epsilon
 from fedcare.algorithms.pieces import RoundContext
 from fedcare.algorithms.privacy import PrivacyBudgetSpent, SiteDPSettings, calibrate_site_dp, site_level_dp
-from fedcare.api import build_federation, data_spec, resolve_config
-from fedcare.cli import app
+from fedcare.core.config import resolve_config
+from fedcare.transports.simulated import build_federation
+from fedcare.interfaces.cli import app
 from fedcare.core.errors import ConfigError
 from fedcare.core.update import Update
 from fedcare.data import load_dataset
@@ -158,14 +159,14 @@ def test_bad_combinations_are_refused_in_one_line(settings, words):
 def test_combinations_that_depend_on_the_sites_are_refused_when_the_federation_is_built():
     cfg = resolve_config({"rounds": 2, "secure_aggregation": True, "secagg_max_dropouts": 2})
     with pytest.raises(ConfigError, match="at most 1 dropped site") as info:
-        build_federation(cfg, load_dataset(data_spec(cfg)))
+        build_federation(cfg, load_dataset(cfg.data))
     assert "\n" not in str(info.value)
     cfg = resolve_config({"rounds": 2, "secure_aggregation": True, "fraction": 0.25})  # one site per round
     with pytest.raises(ConfigError, match="at least 2 sites per round and this run selects 1"):
-        build_federation(cfg, load_dataset(data_spec(cfg)))
+        build_federation(cfg, load_dataset(cfg.data))
     cfg = resolve_config({"rounds": 2, "site_dp_epsilon": 1.0})
     with pytest.raises(ConfigError, match="custom aggregator"):
-        build_federation(cfg, load_dataset(data_spec(cfg)), aggregator=weighted_mean())
+        build_federation(cfg, load_dataset(cfg.data), aggregator=weighted_mean())
 
 
 # ---------------------------------------------------------------- the command line
@@ -199,7 +200,7 @@ def test_cli_refuses_a_bad_combination_with_one_line(tmp_path):
 
 
 def test_a_resumed_run_keeps_counting_the_budget_and_equals_an_uninterrupted_one(tmp_path):
-    from fedcare.api import resume
+    from fedcare.interfaces.api import resume
 
     class Crash(Exception):
         pass

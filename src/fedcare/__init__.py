@@ -12,13 +12,13 @@ __version__ = "0.1.0"
 __all__ = ["FederationConfig", "Run", "simulate", "__version__"]
 
 if TYPE_CHECKING:
-    from fedcare.api import Run, simulate
+    from fedcare.interfaces.api import Run, simulate
     from fedcare.core.config import FederationConfig
 
 
 def __getattr__(name: str) -> Any:
     if name in ("simulate", "Run"):
-        from fedcare import api
+        from fedcare.interfaces import api
 
         return getattr(api, name)
     if name == "FederationConfig":

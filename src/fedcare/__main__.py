@@ -1,5 +1,5 @@
 """`python -m fedcare`: the same command as `fedcare`."""
 
-from fedcare.cli import main
+from fedcare.interfaces.cli import main
 
 main()

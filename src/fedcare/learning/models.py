@@ -1,17 +1,18 @@
 """The model zoo (linear/logistic, MLP) and the bridge between torch modules and Params.
 
-A model is named declaratively (a ModelSpec) so the coordinator can send it to a site as data.
+A model is named declaratively (a ModelSpec, the config's model section) so the coordinator can send
+it to a site as data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedcare.core.config import ModelSpec
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 
@@ -19,24 +20,20 @@ ModelFactory = Callable[[int, int], nn.Module]
 """A user's own model: (num_features, num_outputs) -> torch.nn.Module."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str = "linear"  # "linear" (= "logistic") or "mlp"
-    hidden: tuple[int, ...] = (32,)
-    batch_norm: bool = False  # MLP only: Linear → BatchNorm → ReLU (what FedBN keeps local)
-
-    def build(self, num_features: int, num_outputs: int) -> nn.Module:
-        if self.name in ("linear", "logistic"):
-            return nn.Linear(num_features, num_outputs)
-        if self.name == "mlp":
-            layers: list[nn.Module] = []
-            width = num_features
-            for h in self.hidden:
-                layers += [nn.Linear(width, h), *([nn.BatchNorm1d(h)] if self.batch_norm else []), nn.ReLU()]
-                width = h
-            layers.append(nn.Linear(width, num_outputs))
-            return nn.Sequential(*layers)
-        raise ConfigError(f"unknown model '{self.name}'; choose linear, logistic or mlp")
+def build_model(spec: ModelSpec, num_features: int, num_outputs: int) -> nn.Module:
+    """The model a ModelSpec names: linear (= logistic), or an MLP with optional batch norm
+    (Linear → BatchNorm → ReLU per hidden layer: what FedBN keeps local)."""
+    if spec.name in ("linear", "logistic"):
+        return nn.Linear(num_features, num_outputs)
+    if spec.name == "mlp":
+        layers: list[nn.Module] = []
+        width = num_features
+        for h in spec.hidden:
+            layers += [nn.Linear(width, h), *([nn.BatchNorm1d(h)] if spec.batch_norm else []), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, num_outputs))
+        return nn.Sequential(*layers)
+    raise ConfigError(f"unknown model '{spec.name}'; choose linear, logistic or mlp")
 
 
 def initial_model(factory: ModelFactory, num_features: int, num_outputs: int, seed: int) -> nn.Module:

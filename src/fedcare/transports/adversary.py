@@ -4,7 +4,7 @@ An AttackedSite wraps an honest site and rewrites the update it sends with an at
 (fedcare.algorithms.attacks): the corruption happens on the site's side of the wire, so the
 coordinator meets it exactly as it would meet a real one — a NaN update is refused on arrival,
 a sign-flipped or scaled one must be caught by the aggregation rule. Label flipping is done on the
-data instead (see fedcare.api), because the attacker's update then looks like an honest one.
+data instead (see fedcare.transports.simulated), because the attacker's update then looks like an honest one.
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ coordinator knows, or the coordinator could subtract the noise.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import zlib
@@ -43,14 +42,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedcare.algorithms.aggregators import Weighting
-from fedcare.algorithms.privacy import SiteDPSettings, clip_factor
+from fedcare.algorithms.privacy import clip_factor
 from fedcare.algorithms.secagg import (
+    SecurePlan,
+    check_threshold,
     CLIP_BROADCAST,
-    COUNT_METRIC,
-    DEFAULT_FRAC_BITS,
     SUM_SITE_ID,
-    WEIGHT_METRIC,
     KeyAdvert,
     MaskedInput,
     Roster,
@@ -63,7 +60,7 @@ from fedcare.algorithms.secagg import (
     decode_message,
     encode_message,
 )
-from fedcare.core.errors import ConfigError, ParamsError, SiteDeclined
+from fedcare.core.errors import ParamsError, SiteDeclined
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
 from fedcare.core.update import Update
@@ -88,60 +85,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------
 # What every party knows in advance
-
-
-def check_threshold(selected: int, max_dropouts: int) -> int:
-    """t = selected − max_dropouts, the fewest sites whose sum may be unmasked. It must be at least 2
-    and more than half the round's sites (an honest majority: fewer revealed shares than that
-    cannot unmask a site that only arrived late)."""
-    t = selected - max_dropouts
-    if selected < 2:
-        raise ConfigError(f"secure aggregation needs at least 2 sites per round and this run selects {selected}: "
-                          "raise fraction or min_sites")
-    if max_dropouts < 0 or t < 2 or 2 * t <= selected:
-        most = max(0, (selected - 1) // 2) if selected >= 3 else 0
-        raise ConfigError(f"secure aggregation of {selected} sites per round tolerates at most {most} dropped site(s) "
-                          f"(more than half must survive, and at least 2), not secagg_max_dropouts={max_dropouts}")
-    return t
-
-
-@dataclass(frozen=True)
-class SecurePlan:
-    """The public settings of every secure round: how many sites may drop after masking, how
-    updates are weighted (as the weighted mean would: examples or 1, times the site's weight),
-    site-level DP (then every site weighs 1 and noises its own contribution), fixed-point bits."""
-
-    max_dropouts: int = 0
-    weighting: Weighting = "examples"
-    site_weights: Mapping[str, float] = field(default_factory=dict)
-    dp: SiteDPSettings | None = None
-    frac_bits: int = DEFAULT_FRAC_BITS
-    noise_seed: int | None = None  # SIMULATION ONLY: reproducible DP noise (see the module docstring)
-
-    def extras(self) -> tuple[str, ...]:
-        """The coordinates after the model's: the weight, and the clip count under adaptive clipping."""
-        return (WEIGHT_METRIC, COUNT_METRIC) if self.dp is not None and self.dp.adaptive else (WEIGHT_METRIC,)
-
-    def to_json(self) -> dict:
-        """The plan as JSON data, for a networked run's plan (the noise seed is never sent)."""
-        return {"max_dropouts": self.max_dropouts, "weighting": self.weighting,
-                "site_weights": dict(self.site_weights), "frac_bits": self.frac_bits,
-                "dp": None if self.dp is None else dataclasses.asdict(self.dp)}
-
-    @classmethod
-    def from_json(cls, data: Mapping) -> SecurePlan:
-        try:
-            dp = None if data["dp"] is None else SiteDPSettings(**data["dp"])
-            return cls(int(data["max_dropouts"]), data["weighting"], dict(data["site_weights"]), dp,
-                       int(data["frac_bits"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"a secure-aggregation plan is malformed ({exc})") from None
-
-    def weight(self, site_id: str, num_examples: int) -> float:
-        if self.dp is not None:
-            return 1.0  # DP-FedAvg's uniform mean: a site's row count is itself private
-        base = float(num_examples) if self.weighting == "examples" else 1.0
-        return base * float(self.site_weights.get(site_id, 1.0))
 
 
 @dataclass(frozen=True)

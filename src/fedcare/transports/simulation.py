@@ -90,3 +90,24 @@ class SimulationTransport:
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
         received = self.broadcast(params, len(site_ids))
         return {sid: self._sites[sid].evaluate(received, splits) for sid in site_ids}
+
+
+class TrainHereEvaluateThere:
+    """Trains on one transport's sites and judges on another's: the pooled baseline trains on the
+    pooled rows but is evaluated on every site's own splits. Its bytes are not the federation's."""
+
+    def __init__(self, train: SimulationTransport, evaluate: SimulationTransport):
+        self._train, self._eval = train, evaluate
+
+    def site_ids(self) -> list[str]:
+        return self._train.site_ids()
+
+    @property
+    def bytes_sent(self) -> int:
+        return 0
+
+    def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
+        return self._train.fit(params, requests, extras)
+
+    def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
+        return self._eval.evaluate(params, self._eval.site_ids(), splits)

@@ -34,9 +34,13 @@ from fedcare.core.params import Params
 from fedcare.core.serialization import params_from_bytes, save_params, update_from_bytes, update_to_bytes
 from fedcare.data.dataset import SiteData
 from fedcare.data.prepare import SitePreparation
+from fedcare.federation.engine import RoundEngine
+from fedcare.federation.plan import Plan, make_plan
+from fedcare.federation.runfolder import metric_rows
 from fedcare.learning.site import LocalSite
 from fedcare.transports.network.secure import b64, unb64
 from fedcare.transports.secure import SecurePlan, SecureSiteRound, split_broadcast
+from fedcare.transports.simulation import SimulationTransport
 
 log = logging.getLogger("fedcare.site")
 _SPLITS = ("train", "val", "test")
@@ -73,7 +77,7 @@ class SiteAgent:
         self._run: str | None = None
         self._prep: SitePreparation | None = None
         self._site: LocalSite | None = None
-        self._fed = None  # api.Plan for the current run
+        self._plan: Plan | None = None  # the current run's plan
         self._approved: set[str] = set()
         self._held: tuple[str, Params] | None = None  # the last params downloaded, by digest
         self._party: SecureSiteRound | None = None  # this round's secure-aggregation state
@@ -136,7 +140,7 @@ class SiteAgent:
         """A task of a (possibly new) run: show the plan once, ask for approval if required."""
         run = plan["run"]
         if run != self._run:
-            self._run, self._site, self._fed = run, None, None
+            self._run, self._site, self._plan = run, None, None
             self._prep = None
         if plan.get("shape") and self._site is None:
             self._build_site(plan)
@@ -154,16 +158,14 @@ class SiteAgent:
         return path
 
     def _build_site(self, plan: dict) -> None:
-        from fedcare.api import plan_federation
-
         cfg = _config(plan)
         shape = plan["shape"]
-        self._fed = plan_federation(cfg, shape["task"], shape["num_classes"], shape["num_features"], plan["sites"])
+        self._plan = make_plan(cfg, shape["task"], shape["num_classes"], shape["num_features"], plan["sites"])
         data = self._load_data()
         if data is None:
             return  # preparation not done here yet
         splits = {p: (getattr(data, f"x_{p}"), getattr(data, f"y_{p}")) for p in _SPLITS}
-        site = LocalSite(self.s.site_id, self._fed.task, self._fed.new_model(), splits)
+        site = LocalSite(self.s.site_id, self._plan.task, self._plan.new_model(), splits)
         state = self._folder() / "site-state.safetensors"
         if state.is_file():
             site.load_site_state(load_file(str(state)))
@@ -282,16 +284,9 @@ class SiteAgent:
 
     def _local(self, task: dict) -> None:
         """The local-only baseline: this site alone, same algorithm and budget, run here."""
-        from fedcare.api import baseline_algorithm, baseline_settings
-        from fedcare.federation.engine import RoundEngine
-        from fedcare.learning.models import get_params
-        from fedcare.runfolder import metric_rows
-        from fedcare.transports.simulation import SimulationTransport
-
         site = self._local_site()
-        cfg = _config(task["plan"])
-        result = RoundEngine(baseline_algorithm(cfg), SimulationTransport([site]),
-                             baseline_settings(self._fed.settings)).run(get_params(self._fed.new_model()))
+        algorithm, settings = self._plan.baseline()
+        result = RoundEngine(algorithm, SimulationTransport([site]), settings).run(self._plan.initial_params())
         rows = list(metric_rows("local", result.history))
         self._post_json(task, {"metrics": site.evaluate(result.params, task["splits"]), "rows": rows})
 

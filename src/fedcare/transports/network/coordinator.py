@@ -16,24 +16,26 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from fedcare.api import RunFacts, data_spec, personalize_request, plan_federation, summarize, write_run
-from fedcare.checkpoints import Checkpoints
+from fedcare.federation.checkpoint import Checkpoints
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import FedcareError
 from fedcare.data.prepare import PreparedDataset, prepare
 from fedcare.federation.engine import RoundEngine, RoundRecord
-from fedcare.learning.models import get_params
-from fedcare.runfolder import RunFolder, metric_rows
+from fedcare.federation.plan import make_plan
+from fedcare.federation.runfolder import RunFolder, metric_rows
+from fedcare.federation.summary import RunFacts, summarize
 from fedcare.transports.network.board import Board, Refused, RunStopped
 from fedcare.transports.network.store import Store
 from fedcare.transports.network.transport import NetworkTransport, Timing
 
 log = logging.getLogger("fedcare.coordinator")
+ReportRenderer = Callable[[Mapping, list[dict]], str]
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,9 @@ def plan_message(cfg: FederationConfig, run_id: str, sites: list[str], prepared:
 
 
 class Coordinator:
-    def __init__(self, cfg: FederationConfig, settings: ServiceSettings):
+    def __init__(self, cfg: FederationConfig, settings: ServiceSettings, render_report: ReportRenderer | None = None):
         self.cfg = cfg
+        self.render_report = render_report  # report.html from (summary, metric rows): given by the interfaces
         self.settings = settings
         self.store = Store(settings.database or settings.state / "coordinator.db")
         self.board = Board()
@@ -151,15 +154,15 @@ class Coordinator:
                 answers = asker.ask_all(task_id, "prepare", {"phase": phase, "question": question}, None)
                 return {sid: a.get("answer") for sid, a in answers.items()}
 
-            prepared = prepare(data_spec(cfg), sites, ask)
+            prepared = prepare(cfg.data, sites, ask)
             self.store.save_prepared(run_id, dataclasses.asdict(prepared))
-        plan = plan_federation(cfg, prepared.task, len(prepared.classes), len(prepared.feature_names), sites)
-        initial = get_params(plan.new_model())
+        plan = make_plan(cfg, prepared.task, len(prepared.classes), len(prepared.feature_names), sites)
+        initial = plan.initial_params()
         loaded = checkpoints.load([]) if resume else None
         start, rows = (loaded[0], loaded[2]) if loaded else (None, [])
         message = plan_message(cfg, run_id, sites, prepared)
         transport = NetworkTransport(self.board, sites, timing, message, start.bytes_sent if start else 0,
-                                     secure=plan.secure.plan if plan.secure is not None else None)
+                                     secure=plan.secure)
         pending: list[dict] = []
 
         def on_round(record: RoundRecord) -> None:
@@ -188,7 +191,7 @@ class Coordinator:
         per_model = {"federated": _metric(transport.ask_all("final.test", "evaluate", {"splits": ["test"]}, final,
                                                             quorum=quorum), "test")}
         if cfg.personalization.mode != "none":
-            requests = {sid: {"request": personalize_request(cfg, i).to_json()} for i, sid in enumerate(sites)}
+            requests = {sid: {"request": plan.personalize_request(i).to_json()} for i, sid in enumerate(sites)}
             answers = transport.ask_all("final.personalize", "personalize", {"splits": ["val", "test"]}, final,
                                         quorum=quorum, per_site=requests)
             per_model["personalized"] = _metric(answers, "test")
@@ -198,9 +201,12 @@ class Coordinator:
             rows += [row for a in answers.values() for row in a.get("rows", [])]
         facts = RunFacts(prepared.name, prepared.task, tuple(prepared.feature_names), prepared.preprocessing,
                          prepared.preprocessing.get("site_rows", {}))
-        summary = summarize(cfg, facts, result, per_model, rows, bytes_sent, started, cfg.robustness.aggregator, attacked=[])
+        summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, cfg.robustness.aggregator,
+                            attacked=[])
         summary["baselines"] = {"pooled": "not run: pooling patient rows is what a federation avoids"}
-        write_run(folder, cfg, facts, summary, rows, result.params, {})
+        folder.write_result(cfg, facts, summary, rows, result.params, {})
+        if self.render_report is not None:
+            folder.write_report(self.render_report(summary, rows))
         self.board.finish({"status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
 
 

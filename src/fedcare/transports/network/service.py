@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -14,9 +15,13 @@ from fedcare.core.errors import ConfigError, FedcareError
 from fedcare.transports.network.credentials import (AdminCredential, Registry, SiteCredential, check_site_id,
                                                     client_ssl_context, server_tls_files)
 
+ReportRenderer = Callable[[Mapping, list[dict]], str]
+
 
 def serve(config: Path, credentials: Path, state: Path, host: str, port: int, sites: list[str] | None,
-          deadline: float, max_body: int, start: bool, insecure: bool, database: Path | None = None) -> None:
+          deadline: float, max_body: int, start: bool, insecure: bool, database: Path | None = None,
+          render_report: ReportRenderer | None = None) -> None:
+    """`render_report(summary, rows)` writes each finished run's report.html (the interfaces give it)."""
     import uvicorn
 
     from fedcare.transports.network.coordinator import Coordinator, ServiceSettings
@@ -31,7 +36,8 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
                           "or pass --sites")
     if len(set(members)) != len(members):
         raise ConfigError("--sites names a site twice")
-    control = Coordinator(cfg, ServiceSettings(state, tuple(members), deadline, max_body, database=database))
+    control = Coordinator(cfg, ServiceSettings(state, tuple(members), deadline, max_body, database=database),
+                          render_report)
     resumed = control.recover()
     if resumed:
         logging.getLogger("fedcare.coordinator").info("resuming run %s after a restart", resumed)

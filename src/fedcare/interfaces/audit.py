@@ -44,8 +44,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fedcare.api import Federation, build_federation, data_spec, personalize
-from fedcare.core.config import FederationConfig, load_config, make_config
+from fedcare.core.config import FederationConfig, load_config
 from fedcare.core.errors import ConfigError, DataError, FedcareError
 from fedcare.core.params import Params
 from fedcare.core.serialization import load_params
@@ -53,7 +52,8 @@ from fedcare.data import FederatedDataset, load_dataset
 from fedcare.data.dataset import SiteData
 from fedcare.federation.engine import RoundEngine
 from fedcare.learning.models import set_params
-from fedcare.runfolder import file_stem
+from fedcare.federation.runfolder import file_stem
+from fedcare.transports.simulated import Federation, build_federation, personalize
 from fedcare.transports.simulation import SimulationTransport
 
 Rows = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -133,7 +133,7 @@ def load_run(run_dir: str | Path) -> AuditedRun:
     summary = _read_summary(path)
     if cfg.data.task == "survival" or summary.get("task") == "survival":
         raise ConfigError("the membership audit needs a per-patient loss; the Cox survival loss has none")
-    dataset = load_dataset(data_spec(cfg))
+    dataset = load_dataset(cfg.data)
     _check_same_data(dataset, summary)
     fed = build_federation(cfg, dataset)
     return AuditedRun(path, cfg, summary, dataset, fed, _load_models(path, fed, dataset))
@@ -235,12 +235,12 @@ def _count(rows: Rows) -> int:
 def example_features(run: AuditedRun, params: Params, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(n, f) per-example features of the model's outputs: loss first, then (classification)
     confidence in the predicted class and whether the prediction is right."""
-    module = run.federation.new_model()
+    module = run.federation.plan.new_model()
     set_params(module, params)
     module.eval()
     with torch.no_grad():
         out = module(torch.as_tensor(x, dtype=torch.float32)).double()
-    kind = run.federation.task.kind
+    kind = run.federation.plan.task.kind
     if kind == "binary":
         logit, target = out.squeeze(-1), torch.as_tensor(y, dtype=torch.float64)
         loss = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
@@ -325,8 +325,8 @@ def _train_shadow(run: AuditedRun, inside: Rows, shadow_seed: int, personalized:
                               "attack": None, "patience": None, "baselines": False, "checkpoint_every": 0})
     dataset = replace(run.dataset, sites=tuple(_shadow_site(sid, x, y) for sid, (x, y) in inside.items()))
     fed = build_federation(shadow_cfg, dataset)
-    settings = replace(fed.settings, eval_splits=())
-    params = RoundEngine(fed.algorithm, SimulationTransport(fed.federated_sites), settings).run(fed.initial).params
+    settings = replace(fed.plan.settings, eval_splits=())
+    params = RoundEngine(fed.plan.algorithm, SimulationTransport(fed.federated_sites), settings).run(fed.initial).params
     models = {"global": {sid: params for sid in inside}}
     if personalized:
         models["personalized"] = personalize(fed, params)

@@ -92,8 +92,8 @@ def simulate(
         flags["out"] = str(flags["out"])
     if "site_weight" in flags:
         flags["site_weights"] = _site_weights(flags.pop("site_weight"))
-    from fedcare.api import load_config, resolve_config, resume as resume_run, simulate as run_simulation
-    from fedcare.report import site_table
+    from fedcare.interfaces.api import load_config, resolve_config, resume as resume_run, simulate as run_simulation
+    from fedcare.interfaces.report import site_table
 
     if resume is not None:
         cfg = load_config(resume / "config.yaml", {"out": str(resume)})
@@ -162,8 +162,8 @@ def benchmark(
     """Run entries × seeds in parallel and write the evidence table (Markdown, CSV) and a plot."""
     import os
 
-    from fedcare.api import resolve_config
-    from fedcare.bench import run_benchmark
+    from fedcare.interfaces.api import resolve_config
+    from fedcare.interfaces.bench import run_benchmark
 
     flags = {k: v for k, v in dict(dataset=dataset, site=site, label=label, time=time, event=event,
                                    rounds=rounds, local_epochs=local_epochs, attack=attack,
@@ -217,12 +217,13 @@ def coordinator(
     insecure: Annotated[bool, Opt("--insecure", help="plain HTTP without TLS (test networks only)")] = False,
 ) -> None:
     """Serve the coordinator: sites poll it for tasks over HTTPS; a run survives restarts (kill -9 included)."""
+    from fedcare.interfaces.htmlreport import render
     from fedcare.transports.network.service import serve
 
     if insecure:
         print(INSECURE_WARNING, file=sys.stderr)
     serve(config, credentials, state, host, port, sites.split(",") if sites else None, deadline,
-          int(max_body_mb * 1024 * 1024), start, insecure, database)
+          int(max_body_mb * 1024 * 1024), start, insecure, database, render)
 
 
 @app.command("site")
@@ -356,7 +357,7 @@ def audit_membership(
     """Membership inference (loss threshold, shadow models): AUC 0.5 means the attacker guesses."""
     from rich.table import Table
 
-    from fedcare.audit import AUDIT_FILE, audit_membership as run_audit
+    from fedcare.interfaces.audit import AUDIT_FILE, audit_membership as run_audit
 
     with console.status(f"attacking the run's models ({shadows} shadow federations)"):
         result = run_audit(run_dir, shadows=shadows, seed=seed, model=model)

@@ -9,7 +9,7 @@ import html
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from fedcare.report import MODELS
+from fedcare.interfaces.report import MODELS
 
 COLORS = {"federated": "#1f77b4", "local": "#ff7f0e", "pooled": "#2ca02c", "personalized": "#9467bd"}
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",

@@ -1,6 +1,9 @@
 """The run folder, the contract that reports, benchmarks and users read (docs/architecture.md):
 
-    runs/<name>/config.yaml  metrics.jsonl  summary.json  global.safetensors  report.html
+    runs/<name>/config.yaml  metrics.jsonl  summary.json  global.safetensors  sites/  report.html
+
+Written by whoever drives the run (a simulation, the network coordinator), so it sits below the
+transports; report.html is rendered by the interfaces and handed in as text.
 """
 
 from __future__ import annotations
@@ -9,12 +12,16 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedcare.core.config import FederationConfig
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.core.serialization import save_params
-from fedcare.federation.engine import RoundRecord
+
+if TYPE_CHECKING:
+    from fedcare.federation.engine import RoundRecord
+    from fedcare.federation.summary import RunFacts
 
 
 def file_stem(site_id: str) -> str:
@@ -72,3 +79,13 @@ class RunFolder:
         tmp = self.path / f".{name}.tmp"
         tmp.write_text(text)
         tmp.replace(self.path / name)
+
+    def write_result(self, cfg: FederationConfig, facts: RunFacts, summary: Mapping, rows: list[dict],
+                     global_params: Params, site_params: Mapping[str, Params]) -> None:
+        """Everything a finished run leaves but report.html: metric rows, models, summary."""
+        self.write_metrics(rows)
+        self.write_global(global_params, {"dataset": facts.name, "algorithm": cfg.algorithm.name,
+                                          "feature_names": list(facts.feature_names)})
+        for sid, params in site_params.items():
+            self.write_site(sid, params, {"dataset": facts.name, "personalization": cfg.personalization.mode})
+        self.write_summary(summary)

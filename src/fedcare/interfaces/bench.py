@@ -21,7 +21,7 @@ from pathlib import Path
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError
 from fedcare.core.scoring import is_better
-from fedcare.htmlreport import svg_curves
+from fedcare.interfaces.htmlreport import svg_curves
 
 # Candidates tried on validation with `tune`: small on purpose (every point costs seeds × a run).
 GRIDS: dict[str, dict[str, list]] = {
@@ -65,7 +65,7 @@ class Entry:
 
 def _run(job: tuple[dict, str]) -> dict:
     """One simulation in a worker process; returns only JSON-able figures."""
-    from fedcare.api import simulate
+    from fedcare.interfaces.api import simulate
 
     values, model = job
     started = time.perf_counter()

@@ -1,0 +1,142 @@
+"""The plan: what a config makes of the data's shape. This is the one composition root: `simulate`,
+the network coordinator, each site agent, `fedcare benchmark` and `fedcare audit` all build their
+task, model, algorithm and engine settings here, so they cannot drift apart.
+
+The plan needs no rows: the coordinator makes it from what data preparation taught it, and each
+site makes the same plan from the declarative message the coordinator sends. It is the federation
+layer's one module that uses the learning layer (the task and the model), so importing the round
+engine and the algorithms still needs no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from fedcare.algorithms.privacy import calibrate_site_dp, site_level_dp
+from fedcare.algorithms.recipes import AggregationSpec, Algorithm, build_algorithm
+from fedcare.algorithms.secagg import SecurePlan, check_threshold, secure_mean
+from fedcare.algorithms.strategy import replace_aggregator
+from fedcare.core.config import FederationConfig
+from fedcare.core.errors import ConfigError
+from fedcare.core.messages import FitRequest
+from fedcare.core.params import Params
+from fedcare.federation.engine import EngineSettings, select_sites, site_seed
+from fedcare.learning.models import ModelFactory, build_model, get_params, initial_model
+from fedcare.learning.tasks import Task
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The task, the model, the algorithm and the engine settings of a run."""
+
+    config: FederationConfig
+    task: Task
+    algorithm: Algorithm
+    settings: EngineSettings
+    new_model: Callable[[], torch.nn.Module]
+    secure: SecurePlan | None = None  # the settings of every secure round, when the config asks for them
+
+    def initial_params(self) -> Params:
+        """The model every site and baseline starts from (seeded: the same everywhere)."""
+        return get_params(self.new_model())
+
+    def baseline(self) -> tuple[Algorithm, EngineSettings]:
+        """What the local and pooled baselines run: the run's algorithm on one site (SCAFFOLD with one
+        site is FedAvg), without site weights, attacks or robust rules, every round on that site."""
+        cfg = self.config
+        a = cfg.algorithm
+        algorithm = build_algorithm("fedavg" if a.name == "scaffold" else a.name, lr=cfg.training.lr,
+                                    server_lr=a.server_lr, server_momentum=a.server_momentum, prox_mu=a.prox_mu)
+        return algorithm, replace(self.settings, fraction=1.0, min_sites=1)
+
+    def personalize_request(self, index: int) -> FitRequest:
+        """The final local work that turns the global model into site `index`'s own."""
+        cfg, t = self.config, self.config.training
+        last = cfg.algorithm.rounds + 1
+        return FitRequest(last, "local_epochs", cfg.personalization.finetune_epochs, t.lr, t.batch_size, t.optimizer,
+                          site_seed(cfg.run.seed, last, index), 0.0, cfg.personalization.mode,
+                          cfg.personalization.ditto_lambda)
+
+
+def make_plan(cfg: FederationConfig, task_kind: str, num_classes: int, num_features: int, site_ids: Sequence[str],
+              *, model_factory: ModelFactory | None = None, aggregator: object | None = None) -> Plan:
+    """The plan for these sites; `model_factory` and `aggregator` are a Python user's own pieces."""
+    unknown = sorted(set(cfg.algorithm.site_weights) - set(site_ids))
+    if unknown:
+        raise ConfigError(f"site_weights names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
+    torch.set_num_threads(cfg.training.threads)
+    task = Task(task_kind, num_classes=max(2, num_classes))
+    factory = model_factory or (lambda features, outputs: build_model(cfg.model, features, outputs))
+
+    def new_model() -> torch.nn.Module:
+        return initial_model(factory, num_features, task.num_outputs, cfg.run.seed)
+
+    algorithm = _algorithm(cfg, len(site_ids))
+    if aggregator is not None:
+        algorithm = replace(algorithm, strategy=replace_aggregator(algorithm.strategy, aggregator))
+    algorithm, secure = _site_privacy(cfg, algorithm, site_ids, aggregator)
+    t, a = cfg.training, cfg.algorithm
+    settings = EngineSettings(rounds=a.rounds, local_epochs=t.local_epochs, lr=t.lr, batch_size=t.batch_size,
+                              optimizer=t.optimizer, fraction=a.fraction, min_sites=a.min_sites,
+                              patience=a.patience, seed=cfg.run.seed, metric=task.headline)
+    return Plan(cfg, task, algorithm, settings, new_model, secure)
+
+
+def _algorithm(cfg: FederationConfig, num_sites: int) -> Algorithm:
+    """The named algorithm with the robust rule, personalization and record-level DP the config asks for."""
+    a, r, t, p, dp = cfg.algorithm, cfg.robustness, cfg.training, cfg.personalization, cfg.privacy
+    aggregation = AggregationSpec(r.aggregator, r.trim_beta, r.krum_f, r.krum_m, r.clip_tau, r.norm_bound)
+    algorithm = build_algorithm(a.name, lr=t.lr, server_lr=a.server_lr, server_momentum=a.server_momentum,
+                                weighting=a.weighting, site_weights=a.site_weights, aggregation=aggregation,
+                                prox_mu=a.prox_mu, num_sites=num_sites)
+    if dp.dp_epsilon is not None and (algorithm.site_mode != "local_epochs" or algorithm.scaffold
+                                      or algorithm.prox_mu or p.mode == "fedrep" or t.optimizer != "sgd"):
+        raise ConfigError("record-level DP (dp_epsilon) trains with plain DP-SGD local epochs: use fedavg, cyclic "
+                          "or an adaptive server optimizer, optimizer sgd, and no fedprox, fedrep or scaffold")
+    if algorithm.scaffold and t.optimizer != "sgd":
+        raise ConfigError("scaffold corrects plain SGD steps; use optimizer sgd (not adam)")
+    if algorithm.scaffold and p.mode != "none":
+        raise ConfigError("scaffold does not combine with personalization; use personalization none")
+    return replace(algorithm, personalization=p.mode, ditto_lambda=p.ditto_lambda, dp_epsilon=dp.dp_epsilon,
+                   dp_delta=dp.dp_delta, dp_clip=dp.dp_clip)
+
+
+def _site_privacy(cfg: FederationConfig, algorithm: Algorithm, site_ids: Sequence[str],
+                  aggregator: object | None) -> tuple[Algorithm, SecurePlan | None]:
+    """Site-level DP and secure aggregation: the aggregator that releases each round's mean
+    (DP-FedAvg at the coordinator, or the mean of the secure sum of what the sites clipped, noised
+    and masked) with its accountant and budget, and the settings of the secure rounds.
+    The noise is calibrated here, before the first round, for the planned rounds."""
+    p = cfg.privacy
+    if p.site_dp_epsilon is None and not p.secure_aggregation:
+        return algorithm, None
+    if aggregator is not None:
+        raise ConfigError("a custom aggregator cannot run with site-level DP or secure aggregation, "
+                          "which bring their own mean; drop the aggregator argument")
+    per_round = _sites_per_round(cfg, len(site_ids))
+    dp = accountant = None
+    if p.site_dp_epsilon is not None:
+        dp, accountant = calibrate_site_dp(p.site_dp_epsilon, p.site_dp_delta, p.site_dp_clip,
+                                           p.site_dp_clip_quantile, len(site_ids), per_round, cfg.algorithm.rounds)
+    secure = None
+    if p.secure_aggregation:
+        check_threshold(per_round, p.secagg_max_dropouts)
+        secure = SecurePlan(p.secagg_max_dropouts, cfg.algorithm.weighting, dict(cfg.algorithm.site_weights), dp,
+                            noise_seed=cfg.run.seed)
+        mean = secure_mean(dp)
+    else:
+        assert dp is not None
+        mean = dp.central()
+    if dp is not None and accountant is not None:
+        mean = site_level_dp(mean, dp, accountant, p.site_dp_epsilon)
+    return replace(algorithm, strategy=replace_aggregator(algorithm.strategy, mean)), secure
+
+
+def _sites_per_round(cfg: FederationConfig, num_sites: int) -> int:
+    """How many sites the engine selects each round (a fixed number: what the accountant samples)."""
+    return len(select_sites([str(i) for i in range(num_sites)], cfg.algorithm.fraction, cfg.algorithm.min_sites,
+                            np.random.default_rng(0)))

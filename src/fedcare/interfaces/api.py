@@ -1,0 +1,159 @@
+"""The Python API, mirroring `fedcare simulate`: load data, build sites, run the federation and its
+two baselines through the same round engine, and write the run folder."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedcare.core.config import FederationConfig, load_config, resolve_config
+from fedcare.core.errors import ConfigError
+from fedcare.core.params import Params
+from fedcare.data import load_dataset
+from fedcare.federation.checkpoint import Checkpoints
+from fedcare.federation.engine import EngineResult, RoundEngine, RoundRecord, mean_metric
+from fedcare.federation.runfolder import RunFolder, metric_rows
+from fedcare.federation.summary import RunFacts, summarize
+from fedcare.interfaces import htmlreport
+from fedcare.learning.models import ModelFactory
+from fedcare.transports.simulated import Federation, attacker_ids, build_federation, honest, personalize, pooled_site
+from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
+
+__all__ = ["Progress", "Run", "resolve_config", "resume", "simulate"]
+
+Progress = Callable[[str, RoundRecord], None]
+"""Called after every round with the model being trained ("federated", "local:<site>", "pooled")."""
+
+
+@dataclass
+class Run:
+    """What a simulation leaves: the summary, the models and where the run folder is."""
+
+    path: Path
+    config: FederationConfig
+    summary: dict
+    global_params: Params
+    local_params: dict[str, Params] = field(default_factory=dict)
+    site_params: dict[str, Params] = field(default_factory=dict)  # personalized models, where the run has them
+    personal_val_score: float | None = None  # their mean validation metric (for tuning personalization)
+    pooled_params: Params | None = None
+    history: list[RoundRecord] = field(default_factory=list)
+
+
+def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
+             model_factory: ModelFactory | None = None, aggregator: object | None = None,
+             progress: Progress | None = None, **overrides: object) -> Run:
+    """Run a federation in this process and write its run folder.
+
+    `model_factory(num_features, num_outputs) -> torch.nn.Module` replaces the model zoo;
+    `aggregator` is a built-in rule's name ("median", "krum", ...: the config key) or any aggregator
+    piece of your own, which replaces the rule (see fedcare.algorithms).
+    """
+    started = time.perf_counter()
+    if isinstance(aggregator, str):
+        overrides["aggregator"], aggregator = aggregator, None
+    cfg = resolve_config(config, **overrides)
+    return _execute(cfg, started, model_factory, aggregator, progress, resume=False)
+
+
+def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
+    """Continue a run that stopped (a crash, a kill) from its last checkpoint; the result equals an
+    uninterrupted run's. Runs that used a Python model_factory or aggregator cannot be resumed from
+    their folder (config.yaml does not record code)."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml", {"out": str(run_dir)})
+    if not (run_dir / "checkpoints" / "coordinator.safetensors").is_file():
+        raise ConfigError(f"'{run_dir}' has no checkpoint to resume from; run it again with fedcare simulate")
+    return _execute(cfg, started, None, None, progress, resume=True)
+
+
+def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory | None, aggregator: object | None,
+             progress: Progress | None, resume: bool) -> Run:
+    dataset = load_dataset(cfg.data)
+    cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files])  # re-runnable anywhere
+    fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
+    plan = fed.plan
+    folder = RunFolder(cfg.run_dir)
+    checkpoints = Checkpoints(cfg.run_dir)
+    sites = honest(fed.federated_sites)
+    start, rows = None, []
+    if resume:
+        loaded = checkpoints.load(sites)
+        if loaded is not None:
+            start, states, rows = loaded
+            for sid, state in states.items():
+                sites[sid].load_site_state(state)
+    else:
+        folder.prepare(cfg)
+        if checkpoints.path.exists():
+            shutil.rmtree(checkpoints.path)  # a fresh run never resumes an older one's state
+    federation = SimulationTransport(fed.federated_sites, start.bytes_sent if start else 0)
+    pending: list[dict] = []
+
+    def on_round(record: RoundRecord) -> None:
+        pending.extend(metric_rows("federated", [record]))
+        if progress:
+            progress("federated", record)
+
+    def on_checkpoint(checkpoint) -> None:
+        every, last = cfg.run.checkpoint_every, checkpoint.round == cfg.algorithm.rounds
+        if every and (checkpoint.round % every == 0 or last):
+            checkpoints.save(checkpoint, {sid: site.site_state() for sid, site in sites.items()}, pending)
+        rows.extend(pending)
+        pending.clear()
+
+    result = RoundEngine(plan.algorithm, federation, plan.settings, on_round, on_checkpoint).run(fed.initial, start)
+    bytes_sent = federation.bytes_sent  # before baselines reuse the transport for evaluation
+    run = Run(cfg.run_dir, cfg, {}, result.params, history=result.history)
+    per_model = {"federated": _test_metrics(federation, result.params)}
+    if cfg.personalization.mode != "none":
+        personal = personalize(fed, result.params)
+        run.site_params = personal
+        scores = {sid: site.evaluate(personal[sid], ["val", "test"]) for sid, site in sites.items()}
+        per_model["personalized"] = {sid: m["test"] for sid, m in scores.items()}
+        run.personal_val_score = mean_metric(scores, "val", plan.task.headline)
+    if cfg.run.baselines:
+        rows += _baselines(fed, federation, run, per_model, progress)
+    facts = RunFacts(dataset.name, dataset.task, tuple(dataset.feature_names), dataset.preprocessing,
+                     {sd.site_id: {"train": len(sd.y_train), "val": len(sd.y_val), "test": len(sd.y_test)}
+                      for sd in dataset.sites})
+    aggregator_name = cfg.robustness.aggregator if aggregator is None else type(aggregator).__name__
+    run.summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, aggregator_name,
+                            attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}))
+    folder.write_result(cfg, facts, run.summary, rows, result.params, run.site_params)
+    folder.write_report(htmlreport.render(run.summary, rows))
+    return run
+
+
+def _baselines(fed: Federation, federation: SimulationTransport, run: Run, per_model: dict,
+               progress: Progress | None) -> list[dict]:
+    """Local (each site alone) and pooled (all training rows in one place): the same engine with one
+    site, the same algorithm and budget, no site weights or selection. Fills run and per_model;
+    returns the metrics.jsonl rows. SCAFFOLD with one site is FedAvg (c = cᵢ every round), so the
+    baselines run fedavg and leave the cᵢ the sites hold from the federated run untouched."""
+    algorithm, settings = fed.plan.baseline()
+
+    def engine(name: str, transport) -> EngineResult:
+        callback = (lambda rec: progress(name, rec)) if progress else None
+        return RoundEngine(algorithm, transport, settings, callback).run(fed.initial)
+
+    rows: list[dict] = []
+    per_model["local"] = {}
+    for site in fed.sites:
+        local = engine(f"local:{site.site_id}", SimulationTransport([site]))
+        run.local_params[site.site_id] = local.params
+        rows += metric_rows("local", local.history)
+        per_model["local"][site.site_id] = site.evaluate(local.params, ["test"])["test"]
+    pooled = engine("pooled", TrainHereEvaluateThere(SimulationTransport([pooled_site(fed)]), federation))
+    run.pooled_params = pooled.params
+    rows += metric_rows("pooled", pooled.history)
+    per_model["pooled"] = _test_metrics(federation, pooled.params)
+    return rows
+
+
+def _test_metrics(transport: SimulationTransport, params: Params) -> dict[str, dict]:
+    return {sid: m["test"] for sid, m in transport.evaluate(params, transport.site_ids(), ["test"]).items()}

@@ -1,0 +1,114 @@
+"""A simulated federation: the plan, and every site built in this process from a loaded dataset.
+
+What simulation adds to the plan: the sites themselves (each a LocalSite holding its own rows),
+the simulated hostile ones swapped in where the config asks for attackers, the secure-aggregation
+runner, and the pooled site of the ceiling baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedcare.algorithms.attacks import attack, flip_labels
+from fedcare.core.config import FederationConfig
+from fedcare.core.errors import ConfigError
+from fedcare.core.params import Params
+from fedcare.data import FederatedDataset
+from fedcare.federation.plan import Plan, make_plan
+from fedcare.learning.models import ModelFactory
+from fedcare.learning.site import LocalSite
+from fedcare.transports.adversary import AttackedSite
+from fedcare.transports.secure import SecureAggregation, SecureSites
+
+
+@dataclass
+class Federation:
+    """Everything a simulated run needs: the plan, the data and the sites."""
+
+    plan: Plan
+    dataset: FederatedDataset
+    sites: list[LocalSite]      # the honest sites, in the data's order
+    federated_sites: list       # what the federation meets: `sites`, with simulated attackers swapped in
+    initial: Params
+
+    @property
+    def config(self) -> FederationConfig:
+        return self.plan.config
+
+
+def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_factory: ModelFactory | None = None,
+                     aggregator: object | None = None) -> Federation:
+    """The plan for the dataset's shape, and its sites with their data and model."""
+    site_ids = [sd.site_id for sd in dataset.sites]
+    plan = make_plan(cfg, dataset.task, len(dataset.classes), len(dataset.feature_names), site_ids,
+                     model_factory=model_factory, aggregator=aggregator)
+    sites = [LocalSite(sd.site_id, plan.task, plan.new_model(), splits(sd)) for sd in dataset.sites]
+    federated = _attacked(plan, dataset, sites)
+    return Federation(plan, dataset, sites,
+                      SecureSites(federated, SecureAggregation(plan.secure)) if plan.secure is not None else federated,
+                      plan.initial_params())
+
+
+def attacker_ids(cfg: FederationConfig, sizes: Mapping[str, int]) -> list[str]:
+    """The attacking sites: the K sites with the most training rows (the worst case for an
+    example-weighted mean; ties in site order), or the ids the config names."""
+    r = cfg.robustness
+    if r.attack is None:
+        return []
+    site_ids = list(sizes)
+    if isinstance(r.attackers, int):
+        if r.attackers >= len(site_ids):
+            raise ConfigError(f"attackers={r.attackers} leaves no honest site among {len(site_ids)}")
+        return sorted(site_ids, key=lambda s: -sizes[s])[:r.attackers]
+    unknown = [a for a in r.attackers if a not in site_ids]
+    if unknown:
+        raise ConfigError(f"attackers names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
+    return list(r.attackers)
+
+
+def _attacked(plan: Plan, dataset: FederatedDataset, sites: list[LocalSite]) -> list:
+    """The sites as the federation meets them: attackers' updates (or labels) corrupted, if asked."""
+    cfg, task = plan.config, plan.task
+    hostile = set(attacker_ids(cfg, {s.site_id: s.num_train for s in sites}))
+    if not hostile:
+        return list(sites)
+    out: list = []
+    for sd, site in zip(dataset.sites, sites, strict=True):
+        if site.site_id not in hostile:
+            out.append(site)
+        elif cfg.robustness.attack == "label-flip":
+            flipped = splits(sd)
+            flipped["train"] = (sd.x_train, flip_labels(sd.y_train, task.kind, task.num_classes))
+            out.append(LocalSite(sd.site_id, task, plan.new_model(), flipped))
+        else:
+            r = cfg.robustness
+            out.append(AttackedSite(site, attack(r.attack, [site.site_id], r.attack_scale, cfg.run.seed)))
+    return out
+
+
+def honest(sites: Sequence) -> dict[str, LocalSite]:
+    """The LocalSite behind each federated site (a simulated attacker wraps one)."""
+    return {s.site_id: getattr(s, "site", s) for s in sites}
+
+
+def personalize(fed: Federation, global_params: Params) -> dict[str, Params]:
+    """Each site's own final model (its kept layers, its Ditto model, or the fine-tuned global one)."""
+    return {sid: site.personal_params(global_params, fed.plan.personalize_request(i))
+            for i, (sid, site) in enumerate(honest(fed.federated_sites).items())}
+
+
+def pooled_site(fed: Federation) -> LocalSite:
+    """The ceiling baseline's one site: every site's training (and validation) rows in one place."""
+    out = {}
+    for split in ("train", "val", "test"):
+        xs = [getattr(sd, f"x_{split}") for sd in fed.dataset.sites]
+        ys = [getattr(sd, f"y_{split}") for sd in fed.dataset.sites]
+        out[split] = (np.concatenate(xs), np.concatenate(ys))
+    return LocalSite("pooled", fed.plan.task, fed.plan.new_model(), out)
+
+
+def splits(sd) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {"train": (sd.x_train, sd.y_train), "val": (sd.x_val, sd.y_val), "test": (sd.x_test, sd.y_test)}
