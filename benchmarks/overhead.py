@@ -27,11 +27,13 @@ import pandas as pd
 import torch
 
 import fedcare
-from fedcare.api import build_federation, data_spec, resolve_config
-from fedcare.data import load_dataset
+from fedcare.core.config import resolve_config
+from fedcare.data import array, load_dataset
 from fedcare.federation.engine import RoundEngine, site_seed
+from fedcare.learning.models import build_model, initial_model
+from fedcare.learning.tasks import make_task
+from fedcare.transports.simulated import build_federation
 from fedcare.transports.simulation import SimulationTransport
-from fedcare.learning.models import ModelSpec, get_params, initial_model
 
 SITES, ROWS, FEATURES, ROUNDS = 10, 500, 20, 20
 
@@ -56,17 +58,21 @@ def simulation(cfg, dataset) -> tuple[dict[str, np.ndarray], float]:
     """fedcare's engine + simulation transport on loaded data; returns final params and seconds."""
     fed = build_federation(cfg, dataset)
     started = time.perf_counter()
-    result = RoundEngine(fed.algorithm, SimulationTransport(fed.sites), fed.settings).run(fed.initial)
+    result = RoundEngine(fed.plan.algorithm, SimulationTransport(fed.sites), fed.plan.settings).run(fed.initial)
     return result.params, time.perf_counter() - started
 
 
 def plain_loop(cfg, dataset) -> tuple[dict[str, np.ndarray], float]:
     """FedAvg written directly in PyTorch on the same arrays; returns final params and seconds."""
-    sites = dataset.sites
-    data = [(torch.as_tensor(s.x_train), torch.as_tensor(s.y_train), torch.as_tensor(s.x_test), s.y_test)
-            for s in sites]
-    factory = ModelSpec("mlp", (32,)).build
-    model = initial_model(factory, FEATURES, 2, cfg.seed)
+    def tensors(site, split):
+        examples = site.splits[split]
+        return torch.as_tensor(array(examples, "tabular")), array(examples, "label")
+
+    data = [(*map(torch.as_tensor, tensors(s, "train")), *tensors(s, "test")) for s in dataset.sites]
+    task = make_task(dataset.shape)
+    fed_model = initial_model(lambda inputs, task: build_model(cfg.model, inputs, task), dataset.shape.inputs, task,
+                              cfg.run.seed)
+    model = torch.nn.Sequential(*fed_model)  # the same layers and weights, fed a plain tensor
     started = time.perf_counter()
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
     for rnd in range(1, ROUNDS + 1):
@@ -74,11 +80,11 @@ def plain_loop(cfg, dataset) -> tuple[dict[str, np.ndarray], float]:
         n_total = 0
         for i, (x, y, _, _) in enumerate(data):
             model.load_state_dict(global_state)
-            opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-            gen = torch.Generator().manual_seed(site_seed(cfg.seed, rnd, i))
+            opt = torch.optim.SGD(model.parameters(), lr=cfg.training.lr)
+            gen = torch.Generator().manual_seed(site_seed(cfg.run.seed, rnd, i))
             order = torch.randperm(len(y), generator=gen)
-            for start in range(0, len(y), cfg.batch_size):
-                idx = order[start:start + cfg.batch_size]
+            for start in range(0, len(y), cfg.training.batch_size):
+                idx = order[start:start + cfg.training.batch_size]
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
                 opt.step()
@@ -103,7 +109,7 @@ def main() -> None:
     cfg = resolve_config(dict(data=[str(csv)], site="site", label="y", task="multiclass", model="mlp",
                               hidden=[32], rounds=ROUNDS, local_epochs=1, batch_size=16, lr=0.05,
                               baselines=False, out=str(folder / "run")))
-    dataset = load_dataset(data_spec(cfg))
+    dataset = load_dataset(cfg.data)
     fedcare.simulate(cfg), simulation(cfg, dataset), plain_loop(cfg, dataset)  # warm-up
     sim_times, e2e_times, plain_times = [], [], []
     for _ in range(args.repeats):

@@ -73,3 +73,33 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env["OMP_NUM_THREADS"] = "1"
     return subprocess.run([sys.executable, "-m", "fedcare", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def named(site, split: str) -> dict[str, np.ndarray]:
+    """A prepared site's named arrays (inputs and targets) of one split."""
+    from fedcare.data import array
+
+    examples = site.splits[split]
+    return {name: array(examples, name) for name in examples.names}
+
+
+def examples(**arrays: np.ndarray):
+    """In-memory examples from named arrays, e.g. examples(tabular=x, label=y)."""
+    from fedcare.data import ArrayExamples
+
+    return ArrayExamples(arrays)
+
+
+TARGETS = ("label", "time", "event")
+
+
+def site_x(site, split: str) -> np.ndarray:
+    """A prepared site's encoded inputs of one split, side by side in model order (as the linear and
+    mlp models see them)."""
+    arrays = named(site, split)
+    return np.concatenate([a for name, a in arrays.items() if name not in TARGETS], axis=1)
+
+
+def site_y(site, split: str) -> np.ndarray:
+    """A prepared site's encoded labels of one split."""
+    return named(site, split)["label"]

@@ -4,7 +4,6 @@ written config, the FedSGD = pooled gradient descent identity, plug-ins, weighti
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 import yaml
 
 import fedcare
-from conftest import HEART_SITES, cohort_frame, summary_without_wall, write_csv
+from conftest import HEART_SITES, cohort_frame, site_x, site_y, summary_without_wall, write_csv
 from fedcare.core.errors import ConfigError
 from fedcare.core.serialization import load_params
 from fedcare.data import DataSpec, load_dataset
@@ -75,7 +74,7 @@ def test_summary_shape_and_blocks(heart_run):
 def test_summary_site_sizes_match_the_data(heart_run):
     """site_sizes must describe the split the models were trained and tested on."""
     ds = load_dataset(DataSpec(dataset="heart-disease"))
-    expected = {sd.site_id: {"train": len(sd.y_train), "val": 0, "test": len(sd.y_test)} for sd in ds.sites}
+    expected = {sd.site_id: {"train": len(site_y(sd, "train")), "val": 0, "test": len(site_y(sd, "test"))} for sd in ds.sites}
     assert heart_run.summary["site_sizes"] == expected
     assert sum(v["train"] + v["test"] for v in expected.values()) == 303 + 261 + 46 + 130
 
@@ -114,13 +113,13 @@ def test_switzerland_local_model_predicts_disease_for_everyone(heart_run):
     """Switzerland's training rows are all 'disease', so its local model can only learn that class:
     its local test accuracy is the share of disease in its test split."""
     swiss = load_dataset(DataSpec(dataset="heart-disease")).site("switzerland")
-    assert set(np.unique(swiss.y_train).tolist()) == {1.0}
-    share = float(np.mean(swiss.y_test == 1))
+    assert set(np.unique(site_y(swiss, "train")).tolist()) == {1.0}
+    share = float(np.mean(site_y(swiss, "test") == 1))
     assert share < 1.0  # the test split holds the healthy patient, so the check is not vacuous
     local = heart_run.summary["local"]["sites"]["switzerland"]
     assert local["accuracy"] == pytest.approx(share)
     assert local["balanced_accuracy"] == pytest.approx(0.5)
-    x = torch.as_tensor(swiss.x_test)
+    x = torch.as_tensor(site_x(swiss, "test"))
     params = heart_run.local_params["switzerland"]
     logits = x @ torch.as_tensor(params["weight"]).T + torch.as_tensor(params["bias"])
     assert bool((logits > 0).all())
@@ -203,14 +202,23 @@ def test_fedavg_is_not_pooled_descent(tmp_path):
                    for k in run.global_params)
 
 
-def test_user_model_factory(tmp_path):
-    def factory(d, k):
-        return torch.nn.Sequential(torch.nn.Linear(d, 8), torch.nn.Tanh(), torch.nn.Linear(8, k))
+class SmallNet(torch.nn.Module):
+    """A user's own model: it gets the input shapes and the task, and takes the batch's inputs by name."""
 
-    run = fedcare.simulate(out=str(tmp_path / "run"), model_factory=factory, rounds=2, baselines=False)
+    def __init__(self, inputs, task):
+        super().__init__()
+        d = inputs["tabular"].shape[0]
+        self.layers = torch.nn.Sequential(torch.nn.Linear(d, 8), torch.nn.Tanh(), torch.nn.Linear(8, task.num_outputs))
+
+    def forward(self, batch):
+        return self.layers(batch["tabular"])
+
+
+def test_user_model_factory(tmp_path):
+    run = fedcare.simulate(out=str(tmp_path / "run"), model_factory=SmallNet, rounds=2, baselines=False)
     d = run.summary["num_features"]
     assert {k: v.shape for k, v in run.global_params.items()} == {
-        "0.weight": (8, d), "0.bias": (8,), "2.weight": (1, 8), "2.bias": (1,)}
+        "layers.0.weight": (8, d), "layers.0.bias": (8,), "layers.2.weight": (1, 8), "layers.2.bias": (1,)}
     saved, _ = load_params(run.path / "global.safetensors", run.global_params)
     assert_params_equal(saved, run.global_params)
 

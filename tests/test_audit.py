@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import fedcare
-from conftest import HEART_SITES, run_cli
+from conftest import HEART_SITES, examples, run_cli
 from fedcare.interfaces import audit
 from fedcare.core.errors import ConfigError
 
@@ -99,14 +99,15 @@ def test_a_logistic_model_leaks_less_than_the_overfit_one(tmp_path, overfit_audi
 def test_the_held_out_split_is_disjoint_and_complete():
     x = np.arange(40, dtype=np.float32).reshape(20, 2)
     y = np.arange(20, dtype=np.float32)
-    pool, held = audit.split_held_out({"a": (x, y), "b": (x[:7], y[:7])}, seed=3)
+    rows = {"a": examples(tabular=x, label=y), "b": examples(tabular=x[:7], label=y[:7])}
+    pool, held = audit.split_held_out(rows, seed=3)
     for site, n in (("a", 20), ("b", 7)):
-        ids_pool, ids_held = set(pool[site][1].tolist()), set(held[site][1].tolist())
+        ids_pool, ids_held = set(pool[site].arrays["label"].tolist()), set(held[site].arrays["label"].tolist())
         assert not ids_pool & ids_held
         assert ids_pool | ids_held == set(range(n))
         assert len(ids_pool) == n // 2
-    again, _ = audit.split_held_out({"a": (x, y), "b": (x[:7], y[:7])}, seed=3)
-    assert np.array_equal(again["a"][1], pool["a"][1])
+    again, _ = audit.split_held_out(rows, seed=3)
+    assert np.array_equal(again["a"].arrays["label"], pool["a"].arrays["label"])
 
 
 def test_auc_block_orients_scores_towards_members():

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import site_x, site_y
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data import DataSpec, load_dataset
 
@@ -44,7 +45,7 @@ def test_site_column_order_of_first_appearance(tmp_path: Path):
     ds = _load(_csv(tmp_path, frame), site="site", drop=("patient_id",))
     assert [s.site_id for s in ds.sites] == ["zeta", "alpha"]
     assert ds.name == "cohort"
-    assert sum(len(s.y_train) + len(s.y_test) for s in ds.sites) == 40
+    assert sum(len(site_y(s, "train")) + len(site_y(s, "test")) for s in ds.sites) == 40
     assert "patient_id" not in " ".join(ds.feature_names)
 
 
@@ -54,7 +55,7 @@ def test_several_files_one_site_each(tmp_path: Path):
     b = _csv(tmp_path, frame.iloc[25:], "hospital_b.csv")
     ds = _load((a, b), drop=("patient_id",))
     assert [s.site_id for s in ds.sites] == ["hospital_a", "hospital_b"]
-    assert [len(s.y_train) + len(s.y_test) for s in ds.sites] == [25, 15]
+    assert [len(site_y(s, "train")) + len(site_y(s, "test")) for s in ds.sites] == [25, 15]
     assert ds.feature_names == ("age", "sex=F", "sex=M")
 
 
@@ -68,17 +69,17 @@ def test_parquet_matches_csv(tmp_path: Path):
     from_pq = _load(str(pq), site="site", drop=("patient_id",))
     assert from_pq.feature_names == from_csv.feature_names == ("age", "sex=F", "sex=M", "age__missing")
     for a, b in zip(from_csv.sites, from_pq.sites):
-        np.testing.assert_allclose(a.x_train, b.x_train)
-        np.testing.assert_array_equal(a.y_test, b.y_test)
+        np.testing.assert_allclose(site_x(a, "train"), site_x(b, "train"))
+        np.testing.assert_array_equal(site_y(a, "test"), site_y(b, "test"))
 
 
 def test_partition_mode(tmp_path: Path):
     path = _csv(tmp_path, _frame(80).drop(columns=["site"]))
     ds = _load(path, partition="iid", num_sites=3, drop=("patient_id",))
     assert [s.site_id for s in ds.sites] == ["site-1", "site-2", "site-3"]
-    assert sum(len(s.y_train) + len(s.y_test) for s in ds.sites) == 80
+    assert sum(len(site_y(s, "train")) + len(site_y(s, "test")) for s in ds.sites) == 80
     again = _load(path, partition="iid", num_sites=3, drop=("patient_id",))
-    np.testing.assert_array_equal(ds.sites[0].x_train, again.sites[0].x_train)
+    np.testing.assert_array_equal(site_x(ds.sites[0], "train"), site_x(again.sites[0], "train"))
     skew = _load(path, partition="dirichlet", num_sites=2, alpha=0.5, drop=("patient_id",))
     assert ds.preprocessing["partition"]["kind"] == "iid"
     assert len(skew.sites) == 2
@@ -90,8 +91,8 @@ def test_val_fraction_and_missing_labels_counted(tmp_path: Path):
     frame.loc[[0, 1, 2], "y"] = "NA"
     ds = _load(_csv(tmp_path, frame), site="site", drop=("patient_id",), val_fraction=0.25)
     assert ds.preprocessing["rows_dropped_missing_label"] == {"cohort.csv": 3}
-    assert sum(len(s.y_train) + len(s.y_val) + len(s.y_test) for s in ds.sites) == 57
-    assert all(len(s.y_val) > 0 for s in ds.sites)
+    assert sum(len(site_y(s, "train")) + len(site_y(s, "val")) + len(site_y(s, "test")) for s in ds.sites) == 57
+    assert all(len(site_y(s, "val")) > 0 for s in ds.sites)
 
 
 # ----- task inference ----------------------------------------------------------------------
@@ -115,9 +116,9 @@ def test_task_inference(tmp_path: Path, labels, task, classes, dtype):
     ds = _load(_csv(tmp_path, frame), site="site")
     assert ds.task == task
     assert ds.classes == classes
-    assert ds.sites[0].y_train.dtype == dtype
+    assert site_y(ds.sites[0], "train").dtype == dtype
     if task == "binary":  # positive class = second sorted value
-        assert set(np.unique(np.concatenate([s.y_train for s in ds.sites]))) == {0.0, 1.0}
+        assert set(np.unique(np.concatenate([site_y(s, "train") for s in ds.sites]))) == {0.0, 1.0}
 
 
 def test_many_integer_values_is_regression_and_task_override(tmp_path: Path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
+from conftest import site_x, site_y
 from fedcare.data import BUILTIN_DATASETS, DataSpec, dataset_info, load_dataset
 from fedcare.data import heart_disease
 from fedcare.data.splitting import split_site
@@ -32,8 +33,8 @@ def _flamby_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_site_order_and_row_counts(heart):
     assert [s.site_id for s in heart.sites] == list(SIZES)
     for s in heart.sites:
-        assert len(s.y_train) + len(s.y_test) == SIZES[s.site_id]
-        assert len(s.y_val) == 0 and s.x_val.shape == (0, len(heart.feature_names))
+        assert len(site_y(s, "train")) + len(site_y(s, "test")) == SIZES[s.site_id]
+        assert len(site_y(s, "val")) == 0 and site_x(s, "val").shape == (0, len(heart.feature_names))
 
 
 def test_split_matches_flamby_exactly():
@@ -63,7 +64,7 @@ def test_split_sizes_and_pinned_indices():
 
 
 def test_train_test_sizes(heart):
-    sizes = {s.site_id: (len(s.y_train), len(s.y_test)) for s in heart.sites}
+    sizes = {s.site_id: (len(site_y(s, "train")), len(site_y(s, "test"))) for s in heart.sites}
     assert sizes == {"cleveland": (199, 104), "hungarian": (172, 89), "switzerland": (30, 16), "va": (85, 45)}
 
 
@@ -75,11 +76,11 @@ def test_features_and_labels(heart):
         "restecg=0", "restecg=1", "restecg=2", "thalach", "exang", "oldpeak",
     )
     for s in heart.sites:
-        assert s.x_train.dtype == np.float32 and s.y_train.dtype == np.float32
-        assert set(np.unique(s.y_train)) <= {0.0, 1.0}
+        assert site_x(s, "train").dtype == np.float32 and site_y(s, "train").dtype == np.float32
+        assert set(np.unique(site_y(s, "train"))) <= {0.0, 1.0}
     # Switzerland: a single healthy patient; its train split is all "disease" and that is allowed
     swiss = heart.site("switzerland")
-    assert np.concatenate([swiss.y_train, swiss.y_test]).sum() == 45
+    assert np.concatenate([site_y(swiss, "train"), site_y(swiss, "test")]).sum() == 45
 
 
 def test_label_is_num_greater_than_zero(heart):
@@ -87,8 +88,8 @@ def test_label_is_num_greater_than_zero(heart):
     labels = (frame["num"].astype(float) > 0).to_numpy().astype(np.float32)
     train, test = _flamby_split(labels.astype(np.int64))
     site = heart.site("cleveland")
-    np.testing.assert_array_equal(site.y_train, labels[train])
-    np.testing.assert_array_equal(site.y_test, labels[test])
+    np.testing.assert_array_equal(site_y(site, "train"), labels[train])
+    np.testing.assert_array_equal(site_y(site, "test"), labels[test])
 
 
 def test_one_hot_rows_sum_to_one(heart):
@@ -96,7 +97,7 @@ def test_one_hot_rows_sum_to_one(heart):
     cp = [i for i, n in enumerate(names) if n.startswith("cp=")]
     restecg = [i for i, n in enumerate(names) if n.startswith("restecg=")]
     for s in heart.sites:
-        for x in (s.x_train, s.x_test):
+        for x in (site_x(s, "train"), site_x(s, "test")):
             np.testing.assert_array_equal(x[:, cp].sum(axis=1), 1.0)
             np.testing.assert_array_equal(x[:, restecg].sum(axis=1), 1.0)
 
@@ -104,11 +105,11 @@ def test_one_hot_rows_sum_to_one(heart):
 def test_standardized_over_union_of_train_rows(heart):
     names = heart.feature_names
     numeric = [i for i, n in enumerate(names) if "=" not in n]
-    pooled = np.concatenate([s.x_train for s in heart.sites]).astype(np.float64)
+    pooled = np.concatenate([site_x(s, "train") for s in heart.sites]).astype(np.float64)
     np.testing.assert_allclose(pooled[:, numeric].mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(pooled[:, numeric].std(axis=0), 1.0, atol=1e-5)
     # test rows are scaled with the same (train) statistics, so they are not exactly centred
-    pooled_test = np.concatenate([s.x_test for s in heart.sites]).astype(np.float64)
+    pooled_test = np.concatenate([site_x(s, "test") for s in heart.sites]).astype(np.float64)
     assert np.abs(pooled_test[:, numeric].mean(axis=0)).max() > 1e-3
 
 
@@ -124,10 +125,10 @@ def test_preprocessing_is_json_and_records_rules(heart):
 def test_val_fraction_carved_from_train_only(heart):
     with_val = load_dataset(DataSpec(dataset="heart-disease", val_fraction=0.2))
     for a, b in zip(heart.sites, with_val.sites):
-        np.testing.assert_array_equal(a.y_test, b.y_test)
-        np.testing.assert_array_equal(a.x_test.shape, b.x_test.shape)
-        assert len(b.y_train) + len(b.y_val) == len(a.y_train)
-        assert len(b.y_val) > 0
+        np.testing.assert_array_equal(site_y(a, "test"), site_y(b, "test"))
+        np.testing.assert_array_equal(site_x(a, "test").shape, site_x(b, "test").shape)
+        assert len(site_y(b, "train")) + len(site_y(b, "val")) == len(site_y(a, "train"))
+        assert len(site_y(b, "val")) > 0
 
 
 def test_dataset_info_and_registry():

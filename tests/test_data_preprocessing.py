@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import site_x
 from fedcare.data import DataSpec, load_dataset
 from fedcare.data.columns import ColumnTypes
 from fedcare.data.preprocessing import (
@@ -131,7 +132,7 @@ def test_end_to_end_csv_matches_pooled_train_stats(tmp_path: Path):
     train_rows = []
     for site_id, s in zip(["north", "south", "east"], ds.sites):
         assert s.site_id == site_id
-        train_rows.append(s.x_train)
+        train_rows.append(site_x(s, "train"))
     pooled = np.concatenate(train_rows)
     observed = pooled[pooled[:, 3] == 0, 0]
     assert observed.mean() == pytest.approx(0.0, abs=1e-5)

@@ -9,7 +9,10 @@ import fedcare
 import fedcare.core
 from fedcare.algorithms.accounting import epsilon
 from fedcare.core.messages import FitRequest
-from fedcare.learning import LocalSite, Task
+from conftest import examples
+from fedcare.learning import LocalSite, make_task
+from fedcare.learning.batches import Batches
+from fedcare.learning.models import LinearModel
 from fedcare.learning.dpsgd import dp_steps, train_dp
 from fedcare.learning.site import BudgetExhausted
 
@@ -18,8 +21,9 @@ def _site(n=40):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 3)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.float32)
-    empty = (np.zeros((0, 3), np.float32), np.zeros(0, np.float32))
-    return LocalSite("s", Task("binary"), torch.nn.Linear(3, 1), {"train": (x, y), "val": empty, "test": (x, y)})
+    empty = examples(tabular=np.zeros((0, 3), np.float32), label=np.zeros(0, np.float32))
+    rows = examples(tabular=x, label=y)
+    return LocalSite("s", make_task("binary"), LinearModel(["tabular"], 3, 1), {"train": rows, "val": empty, "test": rows})
 
 
 def _request(round_, planned, eps=2.0):
@@ -52,11 +56,11 @@ def test_per_patient_clipping_bounds_one_patients_influence():
     # with no noise, one step moves the weights by at most lr·C·(rows in batch)/(q·n) = lr·C in expectation;
     # a patient with a huge feature value cannot move them further than C allows
     torch.manual_seed(0)
-    model = torch.nn.Linear(1, 1, bias=False)
+    model = LinearModel(["tabular"], 1, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
-    x = torch.tensor([[1000.0]])
-    y = torch.tensor([1.0])
-    train_dp(model, Task("binary"), x, y, epochs=1, lr=1.0, batch_size=1, clip=0.5, noise_multiplier=0.0, seed=0)
+    data = Batches(examples(tabular=np.array([[1000.0]], np.float32), label=np.array([1.0], np.float32)),
+                   make_task("binary"), ["tabular"])
+    train_dp(model, data, epochs=1, lr=1.0, batch_size=1, clip=0.5, noise_multiplier=0.0, seed=0)
     assert abs(float(model.weight.detach())) == pytest.approx(0.5, rel=1e-5)  # clipped gradient norm 0.5, lr 1, q·n = 1
 
 

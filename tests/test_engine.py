@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fedcare
-from conftest import HEART_SITES
+from conftest import HEART_SITES, site_y
 from fedcare.core.config import resolve_config
 from fedcare.transports.simulated import build_federation
 from fedcare.core.params import zeros_like
@@ -80,7 +80,7 @@ def test_engine_trains_only_selected_sites_and_evaluates_all(heart):
         assert set(rec.train) == set(rec.selected)
         assert rec.selected == select_sites(HEART_SITES, 0.5, 1, np.random.default_rng([0, rnd]))
         assert set(rec.evaluation) == set(HEART_SITES)
-        assert all(rec.train[s]["num_examples"] == len(heart.site(s).y_train) for s in rec.selected)
+        assert all(rec.train[s]["num_examples"] == len(site_y(heart.site(s), "train")) for s in rec.selected)
     assert len({tuple(r.selected) for r in result.history}) > 1
 
 

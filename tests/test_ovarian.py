@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import named, site_x
 from fedcare.data import DataSpec, dataset_info, load_dataset
 
 pytest.importorskip("SurvSet")
@@ -20,12 +21,17 @@ def test_ovarian_loads_four_studies():
     assert len(genes) == 158 and "ABI3BP" in genes
     assert [f for f in ds.feature_names if f.startswith("debulk")] == ["debulk=0", "debulk=1"]
     assert ds.preprocessing["rows_dropped_nonpositive_time"] == 2
+    # the genes are the omics input, debulking status the tabular one, side by side in file order
+    assert {name: (s.kind, s.shape) for name, s in ds.shape.inputs.items()} == \
+        {"omics": ("omics", (158,)), "tabular": ("tabular", (2,))}
+    assert ds.shape.inputs["omics"].features == tuple(genes)
     for site in ds.sites:
-        y = np.concatenate([site.y_train, site.y_val, site.y_test])
-        assert len(y) == SIZES[site.site_id] and y.shape[1] == 2 and y.dtype == np.float32
-        assert (y[:, 0] > 0).all() and 0 < y[:, 1].sum() < len(y)
-        assert site.x_train.shape[1] == len(ds.feature_names)
-    total_events = sum(float(s.y_train[:, 1].sum() + s.y_test[:, 1].sum()) for s in ds.sites)
+        parts = [named(site, split) for split in ("train", "val", "test")]
+        time, event = (np.concatenate([p[k] for p in parts]) for k in ("time", "event"))
+        assert len(time) == SIZES[site.site_id] and time.dtype == event.dtype == np.float32
+        assert (time > 0).all() and 0 < event.sum() < len(event)
+        assert site_x(site, "train").shape[1] == len(ds.feature_names)
+    total_events = sum(float(named(s, "train")["event"].sum() + named(s, "test")["event"].sum()) for s in ds.sites)
     assert total_events == 544
 
 

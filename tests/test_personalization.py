@@ -2,21 +2,24 @@
 
 import numpy as np
 import pytest
-import torch
 
 import fedcare
 from fedcare.core import ConfigError
 from fedcare.core.messages import FitRequest
 from fedcare.core.serialization import load_params
-from fedcare.learning import LocalSite, Task
+from conftest import examples
+from fedcare.learning import LocalSite, make_task
 from fedcare.core.config import ModelSpec
-from fedcare.learning.models import build_model, get_params, initial_model
+from fedcare.data import InputShape
+from fedcare.learning.models import LinearModel, build_model, get_params, initial_model
 
 
 def test_fedper_head_never_reaches_the_coordinator_and_each_site_keeps_its_own(tmp_path):
     run = fedcare.simulate(model="mlp", hidden=[8], personalization="fedper", rounds=4, baselines=False,
                            out=str(tmp_path / "p"))
-    start = get_params(initial_model(lambda f, o: build_model(ModelSpec(model="mlp", hidden=(8,)), f, o), 15, 1, 0))
+    inputs = {"tabular": InputShape("tabular", (15,))}
+    start = get_params(initial_model(lambda i, t: build_model(ModelSpec(model="mlp", hidden=(8,)), i, t), inputs,
+                                     make_task("binary"), 0))
     # the head's update is always zero, so the global head is still the initial one
     np.testing.assert_array_equal(run.global_params["2.weight"], start["2.weight"])
     assert not np.array_equal(run.global_params["0.weight"], start["0.weight"])  # the body is shared
@@ -45,11 +48,10 @@ def test_fedbn_needs_a_batch_norm_model():
 
 def _one_row_site():
     """Regression, one row x = 2, y = 1, model w·x + b: hand-computable SGD steps."""
-    model = torch.nn.Linear(1, 1)
-    return LocalSite("s", Task("regression"), model, {
-        "train": (np.array([[2.0]], np.float32), np.array([1.0], np.float32)),
-        "val": (np.zeros((0, 1), np.float32), np.zeros(0, np.float32)),
-        "test": (np.array([[2.0]], np.float32), np.array([1.0], np.float32))})
+    model = LinearModel(["tabular"], 1, 1)
+    row = examples(tabular=np.array([[2.0]], np.float32), label=np.array([1.0], np.float32))
+    none = examples(tabular=np.zeros((0, 1), np.float32), label=np.zeros(0, np.float32))
+    return LocalSite("s", make_task("regression"), model, {"train": row, "val": none, "test": row})
 
 
 def test_ditto_one_round_by_hand():

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HEART_SITES, cohort_frame
 
+from conftest import HEART_SITES, cohort_frame, named, site_x
 from fedcare.core.errors import DataError
 from fedcare.data import DataSpec, FederatedDataset, load_dataset
 from fedcare.data.prepare import PreparedDataset, SitePreparation, ask_in_process, prepare
 
-PHASE_KEYS = {  # every key an answer may hold: the module docstring's list, enforced
+PHASE_KEYS = {  # every key an answer may hold: the module docstring's list, enforced (an input's
+    # own questions, such as tabular.stats, by their last part)
     "columns": {"columns", "source", "dropped_on_read"},
     "schema": {"rows", "dropped", "columns", "label", "events"},
     "categories": {"columns"},
     "locate": {"found"},
-    "stats": {"rows", "stats"},
+    "split": {"rows"},
+    "stats": {"stats"},
     "counts": {"counts"},
     "finish": {"rows"},
 }
@@ -49,10 +50,12 @@ def assert_same(prepared: PreparedDataset, sites: list[SitePreparation], expecte
     assert [s.site_id for s in sites] == [s.site_id for s in expected.sites]
     for site, want in zip(sites, expected.sites):
         assert site.data is not None
-        for part in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-            got, ref = getattr(site.data, part), getattr(want, part)
-            assert got.dtype == ref.dtype and got.shape == ref.shape, (site.site_id, part)
-            assert got.tobytes() == ref.tobytes(), (site.site_id, part)
+        for split in ("train", "val", "test"):
+            got, ref = named(site.data, split), named(want, split)
+            assert list(got) == list(ref), (site.site_id, split)
+            for part in ref:
+                assert got[part].dtype == ref[part].dtype and got[part].shape == ref[part].shape, (site.site_id, part)
+                assert got[part].tobytes() == ref[part].tobytes(), (site.site_id, split, part)
         assert site.row_counts == expected.preprocessing["site_rows"][site.site_id]
 
 
@@ -66,10 +69,11 @@ def test_heart_disease_over_the_network_equals_simulation(val_fraction):
     log: list = []
     prepared = prepare(spec, HEART_SITES, json_ask(sites, log))
     assert_same(prepared, sites, load_dataset(spec))
-    assert [phase for phase, _, _ in log] == ["columns", "schema", "categories", "stats", "finish"]
+    assert [phase for phase, _, _ in log] == ["columns", "schema", "tabular.categories", "split", "tabular.stats",
+                                              "finish"]
     assert log[1][1]["label"] is None  # the built-in label encoding is fixed: no label values asked
-    stored = json.loads(json.dumps(dataclasses.asdict(prepared)))  # a coordinator keeps it as JSON
-    assert PreparedDataset(**stored) == prepared
+    stored = json.loads(json.dumps(prepared.to_json()))  # a coordinator keeps it as JSON
+    assert PreparedDataset.from_json(stored) == prepared
 
 
 def _write_sites(tmp_path: Path, frame: pd.DataFrame, column: str) -> list[str]:
@@ -124,7 +128,7 @@ def test_site_files_over_the_network_equal_simulation(tmp_path, case):
     prepared = prepare(DataSpec(**options), [s.site_id for s in sites], json_ask(sites, log))  # no paths needed
     assert_same(prepared, sites, expected)
     assert any(m.endswith("__missing") for m in prepared.feature_names)
-    counts = sum(phase == "counts" for phase, _, _ in log)
+    counts = sum(phase == "tabular.counts" for phase, _, _ in log)
     assert 0 < counts <= 60  # every column's median search shares the round trips
 
 
@@ -147,7 +151,7 @@ def test_result_does_not_depend_on_answer_order(tmp_path):
     b = prepare(spec, ids, json_ask(backward[::-1]))  # sites answer, and the answers arrive, reversed
     assert json.dumps(a.preprocessing) == json.dumps(b.preprocessing)
     for x, y in zip(forward, backward):
-        assert x.data.x_train.tobytes() == y.data.x_train.tobytes()
+        assert site_x(x.data, "train").tobytes() == site_x(y.data, "train").tobytes()
 
 
 # ----- what leaves a site -----------------------------------------------------------------------
@@ -185,7 +189,7 @@ def test_only_aggregates_leave_a_site(tmp_path):
     cells = {float(v) for c in ("bp", "weight", "y") for v in frame[c] if v != ""}
     for phase, _, answers in log:
         for site, answer in answers.items():
-            assert set(answer) <= PHASE_KEYS[phase], (phase, set(answer))
+            assert set(answer) <= PHASE_KEYS[phase.rpartition(".")[2]], (phase, set(answer))
             for leaf in _leaves(answer, []):
                 assert leaf is None or isinstance(leaf, (str, int, float, bool))
                 if isinstance(leaf, float):
@@ -194,7 +198,7 @@ def test_only_aggregates_leave_a_site(tmp_path):
                     assert leaf not in {str(c) for c in cells}, (phase, site, leaf)
     schema = next(a for phase, _, a in log if phase == "schema")
     assert all(a["label"]["values"] is None for a in schema.values())  # regression: values withheld
-    categories = next(a for phase, _, a in log if phase == "categories")
+    categories = next(a for phase, _, a in log if phase == "tabular.categories")
     assert set(categories["a"]["columns"]) == {"smoker"}  # distinct values only for categorical columns
 
 
@@ -241,7 +245,7 @@ def test_bad_value_is_located_by_its_site(tmp_path):
     log: list = []
     with pytest.raises(DataError, match=r"column 'bp' in 'H2.csv' is numeric but row 11 holds '12O.5'"):
         prepare(DataSpec(label="y", drop=("patient_id",)), ["H1", "H2"], json_ask(sites, log))
-    assert log[-1][0] == "categories"  # the error is raised while answering 'locate', by the site
+    assert log[-1][0] == "tabular.categories"  # the error is raised while answering 'locate', by the site
 
 
 def test_missing_or_malformed_answer_names_the_site(tmp_path):
@@ -251,10 +255,10 @@ def test_missing_or_malformed_answer_names_the_site(tmp_path):
 
     def silent(phase, question):
         answers = inner(phase, question)
-        answers.pop("H2") if phase == "stats" else None
+        answers.pop("H2") if phase == "tabular.stats" else None
         return answers
 
-    with pytest.raises(DataError, match="site 'H2' sent no answer to the 'stats' question"):
+    with pytest.raises(DataError, match="site 'H2' sent no answer to the 'tabular.stats' question"):
         prepare(spec, ["H1", "H2"], silent)
 
     def garbled(phase, question):
@@ -271,11 +275,12 @@ def test_site_checks_its_questions(tmp_path):
     site = _two_files(tmp_path)[0]
     with pytest.raises(DataError, match="holds its own file 'H1.csv' but the coordinator prepares the built-in"):
         site.answer("columns", {"dataset": "heart-disease"})
-    with pytest.raises(DataError, match="got 'stats' before 'schema'"):
-        site.answer("stats", {"encoding": {"kind": "label", "column": "y", "task": "binary", "classes": ["0", "1"],
+    with pytest.raises(DataError, match="got 'split' before 'schema'"):
+        site.answer("split", {"encoding": {"kind": "label", "column": "y", "task": "binary", "classes": ["0", "1"],
                                            "mapping": {"0": 0, "1": 1}},
-                              "types": {"order": [], "numeric": [], "categorical": []},
                               "test_fraction": 0.34, "val_fraction": 0.0, "split_seed": 43})
+    with pytest.raises(DataError, match="got 'tabular.stats' before 'schema'"):
+        site.answer("tabular.stats", {"types": {"order": [], "numeric": [], "categorical": []}})
     with pytest.raises(DataError, match="unknown question 'rows'"):
         site.answer("rows", {})
     with pytest.raises(DataError, match="'schema' question to site 'H1' is malformed"):

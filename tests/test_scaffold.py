@@ -3,7 +3,6 @@ malformed control deltas are refused, and full runs on heart-disease."""
 
 import numpy as np
 import pytest
-import torch
 
 import fedcare
 from fedcare.algorithms.pieces import RoundContext
@@ -13,16 +12,18 @@ from fedcare.core import ConfigError
 from fedcare.core.messages import FitRequest
 from fedcare.core.update import Update
 from fedcare.federation.engine import EngineSettings, RoundEngine
-from fedcare.learning import LocalSite, Task
+from conftest import examples
+from fedcare.learning import LocalSite, make_task
+from fedcare.learning.models import LinearModel
 from fedcare.transports.simulation import SimulationTransport
 
 
 def _one_row_site(site_id="s", x=2.0, y=1.0):
     """Regression, one row (x = 2, y = 1 by default), model w·x + b, loss (w·x + b − y)²."""
-    return LocalSite(site_id, Task("regression"), torch.nn.Linear(1, 1), {
-        "train": (np.array([[x]], np.float32), np.array([y], np.float32)),
-        "val": (np.zeros((0, 1), np.float32), np.zeros(0, np.float32)),
-        "test": (np.array([[x]], np.float32), np.array([y], np.float32))})
+    row = examples(tabular=np.array([[x]], np.float32), label=np.array([y], np.float32))
+    none = examples(tabular=np.zeros((0, 1), np.float32), label=np.zeros(0, np.float32))
+    return LocalSite(site_id, make_task("regression"), LinearModel(["tabular"], 1, 1),
+                     {"train": row, "val": none, "test": row})
 
 
 def _arrays(w, b):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from fedcare.core.errors import ConfigError, DataError
-from fedcare.core.scoring import HEADLINE, LOWER_IS_BETTER
 from fedcare.data import DataSpec, load_dataset
 from fedcare.learning.metrics import c_index, neg_partial_loglik, survival_metrics
-from fedcare.learning.survival import cox_loss
-from fedcare.learning.tasks import Task
+from conftest import named
+from fedcare.learning.tasks import make_task
+from fedcare.learning.tasks.cox import cox_loss
 
 # ---------------------------------------------------------------- plain references (O(n²), loops)
 
@@ -141,12 +141,12 @@ def test_c_index_large_input_is_fast_and_exact():
 
 
 def test_survival_task_wiring():
-    task = Task("survival")
-    assert task.num_outputs == 1 and task.headline == "c_index" == HEADLINE["survival"]
-    assert "c_index" not in LOWER_IS_BETTER and "neg_partial_loglik" in LOWER_IS_BETTER
-    y = np.array([[1.0, 1.0], [2.0, 1.0], [2.0, 1.0], [3.0, 0.0]], dtype=np.float32)
-    yt = task.target_tensor(y)
-    assert yt.dtype == torch.float32 and yt.shape == (4, 2)
+    task = make_task("survival")
+    assert task.num_outputs == 1 and task.headline == "c_index" and task.higher_is_better
+    assert task.targets == ("time", "event") and not task.per_example
+    y = {"time": np.array([1.0, 2.0, 2.0, 3.0], dtype=np.float32), "event": np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)}
+    yt = task.target_tensors(y)
+    assert all(t.dtype == torch.float32 and t.shape == (4,) for t in yt.values())
     out = torch.log(torch.tensor([[1.0], [2.0], [3.0], [4.0]]))
     assert float(task.loss(out, yt)) == pytest.approx(math.log(135) / 3, rel=1e-6)
     metrics = task.metrics(out, y)
@@ -154,7 +154,7 @@ def test_survival_task_wiring():
     assert metrics["neg_partial_loglik"] == pytest.approx(math.log(135) / 3, rel=1e-6)
     # pairs: A<B, A<C, A<D, B<D, C<D; risk orders them wrongly except none -> all discordant
     assert metrics["c_index"] == 0.0
-    assert survival_metrics(y, -out.squeeze(-1).numpy())["c_index"] == 1.0
+    assert survival_metrics(y["time"], y["event"], -out.squeeze(-1).numpy())["c_index"] == 1.0
 
 
 def test_cox_training_learns_a_ranking():
@@ -165,17 +165,18 @@ def test_cox_training_learns_a_ranking():
     beta = np.array([1.0, -0.5, 0.0, 0.0, 0.5])
     event_time = rng.exponential(1.0 / np.exp(x @ beta))
     censor_time = rng.exponential(2.0, size=n)
-    y = np.stack([np.minimum(event_time, censor_time), (event_time <= censor_time)], axis=1).astype(np.float32)
-    task = Task("survival")
+    y = {"time": np.minimum(event_time, censor_time).astype(np.float32),
+         "event": (event_time <= censor_time).astype(np.float32)}
+    task = make_task("survival")
     torch.manual_seed(0)
     model = torch.nn.Linear(d, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    xt, yt = torch.tensor(x, dtype=torch.float32), task.target_tensor(y)
+    xt, yt = torch.tensor(x, dtype=torch.float32), task.target_tensors(y)
     before = task.metrics(model(xt).detach(), y)["c_index"]
     for _ in range(20):
         for start in range(0, n, 32):
             opt.zero_grad()
-            task.loss(model(xt[start:start + 32]), yt[start:start + 32]).backward()
+            task.loss(model(xt[start:start + 32]), {k: v[start:start + 32] for k, v in yt.items()}).backward()
             opt.step()
     after = task.metrics(model(xt).detach(), y)
     assert after["c_index"] > 0.7 > before
@@ -215,14 +216,15 @@ def test_time_event_make_a_survival_task(tmp_path):
     assert ds.preprocessing["label"]["event_observed"] == "yes"
     total = 0
     for site in ds.sites:
-        for y in (site.y_train, site.y_test):
-            assert y.dtype == np.float32 and y.ndim == 2 and y.shape[1] == 2
-            assert (y[:, 0] > 0).all() and set(np.unique(y[:, 1])) <= {0.0, 1.0}
-            total += len(y)
+        for split in ("train", "test"):
+            y = named(site, split)
+            assert all(y[k].dtype == np.float32 and y[k].ndim == 1 for k in ("time", "event"))
+            assert (y["time"] > 0).all() and set(np.unique(y["event"])) <= {0.0, 1.0}
+            total += len(y["time"])
     assert total == 38
     a = ds.site("a")
     expected_events = sum(d == "yes" for i, d in enumerate(rows["died"][:20]) if i not in (3, 5))
-    assert int(a.y_train[:, 1].sum() + a.y_test[:, 1].sum()) == expected_events
+    assert int(named(a, "train")["event"].sum() + named(a, "test")["event"].sum()) == expected_events
 
 
 @pytest.mark.parametrize("values, positive", [(["0", "1"], 1.0), (["False", "True"], 1.0), (["true", "FALSE"], 1.0),
@@ -232,15 +234,15 @@ def test_event_codings(tmp_path, values, positive):
     rows["died"] = [values[i % 2] for i in range(20)]
     path = _write(tmp_path, rows)
     ds = load_dataset(DataSpec(data=(str(path),), site="hospital", time="months", event="died"))
-    y = np.concatenate([s.y_train for s in ds.sites] + [s.y_test for s in ds.sites])
-    assert y[:, 1].sum() == 10  # half the rows hold the second (positive) value
+    events = np.concatenate([named(s, split)["event"] for split in ("train", "test") for s in ds.sites])
+    assert events.sum() == 10  # half the rows hold the second (positive) value
 
 
 def test_all_events_is_fine(tmp_path):
     rows = _cohort(20)
     rows["died"] = ["1"] * 20
     ds = load_dataset(DataSpec(data=(str(_write(tmp_path, rows)),), site="hospital", time="months", event="died"))
-    assert all((s.y_train[:, 1] == 1).all() for s in ds.sites)
+    assert all((named(s, "train")["event"] == 1).all() for s in ds.sites)
 
 
 @pytest.mark.parametrize("column, cells, message", [
@@ -293,8 +295,9 @@ def test_survival_partitions_and_split_stratified_by_event(tmp_path):
     ds = load_dataset(DataSpec(data=(path,), time="months", event="died", partition="iid", num_sites=1))
     (site,) = ds.sites
     # stratified: the test share of events matches the whole site's to within one row
-    events_all = site.y_train[:, 1].sum() + site.y_test[:, 1].sum()
-    assert abs(site.y_test[:, 1].sum() - events_all * len(site.y_test) / 200) <= 1
+    test_events = named(site, "test")["event"]
+    events_all = named(site, "train")["event"].sum() + test_events.sum()
+    assert abs(test_events.sum() - events_all * len(test_events) / 200) <= 1
     assert ds.preprocessing["split"]["stratified_by"] == "event"
 
 

@@ -12,7 +12,6 @@ import pandas as pd
 
 from fedcare.core.errors import DataError
 from fedcare.data import heart_disease
-from fedcare.data.dataset import TaskKind
 from fedcare.data.labels import LabelEncoding
 from fedcare.data.raw import RawSite
 from fedcare.data.values import canonical, clean_column, parse_numbers
@@ -29,7 +28,7 @@ class BuiltinDataset:
     """
 
     name: str
-    task: TaskKind
+    task: str
     description: str
     source: str
     citation: str
@@ -40,6 +39,7 @@ class BuiltinDataset:
     time: str | None = None
     event: str | None = None
     categorical: tuple[str, ...] = ()
+    omics_columns: tuple[str, ...] = ()  # column patterns of its omics input (the rest is tabular)
     label_encoding: LabelEncoding | None = None  # fixed instead of inferred from the sites' values
     requires: str | None = None  # optional package the dataset is loaded from
 
@@ -140,8 +140,9 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     OVARIAN: BuiltinDataset(
         name=OVARIAN,
         task="survival",
-        description="Ovarian cancer, 4 studies, time to recurrence from 158 genes' expression and debulking status "
-                    "(optional: needs the survset package, from the fedcare 'datasets' extra)",
+        description="Ovarian cancer, 4 studies, time to recurrence from 158 genes' expression (omics input) and "
+                    "debulking status (tabular input) (optional: needs the survset package, from the fedcare "
+                    "'datasets' extra)",
         source="SurvSet (Drysdale 2022), dataset dataOvarian1 from the R package joint.Cox (Emura et al.), "
                "derived from curatedOvarianData (Ganzfried et al. 2013)",
         citation="Drysdale, SurvSet: An open-source time-to-event dataset repository, arXiv:2203.03094 (2022); "
@@ -152,6 +153,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         time=OVARIAN_TIME,
         event=OVARIAN_EVENT,
         categorical=("debulk",),
+        omics_columns=("*",),  # every gene; debulking status, a category, stays tabular
         requires="survset",
     ),
 }

@@ -9,13 +9,13 @@ when they can only be a regression outcome (many numbers), since those are patie
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import ConfigError, DataError
-from fedcare.data.dataset import TaskKind
+from fedcare.data.targets import label_rules, reads
 from fedcare.data.values import canonical, parse_number, sort_values
 
 MAX_CLASSES = 20
@@ -27,7 +27,7 @@ class LabelEncoding:
     """Task, class names and the value -> class index map (None for regression)."""
 
     column: str
-    task: TaskKind
+    task: str  # binary, multiclass, regression, or a registered task following one of their rules
     classes: tuple[str, ...]
     mapping: dict[str, int] | None
 
@@ -38,9 +38,14 @@ class LabelEncoding:
             return np.array([parse_number(v) for v in items], dtype=np.float32)
         distinct, inverse = np.unique(np.asarray(items, dtype=object), return_inverse=True)
         codes = np.array([self.mapping[canonical(v)] for v in distinct], dtype=np.int64)[inverse]
-        if self.task == "binary":
+        if self.rules == "binary":
             return np.array(codes, dtype=np.float32)
         return np.array(codes, dtype=np.int64)
+
+    @property
+    def rules(self) -> str:
+        """The built-in task whose rules this label follows (itself, unless a registered task)."""
+        return label_rules(self.task)  # type: ignore[return-value]
 
     def codes(self, values: Iterable[str]) -> np.ndarray:
         """Integer class codes, for stratifying and label-skew partitioning (classification only)."""
@@ -53,16 +58,16 @@ class LabelEncoding:
 
     def strata(self, frame: pd.DataFrame) -> np.ndarray | None:
         """Class codes of a site's rows to stratify its split on; None for regression."""
-        return None if self.task == "regression" else self.codes(frame[self.column].tolist())
+        return None if self.mapping is None else self.codes(frame[self.column].tolist())
 
-    def targets(self, frame: pd.DataFrame) -> np.ndarray:
-        """Encoded labels of a site's rows."""
-        return self.encode(frame[self.column].tolist())
+    def targets(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The named target of a site's rows: `label`, encoded."""
+        return {"label": self.encode(frame[self.column].tolist())}
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able description for the run folder."""
         out: dict[str, object] = {"column": self.column, "task": self.task, "classes": list(self.classes)}
-        if self.task == "binary":
+        if self.rules == "binary":
             out["positive_class"] = self.classes[1]
         return out
 
@@ -74,7 +79,7 @@ class LabelEncoding:
     @classmethod
     def from_json(cls, data: dict) -> LabelEncoding:
         mapping, task = data["mapping"], data["task"]
-        if task not in ("binary", "multiclass", "regression") or (mapping is None) != (task == "regression"):
+        if reads(str(task)) not in ("classes", "numbers") or (mapping is None) != (reads(task) == "numbers"):
             raise ValueError(f"not a label encoding: task {task!r}")
         return cls(str(data["column"]), task, tuple(str(c) for c in data["classes"]),
                    None if mapping is None else {str(k): int(v) for k, v in mapping.items()})
@@ -85,8 +90,17 @@ def _list(values: list[str], limit: int = 5) -> str:
     return shown + (", ..." if len(values) > limit else "")
 
 
-def infer_label_encoding(column: str, values: Iterable[str], task: TaskKind | None) -> LabelEncoding:
+def infer_label_encoding(column: str, values: Iterable[str], task: str | None) -> LabelEncoding:
     """Infer (or check the requested) task from all sites' non-missing label values."""
+    return _named(_infer(column, values, label_rules(task)), task)
+
+
+def _named(encoding: LabelEncoding, task: str | None) -> LabelEncoding:
+    """A registered task's label, encoded by the rules it follows, under its own name."""
+    return encoding if task is None or task == encoding.task else replace(encoding, task=task)
+
+
+def _infer(column: str, values: Iterable[str], task: str | None) -> LabelEncoding:
     distinct = sort_values({canonical(v) for v in set(values)})
     if len(distinct) < 2:
         only = repr(distinct[0]) if distinct else "no values"
@@ -130,7 +144,7 @@ def infer_label_encoding(column: str, values: Iterable[str], task: TaskKind | No
 # ----- over the network: each site summarizes its values, the coordinator decides ----------
 
 
-def _shares_values(task: TaskKind | None, numeric: bool, integral: bool, n: int) -> bool:
+def _shares_values(task: str | None, numeric: bool, integral: bool, n: int) -> bool:
     """Whether a site's distinct label values could be classes, so the coordinator needs them."""
     if task == "multiclass":
         return True  # declared classes
@@ -141,7 +155,7 @@ def _shares_values(task: TaskKind | None, numeric: bool, integral: bool, n: int)
     return task is None and integral and n <= MAX_CLASSES  # more numbers, or fractions: regression
 
 
-def label_summary(values: Iterable[str], task: TaskKind | None) -> dict[str, object]:
+def label_summary(values: Iterable[str], task: str | None) -> dict[str, object]:
     """Site side: what the coordinator needs from this site's non-missing label values.
 
     `values` is the sorted distinct canonical values, or None when they can only be a regression
@@ -153,18 +167,22 @@ def label_summary(values: Iterable[str], task: TaskKind | None) -> dict[str, obj
     integral = numeric and all(float(n).is_integer() for n in numbers)  # type: ignore[arg-type]
     texts = [v for v, n in zip(distinct, numbers) if n is None]
     return {"distinct": len(distinct), "numeric": numeric, "integral": integral,
-            "values": distinct if _shares_values(task, numeric, integral, len(distinct)) else None,
+            "values": distinct if _shares_values(label_rules(task), numeric, integral, len(distinct)) else None,
             "first_text": min(texts) if texts else None}
 
 
-def label_from_summaries(column: str, summaries: Sequence[tuple[str, dict]], task: TaskKind | None) -> LabelEncoding:
+def label_from_summaries(column: str, summaries: Sequence[tuple[str, dict]], task: str | None) -> LabelEncoding:
     """Coordinator side: the encoding `infer_label_encoding` gives on the union of all sites' values.
 
     `summaries` = (site_id, label_summary) in site order. When a site withheld its values, it holds
     more than 2 (or more than MAX_SHARED_VALUES) distinct values, which settles the task without them.
     """
+    return _named(_from_summaries(column, summaries, label_rules(task)), task)
+
+
+def _from_summaries(column: str, summaries: Sequence[tuple[str, dict]], task: str | None) -> LabelEncoding:
     if all(s["values"] is not None for _, s in summaries):
-        return infer_label_encoding(column, [str(v) for _, s in summaries for v in s["values"]], task)
+        return _infer(column, [str(v) for _, s in summaries for v in s["values"]], task)
     if task == "multiclass":
         site = next(site for site, s in summaries if s["values"] is None)
         raise DataError(f"site '{site}' did not send its label values, which a multiclass task needs; "

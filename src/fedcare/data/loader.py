@@ -3,23 +3,26 @@
 Targets: --label (binary, multiclass, regression) or --time and --event (survival).
 Files: several files = one site each; one file with --site = one site per value; one file without
 sites = simulated sites via --partition. Whatever the layout, the sites are then prepared through
-fedcare.data.prepare, in this process: the exchange a networked run has with its sites.
+fedcare.data.prepare, in this process: the exchange a networked run has with its sites, so
+simulation and deployment cannot drift apart. Built-in datasets and the user's files follow the
+same rules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data import partition as partitioners
-from fedcare.data.assemble import build_dataset
 from fedcare.data.builtin import get_builtin
-from fedcare.data.dataset import DataSpec, FederatedDataset
+from fedcare.data.dataset import DataSpec, FederatedDataset, SiteData
 from fedcare.data.labels import LabelEncoding, infer_label_encoding
-from fedcare.data.prepare import SitePreparation, check_options, require_column
+from fedcare.data.prepare import SitePreparation, ask_in_process, check_options, prepare, require_column
 from fedcare.data.raw import RawSite
 from fedcare.data.readers import read_table
 from fedcare.data.survival import SurvivalEncoding, infer_survival_encoding
@@ -111,3 +114,16 @@ def load_files(spec: DataSpec) -> FederatedDataset:
         overrides["partition"] = {"kind": spec.partition, "num_sites": spec.num_sites, "alpha": spec.alpha,
                                   "seed": spec.partition_seed}
     return build_dataset(spec.model_copy(update={"partition": None}), [SitePreparation(r) for r in raw], overrides)
+
+
+def build_dataset(spec: DataSpec, sites: Sequence[SitePreparation], overrides: dict[str, Any] | None = None
+                  ) -> FederatedDataset:
+    """Run the preparation over in-process sites, in their order; `overrides` replaces preprocessing
+    entries that only the simulation knows (rows dropped before one file was cut into sites)."""
+    prepared = prepare(spec, [s.site_id for s in sites], ask_in_process(sites))
+    data: list[SiteData] = []
+    for site in sites:
+        assert site.data is not None  # set by the last phase
+        data.append(site.data)
+    return FederatedDataset(prepared.name, prepared.shape, tuple(data),
+                            {**prepared.preprocessing, **(overrides or {})})

@@ -3,38 +3,39 @@
 `prepare` (the coordinator) sends each question to every site through `ask`; `SitePreparation` (one
 per site, holding that site's rows) answers it. Questions and answers are JSON objects. The
 coordinator reads the answers in its own order of site ids, so the result does not depend on which
-site answers first. Simulation runs this same exchange in one process (fedcare.data.assemble), so a
+site answers first. Simulation runs this same exchange in one process (fedcare.data.loader), so a
 networked run prepares bit-identical arrays.
+
+A site's feature columns form its named inputs: the columns an input kind claims (`omics_columns`
+for omics) and, for the rest, `tabular`. Each input asks its own questions under its own name
+(fedcare.data.inputs): the exchange below is the same whatever the inputs are.
 
 For a privacy officer -- what each phase sends (coordinator's question -> site's answer):
 
 columns     which built-in dataset, if any -> the site's column names, its file name, and for a
             built-in dataset how many rows reading it dropped.
-schema      the target and feature columns, the declared task -> the number of rows that have
-            every target and of rows dropped for lacking one; per feature column, how many cells
-            are present and how many of those are numbers. For a label: how many distinct values
-            it has, whether they are all numbers, all integers, its first value that is not a
-            number, and the sorted distinct values themselves -- unless they can only be a
-            regression outcome (more than 2 numbers, not all integers or more than 20 of them, or
-            --task regression), or there are more than 50. --task binary or multiclass declares
-            them class names, so they are sent (for binary, up to 50; for multiclass, all). Not
-            asked when a built-in dataset fixes the label encoding. For a survival target: its
-            distinct event values (e.g. 0/1), at most 50; times are checked at the site, never sent.
-categories  the categorical columns -> per column, its sorted distinct values (over all of the
-            site's rows), or only their number when more than 50. The coordinator never asks it
-            for a numeric column.
-locate      one column whose cells are numbers except a few -> nothing: a site holding such a cell
-            stops with an error that names the row and quotes the cell (a text, not a number). Only
-            asked when that happens.
-stats       label encoding, column types, split settings -> the site splits its own rows and sends
-            its train/validation/test row counts and, from its training rows only, the aggregates of
-            fedcare.data.preprocessing: per numeric column the count, sum, sum of squares and
-            missing count; per categorical column the rows per category and the missing count.
-counts      thresholds per numeric column -> how many of its training values are <= each threshold.
-            About 50 times (every column in the same question), only for numeric columns with
-            missing training values: the bisection that finds the pooled median.
-finish      the fitted transform -> the site encodes its own rows, keeps them (`data`), and sends
-            its row counts per split again.
+schema      the target and feature columns, the declared task, which columns form which input ->
+            the number of rows that have every target and of rows dropped for lacking one; per
+            feature column, how many cells are present and how many of those are numbers. For a
+            label: how many distinct values it has, whether they are all numbers, all integers, its
+            first value that is not a number, and the sorted distinct values themselves -- unless
+            they can only be a regression outcome (more than 2 numbers, not all integers or more than
+            20 of them, or --task regression), or there are more than 50. --task binary or
+            multiclass declares them class names, so they are sent (for binary, up to 50; for
+            multiclass, all). Not asked when a built-in dataset fixes the label encoding. For a
+            survival target: its distinct event values (e.g. 0/1), at most 50; times are checked at
+            the site, never sent.
+<input>.*   each input's own questions; for tabular and omics (fedcare.data.inputs.table): the
+            distinct values of a categorical column (sorted, or only their number when more than
+            50), an error naming the row of a number column holding text, and, from the training
+            rows only, per numeric column the count, sum, sum of squares and missing count, per
+            categorical column the rows per category and the missing count, and during a median
+            search (only for numeric columns with missing training values, about 50 times) how many
+            training values are <= each threshold.
+split       label encoding, split settings -> the site splits its own rows and sends its
+            train/validation/test row counts.
+finish      each input's fitted preprocessing -> the site encodes its own rows, keeps them (`data`),
+            and sends its row counts per split again.
 
 Numbers leave a site only as counts, sums, and category or class names (e.g. cp = 1..4, label 0/1).
 No row leaves it, no measurement (unless the user declares it a category or a class), and nothing of
@@ -47,8 +48,9 @@ cells and its row number, and an agent that relays the message to the coordinato
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import dataclasses
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,41 +59,53 @@ import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import ConfigError, DataError
+from fedcare.data.answers import AGAIN, check_count, check_number, optional_text, read_distinct, reading, strings
 from fedcare.data.builtin import get_builtin
-from fedcare.data.columns import (ColumnTypes, check_categories, check_numbers, column_counts, decide_types,
-                                  distinct_summary, typed_frame)
-from fedcare.data.dataset import DataSpec, SiteData, TaskKind
+from fedcare.data.columns import column_counts
+from fedcare.data.dataset import DataShape, DataSpec, SiteData
+from fedcare.data.examples import ArrayExamples
+from fedcare.data.inputs import DEFAULT_KIND, Fitted, InputJob, SiteInput, input_kind
 from fedcare.data.labels import LabelEncoding, label_from_summaries, label_summary
-from fedcare.data.preprocessing import (Transform, apply_transform, build_transform, check_count, check_number,
-                                        count_at_most, fit_medians, merge_stats, site_stats, stats_from_json,
-                                        stats_to_json, transform_from_json, transform_to_json)
 from fedcare.data.raw import RawSite
 from fedcare.data.readers import read_table
 from fedcare.data.splitting import SplitIndices, split_site
 from fedcare.data.survival import (SurvivalEncoding, check_columns, check_times, event_summary,
                                    survival_from_summaries)
+from fedcare.data.targets import check_task, label_rules, reads
 
 Ask = Callable[[str, dict], Mapping[str, dict]]
 MIN_SITE_ROWS = 4
 SHOWN_COLUMNS = 12
-_TASKS = (None, "binary", "multiclass", "regression", "survival")
-_AGAIN = "check that the coordinator and the site run the same fedcare version"
 
 
 @dataclass(frozen=True)
 class PreparedDataset:
-    """What the coordinator learns from preparing: names and fitted settings, no rows."""
+    """What the coordinator learns from preparing: the data's shape and the fitted settings, no rows."""
 
     name: str
-    task: TaskKind
-    feature_names: tuple[str, ...]
-    classes: tuple[str, ...]
+    shape: DataShape
     preprocessing: dict[str, Any]  # the same content as FederatedDataset.preprocessing
 
-    def __post_init__(self) -> None:
-        # Rebuilt from stored JSON, the names arrive as lists: keep them hashable tuples of str.
-        for name in ("feature_names", "classes"):
-            object.__setattr__(self, name, tuple(str(v) for v in getattr(self, name)))
+    @property
+    def task(self) -> str:
+        return self.shape.task
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.shape.classes
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.shape.feature_names
+
+    def to_json(self) -> dict[str, Any]:
+        shape = self.shape.to_json()
+        shape["inputs"] = {n: {**s.to_json(), "features": list(s.features)} for n, s in self.shape.inputs.items()}
+        return {"name": self.name, "shape": shape, "preprocessing": self.preprocessing}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PreparedDataset:
+        return cls(str(data["name"]), DataShape.from_json(data["shape"]), dict(data["preprocessing"]))
 
 
 # ----- the spec's options, checked before anything is read or asked ---------------------------
@@ -100,18 +114,18 @@ class PreparedDataset:
 def check_options(spec: DataSpec) -> None:
     """Reject out-of-range or contradictory options (the coordinator's and the simulation's check)."""
     spec.check_values()
-    if spec.task not in _TASKS:
-        raise ConfigError(f"unknown task '{spec.task}': use binary, multiclass, regression or survival")
+    check_task(spec.task)
     if spec.dataset is not None:
         builtin = get_builtin(spec.dataset)
         for flag, value in (("site", spec.site), ("label", spec.label), ("time", spec.time), ("event", spec.event),
-                            ("partition", spec.partition), ("drop", spec.drop), ("categorical", spec.categorical)):
+                            ("partition", spec.partition), ("drop", spec.drop), ("categorical", spec.categorical),
+                            ("omics-columns", spec.omics_columns)):
             if value:
                 raise ConfigError(f"--{flag} applies to --data files, not to the built-in dataset '{spec.dataset}'")
-        if spec.task is not None and spec.task != builtin.task:
+        if spec.task is not None and label_rules(spec.task) != builtin.task:
             raise ConfigError(f"dataset '{spec.dataset}' is a {builtin.task} task, not {spec.task}")
         return
-    survival = spec.time is not None or spec.event is not None or spec.task == "survival"
+    survival = spec.time is not None or spec.event is not None or reads(spec.task) == "survival"
     if not survival:
         if spec.label is None:
             raise ConfigError("--label is required with --data: name the column to predict "
@@ -123,7 +137,7 @@ def check_options(spec: DataSpec) -> None:
         missing = "--time" if spec.time is None else "--event"
         raise ConfigError(f"a survival task needs both --time (time to event or censoring) and --event "
                           f"(1 = event, 0 = censored); {missing} is missing")
-    if spec.task not in (None, "survival"):
+    if spec.task is not None and reads(spec.task) != "survival":
         raise ConfigError(f"--time and --event make a survival task, not {spec.task}; drop --task")
 
 
@@ -137,39 +151,12 @@ def require_column(column: str, columns: Sequence[str], source: str) -> None:
         raise DataError(f"column '{column}' not found in {source}; available columns: {columns_text(columns)}")
 
 
-# ----- reading messages: anything malformed becomes one clear DataError -----------------------
-
-
-def _strings(message: Mapping[str, Any], key: str) -> list[str]:
-    value = message[key]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"'{key}' should be a list of strings")
-    return value
-
-
-def _optional_text(message: Mapping[str, Any], key: str) -> str | None:
-    value = message[key]
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"'{key}' should be a string or null")
-    return value
-
-
-@contextlib.contextmanager
-def _reading(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise DataError(f"{what} is malformed ({detail}); {_AGAIN}") from None
-
-
 def _encoding_from_json(data: Mapping[str, Any]) -> LabelEncoding | SurvivalEncoding:
     if data["kind"] == "survival":
         return SurvivalEncoding.from_json(dict(data))
     if data["kind"] == "label":
         return LabelEncoding.from_json(dict(data))
     raise ValueError(f"unknown target kind {data['kind']!r}")
-
 
 
 # ----- site side -------------------------------------------------------------------------------
@@ -179,7 +166,7 @@ class SitePreparation:
     """Site side. Holds one site's raw rows; answers the coordinator's questions; ends with SiteData.
 
     Answers carry only the aggregates listed in this module's docstring. After 'finish', `data` holds
-    the site's encoded arrays and `row_counts` its rows per split; neither is ever sent.
+    the site's encoded examples and `row_counts` its rows per split; neither is ever sent.
     """
 
     def __init__(self, raw: RawSite, dataset: str | None = None, dropped_on_read: int = 0) -> None:
@@ -191,9 +178,9 @@ class SitePreparation:
         self.row_counts: dict[str, int] = {}
         self._raw = raw.frame
         self._rows: pd.DataFrame | None = None  # rows with every target present
-        self._features: list[str] = []  # the feature columns 'schema' named: later questions may name no other
-        self._encoded: tuple[pd.DataFrame, np.ndarray, SplitIndices] | None = None  # typed rows, targets, split
-        self._train: dict[str, np.ndarray] = {}  # numeric training values, for the median's counts
+        self._inputs: dict[str, SiteInput] = {}  # the inputs 'schema' named: later questions may name no other
+        self._split: SplitIndices | None = None
+        self._targets: dict[str, np.ndarray] = {}  # every row's encoded targets
 
     @classmethod
     def from_file(cls, path: str | Path, site_id: str) -> SitePreparation:
@@ -213,17 +200,18 @@ class SitePreparation:
 
     def answer(self, phase: str, question: dict) -> dict:
         """Answer one question (JSON in, JSON out); bad data raises DataError with a one-line message."""
-        handlers: dict[str, Callable[[Mapping[str, Any]], dict]] = {
-            "columns": self._columns, "schema": self._schema, "categories": self._categories,
-            "locate": self._locate, "stats": self._stats, "counts": self._counts, "finish": self._finish,
-        }
-        if phase not in handlers:
-            raise DataError(f"site '{self.site_id}' got an unknown question '{phase}'; {_AGAIN}")
         if not isinstance(question, Mapping):
-            raise DataError(f"site '{self.site_id}' got a '{phase}' question that is not an object; {_AGAIN}")
-        return handlers[phase](question)
-
-    # The handlers read the question first (inside _reading), then work on the rows.
+            raise DataError(f"site '{self.site_id}' got a '{phase}' question that is not an object; {AGAIN}")
+        handlers: dict[str, Callable[[Mapping[str, Any]], dict]] = {
+            "columns": self._columns, "schema": self._schema, "split": self._split_rows, "finish": self._finish}
+        if phase in handlers:
+            return handlers[phase](question)
+        name, _, sub = phase.partition(".")
+        if name not in self._inputs:
+            if self._rows is None and sub:
+                raise DataError(f"site '{self.site_id}' got '{phase}' before 'schema'; {AGAIN}")
+            raise DataError(f"site '{self.site_id}' got an unknown question '{phase}'; {AGAIN}")
+        return self._inputs[name].answer(sub, question, self._rows, self._split)  # type: ignore[arg-type]
 
     def _what(self, phase: str) -> str:
         return f"the '{phase}' question to site '{self.site_id}'"
@@ -232,19 +220,9 @@ class SitePreparation:
     def _name(self) -> str:
         return f"'{self.source}' at site '{self.site_id}'" if self.source else f"the data of site '{self.site_id}'"
 
-    def _rows_for(self, phase: str, columns: Sequence[str] = ()) -> pd.DataFrame:
-        """The site's rows, once 'schema' has said which columns are features (and only those are asked)."""
-        if self._rows is None:
-            raise DataError(f"site '{self.site_id}' got '{phase}' before 'schema'; {_AGAIN}")
-        unknown = [c for c in columns if c not in self._features]
-        if unknown:
-            raise DataError(f"site '{self.site_id}' was asked '{phase}' about '{unknown[0]}', which is not a "
-                            f"feature column; {_AGAIN}")
-        return self._rows
-
     def _columns(self, question: Mapping[str, Any]) -> dict:
-        with _reading(self._what("columns")):
-            dataset = _optional_text(question, "dataset")
+        with reading(self._what("columns")):
+            dataset = optional_text(question, "dataset")
         if dataset != self.dataset:
             holds = f"the built-in dataset '{self.dataset}'" if self.dataset else f"its own file '{self.source}'"
             asked = f"the built-in dataset '{dataset}'" if dataset else "the sites' own files"
@@ -254,17 +232,21 @@ class SitePreparation:
                 "dropped_on_read": int(self.dropped_on_read)}
 
     def _schema(self, question: Mapping[str, Any]) -> dict:
-        with _reading(self._what("schema")):
-            targets = _strings(question, "targets")
-            features = _strings(question, "features")
+        with reading(self._what("schema")):
+            targets = strings(question, "targets")
+            features = strings(question, "features")
             label = question["label"]
             if label is not None:
                 label_column, task = str(label["column"]), label["task"]
-                if task not in _TASKS:
-                    raise ValueError(f"unknown task {task!r}")
+                check_task(task)
             survival = question["survival"]
             if survival is not None:
                 time, event = str(survival["time"]), str(survival["event"])
+            inputs = {str(name): (str(part["kind"]), strings(part, "columns"))
+                      for name, part in question["inputs"].items()}
+            claimed = [c for _, columns in inputs.values() for c in columns]
+            if sorted(claimed) != sorted(features):
+                raise ValueError("the inputs do not split the feature columns between them")
         for column in (*targets, *features):
             require_column(column, list(self._raw.columns), self._name)
         complete = self._raw[targets].notna().all(axis=1)
@@ -276,66 +258,40 @@ class SitePreparation:
         if survival is not None:
             check_times(time, self.source, rows)
             answer["events"] = event_summary(rows, event)
-        self._rows, self._features = rows, features
+        self._rows = rows
+        self._inputs = {name: input_kind(kind).site(columns, self.source, self.site_id)
+                        for name, (kind, columns) in inputs.items()}
         return answer
 
-    def _categories(self, question: Mapping[str, Any]) -> dict:
-        with _reading(self._what("categories")):
-            columns = _strings(question, "columns")
-        return {"columns": distinct_summary(self._rows_for("categories", columns), columns)}
-
-    def _locate(self, question: Mapping[str, Any]) -> dict:
-        with _reading(self._what("locate")):
-            column = str(question["column"])
-            name_source = bool(question["name_source"])
-        check_numbers(self._rows_for("locate", [column]), column, self.source if name_source else None)
-        return {"found": False}
-
-    def _stats(self, question: Mapping[str, Any]) -> dict:
-        with _reading(self._what("stats")):
+    def _split_rows(self, question: Mapping[str, Any]) -> dict:
+        if self._rows is None:
+            raise DataError(f"site '{self.site_id}' got 'split' before 'schema'; {AGAIN}")
+        with reading(self._what("split")):
             encoding = _encoding_from_json(question["encoding"])
-            types = ColumnTypes.from_json(question["types"])
             test_fraction = check_number(question["test_fraction"])
             val_fraction = check_number(question["val_fraction"])
             seed = check_count(question["split_seed"])
-        rows = self._rows_for("stats")
-        split = split_site(self.site_id, len(rows), encoding.strata(rows), test_fraction, val_fraction, seed)
-        typed = typed_frame(rows, types)
-        self._encoded = (typed, encoding.targets(rows), split)
-        train = typed.iloc[split.train]
-        self._train = {c: train[c].to_numpy(dtype=np.float64) for c in types.numeric}
-        self.row_counts = {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
-        return {"rows": dict(self.row_counts), "stats": stats_to_json(site_stats(train, types))}
-
-    def _counts(self, question: Mapping[str, Any]) -> dict:
-        if self._encoded is None:
-            raise DataError(f"site '{self.site_id}' got 'counts' before 'stats'; {_AGAIN}")
-        with _reading(self._what("counts")):
-            asked = {str(c): [check_number(t) for t in ts] for c, ts in question["thresholds"].items()}
-            unknown = [c for c in asked if c not in self._train]
-            if unknown:
-                raise ValueError(f"'{unknown[0]}' is not a numeric feature column")
-        return {"counts": {c: [count_at_most(self._train[c], t) for t in ts] for c, ts in asked.items()}}
-
-    def _finish(self, question: Mapping[str, Any]) -> dict:
-        if self._encoded is None:
-            raise DataError(f"site '{self.site_id}' got 'finish' before 'stats'; {_AGAIN}")
-        typed, y, split = self._encoded
-        with _reading(self._what("finish")):
-            transform = transform_from_json(question["transform"])
-            if not set(transform.order) <= set(typed.columns):
-                raise ValueError("the transform names columns the site was not asked to type")
-        self.data = _encode(self.site_id, typed, y, split, transform)
+        rows = self._rows
+        self._split = split_site(self.site_id, len(rows), encoding.strata(rows), test_fraction, val_fraction, seed)
+        self._targets = encoding.targets(rows)
+        self.row_counts = {part: len(getattr(self._split, part)) for part in ("train", "val", "test")}
         return {"rows": dict(self.row_counts)}
 
-
-def _encode(site_id: str, typed: pd.DataFrame, y: np.ndarray, split: SplitIndices, transform: Transform) -> SiteData:
-    parts: dict[str, np.ndarray] = {}
-    for part in ("train", "val", "test"):
-        rows = getattr(split, part)
-        parts[f"x_{part}"] = apply_transform(typed.iloc[rows], transform)
-        parts[f"y_{part}"] = y[rows]
-    return SiteData(site_id=site_id, **parts)
+    def _finish(self, question: Mapping[str, Any]) -> dict:
+        if self._split is None:
+            raise DataError(f"site '{self.site_id}' got 'finish' before 'split'; {AGAIN}")
+        with reading(self._what("finish")):
+            fitted = {str(name): dict(part) for name, part in question["inputs"].items()}
+            if set(fitted) != set(self._inputs):
+                raise ValueError("the fitted inputs are not the inputs the schema named")
+        encoded = {name: self._inputs[name].encode(fitted[name], self._split) for name in fitted}
+        splits = {}
+        for part in ("train", "val", "test"):
+            rows = getattr(self._split, part)
+            splits[part] = ArrayExamples({**{name: arrays[part] for name, arrays in encoded.items()},
+                                          **{name: values[rows] for name, values in self._targets.items()}})
+        self.data = SiteData(self.site_id, splits)
+        return {"rows": dict(self.row_counts)}
 
 
 def ask_in_process(sites: Sequence[SitePreparation]) -> Ask:
@@ -358,9 +314,10 @@ class _Recipe:
     label: str | None
     time: str | None
     event: str | None
-    task: TaskKind | None
+    task: str | None
     drop: tuple[str, ...]
     categorical: tuple[str, ...]
+    claims: Mapping[str, tuple[str, ...]]  # input kind -> the column patterns it takes (the rest: tabular)
     site_column: str | None  # a simulated layout's site column: not a feature
     encoding: LabelEncoding | None  # fixed by a built-in dataset instead of inferred
     name_source: bool  # whether a site's error names its file (always, unless one file holds every site)
@@ -373,9 +330,11 @@ class _Recipe:
 def _recipe(spec: DataSpec) -> _Recipe:
     if spec.dataset is not None:
         b = get_builtin(spec.dataset)
-        return _Recipe(b.name, b.label, b.time, b.event, None, (), b.categorical, None, b.label_encoding, True)
-    return _Recipe(None, spec.label, spec.time, spec.event, spec.task, spec.drop, spec.categorical, spec.site,
-                   None, len(spec.files) != 1)
+        encoding = b.label_encoding
+        return _Recipe(b.name, b.label, b.time, b.event, spec.task, (), b.categorical, {"omics": b.omics_columns},
+                       None, encoding, True)
+    return _Recipe(None, spec.label, spec.time, spec.event, spec.task, spec.drop, spec.categorical,
+                   {"omics": spec.omics_columns}, spec.site, None, len(spec.files) != 1)
 
 
 class _Exchange:
@@ -397,7 +356,7 @@ class _Exchange:
 
 
 def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDataset:
-    """Coordinator side: drive the sites through the phases and learn the dataset's shape and transform.
+    """Coordinator side: drive the sites through the phases and learn the dataset's shape and transforms.
 
     `ask(phase, question)` sends the same question to every site and returns site_id -> answer. The
     data paths of `spec` are not read: each site holds its own rows.
@@ -415,33 +374,52 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
     recipe = _recipe(spec)
     exchange = _Exchange(ask, ids)
     sources, dropped_on_read, columns = _ask_columns(exchange, recipe)
-    schema = _ask_schema(exchange, recipe, columns, sources[ids[0]])
-    types = _ask_types(exchange, recipe, schema)
+    where = f"'{sources[ids[0]]}'" if sources[ids[0]] else f"the data of site '{ids[0]}'"
+    schema = _ask_schema(exchange, recipe, columns, where)
+    jobs = {name: InputJob(name, tuple(cols), [{c: counts[c] for c in cols} for counts in schema.counts], ids,
+                           recipe.categorical, recipe.name_source, _asker(exchange, name), _teller(exchange, name))
+            for name, (_, cols) in schema.inputs.items()}
+    kinds = {name: input_kind(kind) for name, (kind, _) in schema.inputs.items()}
+    planned = {name: kinds[name].plan_columns(job) for name, job in jobs.items()}
     for site in ids:
         if schema.rows[site] < MIN_SITE_ROWS:
             raise DataError(
                 f"site '{site}' has {schema.rows[site]} rows, fewer than the {MIN_SITE_ROWS} needed "
                 "to split it into train and test; merge it with another site or drop its rows"
             )
-    split = {"test_fraction": spec.test_fraction, "val_fraction": spec.val_fraction, "split_seed": spec.split_seed}
     label = schema.label
-    transform, site_rows = _fit(exchange, label, types, {"test_fraction": float(spec.test_fraction),
-                                                         "val_fraction": float(spec.val_fraction),
-                                                         "split_seed": int(spec.split_seed)})
+    split = {"test_fraction": float(spec.test_fraction), "val_fraction": float(spec.val_fraction),
+             "split_seed": int(spec.split_seed)}
+    site_rows = _ask_split(exchange, label, split)
+    train = {site: rows["train"] for site, rows in site_rows.items()}
+    fitted: dict[str, Fitted] = {name: kinds[name].fit(dataclasses.replace(job, train_rows=train), planned[name])
+                                 for name, job in jobs.items()}
+    for site, answer in exchange("finish", {"inputs": {name: f.to_json() for name, f in fitted.items()}}):
+        with reading(f"the 'finish' answer of site '{site}'"):
+            if answer["rows"] != site_rows[site]:
+                raise ValueError("its row counts changed since 'split'")
     name = recipe.dataset or (Path(sources[ids[0]]).stem if sources[ids[0]] else ids[0])  # type: ignore[arg-type]
     preprocessing: dict[str, Any] = {
-        **transform.to_dict(),
+        **_merge_descriptions([f.describe() for f in fitted.values()]),
         "label": label.to_dict(),
         "split": {
             **split,
             "stratified_when": "2+ classes at the site and every class has more than 2 rows",
-            **({"stratified_by": "event"} if label.task == "survival" else {}),
+            **({"stratified_by": "event"} if isinstance(label, SurvivalEncoding) else {}),
         },
         "site_rows": site_rows,
         **_extra(recipe, ids, sources, dropped_on_read, schema.dropped),
     }
-    task: TaskKind = label.task  # type: ignore[assignment]
-    return PreparedDataset(name, task, transform.feature_names, label.classes, preprocessing)
+    shape = DataShape(label.task, label.classes, {name: f.shape for name, f in fitted.items()})
+    return PreparedDataset(name, shape, preprocessing)
+
+
+def _asker(exchange: _Exchange, name: str) -> Callable[[str, dict], list[tuple[str, Mapping[str, Any]]]]:
+    return lambda phase, question: exchange(f"{name}.{phase}", question)
+
+
+def _teller(exchange: _Exchange, name: str) -> Callable[[str, dict], object]:
+    return lambda phase, question: exchange.ask(f"{name}.{phase}", question)
 
 
 def _ask_columns(exchange: _Exchange, recipe: _Recipe) -> tuple[dict[str, str | None], dict[str, int], list[str]]:
@@ -450,9 +428,9 @@ def _ask_columns(exchange: _Exchange, recipe: _Recipe) -> tuple[dict[str, str | 
     dropped: dict[str, int] = {}
     columns: dict[str, list[str]] = {}
     for site, answer in exchange("columns", {"dataset": recipe.dataset}):
-        with _reading(f"the 'columns' answer of site '{site}'"):
-            columns[site] = _strings(answer, "columns")
-            sources[site] = _optional_text(answer, "source")
+        with reading(f"the 'columns' answer of site '{site}'"):
+            columns[site] = strings(answer, "columns")
+            sources[site] = optional_text(answer, "source")
             dropped[site] = check_count(answer["dropped_on_read"])
     first = exchange.site_ids[0]
     for site in exchange.site_ids[1:]:
@@ -469,32 +447,45 @@ def _ask_columns(exchange: _Exchange, recipe: _Recipe) -> tuple[dict[str, str | 
 
 @dataclass(frozen=True)
 class _Schema:
-    """What the 'schema' answers settle: features, the label encoding, rows kept and dropped per site."""
+    """What the 'schema' answers settle: the inputs, the target encoding, rows kept and dropped per site."""
 
-    features: list[str]
+    inputs: dict[str, tuple[str, list[str]]]  # input name -> (kind, its columns), in model order
     label: LabelEncoding | SurvivalEncoding
     rows: dict[str, int]
     dropped: dict[str, int]
     counts: list[dict[str, dict[str, int]]]  # per site, in site order: per feature, present and numbers
 
 
-def _distinct(data: Any) -> dict[str, Any]:
-    """A site's distinct values (or only their number), checked: categories, event values."""
-    values = data["values"]
-    if values is not None and not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
-        raise ValueError("'values' should be a list of strings or null")
-    return {"distinct": check_count(data["distinct"]), "values": values}
-
-
 def _label(data: Any) -> dict[str, Any]:
     """A site's label summary (fedcare.data.labels.label_summary), checked."""
-    return {**_distinct(data), "numeric": bool(data["numeric"]), "integral": bool(data["integral"]),
-            "first_text": _optional_text(data, "first_text")}
+    return {**read_distinct(data), "numeric": bool(data["numeric"]), "integral": bool(data["integral"]),
+            "first_text": optional_text(data, "first_text")}
 
 
-def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], source: str | None) -> _Schema:
+def assign_inputs(features: Sequence[str], claims: Mapping[str, Sequence[str]], categorical: Sequence[str],
+                  where: str) -> dict[str, tuple[str, list[str]]]:
+    """Which feature columns form which input: a column matching a kind's patterns (and not declared
+    categorical: a category is never gene expression) goes to that kind, the others to tabular.
+    Inputs come in the order of their first column, each with its columns in file order."""
+    owner: dict[str, str] = {}
+    for kind, patterns in claims.items():
+        if not patterns or not features:
+            continue
+        taken = [c for c in features if c not in categorical and c not in owner
+                 and any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+        if not taken:
+            raise DataError(f"--{kind}-columns {' '.join(patterns)} matches no feature column of {where}; "
+                            f"its columns are: {columns_text(list(features))}")
+        owner.update({c: kind for c in taken})
+    inputs: dict[str, tuple[str, list[str]]] = {}
+    for column in features:
+        kind = owner.get(column, DEFAULT_KIND)
+        inputs.setdefault(kind, (kind, []))[1].append(column)
+    return inputs
+
+
+def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where: str) -> _Schema:
     """Check the named columns, have the sites drop rows without a target, fix the label encoding."""
-    where = f"'{source}'" if source else f"the data of site '{exchange.site_ids[0]}'"
     site_column = (recipe.site_column,) if recipe.site_column else ()
     for column in (*recipe.targets, *site_column, *recipe.drop, *recipe.categorical):
         require_column(column, columns, where)
@@ -503,25 +494,27 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], source
         check_columns(recipe.time, recipe.event)  # type: ignore[arg-type]
     excluded = {*recipe.targets, *site_column, *recipe.drop}
     features = [c for c in columns if c not in excluded]
+    inputs = assign_inputs(features, recipe.claims, recipe.categorical, where)
     infer = not survival and recipe.encoding is None
     question = {
         "targets": list(recipe.targets),
         "features": features,
         "label": {"column": recipe.label, "task": recipe.task} if infer else None,
         "survival": {"time": recipe.time, "event": recipe.event} if survival else None,
+        "inputs": {name: {"kind": kind, "columns": cols} for name, (kind, cols) in inputs.items()},
     }
     rows: dict[str, int] = {}
     dropped: dict[str, int] = {}
     summaries: list[tuple[str, dict]] = []
     counts: list[dict[str, dict[str, int]]] = []
     for site, answer in exchange("schema", question):
-        with _reading(f"the 'schema' answer of site '{site}'"):
+        with reading(f"the 'schema' answer of site '{site}'"):
             rows[site] = check_count(answer["rows"])
             dropped[site] = check_count(answer["dropped"])
             counts.append({c: {k: check_count(answer["columns"][c][k]) for k in ("present", "numbers")}
                            for c in features})
             if survival or infer:
-                summaries.append((site, _distinct(answer["events"]) if survival else _label(answer["label"])))
+                summaries.append((site, read_distinct(answer["events"]) if survival else _label(answer["label"])))
     label: LabelEncoding | SurvivalEncoding
     if survival:
         label = survival_from_summaries(recipe.time, recipe.event, [s for _, s in summaries])  # type: ignore[arg-type]
@@ -532,63 +525,34 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], source
     if not features:
         what = "time, event" if survival else "label"
         raise DataError(f"no feature columns left in {where} after removing the {what}, site and --drop columns")
-    return _Schema(features, label, rows, dropped, counts)
+    if recipe.task is not None and label.task != recipe.task:  # a registered task reading this target
+        label = dataclasses.replace(label, task=recipe.task)
+    return _Schema(inputs, label, rows, dropped, counts)
 
 
-def _ask_types(exchange: _Exchange, recipe: _Recipe, schema: _Schema) -> ColumnTypes:
-    """Type the features from the counts; check categorical columns' sizes; have a typo's site name its row."""
-    types, typos = decide_types(schema.features, schema.counts, recipe.categorical)
-    distinct: dict[str, list[dict[str, Any]]] = {c: [] for c in types.categorical}
-    if types.categorical:
-        for site, answer in exchange("categories", {"columns": list(types.categorical)}):
-            with _reading(f"the 'categories' answer of site '{site}'"):
-                for column in types.categorical:
-                    distinct[column].append(_distinct(answer["columns"][column]))
-    for column in schema.features:  # in column order, so the first problem is reported, as in one file
-        if column in typos:
-            # The site holding the odd cell raises its own error naming the row (in-process, that error
-            # is what the caller sees); over the network its agent shows it, and this names the site.
-            exchange.ask("locate", {"column": column, "name_source": recipe.name_source})
-            site, counts = next((s, c[column]) for s, c in zip(exchange.site_ids, schema.counts)
-                                if c[column]["numbers"] < c[column]["present"])
-            raise DataError(f"column '{column}' is numeric but site '{site}' holds "
-                            f"{counts['present'] - counts['numbers']} values that are not numbers (its log names "
-                            f"the rows); fix them or pass --categorical {column}")
-        if column in distinct:
-            check_categories(column, distinct[column])
-    return types
-
-
-def _fit(exchange: _Exchange, label: LabelEncoding | SurvivalEncoding, types: ColumnTypes, split: dict[str, Any]
-         ) -> tuple[Transform, dict[str, dict[str, int]]]:
-    """Sites split and send aggregates; the median search; the transform goes back to every site."""
-    stats = []
+def _ask_split(exchange: _Exchange, label: LabelEncoding | SurvivalEncoding, split: dict[str, Any]
+               ) -> dict[str, dict[str, int]]:
+    """Every site splits its own rows; their row counts per split."""
     site_rows: dict[str, dict[str, int]] = {}
-    for site, answer in exchange("stats", {"encoding": label.to_json(), "types": types.to_json(), **split}):
-        with _reading(f"the 'stats' answer of site '{site}'"):
+    for site, answer in exchange("split", {"encoding": label.to_json(), **split}):
+        with reading(f"the 'split' answer of site '{site}'"):
             site_rows[site] = {k: check_count(answer["rows"][k]) for k in ("train", "val", "test")}
-            stats.append(stats_from_json(answer["stats"], types))
-            if stats[-1].rows != site_rows[site]["train"]:
-                raise ValueError("its aggregates do not count its training rows")
-    merged = merge_stats(stats)
+    return site_rows
 
-    def count_many(asked: dict[str, list[float]]) -> dict[str, list[int]]:
-        totals = {c: [0] * len(ts) for c, ts in asked.items()}
-        for site, answer in exchange("counts", {"thresholds": asked}):
-            with _reading(f"the 'counts' answer of site '{site}'"):
-                for column, thresholds in asked.items():
-                    counts = answer["counts"][column]
-                    if len(counts) != len(thresholds):
-                        raise ValueError(f"{len(counts)} counts for {len(thresholds)} thresholds")
-                    totals[column] = [t + check_count(n) for t, n in zip(totals[column], counts)]
-        return totals
 
-    transform = build_transform(types, merged, fit_medians(types, merged, count_many))
-    for site, answer in exchange("finish", {"transform": transform_to_json(transform)}):
-        with _reading(f"the 'finish' answer of site '{site}'"):
-            if answer["rows"] != site_rows[site]:
-                raise ValueError("its row counts changed since 'stats'")
-    return transform, site_rows
+def _merge_descriptions(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The inputs' entries for summary.json, as one: lists side by side and mappings merged, in model
+    order; other values (the method) as the first input gives them."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if key not in out:
+                out[key] = list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
+            elif isinstance(value, list):
+                out[key] += value
+            elif isinstance(value, dict):
+                out[key].update(value)
+    return out
 
 
 def _extra(recipe: _Recipe, ids: list[str], sources: dict[str, str | None], dropped_on_read: dict[str, int],

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import DataError
+from fedcare.data.answers import check_count, check_number
 from fedcare.data.columns import ColumnTypes
 from fedcare.data.values import sort_values
 
@@ -323,8 +324,10 @@ def _mode(counts: dict[str, int]) -> str:
     return max(ordered, key=lambda c: (counts[c], -ordered.index(c)))
 
 
-def build_transform(types: ColumnTypes, merged: SiteStats, medians: dict[str, float]) -> Transform:
-    """Turn merged aggregates (and the searched medians) into the shared Transform."""
+def build_transform(types: ColumnTypes, merged: SiteStats, medians: dict[str, float],
+                    indicators: bool = True) -> Transform:
+    """Turn merged aggregates (and the searched medians) into the shared Transform; with
+    `indicators`, a column with missing training values also gets a COL__missing 0/1 column."""
     numeric: dict[str, NumericRule] = {}
     for column in types.numeric:
         stats = merged.numeric[column]
@@ -342,8 +345,9 @@ def build_transform(types: ColumnTypes, merged: SiteStats, medians: dict[str, fl
         categorical[column] = CategoricalRule(categories=tuple(sort_values(set(counts))), mode=_mode(counts))
     missing = {c: merged.numeric[c].missing for c in types.numeric}
     missing.update({c: merged.categorical[c].missing for c in types.categorical})
-    indicators = tuple(c for c in types.order if missing.get(c, 0) > 0)
-    return Transform(types.order, numeric, categorical, indicators, missing)
+    flagged = tuple(c for c in types.order if indicators and missing.get(c, 0) > 0)
+    return Transform(types.order, numeric, categorical, flagged, missing)
+
 
 
 # ----- simulation: both sides in one process --------------------------------------------------
@@ -372,18 +376,6 @@ def stats_to_json(stats: SiteStats) -> dict[str, Any]:
                     for c, s in stats.numeric.items()},
         "categorical": {c: {"counts": dict(s.counts), "missing": s.missing} for c, s in stats.categorical.items()},
     }
-
-
-def check_count(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"expected a count, got {value!r}")
-    return value
-
-
-def check_number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"expected a finite number, got {value!r}")
-    return float(value)
 
 
 def stats_from_json(data: Mapping[str, Any], types: ColumnTypes) -> SiteStats:

@@ -1,6 +1,6 @@
 """Survival targets: a time column and an event column, checked and encoded the same way at every site.
 
-y is float32 (n, 2): column 0 = time (> 0), column 1 = event (1 = observed, 0 = censored). The
+The targets are `time` (> 0) and `event` (1 = observed, 0 = censored), float32. The
 event column may hold 0/1, True/False or any two values; the second in sorted order is the event,
 as for binary labels. Like the label encoding, it is fitted on the distinct values of all sites:
 over the network each site checks its own times (`check_times`) and sends its distinct event values
@@ -51,10 +51,10 @@ class SurvivalEncoding:
     def strata(self, frame: pd.DataFrame) -> np.ndarray:
         return self.events(frame)
 
-    def targets(self, frame: pd.DataFrame) -> np.ndarray:
-        """float32 (n, 2): [time, event]."""
-        time = parse_numbers(frame[self.time])
-        return np.stack([time, self.events(frame).astype(np.float64)], axis=1).astype(np.float32)
+    def targets(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The named targets of a site's rows: `time` and `event` (1 = observed), float32."""
+        return {"time": parse_numbers(frame[self.time]).astype(np.float32),
+                "event": self.events(frame).astype(np.float32)}
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able description for the run folder."""

@@ -17,7 +17,6 @@ from fedcare.algorithms.recipes import Algorithm
 from fedcare.core.errors import ConfigError, FedcareError
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params, copy
-from fedcare.core.scoring import is_better
 from fedcare.core.update import Update
 from fedcare.federation.anomalies import anomaly_report
 from fedcare.federation.checkpoint import EngineCheckpoint
@@ -38,7 +37,8 @@ class EngineSettings:
     min_sites: int = 1
     patience: int | None = None
     seed: int = 0
-    metric: str = "accuracy"  # headline metric for early stopping
+    metric: str = "accuracy"  # the task's headline metric, for early stopping
+    higher_is_better: bool = True
     eval_splits: tuple[str, ...] = ("val", "test")
 
 
@@ -160,7 +160,7 @@ class RoundEngine:
                 self.on_round(record)
             if s.patience is None or val is None:
                 best_params, best_round = params, rnd
-            elif best_score is None or is_better(s.metric, val, best_score):
+            elif best_score is None or (val > best_score if s.higher_is_better else val < best_score):
                 best_params, best_score, best_round = params, val, rnd
             elif rnd - best_round >= s.patience:
                 stopped_early = True

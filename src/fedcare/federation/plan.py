@@ -24,9 +24,11 @@ from fedcare.core.config import FederationConfig
 from fedcare.core.errors import ConfigError
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
+from fedcare.data.dataset import DataShape, SiteData
 from fedcare.federation.engine import EngineSettings, select_sites, site_seed
 from fedcare.learning.models import ModelFactory, build_model, get_params, initial_model
-from fedcare.learning.tasks import Task
+from fedcare.learning.site import LocalSite
+from fedcare.learning.tasks import Task, make_task
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,16 @@ class Plan:
     """The task, the model, the algorithm and the engine settings of a run."""
 
     config: FederationConfig
+    shape: DataShape
     task: Task
     algorithm: Algorithm
     settings: EngineSettings
     new_model: Callable[[], torch.nn.Module]
     secure: SecurePlan | None = None  # the settings of every secure round, when the config asks for them
+
+    def local_site(self, data: SiteData) -> LocalSite:
+        """A site's side of the run, holding its examples (in this process, or in its agent)."""
+        return LocalSite(data.site_id, self.task, self.new_model(), data.splits, tuple(self.shape.inputs))
 
     def initial_params(self) -> Params:
         """The model every site and baseline starts from (seeded: the same everywhere)."""
@@ -62,18 +69,19 @@ class Plan:
                           cfg.personalization.ditto_lambda)
 
 
-def make_plan(cfg: FederationConfig, task_kind: str, num_classes: int, num_features: int, site_ids: Sequence[str],
-              *, model_factory: ModelFactory | None = None, aggregator: object | None = None) -> Plan:
-    """The plan for these sites; `model_factory` and `aggregator` are a Python user's own pieces."""
+def make_plan(cfg: FederationConfig, shape: DataShape, site_ids: Sequence[str], *,
+              model_factory: ModelFactory | None = None, aggregator: object | None = None) -> Plan:
+    """The plan for data of this shape at these sites; `model_factory` and `aggregator` are a Python
+    user's own pieces."""
     unknown = sorted(set(cfg.algorithm.site_weights) - set(site_ids))
     if unknown:
         raise ConfigError(f"site_weights names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
     torch.set_num_threads(cfg.training.threads)
-    task = Task(task_kind, num_classes=max(2, num_classes))
-    factory = model_factory or (lambda features, outputs: build_model(cfg.model, features, outputs))
+    task = make_task(shape)
+    factory = model_factory or (lambda inputs, task: build_model(cfg.model, inputs, task))
 
     def new_model() -> torch.nn.Module:
-        return initial_model(factory, num_features, task.num_outputs, cfg.run.seed)
+        return initial_model(factory, shape.inputs, task, cfg.run.seed)
 
     algorithm = _algorithm(cfg, len(site_ids))
     if aggregator is not None:
@@ -82,8 +90,9 @@ def make_plan(cfg: FederationConfig, task_kind: str, num_classes: int, num_featu
     t, a = cfg.training, cfg.algorithm
     settings = EngineSettings(rounds=a.rounds, local_epochs=t.local_epochs, lr=t.lr, batch_size=t.batch_size,
                               optimizer=t.optimizer, fraction=a.fraction, min_sites=a.min_sites,
-                              patience=a.patience, seed=cfg.run.seed, metric=task.headline)
-    return Plan(cfg, task, algorithm, settings, new_model, secure)
+                              patience=a.patience, seed=cfg.run.seed, metric=task.headline,
+                              higher_is_better=task.higher_is_better)
+    return Plan(cfg, shape, task, algorithm, settings, new_model, secure)
 
 
 def _algorithm(cfg: FederationConfig, num_sites: int) -> Algorithm:

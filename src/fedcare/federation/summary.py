@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedcare.core.config import FederationConfig
-from fedcare.core.scoring import is_better
 from fedcare.federation.anomalies import flagged_sites
 from fedcare.federation.engine import EngineResult
 
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 SiteValues = Mapping[str, Mapping[str, float | None]]
 
 
-def block(per_site: SiteValues, metric: str) -> dict:
+def block(per_site: SiteValues, metric: str, higher_is_better: bool) -> dict:
     """{"sites": site -> metrics, "mean": metric -> mean over sites, "worst_site": the site that is
     worst on the headline metric, with its metrics}."""
     names = sorted({m for values in per_site.values() for m in values})
@@ -33,13 +32,11 @@ def block(per_site: SiteValues, metric: str) -> dict:
     for name in names:
         vals = [v[name] for v in per_site.values() if v.get(name) is not None]
         mean[name] = float(np.mean(vals)) if vals else None
+    scored = [(site, values[metric]) for site, values in per_site.items() if values.get(metric) is not None]
     worst_id = None
-    for site, values in per_site.items():
-        value = values.get(metric)
-        if value is None:
-            continue
-        if worst_id is None or is_better(metric, per_site[worst_id][metric], value):
-            worst_id = site
+    if scored:  # the first of the sites with the worst value
+        pick = min if higher_is_better else max
+        worst_id = pick(scored, key=lambda sv: sv[1])[0]
     worst = {"site_id": worst_id, **per_site[worst_id]} if worst_id is not None else {"site_id": None}
     return {"sites": {k: dict(v) for k, v in per_site.items()}, "mean": mean, "worst_site": worst}
 
@@ -71,7 +68,7 @@ def summarize(cfg: FederationConfig, facts: RunFacts, task: Task, result: Engine
         "seed": cfg.run.seed,
         "num_features": len(facts.feature_names),
         "site_sizes": facts.site_sizes,
-        **{name: block(values, metric) for name, values in per_model.items()},
+        **{name: block(values, metric, task.higher_is_better) for name, values in per_model.items()},
         "aggregator": aggregator,
         "attack": {"kind": cfg.robustness.attack, "sites": attacked},
         "anomalies": flagged_sites(_anomalies(rows)),

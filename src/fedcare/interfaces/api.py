@@ -48,7 +48,8 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
              progress: Progress | None = None, **overrides: object) -> Run:
     """Run a federation in this process and write its run folder.
 
-    `model_factory(num_features, num_outputs) -> torch.nn.Module` replaces the model zoo;
+    `model_factory(inputs, task) -> torch.nn.Module` replaces the model zoo: it gets the input shapes
+    by name and the task, and its module takes a batch's inputs as a mapping name -> tensor;
     `aggregator` is a built-in rule's name ("median", "krum", ...: the config key) or any aggregator
     piece of your own, which replaces the rule (see fedcare.algorithms).
     """
@@ -119,8 +120,7 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     if cfg.run.baselines:
         rows += _baselines(fed, federation, run, per_model, progress)
     facts = RunFacts(dataset.name, dataset.task, tuple(dataset.feature_names), dataset.preprocessing,
-                     {sd.site_id: {"train": len(sd.y_train), "val": len(sd.y_val), "test": len(sd.y_test)}
-                      for sd in dataset.sites})
+                     {sd.site_id: sd.sizes() for sd in dataset.sites})
     aggregator_name = cfg.robustness.aggregator if aggregator is None else type(aggregator).__name__
     run.summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, aggregator_name,
                             attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}))

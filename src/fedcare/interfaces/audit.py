@@ -50,14 +50,16 @@ from fedcare.core.params import Params
 from fedcare.core.serialization import load_params
 from fedcare.data import FederatedDataset, load_dataset
 from fedcare.data.dataset import SiteData
+from fedcare.data.examples import ArrayExamples, Examples
+from fedcare.data.targets import label_rules
 from fedcare.federation.engine import RoundEngine
 from fedcare.learning.models import set_params
 from fedcare.federation.runfolder import file_stem
 from fedcare.transports.simulated import Federation, build_federation, personalize
 from fedcare.transports.simulation import SimulationTransport
 
-Rows = dict[str, tuple[np.ndarray, np.ndarray]]
-"""site id -> (x, y): the rows an attack looks at for that site."""
+Rows = dict[str, ArrayExamples]
+"""site id -> the examples (inputs and label) an attack looks at for that site."""
 
 MODEL_CHOICES = ("global", "personalized", "all")
 AUDIT_FILE = "audit.json"
@@ -154,7 +156,7 @@ def _check_same_data(dataset: FederatedDataset, summary: dict) -> None:
     sizes = summary["site_sizes"]
     for sd in dataset.sites:
         then = sizes.get(sd.site_id, {})
-        now = {"train": len(sd.y_train), "val": len(sd.y_val), "test": len(sd.y_test)}
+        now = sd.sizes()
         if any(then.get(k) != v for k, v in now.items()):
             raise DataError(f"site '{sd.site_id}' now has {now} rows but the run had {then}: the data behind "
                             "config.yaml changed, so its training rows cannot be told apart")
@@ -205,42 +207,53 @@ def write_audit(run_dir: Path, result: dict) -> Path:
 # ----- rows -------------------------------------------------------------------------------------
 
 def training_rows(dataset: FederatedDataset) -> Rows:
-    return {sd.site_id: (sd.x_train, sd.y_train) for sd in dataset.sites}
+    return {sd.site_id: _in_memory(sd.splits["train"]) for sd in dataset.sites}
 
 
 def held_out_rows(dataset: FederatedDataset) -> Rows:
-    return {sd.site_id: (sd.x_test, sd.y_test) for sd in dataset.sites}
+    return {sd.site_id: _in_memory(sd.splits["test"]) for sd in dataset.sites}
+
+
+def _in_memory(examples: Examples) -> ArrayExamples:
+    return examples if isinstance(examples, ArrayExamples) else _take(examples, np.arange(len(examples)))
+
+
+def _take(examples: Examples, rows: np.ndarray) -> ArrayExamples:
+    return ArrayExamples(examples.take(rows))
 
 
 def split_held_out(rows: Rows, seed: int) -> tuple[Rows, Rows]:
     """Each site's held-out rows, shuffled with the seed, cut into (shadow pool, evaluation
     non-members): the shadows may only ever see the first, the shadow attack is judged on the second."""
     pool, held = {}, {}
-    for i, (sid, (x, y)) in enumerate(rows.items()):
-        if len(y) < 4:
-            raise DataError(f"site '{sid}' has {len(y)} test rows; the shadow attack needs at least 4 per site")
-        order = np.random.default_rng([seed, i]).permutation(len(y))
-        cut = len(y) // 2
-        pool[sid] = (x[order[:cut]], y[order[:cut]])
-        held[sid] = (x[order[cut:]], y[order[cut:]])
+    for i, (sid, examples) in enumerate(rows.items()):
+        n = len(examples)
+        if n < 4:
+            raise DataError(f"site '{sid}' has {n} test rows; the shadow attack needs at least 4 per site")
+        order = np.random.default_rng([seed, i]).permutation(n)
+        cut = n // 2
+        pool[sid], held[sid] = _take(examples, order[:cut]), _take(examples, order[cut:])
     return pool, held
 
 
 def _count(rows: Rows) -> int:
-    return int(sum(len(y) for _, y in rows.values()))
+    return int(sum(len(examples) for examples in rows.values()))
 
 
 # ----- what an attacker sees of one example -----------------------------------------------------
 
-def example_features(run: AuditedRun, params: Params, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def example_features(run: AuditedRun, params: Params, examples: ArrayExamples) -> np.ndarray:
     """(n, f) per-example features of the model's outputs: loss first, then (classification)
     confidence in the predicted class and whether the prediction is right."""
-    module = run.federation.plan.new_model()
+    plan = run.federation.plan
+    module = plan.new_model()
     set_params(module, params)
     module.eval()
     with torch.no_grad():
-        out = module(torch.as_tensor(x, dtype=torch.float32)).double()
-    kind = run.federation.plan.task.kind
+        out = module({name: torch.as_tensor(examples.arrays[name], dtype=torch.float32)
+                      for name in plan.shape.inputs}).double()
+    y = examples.arrays["label"]
+    kind = label_rules(plan.task.name)
     if kind == "binary":
         logit, target = out.squeeze(-1), torch.as_tensor(y, dtype=torch.float64)
         loss = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
@@ -257,7 +270,7 @@ def example_features(run: AuditedRun, params: Params, x: np.ndarray, y: np.ndarr
 
 
 def _features(run: AuditedRun, params_by_site: dict[str, Params], rows: Rows) -> dict[str, np.ndarray]:
-    return {sid: example_features(run, params_by_site[sid], x, y) for sid, (x, y) in rows.items()}
+    return {sid: example_features(run, params_by_site[sid], examples) for sid, examples in rows.items()}
 
 
 # ----- scoring ----------------------------------------------------------------------------------
@@ -306,11 +319,10 @@ def train_shadows(run: AuditedRun, pool: Rows, shadows: int, seed: int, personal
     out = []
     for k in range(shadows):
         inside, outside = {}, {}
-        for i, (sid, (x, y)) in enumerate(pool.items()):
-            order = np.random.default_rng([seed, i, k + 1]).permutation(len(y))
-            cut = (len(y) + 1) // 2
-            inside[sid] = (x[order[:cut]], y[order[:cut]])
-            outside[sid] = (x[order[cut:]], y[order[cut:]])
+        for i, (sid, examples) in enumerate(pool.items()):
+            order = np.random.default_rng([seed, i, k + 1]).permutation(len(examples))
+            cut = (len(examples) + 1) // 2
+            inside[sid], outside[sid] = _take(examples, order[:cut]), _take(examples, order[cut:])
         models = _train_shadow(run, inside, int(np.random.SeedSequence([seed, k]).generate_state(1)[0]), personalized)
         out.append({"in": inside, "out": outside, **models})
     return out
@@ -323,7 +335,7 @@ def _train_shadow(run: AuditedRun, inside: Rows, shadow_seed: int, personalized:
     rounds = int(run.summary.get("best_round") or cfg.algorithm.rounds)
     shadow_cfg = cfg.replace(**{"seed": shadow_seed, "rounds": rounds, "dp_epsilon": None,
                               "attack": None, "patience": None, "baselines": False, "checkpoint_every": 0})
-    dataset = replace(run.dataset, sites=tuple(_shadow_site(sid, x, y) for sid, (x, y) in inside.items()))
+    dataset = replace(run.dataset, sites=tuple(_shadow_site(sid, examples) for sid, examples in inside.items()))
     fed = build_federation(shadow_cfg, dataset)
     settings = replace(fed.plan.settings, eval_splits=())
     params = RoundEngine(fed.plan.algorithm, SimulationTransport(fed.federated_sites), settings).run(fed.initial).params
@@ -333,8 +345,9 @@ def _train_shadow(run: AuditedRun, inside: Rows, shadow_seed: int, personalized:
     return models
 
 
-def _shadow_site(site_id: str, x: np.ndarray, y: np.ndarray) -> SiteData:
-    return SiteData(site_id, x, y, x[:0], y[:0], x[:0], y[:0])
+def _shadow_site(site_id: str, train: ArrayExamples) -> SiteData:
+    none = _take(train, np.arange(0))
+    return SiteData(site_id, {"train": train, "val": none, "test": none})
 
 
 def shadow_attack(run: AuditedRun, params_by_site: dict[str, Params], shadows: list[dict], model: str,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError
-from fedcare.core.scoring import is_better
 from fedcare.interfaces.htmlreport import svg_curves
+from fedcare.learning.tasks import task_type
 
 # Candidates tried on validation with `tune`: small on purpose (every point costs seeds × a run).
 GRIDS: dict[str, dict[str, list]] = {
@@ -82,7 +82,7 @@ def _run(job: tuple[dict, str]) -> dict:
         val = run.personal_val_score
     else:
         val = run.history[-1].val_score if run.history else None
-    return {"summary": {k: s[k] for k in ("metric", "rounds", "bytes_sent", "local", "pooled", model) if k in s},
+    return {"summary": {k: s[k] for k in ("task", "metric", "rounds", "bytes_sent", "local", "pooled", model) if k in s},
             "curve": {r: statistics.mean(v) for r, v in curve.items()}, "val": val,
             "seconds": time.perf_counter() - started}
 
@@ -117,13 +117,13 @@ def run_benchmark(base: FederationConfig, entries: Sequence[str], seeds: int, wo
             scores: dict[tuple[str, str], list[float]] = {}
             for (e, point, _), res in zip(jobs, results, strict=True):
                 scores.setdefault((e.name, repr(point)), []).append(res["val"] if res["val"] is not None else float("nan"))
-            metric = results[0]["summary"]["metric"]
+            higher = task_type(results[0]["summary"]["task"]).higher_is_better
             for e in parsed:
                 best = None
                 for point in _grid(e):
                     value = statistics.mean(scores[(e.name, repr(point))])
                     tuning_rows.append((e.name, point, value))
-                    if best is None or is_better(metric, value, best[1]):
+                    if best is None or (value > best[1] if higher else value < best[1]):
                         best = (point, value)
                 chosen[e.name] = best[0] if best else {}
         jobs = [(e, config(e, chosen[e.name], s, f"{e.name}-seed{s}")) for e in parsed for s in range(seeds)]

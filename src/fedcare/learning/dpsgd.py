@@ -14,7 +14,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from fedcare.core.errors import ConfigError
-from fedcare.learning.tasks import Task
+from fedcare.learning.batches import Batches
 
 
 def dp_steps(epochs: int, sampling_rate: float) -> int:
@@ -22,23 +22,25 @@ def dp_steps(epochs: int, sampling_rate: float) -> int:
     return max(1, round(epochs / sampling_rate))
 
 
-def train_dp(model: nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
-             batch_size: int, clip: float, noise_multiplier: float, seed: int) -> float:
+def train_dp(model: nn.Module, data: Batches, *, epochs: int, lr: float, batch_size: int, clip: float,
+             noise_multiplier: float, seed: int) -> float:
     """Train with DP-SGD (plain SGD steps); returns the mean clipped-free loss of the sampled rows."""
-    if task.kind == "survival":
-        raise ConfigError("record-level DP needs a per-patient loss; the Cox loss couples patients in a batch")
+    task = data.task
+    if not task.per_example:
+        raise ConfigError(f"record-level DP needs a per-patient loss; the {task.name} task's loss couples "
+                          "patients in a batch")
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ConfigError("record-level DP cannot use batch norm (it mixes patients in a batch); drop --batch-norm")
-    n = len(y)
+    n = len(data)
     q = min(1.0, batch_size / n)
     gen = torch.Generator().manual_seed(seed)
     names = [k for k, _ in model.named_parameters()]
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
 
-    def one_loss(p, xi, yi):
-        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        return task.loss(out, yi.unsqueeze(0))
+    def one_loss(p, xi, yi):  # one patient's inputs and targets, as a batch of one
+        out = functional_call(model, (p, buffers), ({k: v.unsqueeze(0) for k, v in xi.items()},))
+        return task.loss(out, {k: v.unsqueeze(0) for k, v in yi.items()})
 
     per_example = vmap(grad(one_loss), in_dims=(None, 0, 0))
     model.train()
@@ -47,15 +49,16 @@ def train_dp(model: nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, *, 
         picked = torch.rand(n, generator=gen) < q
         noise = {k: torch.normal(0.0, noise_multiplier * clip, size=params[k].shape, generator=gen) for k in names}
         if picked.any():
-            xb, yb = x[picked], y[picked]
+            xb, yb = data.take(picked)
+            m = int(picked.sum())
             detached = {k: v.detach() for k, v in params.items()}
             grads = per_example(detached, xb, yb)
-            norms = torch.sqrt(sum(g.reshape(len(yb), -1).pow(2).sum(1) for g in grads.values()))
+            norms = torch.sqrt(sum(g.reshape(m, -1).pow(2).sum(1) for g in grads.values()))
             factor = torch.clamp(clip / (norms + 1e-12), max=1.0)
             summed = {k: (grads[k] * factor.view(-1, *[1] * (grads[k].dim() - 1))).sum(0) for k in names}
             with torch.no_grad():
-                total += float(task.loss(model(xb), yb)) * len(yb)
-                seen += len(yb)
+                total += float(task.loss(model(xb), yb)) * m
+                seen += m
         else:
             summed = {k: torch.zeros_like(params[k]) for k in names}
         with torch.no_grad():

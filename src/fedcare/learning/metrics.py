@@ -140,7 +140,6 @@ def neg_partial_loglik(time: np.ndarray, event: np.ndarray, risk: np.ndarray) ->
     return float(-np.sum(event_s * (risk_s - log_risk_set)) / n_events)
 
 
-def survival_metrics(y: np.ndarray, risk: np.ndarray) -> Metrics:
-    """y = (n, 2) [time, event]; risk = predicted log relative hazard (higher = earlier event)."""
-    time, event = y[:, 0], y[:, 1]
+def survival_metrics(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> Metrics:
+    """risk = predicted log relative hazard (higher = earlier event); event 1 = observed."""
     return {"c_index": c_index(time, event, risk), "neg_partial_loglik": neg_partial_loglik(time, event, risk)}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ from fedcare.core.errors import ConfigError, ParamsError, SiteDeclined
 from fedcare.core.messages import FitRequest, Split, control_name, split_controls
 from fedcare.core.params import Params
 from fedcare.core.update import Update
+from fedcare.data.examples import Examples
+from fedcare.learning.batches import Batches
 from fedcare.learning.metrics import Metrics
 from fedcare.learning.models import batch_norm_names, get_params, head_names, set_params
 from fedcare.learning.dpsgd import dp_steps, train_dp
@@ -45,14 +47,16 @@ class BudgetExhausted(SiteDeclined):
 class LocalSite:
     """One site's data and model. Holds tensors built once, so a round costs only arithmetic."""
 
-    def __init__(self, site_id: str, task: Task, model: nn.Module,
-                 splits: dict[str, tuple[np.ndarray, np.ndarray]]):
+    def __init__(self, site_id: str, task: Task, model: nn.Module, splits: Mapping[str, Examples],
+                 inputs: Sequence[str] | None = None):
+        """`splits`: the site's examples by split name; `inputs`: the named arrays the model takes
+        (default: every array that is not one of the task's targets)."""
         self.site_id = site_id
         self.task = task
         self.model = model
-        self._y_numpy = {name: y for name, (_, y) in splits.items()}
-        self._data = {name: (torch.as_tensor(x, dtype=torch.float32), task.target_tensor(y))
-                      for name, (x, y) in splits.items()}
+        self._data = {name: Batches(examples, task, inputs if inputs is not None else
+                                    [n for n in examples.names if n not in task.targets])
+                      for name, examples in splits.items()}
         self.personal: Params = {}  # kept layers (FedPer/FedRep head, FedBN batch norm): never sent
         self.ditto: Params = {}  # Ditto's whole personal model: never sent
         self._personal_model: nn.Module | None = None
@@ -74,10 +78,10 @@ class LocalSite:
 
     @property
     def num_train(self) -> int:
-        return len(self._y_numpy["train"])
+        return len(self._data["train"])
 
     def num_examples(self, split: str) -> int:
-        return len(self._y_numpy.get(split, ()))
+        return len(self._data[split]) if split in self._data else 0
 
     def fit(self, params: Params, request: FitRequest) -> Update:
         params, controls = split_controls(params)  # control/<name>: arrays broadcast beside the model
@@ -159,15 +163,14 @@ class LocalSite:
             set_params(self.model, {k: self.personal[k] for k in kept if k in self.personal})
 
     def _train_head_then_body(self, request: FitRequest, kept: frozenset[str]) -> float:
-        x, y = self._data["train"]
         named = dict(self.model.named_parameters())
         head = [p for k, p in named.items() if k in kept]
         body = [p for k, p in named.items() if k not in kept]
         common = dict(epochs=request.local_epochs, lr=request.lr, batch_size=request.batch_size,
                       optimizer=request.optimizer, seed=request.seed)
-        loss = train_epochs(self.model, self.task, x, y, trainable=head, **common)
+        loss = train_epochs(self.model, self._data["train"], trainable=head, **common)
         if body:
-            loss = train_epochs(self.model, self.task, x, y, trainable=body, **common)
+            loss = train_epochs(self.model, self._data["train"], trainable=body, **common)
         return loss
 
     def _ditto_step(self, global_params: Params, request: FitRequest) -> None:
@@ -176,8 +179,7 @@ class LocalSite:
             self._personal_model = copy.deepcopy(self.model)
         set_params(self._personal_model, self.ditto or global_params)
         anchor = [torch.from_numpy(np.array(global_params[k])) for k, _ in self._personal_model.named_parameters()]
-        x, y = self._data["train"]
-        train_epochs(self._personal_model, self.task, x, y, epochs=request.local_epochs, lr=request.lr,
+        train_epochs(self._personal_model, self._data["train"], epochs=request.local_epochs, lr=request.lr,
                      batch_size=request.batch_size, optimizer=request.optimizer, seed=request.seed + 1,
                      anchor=anchor, mu=request.ditto_lambda)
         self.ditto = get_params(self._personal_model)
@@ -194,26 +196,32 @@ class LocalSite:
         return get_params(self.model)
 
     def _full_gradient(self) -> tuple[Params, float]:
-        """∇ of the mean loss over every local training example at the given params."""
-        x, y = self._data["train"]
+        """∇ of the mean loss over every local training example at the given params. Examples read
+        in chunks add up their chunks' losses weighted by rows: exact for a per-patient loss."""
+        data = self._data["train"]
         self.model.train()
         self.model.zero_grad(set_to_none=True)
-        loss = self.task.loss(self.model(x), y)
-        loss.backward()
+        loss = 0.0
+        for i, (inputs, targets, size) in enumerate(data.chunks()):
+            if i and not self.task.per_example:
+                raise ConfigError(f"fedsgd over examples read in chunks needs a per-patient loss, which the "
+                                  f"{self.task.name} task does not have; use fedavg")
+            part = self.task.loss(self.model(inputs), targets) * (size / len(data))
+            part.backward()
+            loss += float(part.detach())
         grads = {name: p.grad for name, p in self.model.named_parameters()}
         out = {}
         for k, v in self.model.state_dict().items():
             if v.is_floating_point():
                 g = grads.get(k)
                 out[k] = np.zeros(tuple(v.shape), np.float32) if g is None else g.detach().numpy().copy()
-        return out, float(loss.detach())
+        return out, loss
 
     def _train_epochs(self, request: FitRequest) -> float:
-        x, y = self._data["train"]
         if request.dp_epsilon is not None:
             return self._train_private(request)
         anchor = [p.detach().clone() for p in self.model.parameters()] if request.prox_mu > 0 else None
-        return train_epochs(self.model, self.task, x, y, epochs=request.local_epochs, lr=request.lr,
+        return train_epochs(self.model, self._data["train"], epochs=request.local_epochs, lr=request.lr,
                             batch_size=request.batch_size, optimizer=request.optimizer, seed=request.seed,
                             anchor=anchor, mu=request.prox_mu)
 
@@ -224,8 +232,8 @@ class LocalSite:
 
         if request.mode != "local_epochs" or request.optimizer != "sgd" or request.prox_mu or request.scaffold:
             raise ConfigError("record-level DP trains with plain DP-SGD: use fedavg-style local epochs, optimizer sgd")
-        x, y = self._data["train"]
-        q = min(1.0, request.batch_size / len(y))
+        data = self._data["train"]
+        q = min(1.0, request.batch_size / len(data))
         per_round = dp_steps(request.local_epochs, q)
         if not self.dp:
             sigma = noise_multiplier_for(request.dp_epsilon, request.dp_delta, q, per_round * request.planned_rounds)
@@ -234,7 +242,7 @@ class LocalSite:
         if epsilon(sigma, q, steps + per_round, request.dp_delta) > request.dp_epsilon * (1 + 1e-9):
             raise BudgetExhausted(f"site '{self.site_id}' would exceed its privacy budget ε={request.dp_epsilon} "
                                   f"in round {request.round}; it stops training")
-        loss = train_dp(self.model, self.task, x, y, epochs=request.local_epochs, lr=request.lr,
+        loss = train_dp(self.model, data, epochs=request.local_epochs, lr=request.lr,
                         batch_size=request.batch_size, clip=request.dp_clip, noise_multiplier=sigma, seed=request.seed)
         self.dp["steps"] = np.array([float(steps + per_round)])
         self.dp_spent = epsilon(sigma, q, steps + per_round, request.dp_delta)
@@ -249,6 +257,7 @@ class LocalSite:
             for split in splits:
                 if self.num_examples(split) == 0:
                     continue
-                x, _ = self._data[split]
-                out[split] = self.task.metrics(self.model(x), self._y_numpy[split])
+                data = self._data[split]
+                outputs = torch.cat([self.model(inputs) for inputs, _, _ in data.chunks()])
+                out[split] = self.task.metrics(outputs, data.targets)
         return out

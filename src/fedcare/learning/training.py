@@ -1,4 +1,4 @@
-"""Minibatch training of a torch module on one site's rows: the one loop every mode uses
+"""Minibatch training of a torch module on one site's examples: the one loop every mode uses
 (FedAvg's local epochs, FedProx, Ditto's personal model, fine-tuning, FedRep's phases)."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedcare.learning.tasks import Task
+from fedcare.learning.batches import Batches
 
 
-def train_epochs(model: nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
-                 batch_size: int, optimizer: str, seed: int, trainable: Sequence[nn.Parameter] | None = None,
+def train_epochs(model: nn.Module, data: Batches, *, epochs: int, lr: float, batch_size: int, optimizer: str,
+                 seed: int, trainable: Sequence[nn.Parameter] | None = None,
                  anchor: Sequence[torch.Tensor] | None = None, mu: float = 0.0) -> float:
     """Train `trainable` (default: every parameter) and return the mean data loss of the last epoch.
 
@@ -25,20 +25,17 @@ def train_epochs(model: nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor,
                                   else torch.optim.SGD(chosen, lr=lr))
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    n = len(y)
     losses: list[torch.Tensor] = []
     for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        xs, ys = x[order], y[order]  # one gather per epoch; batches are then cheap views
+        order = torch.randperm(len(data), generator=gen)
         losses = []
-        for start in range(0, n, batch_size):
-            xb, yb = xs[start:start + batch_size], ys[start:start + batch_size]
+        for inputs, targets, size in data.epoch(order, batch_size):
             opt.zero_grad(set_to_none=True)
-            data_loss = task.loss(model(xb), yb)
+            data_loss = data.task.loss(model(inputs), targets)
             loss = data_loss
             if anchor is not None and mu > 0:
                 loss = loss + mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
             loss.backward()
             opt.step()
-            losses.append(data_loss.detach() * len(yb))
-    return float(torch.stack(losses).sum()) / n if losses else 0.0
+            losses.append(data_loss.detach() * size)
+    return float(torch.stack(losses).sum()) / len(data) if losses else 0.0

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from fedcare.algorithms.attacks import attack, flip_labels
 from fedcare.core.config import FederationConfig
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
-from fedcare.data import FederatedDataset
+from fedcare.data import FederatedDataset, SiteData
+from fedcare.data.dataset import SPLITS
+from fedcare.data.examples import array, concat, with_arrays
+from fedcare.data.targets import label_rules
 from fedcare.federation.plan import Plan, make_plan
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.site import LocalSite
@@ -42,10 +43,9 @@ class Federation:
 def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_factory: ModelFactory | None = None,
                      aggregator: object | None = None) -> Federation:
     """The plan for the dataset's shape, and its sites with their data and model."""
-    site_ids = [sd.site_id for sd in dataset.sites]
-    plan = make_plan(cfg, dataset.task, len(dataset.classes), len(dataset.feature_names), site_ids,
-                     model_factory=model_factory, aggregator=aggregator)
-    sites = [LocalSite(sd.site_id, plan.task, plan.new_model(), splits(sd)) for sd in dataset.sites]
+    plan = make_plan(cfg, dataset.shape, [sd.site_id for sd in dataset.sites], model_factory=model_factory,
+                     aggregator=aggregator)
+    sites = [plan.local_site(sd) for sd in dataset.sites]
     federated = _attacked(plan, dataset, sites)
     return Federation(plan, dataset, sites,
                       SecureSites(federated, SecureAggregation(plan.secure)) if plan.secure is not None else federated,
@@ -80,9 +80,10 @@ def _attacked(plan: Plan, dataset: FederatedDataset, sites: list[LocalSite]) -> 
         if site.site_id not in hostile:
             out.append(site)
         elif cfg.robustness.attack == "label-flip":
-            flipped = splits(sd)
-            flipped["train"] = (sd.x_train, flip_labels(sd.y_train, task.kind, task.num_classes))
-            out.append(LocalSite(sd.site_id, task, plan.new_model(), flipped))
+            train = sd.splits["train"]
+            labels = array(train, "label") if task.reads == "classes" else None  # others have none to flip
+            flipped = with_arrays(train, label=flip_labels(labels, label_rules(task.name), task.num_outputs))
+            out.append(plan.local_site(SiteData(sd.site_id, {**sd.splits, "train": flipped})))
         else:
             r = cfg.robustness
             out.append(AttackedSite(site, attack(r.attack, [site.site_id], r.attack_scale, cfg.run.seed)))
@@ -102,13 +103,5 @@ def personalize(fed: Federation, global_params: Params) -> dict[str, Params]:
 
 def pooled_site(fed: Federation) -> LocalSite:
     """The ceiling baseline's one site: every site's training (and validation) rows in one place."""
-    out = {}
-    for split in ("train", "val", "test"):
-        xs = [getattr(sd, f"x_{split}") for sd in fed.dataset.sites]
-        ys = [getattr(sd, f"y_{split}") for sd in fed.dataset.sites]
-        out[split] = (np.concatenate(xs), np.concatenate(ys))
-    return LocalSite("pooled", fed.plan.task, fed.plan.new_model(), out)
-
-
-def splits(sd) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {"train": (sd.x_train, sd.y_train), "val": (sd.x_val, sd.y_val), "test": (sd.x_test, sd.y_test)}
+    splits = {split: concat([sd.splits[split] for sd in fed.dataset.sites]) for split in SPLITS}
+    return fed.plan.local_site(SiteData("pooled", splits))

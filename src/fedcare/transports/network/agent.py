@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError, FedcareError, SiteDeclined
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
 from fedcare.core.serialization import params_from_bytes, save_params, update_from_bytes, update_to_bytes
-from fedcare.data.dataset import SiteData
+from fedcare.data.dataset import DataShape, SiteData
+from fedcare.data.storage import load_site_data, save_site_data
 from fedcare.data.prepare import SitePreparation
 from fedcare.federation.engine import RoundEngine
 from fedcare.federation.plan import Plan, make_plan
@@ -43,7 +43,6 @@ from fedcare.transports.secure import SecurePlan, SecureSiteRound, split_broadca
 from fedcare.transports.simulation import SimulationTransport
 
 log = logging.getLogger("fedcare.site")
-_SPLITS = ("train", "val", "test")
 
 
 class AgentStopped(FedcareError):
@@ -158,33 +157,21 @@ class SiteAgent:
         return path
 
     def _build_site(self, plan: dict) -> None:
-        cfg = _config(plan)
-        shape = plan["shape"]
-        self._plan = make_plan(cfg, shape["task"], shape["num_classes"], shape["num_features"], plan["sites"])
+        self._plan = make_plan(_config(plan), DataShape.from_json(plan["shape"]), plan["sites"])
         data = self._load_data()
         if data is None:
             return  # preparation not done here yet
-        splits = {p: (getattr(data, f"x_{p}"), getattr(data, f"y_{p}")) for p in _SPLITS}
-        site = LocalSite(self.s.site_id, self._plan.task, self._plan.new_model(), splits)
+        site = self._plan.local_site(data)
         state = self._folder() / "site-state.safetensors"
         if state.is_file():
             site.load_site_state(load_file(str(state)))
         self._site = site
 
-    def _save_data(self, data: SiteData) -> None:
-        path = self._folder() / "data.safetensors"
-        save_file({f"{k}_{p}": np.ascontiguousarray(getattr(data, f"{k}_{p}")) for k in "xy" for p in _SPLITS},
-                  str(path.with_suffix(".tmp")))
-        path.with_suffix(".tmp").replace(path)
-
     def _load_data(self) -> SiteData | None:
         if self._prep is not None and self._prep.data is not None:
             return self._prep.data
         path = self._folder() / "data.safetensors"
-        if not path.is_file():
-            return None
-        arrays = load_file(str(path))
-        return SiteData(self.s.site_id, **{f"{k}_{p}": arrays[f"{k}_{p}"] for k in "xy" for p in _SPLITS})
+        return load_site_data(path, self.s.site_id) if path.is_file() else None
 
     def _local_site(self) -> LocalSite:
         if self._site is None:
@@ -203,8 +190,8 @@ class SiteAgent:
         except FedcareError as exc:
             self.say(f"data preparation failed here: {exc}")
             raise
-        if self._prep.data is not None:
-            self._save_data(self._prep.data)  # a restarted agent trains without preparing again
+        if self._prep.data is not None:  # kept, so a restarted agent trains without preparing again
+            save_site_data(self._folder() / "data.safetensors", self._prep.data)
         self._post_json(task, {"answer": answer})
 
     def _fit(self, task: dict) -> None:
@@ -346,7 +333,8 @@ def describe(plan: dict, site_id: str) -> str:
     else:
         s = plan["shape"]
         model = c["model"] + (f" hidden {c['hidden']}" if c["model"] == "mlp" else "")
-        lines.append(f"  train: {c['algorithm']}, {model}, {s['task']} task, {s['num_features']} features")
+        inputs = ", ".join(f"{name} {'×'.join(map(str, i['shape']))}" for name, i in s["inputs"].items())
+        lines.append(f"  train: {c['algorithm']}, {model}, {s['task']} task, inputs {inputs}")
         lines.append(f"  {c['rounds']} rounds × {c['local_epochs']} local epoch(s), lr {c['lr']}, "
                      f"batch {c['batch_size']}, optimizer {c['optimizer']}, personalization {c['personalization']}")
         if c.get("dp_epsilon") is not None:

@@ -10,7 +10,6 @@ reply to a task they already answered, so a round is never trained twice).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import threading
@@ -52,8 +51,7 @@ def plan_message(cfg: FederationConfig, run_id: str, sites: list[str], prepared:
     """The declarative plan every task carries: the config (no file paths) and the data's shape.
     A site builds its model and training from it; no code is ever sent."""
     config = {k: v for k, v in cfg.flat(mode="json").items() if k not in ("data", "out")}
-    shape = None if prepared is None else {"task": prepared.task, "num_classes": len(prepared.classes),
-                                           "num_features": len(prepared.feature_names)}
+    shape = None if prepared is None else prepared.shape.to_json()
     return {"run": run_id, "config": config, "shape": shape, "sites": list(sites)}
 
 
@@ -141,7 +139,7 @@ class Coordinator:
         folder, checkpoints = RunFolder(self.run_dir(run_id)), Checkpoints(self.run_dir(run_id))
         stored = self.store.latest_run()
         if resume and stored and stored["prepared"]:
-            prepared = PreparedDataset(**stored["prepared"])
+            prepared = PreparedDataset.from_json(stored["prepared"])
         else:
             folder.prepare(cfg)
             if checkpoints.path.exists():
@@ -155,8 +153,8 @@ class Coordinator:
                 return {sid: a.get("answer") for sid, a in answers.items()}
 
             prepared = prepare(cfg.data, sites, ask)
-            self.store.save_prepared(run_id, dataclasses.asdict(prepared))
-        plan = make_plan(cfg, prepared.task, len(prepared.classes), len(prepared.feature_names), sites)
+            self.store.save_prepared(run_id, prepared.to_json())
+        plan = make_plan(cfg, prepared.shape, sites)
         initial = plan.initial_params()
         loaded = checkpoints.load([]) if resume else None
         start, rows = (loaded[0], loaded[2]) if loaded else (None, [])
