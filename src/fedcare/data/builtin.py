@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -39,7 +39,7 @@ class BuiltinDataset:
     time: str | None = None
     event: str | None = None
     categorical: tuple[str, ...] = ()
-    omics_columns: tuple[str, ...] = ()  # column patterns of its omics input (the rest is tabular)
+    inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> the column patterns it takes
     label_encoding: LabelEncoding | None = None  # fixed instead of inferred from the sites' values
     requires: str | None = None  # optional package the dataset is loaded from
 
@@ -153,7 +153,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         time=OVARIAN_TIME,
         event=OVARIAN_EVENT,
         categorical=("debulk",),
-        omics_columns=("*",),  # every gene; debulking status, a category, stays tabular
+        inputs={"omics": ("*",)},  # every gene; debulking status, a category, stays tabular
         requires="survset",
     ),
 }

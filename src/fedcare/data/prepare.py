@@ -64,7 +64,7 @@ from fedcare.data.builtin import get_builtin
 from fedcare.data.columns import column_counts
 from fedcare.data.dataset import DataShape, DataSpec, SiteData
 from fedcare.data.examples import ArrayExamples
-from fedcare.data.inputs import DEFAULT_KIND, Fitted, InputJob, SiteInput, input_kind
+from fedcare.data.inputs import DEFAULT_KIND, Fitted, InputJob, SiteInput, input_kind, input_kinds
 from fedcare.data.labels import LabelEncoding, label_from_summaries, label_summary
 from fedcare.data.raw import RawSite
 from fedcare.data.readers import read_table
@@ -117,9 +117,10 @@ def check_options(spec: DataSpec) -> None:
     check_task(spec.task)
     if spec.dataset is not None:
         builtin = get_builtin(spec.dataset)
+        claims = [(k.columns_key.replace("_", "-"), getattr(spec, k.columns_key)) for k in input_kinds() if k.columns_key]
         for flag, value in (("site", spec.site), ("label", spec.label), ("time", spec.time), ("event", spec.event),
                             ("partition", spec.partition), ("drop", spec.drop), ("categorical", spec.categorical),
-                            ("omics-columns", spec.omics_columns)):
+                            *claims):
             if value:
                 raise ConfigError(f"--{flag} applies to --data files, not to the built-in dataset '{spec.dataset}'")
         if spec.task is not None and label_rules(spec.task) != builtin.task:
@@ -331,10 +332,11 @@ def _recipe(spec: DataSpec) -> _Recipe:
     if spec.dataset is not None:
         b = get_builtin(spec.dataset)
         encoding = b.label_encoding
-        return _Recipe(b.name, b.label, b.time, b.event, spec.task, (), b.categorical, {"omics": b.omics_columns},
-                       None, encoding, True)
-    return _Recipe(None, spec.label, spec.time, spec.event, spec.task, spec.drop, spec.categorical,
-                   {"omics": spec.omics_columns}, spec.site, None, len(spec.files) != 1)
+        return _Recipe(b.name, b.label, b.time, b.event, spec.task, (), b.categorical, b.inputs, None, encoding,
+                       True)
+    claims = {kind.name: tuple(getattr(spec, kind.columns_key)) for kind in input_kinds() if kind.columns_key}
+    return _Recipe(None, spec.label, spec.time, spec.event, spec.task, spec.drop, spec.categorical, claims,
+                   spec.site, None, len(spec.files) != 1)
 
 
 class _Exchange:
@@ -474,7 +476,8 @@ def assign_inputs(features: Sequence[str], claims: Mapping[str, Sequence[str]], 
         taken = [c for c in features if c not in categorical and c not in owner
                  and any(fnmatch.fnmatchcase(c, p) for p in patterns)]
         if not taken:
-            raise DataError(f"--{kind}-columns {' '.join(patterns)} matches no feature column of {where}; "
+            flag = (input_kind(kind).columns_key or kind).replace("_", "-")
+            raise DataError(f"--{flag} {' '.join(patterns)} matches no feature column of {where}; "
                             f"its columns are: {columns_text(list(features))}")
         owner.update({c: kind for c in taken})
     inputs: dict[str, tuple[str, list[str]]] = {}

@@ -33,6 +33,8 @@ def simulate(
     task: Annotated[Optional[str], Opt(help="binary | multiclass | regression | survival (default: inferred)")] = None,
     drop: Annotated[Optional[list[str]], Opt(help="identifier column to drop; repeatable")] = None,
     categorical: Annotated[Optional[list[str]], Opt(help="column to treat as categorical; repeatable")] = None,
+    omics_columns: Annotated[Optional[list[str]], Opt(help="column or pattern (e.g. 'gene_*') of the omics input, "
+                                                           "standardised gene by gene; repeatable")] = None,
     partition: Annotated[Optional[str], Opt(help="iid | dirichlet | quantity, for one file without sites")] = None,
     num_sites: Annotated[Optional[int], Opt(help="sites to partition into")] = None,
     alpha: Annotated[Optional[float], Opt(help="skew of dirichlet/quantity partitions")] = None,

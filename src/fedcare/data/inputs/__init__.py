@@ -10,7 +10,8 @@ from fedcare.data.inputs.base import Fitted, InputJob, InputKind, SiteInput
 from fedcare.data.inputs.omics import OMICS
 from fedcare.data.inputs.tabular import TABULAR
 
-__all__ = ["DEFAULT_KIND", "Fitted", "InputJob", "InputKind", "SiteInput", "input_kind", "register_input_kind"]
+__all__ = ["DEFAULT_KIND", "Fitted", "InputJob", "InputKind", "SiteInput", "input_kind", "input_kinds",
+           "register_input_kind"]
 
 DEFAULT_KIND = TABULAR.name  # the columns no other input claims
 _KINDS: dict[str, InputKind] = {TABULAR.name: TABULAR, OMICS.name: OMICS}
@@ -20,6 +21,10 @@ def register_input_kind(kind: InputKind) -> None:
     if kind.name in _KINDS and _KINDS[kind.name] is not kind:
         raise ConfigError(f"an input kind named '{kind.name}' is already registered")
     _KINDS[kind.name] = kind
+
+
+def input_kinds() -> tuple[InputKind, ...]:
+    return tuple(_KINDS.values())
 
 
 def input_kind(name: str) -> InputKind:

@@ -70,6 +70,7 @@ class SiteInput(Protocol):
 class InputKind(Protocol):
     name: str
     encoder: str  # the learning layer's default encoder: "vector" = fused with the other vector inputs
+    columns_key: str | None  # the data-section key naming the table columns it takes (None: the rest)
 
     def site(self, columns: Sequence[str], source: str | None, site_id: str) -> SiteInput: ...
 

@@ -20,6 +20,7 @@ from fedcare.data.inputs.table import TableFit, TableSite, fit_table, refuse_tex
 class Omics:
     name = "omics"
     encoder = "vector"
+    columns_key = "omics_columns"
 
     def site(self, columns: Sequence[str], source: str | None, site_id: str) -> TableSite:
         return TableSite(self.name, columns, source, site_id)

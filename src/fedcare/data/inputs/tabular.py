@@ -18,6 +18,7 @@ from fedcare.data.inputs.table import TableFit, TableSite, fit_table, refuse_tex
 class Tabular:
     name = "tabular"
     encoder = "vector"
+    columns_key = None  # every feature column no other input takes
 
     def site(self, columns: Sequence[str], source: str | None, site_id: str) -> TableSite:
         return TableSite(self.name, columns, source, site_id)
