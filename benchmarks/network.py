@@ -682,7 +682,7 @@ def serve_patched(variant: str, out: Path, config: Path, credentials: Path, stat
 
     signal.signal(signal.SIGTERM, terminated)
     try:
-        serve(config, credentials, state, "127.0.0.1", port, list(SITES), 120.0, 512 * 1024 * 1024, True, False)
+        serve(config, credentials, state, "127.0.0.1", port, list(SITES), 120.0, 512.0, True, False)
     finally:
         if profile is not None:
             out.write_text(json.dumps(profile.dump(), indent=1))

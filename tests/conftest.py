@@ -63,10 +63,11 @@ def summary_without_wall(run_dir: Path) -> dict:
     return summary
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m fedcare ...` as a real process; works installed or from the source tree."""
+def run_cli(*args: str, cwd: Path, path: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`python -m fedcare ...` as a real process; works installed or from the source tree. `path`:
+    more folders for its PYTHONPATH (an installed plugin, say)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, *path, env.get("PYTHONPATH")) if p)
     env["COLUMNS"] = "80"  # rich sizes its output from COLUMNS when not on a terminal: make it fixed
     env.pop("FORCE_COLOR", None)
     env["NO_COLOR"] = "1"

@@ -23,7 +23,8 @@ def _site(n=40):
     y = (x[:, 0] > 0).astype(np.float32)
     empty = examples(tabular=np.zeros((0, 3), np.float32), label=np.zeros(0, np.float32))
     rows = examples(tabular=x, label=y)
-    return LocalSite("s", make_task("binary"), LinearModel(["tabular"], 3, 1), {"train": rows, "val": empty, "test": rows})
+    return LocalSite("s", make_task("binary"), LinearModel(["tabular"], 3, 1),
+                     {"train": rows, "val": empty, "test": rows})
 
 
 def _request(round_, planned, eps=2.0):

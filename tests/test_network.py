@@ -113,8 +113,8 @@ def test_a_site_killed_mid_round_the_rounds_close_on_quorum(deployment):
 
 
 def test_without_quorum_the_run_pauses_and_a_restarted_site_rejoins(deployment):
-    d = deployment({**BASE, "rounds": 2, "min_sites": 4, "baselines": False})
-    d.start_coordinator("--start", "--deadline", "2")
+    d = deployment({**BASE, "rounds": 2, "min_sites": 4, "baselines": False, "deadline": 2})  # from the config
+    d.start_coordinator("--start")
     for site in HEART_SITES[:3]:
         d.start_agent(site)
     va = d.start_agent("va", "--approve", stdin=subprocess.PIPE)

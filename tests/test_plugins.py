@@ -252,3 +252,30 @@ def test_omics_columns_from_the_command_line(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["preprocessing"]["feature_names"][:6] == [f"gene_{i}" for i in range(6)]
     assert not any(f.startswith("gene_") and f.endswith("__missing") for f in summary["preprocessing"]["feature_names"])
+
+
+# ----- a task from an installed package, for the fedcare command --------------------------------
+
+def test_an_installed_packages_task_is_found_by_the_command(tmp_path):
+    """A package declaring `fedcare.tasks` entry points: `fedcare simulate --task poisson` finds it."""
+    plugins = tmp_path / "site-packages"
+    plugins.mkdir()
+    source = Path(__file__).read_text()
+    task = source[source.index("@register_task\n"):source.index("def _counts(")]
+    (plugins / "visit_counts.py").write_text(
+        "from collections.abc import Mapping\nfrom dataclasses import dataclass\nfrom typing import ClassVar\n\n"
+        "import numpy as np\nimport torch\nimport torch.nn.functional as F\n\n"
+        "from fedcare.learning import register_task\n\n\n" + task)
+    info = plugins / "visit_counts-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: visit-counts\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fedcare.tasks]\npoisson = visit_counts:Poisson\n")
+    path = _counts(tmp_path)
+    proc = run_cli("simulate", "--data", str(path), "--site", "hospital", "--label", "visits", "--task", "poisson",
+                   "--rounds", "3", "--no-baselines", "--out", "run", cwd=tmp_path, path=(str(plugins),))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["task"], summary["metric"]) == ("poisson", "deviance")
+    unknown = run_cli("simulate", "--data", str(path), "--site", "hospital", "--label", "visits", "--task", "poisson",
+                      "--rounds", "1", "--out", "run2", cwd=tmp_path)  # without the package
+    assert unknown.returncode == 2 and "unknown task 'poisson'" in unknown.stderr

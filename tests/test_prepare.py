@@ -297,3 +297,35 @@ def test_tiny_site_and_duplicate_ids(tmp_path):
         prepare(DataSpec(label="y", drop=("patient_id",)), ["H1", "H2"], json_ask(sites))
     with pytest.raises(DataError, match="site id 'H1' appears twice"):
         prepare(DataSpec(label="y"), ["H1", "H1"], json_ask(sites))
+
+
+def test_a_site_answers_one_split_and_only_for_its_targets(tmp_path):
+    site = _two_files(tmp_path)[0]
+    site.answer("columns", {"dataset": None})
+    features = ["age", "bp", "sex"]
+    site.answer("schema", {"targets": ["y"], "features": features, "label": None, "survival": None,
+                           "inputs": {"tabular": {"kind": "tabular", "columns": features}}})
+    encoding = {"kind": "label", "column": "y", "task": "binary", "classes": ["0", "1"], "mapping": {"0": 0, "1": 1}}
+    split = {"encoding": encoding, "test_fraction": 0.34, "val_fraction": 0.0, "split_seed": 43}
+    first = site.answer("split", split)
+    assert site.answer("split", split) == first  # the same question again (a restarted coordinator): the same answer
+    with pytest.raises(DataError, match="asked to split its rows again with other settings"):
+        site.answer("split", {**split, "split_seed": 44})
+    with pytest.raises(DataError, match="encoding names other columns than the schema's targets"):
+        site.answer("split", {**split, "encoding": {**encoding, "column": "age"}})
+
+
+def test_an_omics_site_never_sends_its_values(tmp_path):
+    frame = cohort_frame("binary", sites=2, seed=2).drop(columns=["patient_id", "sex"])
+    site = _two_files(tmp_path, frame)[0]
+    site.answer("columns", {"dataset": None})
+    site.answer("schema", {"targets": ["y"], "features": ["age", "bp"], "label": None, "survival": None,
+                           "inputs": {"omics": {"kind": "omics", "columns": ["age", "bp"]}}})
+    with pytest.raises(DataError, match="asked 'omics.categories' for the values of its omics columns"):
+        site.answer("omics.categories", {"columns": ["bp"]})
+    encoding = {"kind": "label", "column": "y", "task": "binary", "classes": ["0", "1"], "mapping": {"0": 0, "1": 1}}
+    site.answer("split", {"encoding": encoding, "test_fraction": 0.34, "val_fraction": 0.0, "split_seed": 43})
+    with pytest.raises(DataError, match="asked 'omics.stats' for the values"):
+        site.answer("omics.stats", {"types": {"order": ["age", "bp"], "numeric": ["age"], "categorical": ["bp"]}})
+    stats = site.answer("omics.stats", {"types": {"order": ["age", "bp"], "numeric": ["age", "bp"], "categorical": []}})
+    assert set(stats["stats"]["numeric"]) == {"age", "bp"} and stats["stats"]["categorical"] == {}

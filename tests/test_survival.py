@@ -144,7 +144,8 @@ def test_survival_task_wiring():
     task = make_task("survival")
     assert task.num_outputs == 1 and task.headline == "c_index" and task.higher_is_better
     assert task.targets == ("time", "event") and not task.per_example
-    y = {"time": np.array([1.0, 2.0, 2.0, 3.0], dtype=np.float32), "event": np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)}
+    y = {"time": np.array([1.0, 2.0, 2.0, 3.0], dtype=np.float32),
+         "event": np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)}
     yt = task.target_tensors(y)
     assert all(t.dtype == torch.float32 and t.shape == (4,) for t in yt.values())
     out = torch.log(torch.tensor([[1.0], [2.0], [3.0], [4.0]]))

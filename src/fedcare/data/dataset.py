@@ -28,9 +28,10 @@ class InputShape:
     shape: tuple[int, ...]
     features: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        """What a site needs to build the model (the feature names stay with the run's summary)."""
-        return {"kind": self.kind, "shape": list(self.shape)}
+    def to_json(self, features: bool = False) -> dict[str, Any]:
+        """What a site needs to build the model; the feature names only when asked (the run's summary
+        has them)."""
+        return {"kind": self.kind, "shape": list(self.shape), **({"features": list(self.features)} if features else {})}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> InputShape:
@@ -54,9 +55,9 @@ class DataShape:
         """The encoded columns of every vector input, in model order."""
         return tuple(f for shape in self.inputs.values() for f in shape.features)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, features: bool = False) -> dict[str, Any]:
         return {"task": self.task, "classes": list(self.classes),
-                "inputs": {name: shape.to_json() for name, shape in self.inputs.items()}}
+                "inputs": {name: shape.to_json(features) for name, shape in self.inputs.items()}}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DataShape:

@@ -59,7 +59,7 @@ class ArrayExamples:
         return len(next(iter(self.arrays.values()))) if self.arrays else 0
 
     def take(self, rows: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        return {name: self.arrays[name][rows] for name in (names or self.names)}
+        return {name: self.arrays[name][rows] for name in (self.names if names is None else names)}
 
 
 def array(examples: Examples, name: str) -> np.ndarray:
@@ -101,7 +101,7 @@ class _Replaced:
         return len(self.base)
 
     def take(self, rows: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        wanted = list(names or self.names)
+        wanted = list(self.names if names is None else names)
         out = self.base.take(rows, [n for n in wanted if n not in self.arrays])
         return {n: self.arrays[n][rows] if n in self.arrays else out[n] for n in wanted}
 
@@ -122,7 +122,7 @@ class _Stacked:
         return sum(len(p) for p in self.parts)
 
     def take(self, rows: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        rows, wanted = np.asarray(rows, dtype=np.int64), list(names or self.names)
+        rows, wanted = np.asarray(rows, dtype=np.int64), list(self.names if names is None else names)
         sizes = np.array([len(p) for p in self.parts])
         starts = np.cumsum(sizes) - sizes
         which = np.searchsorted(np.cumsum(sizes), rows, side="right")

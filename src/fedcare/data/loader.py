@@ -40,11 +40,9 @@ def load_dataset(spec: DataSpec) -> FederatedDataset:
 
 def check_spec(spec: DataSpec) -> None:
     """Reject contradictory or out-of-range options before any file is read."""
-    if spec.dataset is not None and spec.files:
-        raise ConfigError("pass either --dataset or --data, not both")
-    if spec.dataset is None and not spec.files:
-        raise ConfigError("no data given: pass --dataset NAME (see `fedcare datasets`) or --data FILE")
     check_options(spec)
+    if spec.dataset is None and not spec.files:  # (a coordinator prepares with no file: its sites hold them)
+        raise ConfigError("no data given: pass --dataset NAME (see `fedcare datasets`) or --data FILE")
     if spec.dataset is not None:
         return
     if spec.site is not None and len(spec.files) > 1:

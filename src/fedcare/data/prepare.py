@@ -25,15 +25,18 @@ schema      the target and feature columns, the declared task, which columns for
             multiclass, all). Not asked when a built-in dataset fixes the label encoding. For a
             survival target: its distinct event values (e.g. 0/1), at most 50; times are checked at
             the site, never sent.
-<input>.*   each input's own questions; for tabular and omics (fedcare.data.inputs.table): the
-            distinct values of a categorical column (sorted, or only their number when more than
-            50), an error naming the row of a number column holding text, and, from the training
-            rows only, per numeric column the count, sum, sum of squares and missing count, per
-            categorical column the rows per category and the missing count, and during a median
-            search (only for numeric columns with missing training values, about 50 times) how many
-            training values are <= each threshold.
+<input>.categories, <input>.locate
+            (before the split) the distinct values of a tabular categorical column (sorted, or only
+            their number when more than 50); nothing but an error naming the row, for a number
+            column holding text. An omics input refuses to send any column's values.
 split       label encoding, split settings -> the site splits its own rows and sends its
-            train/validation/test row counts.
+            train/validation/test row counts. It answers one split per run: asked again with other
+            settings, it refuses, so that no two sums over different training rows can be compared.
+<input>.stats, <input>.counts
+            (after the split, from the training rows only) per numeric column the count, sum, sum of
+            squares and missing count; per categorical column the rows per category and the missing
+            count; during a median search (only for numeric columns with missing training values,
+            about 50 times) how many training values are <= each threshold.
 finish      each input's fitted preprocessing -> the site encodes its own rows, keeps them (`data`),
             and sends its row counts per split again.
 
@@ -62,7 +65,7 @@ from fedcare.core.errors import ConfigError, DataError
 from fedcare.data.answers import AGAIN, check_count, check_number, optional_text, read_distinct, reading, strings
 from fedcare.data.builtin import get_builtin
 from fedcare.data.columns import column_counts
-from fedcare.data.dataset import DataShape, DataSpec, SiteData
+from fedcare.data.dataset import SPLITS, DataShape, DataSpec, SiteData
 from fedcare.data.examples import ArrayExamples
 from fedcare.data.inputs import DEFAULT_KIND, Fitted, InputJob, SiteInput, input_kind, input_kinds
 from fedcare.data.labels import LabelEncoding, label_from_summaries, label_summary
@@ -99,13 +102,16 @@ class PreparedDataset:
         return self.shape.feature_names
 
     def to_json(self) -> dict[str, Any]:
-        shape = self.shape.to_json()
-        shape["inputs"] = {n: {**s.to_json(), "features": list(s.features)} for n, s in self.shape.inputs.items()}
-        return {"name": self.name, "shape": shape, "preprocessing": self.preprocessing}
+        """What a coordinator keeps, to resume a run without preparing again."""
+        return {"name": self.name, "shape": self.shape.to_json(features=True), "preprocessing": self.preprocessing}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PreparedDataset:
-        return cls(str(data["name"]), DataShape.from_json(data["shape"]), dict(data["preprocessing"]))
+        try:
+            return cls(str(data["name"]), DataShape.from_json(data["shape"]), dict(data["preprocessing"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise DataError("this run's stored data preparation was written by another fedcare version; "
+                            "start a new run") from None
 
 
 # ----- the spec's options, checked before anything is read or asked ---------------------------
@@ -117,7 +123,8 @@ def check_options(spec: DataSpec) -> None:
     check_task(spec.task)
     if spec.dataset is not None:
         builtin = get_builtin(spec.dataset)
-        claims = [(k.columns_key.replace("_", "-"), getattr(spec, k.columns_key)) for k in input_kinds() if k.columns_key]
+        claims = [(k.columns_key.replace("_", "-"), getattr(spec, k.columns_key))
+                  for k in input_kinds() if k.columns_key]
         for flag, value in (("site", spec.site), ("label", spec.label), ("time", spec.time), ("event", spec.event),
                             ("partition", spec.partition), ("drop", spec.drop), ("categorical", spec.categorical),
                             *claims):
@@ -180,7 +187,9 @@ class SitePreparation:
         self._raw = raw.frame
         self._rows: pd.DataFrame | None = None  # rows with every target present
         self._inputs: dict[str, SiteInput] = {}  # the inputs 'schema' named: later questions may name no other
+        self._target_columns: tuple[str, ...] = ()
         self._split: SplitIndices | None = None
+        self._split_asked: tuple | None = None  # the first split's settings: the only ones answered
         self._targets: dict[str, np.ndarray] = {}  # every row's encoded targets
 
     @classmethod
@@ -259,7 +268,7 @@ class SitePreparation:
         if survival is not None:
             check_times(time, self.source, rows)
             answer["events"] = event_summary(rows, event)
-        self._rows = rows
+        self._rows, self._target_columns, self._split, self._targets = rows, tuple(targets), None, {}
         self._inputs = {name: input_kind(kind).site(columns, self.source, self.site_id)
                         for name, (kind, columns) in inputs.items()}
         return answer
@@ -272,10 +281,18 @@ class SitePreparation:
             test_fraction = check_number(question["test_fraction"])
             val_fraction = check_number(question["val_fraction"])
             seed = check_count(question["split_seed"])
+            if tuple(encoding.columns) != self._target_columns:
+                raise ValueError("its encoding names other columns than the schema's targets")
+        asked = (encoding.to_json(), test_fraction, val_fraction, seed)
+        if self._split_asked is not None and asked != self._split_asked:
+            raise DataError(f"site '{self.site_id}' was asked to split its rows again with other settings; it "
+                            "answers one split per run, so that no sums over other training rows can be "
+                            f"compared with the first; {AGAIN}")
+        self._split_asked = asked
         rows = self._rows
         self._split = split_site(self.site_id, len(rows), encoding.strata(rows), test_fraction, val_fraction, seed)
         self._targets = encoding.targets(rows)
-        self.row_counts = {part: len(getattr(self._split, part)) for part in ("train", "val", "test")}
+        self.row_counts = {part: len(getattr(self._split, part)) for part in SPLITS}
         return {"rows": dict(self.row_counts)}
 
     def _finish(self, question: Mapping[str, Any]) -> dict:
@@ -287,7 +304,7 @@ class SitePreparation:
                 raise ValueError("the fitted inputs are not the inputs the schema named")
         encoded = {name: self._inputs[name].encode(fitted[name], self._split) for name in fitted}
         splits = {}
-        for part in ("train", "val", "test"):
+        for part in SPLITS:
             rows = getattr(self._split, part)
             splits[part] = ArrayExamples({**{name: arrays[part] for name, arrays in encoded.items()},
                                           **{name: values[rows] for name, values in self._targets.items()}})
@@ -331,7 +348,9 @@ class _Recipe:
 def _recipe(spec: DataSpec) -> _Recipe:
     if spec.dataset is not None:
         b = get_builtin(spec.dataset)
-        encoding = b.label_encoding
+        encoding = b.label_encoding  # fixed; a registered task following its rules takes it under its own name
+        if encoding is not None and spec.task is not None:
+            encoding = dataclasses.replace(encoding, task=spec.task)
         return _Recipe(b.name, b.label, b.time, b.event, spec.task, (), b.categorical, b.inputs, None, encoding,
                        True)
     claims = {kind.name: tuple(getattr(spec, kind.columns_key)) for kind in input_kinds() if kind.columns_key}
@@ -520,7 +539,8 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
                 summaries.append((site, read_distinct(answer["events"]) if survival else _label(answer["label"])))
     label: LabelEncoding | SurvivalEncoding
     if survival:
-        label = survival_from_summaries(recipe.time, recipe.event, [s for _, s in summaries])  # type: ignore[arg-type]
+        label = survival_from_summaries(recipe.time, recipe.event, [s for _, s in summaries],  # type: ignore[arg-type]
+                                        recipe.task)
     elif infer:
         label = label_from_summaries(recipe.label, summaries, recipe.task)  # type: ignore[arg-type]
     else:
@@ -528,8 +548,6 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
     if not features:
         what = "time, event" if survival else "label"
         raise DataError(f"no feature columns left in {where} after removing the {what}, site and --drop columns")
-    if recipe.task is not None and label.task != recipe.task:  # a registered task reading this target
-        label = dataclasses.replace(label, task=recipe.task)
     return _Schema(inputs, label, rows, dropped, counts)
 
 
@@ -539,7 +557,7 @@ def _ask_split(exchange: _Exchange, label: LabelEncoding | SurvivalEncoding, spl
     site_rows: dict[str, dict[str, int]] = {}
     for site, answer in exchange("split", {"encoding": label.to_json(), **split}):
         with reading(f"the 'split' answer of site '{site}'"):
-            site_rows[site] = {k: check_count(answer["rows"][k]) for k in ("train", "val", "test")}
+            site_rows[site] = {k: check_count(answer["rows"][k]) for k in SPLITS}
     return site_rows
 
 

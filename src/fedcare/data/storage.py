@@ -13,18 +13,21 @@ from fedcare.data.dataset import SPLITS, SiteData
 from fedcare.data.examples import ArrayExamples
 
 
-def save_site_data(path: Path, data: SiteData) -> None:
-    """Every split's named arrays, as `<split>/<name>`, written whole through a temporary name."""
+def save_site_data(path: Path, data: SiteData) -> bool:
+    """Every split's named arrays, as `<split>/<name>`, written whole through a temporary name.
+    False, and nothing written, when an input kind reads some examples from its own files: the site
+    prepares again after a restart."""
+    if not all(isinstance(data.splits[split], ArrayExamples) for split in SPLITS):
+        return False
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         examples = data.splits[split]
-        if not isinstance(examples, ArrayExamples):
-            raise DataError(f"site '{data.site_id}': its {split} examples are read from their own files and "
-                            "are not stored again")
+        assert isinstance(examples, ArrayExamples)
         arrays.update({f"{split}/{name}": np.ascontiguousarray(a) for name, a in examples.arrays.items()})
     tmp = path.with_suffix(".tmp")
     save_file(arrays, str(tmp))
     tmp.replace(path)
+    return True
 
 
 def load_site_data(path: Path, site_id: str) -> SiteData:

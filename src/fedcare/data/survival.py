@@ -58,7 +58,7 @@ class SurvivalEncoding:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able description for the run folder."""
-        return {"task": "survival", "time": self.time, "event": self.event,
+        return {"task": self.task, "time": self.time, "event": self.event,
                 "event_values": list(self.event_values), "event_observed": self.positive}
 
     def to_json(self) -> dict[str, object]:
@@ -101,8 +101,11 @@ def event_summary(frame: pd.DataFrame, event: str) -> dict[str, object]:
     return {"distinct": len(distinct), "values": distinct if len(distinct) <= MAX_EVENT_VALUES else None}
 
 
-def survival_from_summaries(time: str, event: str, summaries: Sequence[dict]) -> SurvivalEncoding:
-    """Coordinator side: fix the event coding from all sites' event summaries."""
+def survival_from_summaries(time: str, event: str, summaries: Sequence[dict], task: str | None = None
+                            ) -> SurvivalEncoding:
+    """Coordinator side: fix the event coding from all sites' event summaries; `task` names a
+    registered task that reads survival targets (default: survival)."""
+    name = task or "survival"
     distinct = sort_values({str(v) for s in summaries for v in (s["values"] or [])})
     count = max([len(distinct), *(int(s["distinct"]) for s in summaries)])
     if count > 2:
@@ -116,8 +119,8 @@ def survival_from_summaries(time: str, event: str, summaries: Sequence[dict]) ->
         if distinct[0] not in _POSITIVE_ALONE:
             raise DataError(f"event column '{event}' only holds {distinct[0]!r} across all sites: no event was "
                             "observed, so there is nothing to learn (use 1 = event, 0 = censored)")
-        return SurvivalEncoding(time, event, tuple(distinct), distinct[0])
-    return SurvivalEncoding(time, event, tuple(distinct), distinct[1])
+        return SurvivalEncoding(time, event, tuple(distinct), distinct[0], name)
+    return SurvivalEncoding(time, event, tuple(distinct), distinct[1], name)
 
 
 def check_columns(time: str, event: str) -> None:

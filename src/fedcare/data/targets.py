@@ -16,8 +16,6 @@ Reads = Literal["classes", "numbers", "survival"]
 BUILTIN: dict[str, Reads] = {"binary": "classes", "multiclass": "classes", "regression": "numbers",
                              "survival": "survival"}
 _READS: dict[str, Reads] = dict(BUILTIN)
-LABEL_NAMES = ("label",)
-SURVIVAL_NAMES = ("time", "event")
 
 
 def register_task_targets(task: str, reads: Reads) -> None:

@@ -78,6 +78,9 @@ def make_plan(cfg: FederationConfig, shape: DataShape, site_ids: Sequence[str], 
         raise ConfigError(f"site_weights names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
     torch.set_num_threads(cfg.training.threads)
     task = make_task(shape)
+    if cfg.privacy.dp_epsilon is not None and not task.per_example:
+        raise ConfigError(f"record-level DP needs a per-patient loss; the {task.name} task's loss couples "
+                          "patients in a batch")
     factory = model_factory or (lambda inputs, task: build_model(cfg.model, inputs, task))
 
     def new_model() -> torch.nn.Module:

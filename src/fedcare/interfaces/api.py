@@ -19,6 +19,7 @@ from fedcare.federation.runfolder import RunFolder, metric_rows
 from fedcare.federation.summary import RunFacts, summarize
 from fedcare.interfaces import htmlreport
 from fedcare.learning.models import ModelFactory
+from fedcare.learning.tasks import load_plugins
 from fedcare.transports.simulated import Federation, attacker_ids, build_federation, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
@@ -74,6 +75,7 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
 
 def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory | None, aggregator: object | None,
              progress: Progress | None, resume: bool) -> Run:
+    load_plugins()  # installed packages' tasks, before the data layer checks the task's name
     dataset = load_dataset(cfg.data)
     cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files])  # re-runnable anywhere
     fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.func import vmap
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.pipeline import make_pipeline
@@ -55,6 +55,7 @@ from fedcare.data.targets import label_rules
 from fedcare.federation.engine import RoundEngine
 from fedcare.learning.models import set_params
 from fedcare.federation.runfolder import file_stem
+from fedcare.learning.tasks import task_type
 from fedcare.transports.simulated import Federation, build_federation, personalize
 from fedcare.transports.simulation import SimulationTransport
 
@@ -133,8 +134,9 @@ def load_run(run_dir: str | Path) -> AuditedRun:
     except ConfigError as exc:
         raise ConfigError(f"'{path / 'config.yaml'}' cannot be read by this fedcare version ({exc})") from None
     summary = _read_summary(path)
-    if cfg.data.task == "survival" or summary.get("task") == "survival":
-        raise ConfigError("the membership audit needs a per-patient loss; the Cox survival loss has none")
+    task = task_type(str(summary.get("task")))
+    if not task.per_example:
+        raise ConfigError(f"the membership audit needs a per-patient loss; the {task.name} task's loss has none")
     dataset = load_dataset(cfg.data)
     _check_same_data(dataset, summary)
     fed = build_federation(cfg, dataset)
@@ -252,21 +254,20 @@ def example_features(run: AuditedRun, params: Params, examples: ArrayExamples) -
     with torch.no_grad():
         out = module({name: torch.as_tensor(examples.arrays[name], dtype=torch.float32)
                       for name in plan.shape.inputs}).double()
-    y = examples.arrays["label"]
-    kind = label_rules(plan.task.name)
+    task = plan.task
+    targets = {k: v.double() if v.is_floating_point() else v
+               for k, v in task.target_tensors({t: examples.arrays[t] for t in task.targets}).items()}
+    one = vmap(lambda o, t: task.loss(o.unsqueeze(0), {k: v.unsqueeze(0) for k, v in t.items()}))
+    loss = one(out, targets).numpy()  # the task's own loss, one patient at a time
+    kind = label_rules(task.name)
     if kind == "binary":
-        logit, target = out.squeeze(-1), torch.as_tensor(y, dtype=torch.float64)
-        loss = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
-        p = torch.sigmoid(logit)
-        return np.column_stack([loss.numpy(), torch.maximum(p, 1 - p).numpy(),
-                                ((p >= 0.5).double() == target).double().numpy()])
+        p, y = torch.sigmoid(out.squeeze(-1)), targets["label"]
+        return np.column_stack([loss, torch.maximum(p, 1 - p).numpy(), ((p >= 0.5).double() == y).double().numpy()])
     if kind == "multiclass":
-        target = torch.as_tensor(y, dtype=torch.int64)
-        logp = torch.log_softmax(out, dim=-1)
-        loss = -logp.gather(1, target.view(-1, 1)).squeeze(1)
-        return np.column_stack([loss.numpy(), logp.exp().max(dim=1).values.numpy(),
-                                (logp.argmax(dim=1) == target).double().numpy()])
-    return ((out.squeeze(-1) - torch.as_tensor(y, dtype=torch.float64)) ** 2).numpy()[:, None]
+        probs = torch.softmax(out, dim=-1)
+        return np.column_stack([loss, probs.max(dim=1).values.numpy(),
+                                (probs.argmax(dim=1) == targets["label"]).double().numpy()])
+    return loss[:, None]
 
 
 def _features(run: AuditedRun, params_by_site: dict[str, Params], rows: Rows) -> dict[str, np.ndarray]:

@@ -30,7 +30,8 @@ def simulate(
     label: Annotated[Optional[str], Opt(help="label column in --data")] = None,
     time: Annotated[Optional[str], Opt(help="survival: time-to-event column (with --event, instead of --label)")] = None,
     event: Annotated[Optional[str], Opt(help="survival: event column (1 = event, 0 = censored)")] = None,
-    task: Annotated[Optional[str], Opt(help="binary | multiclass | regression | survival (default: inferred)")] = None,
+    task: Annotated[Optional[str], Opt(help="binary | multiclass | regression | survival, or an installed "
+                                            "package's task (default: inferred)")] = None,
     drop: Annotated[Optional[list[str]], Opt(help="identifier column to drop; repeatable")] = None,
     categorical: Annotated[Optional[list[str]], Opt(help="column to treat as categorical; repeatable")] = None,
     omics_columns: Annotated[Optional[list[str]], Opt(help="column or pattern (e.g. 'gene_*') of the omics input, "
@@ -213,8 +214,10 @@ def coordinator(
     port: Annotated[int, Opt(help="TCP port: the one port sites connect to")] = 8443,
     sites: Annotated[Optional[str], Opt(help="comma-separated site ids taking part, in order "
                                               "(default: every site with a credential, in the order issued)")] = None,
-    deadline: Annotated[float, Opt(help="seconds a round waits for sites before closing on quorum (min_sites)")] = 600.0,
-    max_body_mb: Annotated[float, Opt(help="largest upload accepted, MB")] = 512.0,
+    deadline: Annotated[Optional[float], Opt(help="seconds a round waits for sites before closing on quorum "
+                                                  "(min_sites); default: the config's deadline, 600")] = None,
+    max_body_mb: Annotated[Optional[float], Opt(help="largest upload accepted, MB; default: the config's "
+                                                     "max_body_mb, 512")] = None,
     start: Annotated[bool, Opt("--start/--no-start", help="start the run at once (else: fedcare admin start)")] = False,
     insecure: Annotated[bool, Opt("--insecure", help="plain HTTP without TLS (test networks only)")] = False,
 ) -> None:
@@ -224,8 +227,8 @@ def coordinator(
 
     if insecure:
         print(INSECURE_WARNING, file=sys.stderr)
-    serve(config, credentials, state, host, port, sites.split(",") if sites else None, deadline,
-          int(max_body_mb * 1024 * 1024), start, insecure, database, render)
+    serve(config, credentials, state, host, port, sites.split(",") if sites else None, deadline, max_body_mb,
+          start, insecure, database, render)
 
 
 @app.command("site")

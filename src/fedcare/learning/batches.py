@@ -27,8 +27,8 @@ class Batches:
         self.targets = {name: array(examples, name) for name in task.targets}  # numpy, for the metrics
         self._tensors: tuple[Tensors, Tensors] | None = None
         if examples.in_memory:
-            self._tensors = ({name: torch.as_tensor(array(examples, name), dtype=torch.float32) for name in self.inputs},
-                             task.target_tensors(self.targets))
+            inputs = {name: torch.as_tensor(array(examples, name), dtype=torch.float32) for name in self.inputs}
+            self._tensors = (inputs, task.target_tensors(self.targets))
 
     def __len__(self) -> int:
         return self.n
@@ -40,9 +40,9 @@ class Batches:
             return {k: v[rows] for k, v in inputs.items()}, {k: v[rows] for k, v in targets.items()}
         index = rows.numpy()
         index = np.flatnonzero(index) if index.dtype == np.bool_ else index
-        arrays = self.examples.take(index, (*self.inputs, *self.task.targets))
+        arrays = self.examples.take(index, self.inputs)  # the targets are already here
         return ({name: torch.as_tensor(arrays[name], dtype=torch.float32) for name in self.inputs},
-                self.task.target_tensors(arrays))
+                self.task.target_tensors({name: values[index] for name, values in self.targets.items()}))
 
     def epoch(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[Tensors, Tensors, int]]:
         """Minibatches in `order`; in memory, one gather per epoch and then cheap views."""

@@ -45,7 +45,8 @@ class BudgetExhausted(SiteDeclined):
 
 
 class LocalSite:
-    """One site's data and model. Holds tensors built once, so a round costs only arithmetic."""
+    """One site's data and model. Examples held in memory become tensors once, so a round costs only
+    arithmetic; examples read from disk are read a batch at a time (fedcare.learning.batches)."""
 
     def __init__(self, site_id: str, task: Task, model: nn.Module, splits: Mapping[str, Examples],
                  inputs: Sequence[str] | None = None):

@@ -83,10 +83,6 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------
-# What every party knows in advance
-
-
 @dataclass(frozen=True)
 class Layout:
     """How the model's arrays (in order) and the extra coordinates become one flat vector and back."""

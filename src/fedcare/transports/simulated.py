@@ -82,7 +82,7 @@ def _attacked(plan: Plan, dataset: FederatedDataset, sites: list[LocalSite]) -> 
         elif cfg.robustness.attack == "label-flip":
             train = sd.splits["train"]
             labels = array(train, "label") if task.reads == "classes" else None  # others have none to flip
-            flipped = with_arrays(train, label=flip_labels(labels, label_rules(task.name), task.num_outputs))
+            flipped = with_arrays(train, label=flip_labels(labels, label_rules(task.name), len(task.classes)))
             out.append(plan.local_site(SiteData(sd.site_id, {**sd.splits, "train": flipped})))
         else:
             r = cfg.robustness

@@ -2,7 +2,7 @@
 
 The CLI flags, the YAML file and the Python API all speak flat keys (`rounds: 30`, `--dp-epsilon 3`,
 `simulate(lr=0.1)`); each key belongs to one section (`data`, `model`, `training`, `algorithm`,
-`personalization`, `robustness`, `privacy`, `run`), which validates it and the rules it shares with
+`personalization`, `robustness`, `privacy`, `deployment`, `run`), which validates it and the rules it shares with
 other sections. A new capability adds a section module and one line to SECTIONS. Unknown keys are
 refused (a typo must not silently fall back to a default).
 """
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fedcare.core.config.algorithm import AlgorithmSettings
 from fedcare.core.config.base import Section
 from fedcare.core.config.data import DEFAULT_DATASET, DataSpec
+from fedcare.core.config.deployment import DeploymentSettings
 from fedcare.core.config.model import ModelSpec
 from fedcare.core.config.personalization import PersonalizationSettings
 from fedcare.core.config.privacy import PrivacySettings
@@ -27,8 +28,8 @@ from fedcare.core.config.run import RunSettings
 from fedcare.core.config.training import TrainingSettings
 from fedcare.core.errors import ConfigError
 
-__all__ = ["SECTIONS", "AlgorithmSettings", "DataSpec", "FederationConfig", "ModelSpec", "PersonalizationSettings",
-           "PrivacySettings", "RobustnessSettings", "RunSettings", "Section", "TrainingSettings", "flat_key",
+__all__ = ["SECTIONS", "AlgorithmSettings", "DataSpec", "DeploymentSettings", "FederationConfig", "ModelSpec",
+           "PersonalizationSettings", "PrivacySettings", "RobustnessSettings", "RunSettings", "Section", "TrainingSettings", "flat_key",
            "load_config", "make_config", "resolve_config"]
 
 SECTIONS: dict[str, type[Section]] = {
@@ -39,6 +40,7 @@ SECTIONS: dict[str, type[Section]] = {
     "personalization": PersonalizationSettings,
     "robustness": RobustnessSettings,
     "privacy": PrivacySettings,
+    "deployment": DeploymentSettings,
     "run": RunSettings,
 }
 
@@ -74,6 +76,7 @@ class FederationConfig(BaseModel):
     personalization: PersonalizationSettings = Field(default_factory=PersonalizationSettings)
     robustness: RobustnessSettings = Field(default_factory=RobustnessSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     run: RunSettings = Field(default_factory=RunSettings)
 
     @model_validator(mode="before")

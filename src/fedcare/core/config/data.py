@@ -45,7 +45,10 @@ class DataSpec(Section):
         return one_or_many(v)
 
     def check_values(self) -> None:
-        """Out-of-range values, refused before anything is read (by the config and by the data layer)."""
+        """Contradictory or out-of-range values, refused before anything is read (by the config and by
+        the data layer)."""
+        if self.dataset is not None and self.files:
+            raise ConfigError("pass either --dataset or --data, not both")
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"test fraction must be between 0 and 1, got {self.test_fraction}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -58,12 +61,10 @@ class DataSpec(Section):
             raise ConfigError(f"--alpha must be positive, got {self.alpha}")
 
     def check(self, config: FederationConfig) -> None:
-        if self.dataset is not None and self.files:
-            raise ValueError("give either dataset or data, not both")
+        self.check_values()
         if self.files and not self.label and not (self.time or self.event):
             raise ValueError("data needs label: the name of the label column (--label), "
                              "or time and event for survival (--time, --event)")
-        self.check_values()
 
     @property
     def name(self) -> str:

@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import DataError
-from fedcare.data.columns import ColumnTypes, check_numbers, distinct_summary, typed_frame
-from fedcare.data.dataset import InputShape
 from fedcare.data.answers import AGAIN, check_count, check_number, reading
+from fedcare.data.columns import ColumnTypes, check_numbers, distinct_summary, typed_frame
+from fedcare.data.dataset import SPLITS, InputShape
 from fedcare.data.inputs.base import InputJob
-from fedcare.data.preprocessing import (Transform, apply_transform, build_transform, count_at_most, fit_medians, merge_stats, site_stats, stats_from_json,
-                                        stats_to_json, transform_from_json, transform_to_json)
+from fedcare.data.preprocessing import (Transform, apply_transform, build_transform, count_at_most, fit_medians,
+                                        merge_stats, site_stats, stats_from_json, stats_to_json, transform_from_json,
+                                        transform_to_json)
 from fedcare.data.splitting import SplitIndices
 
 
@@ -47,10 +48,14 @@ class TableFit:
 
 
 class TableSite:
-    """A table input at one site: its columns of the site's rows, typed, summarised and encoded there."""
+    """A table input at one site: its columns of the site's rows, typed, summarised and encoded there.
+    With `categories` False (omics) the site never sends a column's values or counts per value: it
+    refuses the 'categories' question and any column typed categorical."""
 
-    def __init__(self, name: str, columns: Sequence[str], source: str | None, site_id: str) -> None:
+    def __init__(self, name: str, columns: Sequence[str], source: str | None, site_id: str,
+                 categories: bool = True) -> None:
         self.name, self.columns, self.source, self.site_id = name, tuple(columns), source, site_id
+        self.categories = categories
         self._typed: pd.DataFrame | None = None
         self._train: dict[str, np.ndarray] = {}  # numeric training values, for the median's counts
 
@@ -71,7 +76,13 @@ class TableSite:
     def _what(self, phase: str) -> str:
         return f"the '{self.name}.{phase}' question to site '{self.site_id}'"
 
+    def _numbers_only(self, phase: str) -> DataError:
+        return DataError(f"site '{self.site_id}' was asked '{self.name}.{phase}' for the values of its {self.name} "
+                         f"columns, which it never sends; {AGAIN}")
+
     def _categories(self, question: Mapping[str, Any], rows: pd.DataFrame, split: SplitIndices | None) -> dict:
+        if not self.categories:
+            raise self._numbers_only("categories")
         with reading(self._what("categories")):
             columns = [str(c) for c in question["columns"]]
         self._own("categories", columns)
@@ -90,6 +101,8 @@ class TableSite:
         with reading(self._what("stats")):
             types = ColumnTypes.from_json(question["types"])
         self._own("stats", types.order)
+        if types.categorical and not self.categories:
+            raise self._numbers_only("stats")
         self._typed = typed_frame(rows[list(types.order)], types)
         train = self._typed.iloc[split.train]
         self._train = {c: train[c].to_numpy(dtype=np.float64) for c in types.numeric}
@@ -112,8 +125,7 @@ class TableSite:
             transform = transform_from_json(fitted)
             if not set(transform.order) <= set(self._typed.columns):
                 raise ValueError(f"the {self.name} transform names columns the site was not asked to type")
-        return {part: apply_transform(self._typed.iloc[getattr(split, part)], transform)
-                for part in ("train", "val", "test")}
+        return {part: apply_transform(self._typed.iloc[getattr(split, part)], transform) for part in SPLITS}
 
 
 def fit_table(job: InputJob, types: ColumnTypes, indicators: bool) -> TableFit:

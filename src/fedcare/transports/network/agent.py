@@ -190,8 +190,9 @@ class SiteAgent:
         except FedcareError as exc:
             self.say(f"data preparation failed here: {exc}")
             raise
-        if self._prep.data is not None:  # kept, so a restarted agent trains without preparing again
-            save_site_data(self._folder() / "data.safetensors", self._prep.data)
+        if self._prep.data is not None and not save_site_data(self._folder() / "data.safetensors", self._prep.data):
+            self.say("prepared examples not kept here (an input reads its own files): if this agent restarts, "
+                     "the run must start again")
         self._post_json(task, {"answer": answer})
 
     def _fit(self, task: dict) -> None:

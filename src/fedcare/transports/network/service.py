@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -15,20 +15,27 @@ from fedcare.core.errors import ConfigError, FedcareError
 from fedcare.transports.network.credentials import (AdminCredential, Registry, SiteCredential, check_site_id,
                                                     client_ssl_context, server_tls_files)
 
-ReportRenderer = Callable[[Mapping, list[dict]], str]
+if TYPE_CHECKING:
+    from fedcare.transports.network.coordinator import ReportRenderer
+
 
 
 def serve(config: Path, credentials: Path, state: Path, host: str, port: int, sites: list[str] | None,
-          deadline: float, max_body: int, start: bool, insecure: bool, database: Path | None = None,
-          render_report: ReportRenderer | None = None) -> None:
-    """`render_report(summary, rows)` writes each finished run's report.html (the interfaces give it)."""
+          deadline: float | None, max_body_mb: float | None, start: bool, insecure: bool,
+          database: Path | None = None, render_report: ReportRenderer | None = None) -> None:
+    """`deadline` and `max_body_mb`, when given, override the config's deployment keys;
+    `render_report(summary, rows)` writes each finished run's report.html (the interfaces give it)."""
     import uvicorn
 
+    from fedcare.learning.tasks import load_plugins
     from fedcare.transports.network.coordinator import Coordinator, ServiceSettings
     from fedcare.transports.network.server import create_app
 
     _logging()
-    cfg = load_config(config)
+    load_plugins()  # installed packages' tasks, as the sites' agents load them
+    overrides = {k: v for k, v in (("deadline", deadline), ("max_body_mb", max_body_mb)) if v is not None}
+    cfg = load_config(config, overrides)
+    deployment = cfg.deployment
     registry = Registry.load(credentials)
     members = [check_site_id(s.strip()) for s in sites] if sites else registry.site_ids()
     if not members:
@@ -36,8 +43,9 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
                           "or pass --sites")
     if len(set(members)) != len(members):
         raise ConfigError("--sites names a site twice")
-    control = Coordinator(cfg, ServiceSettings(state, tuple(members), deadline, max_body, database=database),
-                          render_report)
+    settings = ServiceSettings(state, tuple(members), deployment.deadline, int(deployment.max_body_mb * 1024 * 1024),
+                               database=database)
+    control = Coordinator(cfg, settings, render_report)
     resumed = control.recover()
     if resumed:
         logging.getLogger("fedcare.coordinator").info("resuming run %s after a restart", resumed)
@@ -68,9 +76,11 @@ def _check_url(url: str, insecure: bool) -> None:
 
 def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str | None, site_id: str | None,
              state: Path | None, approve: bool, insecure: bool) -> None:
+    from fedcare.learning.tasks import load_plugins
     from fedcare.transports.network.agent import AgentSettings, SiteAgent
 
     _logging()
+    load_plugins()
     _check_url(coordinator, insecure)
     cred = SiteCredential.load(credential)
     if site_id is not None and site_id != cred.site_id:
