@@ -43,9 +43,8 @@ def json_ask(sites: list[SitePreparation], log: list | None = None):
 
 def assert_same(prepared: PreparedDataset, sites: list[SitePreparation], expected: FederatedDataset) -> None:
     assert prepared.name == expected.name
-    assert prepared.task == expected.task
-    assert prepared.feature_names == expected.feature_names
-    assert prepared.classes == expected.classes
+    assert prepared.shape == expected.shape
+    assert prepared.shape.feature_names == expected.feature_names
     assert json.dumps(prepared.preprocessing) == json.dumps(expected.preprocessing)  # same content, same order
     assert [s.site_id for s in sites] == [s.site_id for s in expected.sites]
     for site, want in zip(sites, expected.sites):
@@ -127,7 +126,7 @@ def test_site_files_over_the_network_equal_simulation(tmp_path, case):
     log: list = []
     prepared = prepare(DataSpec(**options), [s.site_id for s in sites], json_ask(sites, log))  # no paths needed
     assert_same(prepared, sites, expected)
-    assert any(m.endswith("__missing") for m in prepared.feature_names)
+    assert any(m.endswith("__missing") for m in prepared.shape.feature_names)
     counts = sum(phase == "tabular.counts" for phase, _, _ in log)
     assert 0 < counts <= 60  # every column's median search shares the round trips
 
@@ -185,7 +184,7 @@ def test_only_aggregates_leave_a_site(tmp_path):
     sites = [SitePreparation.from_file(p, Path(p).stem) for p in paths]
     log: list = []
     prepared = prepare(DataSpec(label="y"), ["a", "b"], json_ask(sites, log))
-    assert prepared.task == "regression"
+    assert prepared.shape.task == "regression"
     cells = {float(v) for c in ("bp", "weight", "y") for v in frame[c] if v != ""}
     for phase, _, answers in log:
         for site, answer in answers.items():

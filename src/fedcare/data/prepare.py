@@ -89,18 +89,6 @@ class PreparedDataset:
     shape: DataShape
     preprocessing: dict[str, Any]  # the same content as FederatedDataset.preprocessing
 
-    @property
-    def task(self) -> str:
-        return self.shape.task
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.shape.classes
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self.shape.feature_names
-
     def to_json(self) -> dict[str, Any]:
         """What a coordinator keeps, to resume a run without preparing again."""
         return {"name": self.name, "shape": self.shape.to_json(features=True), "preprocessing": self.preprocessing}

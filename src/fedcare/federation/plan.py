@@ -4,17 +4,17 @@ task, model, algorithm and engine settings here, so they cannot drift apart.
 
 The plan needs no rows: the coordinator makes it from what data preparation taught it, and each
 site makes the same plan from the declarative message the coordinator sends. It is the federation
-layer's one module that uses the learning layer (the task and the model), so importing the round
-engine and the algorithms still needs no torch.
+layer's one module that uses the learning layer (the task and the model): making a plan needs
+PyTorch, importing the round engine and the algorithms does not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
-import torch
 
 from fedcare.algorithms.privacy import calibrate_site_dp, site_level_dp
 from fedcare.algorithms.recipes import AggregationSpec, Algorithm, build_algorithm
@@ -29,6 +29,7 @@ from fedcare.federation.engine import EngineSettings, select_sites, site_seed
 from fedcare.learning.models import ModelFactory, build_model, get_params, initial_model
 from fedcare.learning.site import LocalSite
 from fedcare.learning.tasks import Task, make_task
+from fedcare.learning.training import use_threads
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Plan:
     task: Task
     algorithm: Algorithm
     settings: EngineSettings
-    new_model: Callable[[], torch.nn.Module]
+    new_model: Callable[[], Any]  # a fresh torch module with the run's initial weights
     secure: SecurePlan | None = None  # the settings of every secure round, when the config asks for them
 
     def local_site(self, data: SiteData) -> LocalSite:
@@ -76,14 +77,14 @@ def make_plan(cfg: FederationConfig, shape: DataShape, site_ids: Sequence[str], 
     unknown = sorted(set(cfg.algorithm.site_weights) - set(site_ids))
     if unknown:
         raise ConfigError(f"site_weights names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
-    torch.set_num_threads(cfg.training.threads)
+    use_threads(cfg.training.threads)
     task = make_task(shape)
     if cfg.privacy.dp_epsilon is not None and not task.per_example:
         raise ConfigError(f"record-level DP needs a per-patient loss; the {task.name} task's loss couples "
                           "patients in a batch")
     factory = model_factory or (lambda inputs, task: build_model(cfg.model, inputs, task))
 
-    def new_model() -> torch.nn.Module:
+    def new_model() -> Any:
         return initial_model(factory, shape.inputs, task, cfg.run.seed)
 
     algorithm = _algorithm(cfg, len(site_ids))

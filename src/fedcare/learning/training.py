@@ -11,6 +11,11 @@ from torch import nn
 from fedcare.learning.batches import Batches
 
 
+def use_threads(threads: int) -> None:
+    """PyTorch's threads for local training (1 suits small tabular models on a busy machine)."""
+    torch.set_num_threads(threads)
+
+
 def train_epochs(model: nn.Module, data: Batches, *, epochs: int, lr: float, batch_size: int, optimizer: str,
                  seed: int, trainable: Sequence[nn.Parameter] | None = None,
                  anchor: Sequence[torch.Tensor] | None = None, mu: float = 0.0) -> float:

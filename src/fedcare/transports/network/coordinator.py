@@ -197,7 +197,7 @@ class Coordinator:
             answers = transport.ask_all("final.local", "local", {"splits": ["test"]}, None, quorum=quorum)
             per_model["local"] = _metric(answers, "test")
             rows += [row for a in answers.values() for row in a.get("rows", [])]
-        facts = RunFacts(prepared.name, prepared.task, tuple(prepared.feature_names), prepared.preprocessing,
+        facts = RunFacts(prepared.name, prepared.shape.task, prepared.shape.feature_names, prepared.preprocessing,
                          prepared.preprocessing.get("site_rows", {}))
         summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, cfg.robustness.aggregator,
                             attacked=[])
