@@ -8,7 +8,7 @@ benchmarks/results/equivalence.json; `--check` (the default) runs the cases agai
 case whose summary, metric rows or model differ, so a change to fedcare's internals that should not
 change any result can prove it did not.
 
-    python benchmarks/equivalence.py --check            # all cases (about 10 minutes on 2 cores)
+    python benchmarks/equivalence.py --check            # all cases (about 2 minutes on 2 cores)
     python benchmarks/equivalence.py --check --only default heart
     python benchmarks/equivalence.py --write            # record the current results
 
