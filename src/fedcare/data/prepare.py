@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import ConfigError, DataError
+from fedcare.data.arms import ArmEncoding, arm_counts, arms_from_counts
 from fedcare.data.answers import AGAIN, check_count, check_number, optional_text, read_distinct, reading, strings
 from fedcare.data.builtin import get_builtin
 from fedcare.data.columns import column_counts
@@ -245,9 +246,11 @@ class SitePreparation:
             claimed = [c for _, columns in inputs.values() for c in columns]
             if sorted(claimed) != sorted(features):
                 raise ValueError("the inputs do not split the feature columns between them")
-        for column in (*targets, *features):
+            arm = question.get("treatment")
+            arm_column = None if arm is None else str(arm["column"])
+        for column in (*targets, *features, *([arm_column] if arm_column else [])):
             require_column(column, list(self._raw.columns), self._name)
-        complete = self._raw[targets].notna().all(axis=1)
+        complete = self._raw[targets + ([arm_column] if arm_column else [])].notna().all(axis=1)
         rows = self._raw[complete]
         answer: dict[str, Any] = {"rows": len(rows), "dropped": int((~complete).sum()),
                                   "columns": column_counts(rows, features), "label": None, "events": None}
@@ -256,6 +259,8 @@ class SitePreparation:
         if survival is not None:
             check_times(time, self.source, rows)
             answer["events"] = event_summary(rows, event)
+        if arm_column is not None:
+            answer["arms"] = arm_counts(rows[arm_column].tolist())
         self._rows, self._target_columns, self._split, self._targets = rows, tuple(targets), None, {}
         self._inputs = {name: input_kind(kind).site(columns, self.source, self.site_id)
                         for name, (kind, columns) in inputs.items()}
@@ -271,6 +276,7 @@ class SitePreparation:
             seed = check_count(question["split_seed"])
             if tuple(encoding.columns) != self._target_columns:
                 raise ValueError("its encoding names other columns than the schema's targets")
+            arms = None if question.get("treatment") is None else ArmEncoding.from_json(question["treatment"])
         asked = (encoding.to_json(), test_fraction, val_fraction, seed)
         if self._split_asked is not None and asked != self._split_asked:
             raise DataError(f"site '{self.site_id}' was asked to split its rows again with other settings; it "
@@ -280,6 +286,8 @@ class SitePreparation:
         rows = self._rows
         self._split = split_site(self.site_id, len(rows), encoding.strata(rows), test_fraction, val_fraction, seed)
         self._targets = encoding.targets(rows)
+        if arms is not None:
+            self._targets["treatment"] = arms.encode(rows)
         self.row_counts = {part: len(getattr(self._split, part)) for part in SPLITS}
         return {"rows": dict(self.row_counts)}
 
@@ -327,6 +335,8 @@ class _Recipe:
     site_column: str | None  # a simulated layout's site column: not a feature
     encoding: LabelEncoding | None  # fixed by a built-in dataset instead of inferred
     name_source: bool  # whether a site's error names its file (always, unless one file holds every site)
+    treatment: str | None = None  # the arm column (fedcare.data.arms)
+    control: str | None = None
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -343,7 +353,7 @@ def _recipe(spec: DataSpec) -> _Recipe:
                        True)
     claims = {kind.name: tuple(getattr(spec, kind.columns_key)) for kind in input_kinds() if kind.columns_key}
     return _Recipe(None, spec.label, spec.time, spec.event, spec.task, spec.drop, spec.categorical, claims,
-                   spec.site, None, len(spec.files) != 1)
+                   spec.site, None, len(spec.files) != 1, spec.treatment, spec.control)
 
 
 class _Exchange:
@@ -399,7 +409,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
     label = schema.label
     split = {"test_fraction": float(spec.test_fraction), "val_fraction": float(spec.val_fraction),
              "split_seed": int(spec.split_seed)}
-    site_rows = _ask_split(exchange, label, split)
+    site_rows = _ask_split(exchange, label, split, schema.arms)
     train = {site: rows["train"] for site, rows in site_rows.items()}
     fitted: dict[str, Fitted] = {name: kinds[name].fit(dataclasses.replace(job, train_rows=train), planned[name])
                                  for name, job in jobs.items()}
@@ -417,6 +427,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
             **({"stratified_by": "event"} if isinstance(label, SurvivalEncoding) else {}),
         },
         "site_rows": site_rows,
+        **({"treatment": schema.arms.to_json()} if schema.arms is not None else {}),
         **_extra(recipe, ids, sources, dropped_on_read, schema.dropped),
     }
     shape = DataShape(label.task, label.classes, {name: f.shape for name, f in fitted.items()})
@@ -463,6 +474,7 @@ class _Schema:
     rows: dict[str, int]
     dropped: dict[str, int]
     counts: list[dict[str, dict[str, int]]]  # per site, in site order: per feature, present and numbers
+    arms: ArmEncoding | None = None
 
 
 def _label(data: Any) -> dict[str, Any]:
@@ -502,7 +514,10 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
     survival = recipe.time is not None
     if survival:
         check_columns(recipe.time, recipe.event)  # type: ignore[arg-type]
-    excluded = {*recipe.targets, *site_column, *recipe.drop}
+    arm = (recipe.treatment,) if recipe.treatment else ()
+    for column in arm:
+        require_column(column, columns, where)
+    excluded = {*recipe.targets, *site_column, *recipe.drop, *arm}
     features = [c for c in columns if c not in excluded]
     inputs = assign_inputs(features, recipe.claims, recipe.categorical, where)
     infer = not survival and recipe.encoding is None
@@ -512,7 +527,9 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
         "label": {"column": recipe.label, "task": recipe.task} if infer else None,
         "survival": {"time": recipe.time, "event": recipe.event} if survival else None,
         "inputs": {name: {"kind": kind, "columns": cols} for name, (kind, cols) in inputs.items()},
+        **({"treatment": {"column": recipe.treatment}} if arm else {}),
     }
+    arm_answers: dict[str, dict[str, int]] = {}
     rows: dict[str, int] = {}
     dropped: dict[str, int] = {}
     summaries: list[tuple[str, dict]] = []
@@ -523,6 +540,8 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
             dropped[site] = check_count(answer["dropped"])
             counts.append({c: {k: check_count(answer["columns"][c][k]) for k in ("present", "numbers")}
                            for c in features})
+            if arm:
+                arm_answers[site] = {str(a): check_count(n) for a, n in answer["arms"].items()}
             if survival or infer:
                 summaries.append((site, read_distinct(answer["events"]) if survival else _label(answer["label"])))
     label: LabelEncoding | SurvivalEncoding
@@ -536,14 +555,16 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
     if not features:
         what = "time, event" if survival else "label"
         raise DataError(f"no feature columns left in {where} after removing the {what}, site and --drop columns")
-    return _Schema(inputs, label, rows, dropped, counts)
+    arms = arms_from_counts(recipe.treatment, arm_answers, recipe.control) if arm else None
+    return _Schema(inputs, label, rows, dropped, counts, arms)
 
 
-def _ask_split(exchange: _Exchange, label: LabelEncoding | SurvivalEncoding, split: dict[str, Any]
-               ) -> dict[str, dict[str, int]]:
+def _ask_split(exchange: _Exchange, label: LabelEncoding | SurvivalEncoding, split: dict[str, Any],
+               arms: ArmEncoding | None = None) -> dict[str, dict[str, int]]:
     """Every site splits its own rows; their row counts per split."""
     site_rows: dict[str, dict[str, int]] = {}
-    for site, answer in exchange("split", {"encoding": label.to_json(), **split}):
+    arm = {"treatment": arms.to_json(counts=False)} if arms is not None else {}
+    for site, answer in exchange("split", {"encoding": label.to_json(), **split, **arm}):
         with reading(f"the 'split' answer of site '{site}'"):
             site_rows[site] = {k: check_count(answer["rows"][k]) for k in SPLITS}
     return site_rows

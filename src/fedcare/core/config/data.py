@@ -31,6 +31,11 @@ class DataSpec(Section):
     categorical: tuple[str, ...] = Field((), description="columns to treat as categorical")
     omics_columns: tuple[str, ...] = Field((), description="columns (or shell patterns such as 'gene_*') that form "
                                            "the omics input, standardised gene by gene")
+    # treatment effects (docs/treatment.md)
+    treatment: str | None = Field(None, description="arm column: estimate each arm's effect against the control")
+    control: str | None = Field(None, description="the control arm (default: the first arm in sorted order)")
+    propensity: float | None = Field(None, description="known probability of each treated arm (a randomised "
+                                     "trial); without it the propensity is learned")
     test_fraction: float = 0.34
     split_seed: int = 43
     val_fraction: float = Field(0.0, description="validation share carved from each site's training split")
@@ -59,6 +64,23 @@ class DataSpec(Section):
             raise ConfigError(f"--num-sites must be at least 1, got {self.num_sites}")
         if self.alpha <= 0:
             raise ConfigError(f"--alpha must be positive, got {self.alpha}")
+        self._check_treatment()
+
+    def _check_treatment(self) -> None:
+        if self.treatment is None:
+            if self.control is not None or self.propensity is not None:
+                flag = "--control" if self.control is not None else "--propensity"
+                raise ConfigError(f"{flag} needs --treatment: name the arm column")
+            return
+        if self.dataset is not None:
+            raise ConfigError(f"--treatment applies to --data files; the built-in dataset '{self.dataset}' has no arm")
+        if self.time is not None or self.event is not None:
+            raise ConfigError("treatment effects take a binary or continuous --label; survival outcomes are not "
+                              "supported yet: use the event column as a binary --label")
+        if self.propensity is not None and not 0.0 < self.propensity < 1.0:
+            raise ConfigError(f"--propensity must be between 0 and 1, got {self.propensity}")
+        if self.treatment in (self.label, self.site):
+            raise ConfigError(f"--treatment '{self.treatment}' is also the label or site column; name the arm column")
 
     def check(self, config: FederationConfig) -> None:
         self.check_values()

@@ -1,0 +1,42 @@
+"""Treatment effects in a simulated federation: every site answers in this process, and the pooled
+baseline is the same estimator with every site's rows at one site."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedcare.core.config.data import DataSpec
+from fedcare.core.errors import ConfigError
+from fedcare.data import FederatedDataset, SiteData
+from fedcare.data.arms import ArmEncoding
+from fedcare.data.dataset import SPLITS
+from fedcare.data.examples import concat
+from fedcare.federation.effects import EffectSite, effects, in_process
+
+OUTCOMES = {"binary": "risk difference (positive class)", "regression": "mean difference"}
+
+
+def treatment_block(dataset: FederatedDataset, spec: DataSpec) -> dict[str, Any]:
+    """summary.json's `treatment`: control, arms, and per treated arm the federated `ate`, the `pooled`
+    one, each site's own, and the heterogeneity across sites."""
+    if dataset.task not in OUTCOMES:
+        raise ConfigError(f"treatment effects need a binary or continuous --label, not a {dataset.task} one")
+    arms = ArmEncoding.from_json(dataset.preprocessing["treatment"])
+    inputs = tuple(dataset.shape.inputs)
+    label = dataset.preprocessing["label"]
+    outcome = OUTCOMES[dataset.task] + (f" of {label['column']} = {label['positive_class']}"
+                                        if dataset.task == "binary" else f" of {label['column']}")
+    sites = [EffectSite(sd, inputs, len(arms.arms)) for sd in dataset.sites]
+    federated = effects(in_process(sites), [s.site_id for s in sites], arms, spec.propensity, outcome)
+    pooled_data = SiteData("pooled", {s: concat([sd.splits[s] for sd in dataset.sites]) for s in SPLITS})
+    pooled = effects(in_process([EffectSite(pooled_data, inputs, len(arms.arms))]), ["pooled"], arms,
+                     spec.propensity, outcome)
+    block: dict[str, Any] = {"column": arms.column, "control": arms.control, "control_from": arms.control_from,
+                             "arms": list(arms.arms), "outcome": outcome, "missing_arms": arms.missing(),
+                             "effects": {}}
+    for arm, result in federated.items():
+        p = pooled[arm]["ate"]
+        block["effects"][arm] = {"ate": result["ate"],
+                                 "pooled": {k: p[k] for k in ("estimate", "se", "ci95", "n")},
+                                 "sites": result["sites"], "heterogeneity": result["heterogeneity"]}
+    return block
