@@ -36,6 +36,10 @@ def simulate(
     categorical: Annotated[Optional[list[str]], Opt(help="column to treat as categorical; repeatable")] = None,
     omics_columns: Annotated[Optional[list[str]], Opt(help="column or pattern (e.g. 'gene_*') of the omics input, "
                                                            "standardised gene by gene; repeatable")] = None,
+    treatment: Annotated[Optional[str], Opt(help="arm column: estimate each arm's effect against the control")] = None,
+    control: Annotated[Optional[str], Opt(help="control arm (default: the first arm in sorted order)")] = None,
+    propensity: Annotated[Optional[float], Opt(help="known probability of each treated arm (randomised trial); "
+                                                   "default: learned")] = None,
     partition: Annotated[Optional[str], Opt(help="iid | dirichlet | quantity, for one file without sites")] = None,
     num_sites: Annotated[Optional[int], Opt(help="sites to partition into")] = None,
     alpha: Annotated[Optional[float], Opt(help="skew of dirichlet/quantity partitions")] = None,
@@ -96,7 +100,7 @@ def simulate(
     if "site_weight" in flags:
         flags["site_weights"] = _site_weights(flags.pop("site_weight"))
     from fedcare.interfaces.api import load_config, resolve_config, resume as resume_run, simulate as run_simulation
-    from fedcare.interfaces.report import site_table
+    from fedcare.interfaces.report import site_table, treatment_table
 
     if resume is not None:
         cfg = load_config(resume / "config.yaml", {"out": str(resume)})
@@ -120,6 +124,8 @@ def simulate(
         if bars:
             bar.stop()
     console.print(site_table(run.summary))
+    if "treatment" in run.summary:
+        console.print(treatment_table(run.summary["treatment"]))
     attack, flagged = run.summary["attack"], run.summary["anomalies"]["flagged_sites"]
     if attack["kind"]:
         console.print(f"simulated attack: {attack['kind']} from {', '.join(attack['sites'])}")

@@ -31,3 +31,35 @@ def site_table(summary: Mapping) -> Table:
     worst = [f"{_fmt(summary[m]['worst_site'].get(metric))} ({summary[m]['worst_site']['site_id']})" for m in models]
     table.add_row("worst", "", *worst)
     return table
+
+
+def _interval(entry: Mapping) -> str:
+    if entry.get("estimate") is None:
+        return "—"
+    low, high = entry["ci95"]
+    return f"{entry['estimate']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def treatment_table(block: Mapping) -> Table:
+    """Each treated arm's effect against the control: federated, pooled and each site's own, with 95 % intervals."""
+    table = Table(title=f"effect against control '{block['control']}' ({block['control_from']}) · "
+                        f"{block['outcome']} · 95 % interval")
+    table.add_column("site")
+    for arm in block["effects"]:
+        table.add_column(f"{arm} (rows {block['control']}/{arm})", justify="right")
+    effects = list(block["effects"].values())
+    for site in effects[0]["sites"]:
+        cells = []
+        for e in effects:
+            entry = e["sites"][site]
+            cells.append(f"{_interval(entry)}  {'/'.join(str(n) for n in entry['rows'].values())}")
+        table.add_row(site, *cells)
+    table.add_section()
+    table.add_row("federated", *[_interval(e["ate"]) for e in effects])
+    table.add_row("pooled", *[_interval(e["pooled"]) for e in effects])
+    het = []
+    for e in effects:
+        h = e["heterogeneity"]
+        het.append("—" if h["q"] is None else f"Q {h['q']:.2f}, df {h['df']}, p {h['p_value']:.3f}, I² {h['i2']:.0%}")
+    table.add_row("heterogeneity", *het)
+    return table
