@@ -20,6 +20,7 @@ from fedcare.federation.summary import RunFacts, summarize
 from fedcare.interfaces import htmlreport
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import load_plugins
+from fedcare.transports.cate import cate_block
 from fedcare.transports.effects import treatment_block
 from fedcare.transports.simulated import Federation, attacker_ids, build_federation, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
@@ -129,6 +130,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
                             attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}))
     if cfg.data.treatment is not None:
         run.summary["treatment"] = treatment_block(dataset, cfg.data)
+        if cfg.effects.learners:
+            run.summary["treatment"]["cate"] = cate_block(cfg, dataset)
     folder.write_result(cfg, facts, run.summary, rows, result.params, run.site_params)
     folder.write_report(htmlreport.render(run.summary, rows))
     return run

@@ -40,6 +40,10 @@ def simulate(
     control: Annotated[Optional[str], Opt(help="control arm (default: the first arm in sorted order)")] = None,
     propensity: Annotated[Optional[float], Opt(help="known probability of each treated arm (randomised trial); "
                                                    "default: learned")] = None,
+    learner: Annotated[Optional[list[str]], Opt(help="CATE learner with --treatment: t | s | dr (repeatable) or none "
+                                                    "(default: all three)")] = None,
+    outcome_better: Annotated[Optional[str], Opt(help="higher | lower: which outcome the recommended arm aims for "
+                                                      "(default higher)")] = None,
     partition: Annotated[Optional[str], Opt(help="iid | dirichlet | quantity, for one file without sites")] = None,
     num_sites: Annotated[Optional[int], Opt(help="sites to partition into")] = None,
     alpha: Annotated[Optional[float], Opt(help="skew of dirichlet/quantity partitions")] = None,
@@ -100,7 +104,7 @@ def simulate(
     if "site_weight" in flags:
         flags["site_weights"] = _site_weights(flags.pop("site_weight"))
     from fedcare.interfaces.api import load_config, resolve_config, resume as resume_run, simulate as run_simulation
-    from fedcare.interfaces.report import site_table, treatment_table
+    from fedcare.interfaces.report import cate_table, site_table, treatment_table
 
     if resume is not None:
         cfg = load_config(resume / "config.yaml", {"out": str(resume)})
@@ -126,6 +130,8 @@ def simulate(
     console.print(site_table(run.summary))
     if "treatment" in run.summary:
         console.print(treatment_table(run.summary["treatment"]))
+        if "cate" in run.summary["treatment"]:
+            console.print(cate_table(run.summary["treatment"]["cate"]))
     attack, flagged = run.summary["attack"], run.summary["anomalies"]["flagged_sites"]
     if attack["kind"]:
         console.print(f"simulated attack: {attack['kind']} from {', '.join(attack['sites'])}")

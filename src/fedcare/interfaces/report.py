@@ -63,3 +63,20 @@ def treatment_table(block: Mapping) -> Table:
         het.append("—" if h["q"] is None else f"Q {h['q']:.2f}, df {h['df']}, p {h['p_value']:.3f}, I² {h['i2']:.0%}")
     table.add_row("heterogeneity", *het)
     return table
+
+
+def cate_table(block: Mapping) -> Table:
+    """Each learner and model on every site's held-out rows together: the recommended policy's value
+    against treat-none and treat-all, and the Qini coefficient per treated arm (95 % intervals)."""
+    table = Table(title=f"individual effects on held-out rows · policy = the arm with the {block['better']} "
+                        "predicted outcome · 95 % interval")
+    for column in ("learner", "model", "policy value", "treat-none", "treat-all", "Qini"):
+        table.add_column(column, justify="left" if column in ("learner", "model") else "right")
+    for learner, modes in block["learners"].items():
+        for mode, result in modes.items():
+            pv, uplift = result["all_sites"]["policy_value"], result["all_sites"]["uplift"]
+            treat_all = "  ".join(f"{arm} {_interval(v)}" for arm, v in pv["treat_all"].items())
+            qinis = "  ".join("—" if q is None else f"{arm} {q['qini']:+.3f} [{q['qini_ci95'][0]:+.3f}, "
+                              f"{q['qini_ci95'][1]:+.3f}]" for arm, q in uplift.items())
+            table.add_row(learner.upper(), mode, _interval(pv["policy"]), _interval(pv["treat_none"]), treat_all, qinis)
+    return table

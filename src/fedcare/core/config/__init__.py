@@ -20,6 +20,7 @@ from fedcare.core.config.algorithm import AlgorithmSettings
 from fedcare.core.config.base import Section
 from fedcare.core.config.data import DEFAULT_DATASET, DataSpec
 from fedcare.core.config.deployment import DeploymentSettings
+from fedcare.core.config.effects import EffectSettings
 from fedcare.core.config.model import ModelSpec
 from fedcare.core.config.personalization import PersonalizationSettings
 from fedcare.core.config.privacy import PrivacySettings
@@ -42,6 +43,7 @@ SECTIONS: dict[str, type[Section]] = {
     "privacy": PrivacySettings,
     "deployment": DeploymentSettings,
     "run": RunSettings,
+    "effects": EffectSettings,
 }
 
 
@@ -78,6 +80,7 @@ class FederationConfig(BaseModel):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    effects: EffectSettings = Field(default_factory=EffectSettings)
 
     @model_validator(mode="before")
     @classmethod
