@@ -1,0 +1,113 @@
+"""Individual effects: T-, S- and DR-learners on the federated training, their held-out evaluation
+(policy value, Qini, uplift AUC) and the summary block."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_csv
+
+import fedcare
+from fedcare.algorithms.uplift import _qini, policy_values, qini, value_scores
+from fedcare.core.config import resolve_config
+from fedcare.core.errors import ConfigError
+from fedcare.data import array, load_dataset
+from fedcare.transports.cate import Learners, recommend
+
+FAST = dict(rounds=30, lr=0.1, local_epochs=2)
+
+
+def hetero_frame(sites: int = 4, rows: int = 150, seed: int = 0) -> pd.DataFrame:
+    """Effect 2·x1: half the patients gain from arm B, half lose; arms randomised 1:1."""
+    rng = np.random.default_rng(seed)
+    n = sites * rows
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    t = rng.integers(0, 2, n)
+    y = 1.0 + x2 + t * 2.0 * x1 + rng.normal(scale=0.3, size=n)
+    return pd.DataFrame({"hospital": np.repeat([f"H{i}" for i in range(sites)], rows), "x1": x1.round(4),
+                         "x2": x2.round(4), "arm": np.where(t == 1, "B", "A"), "y": y.round(4)})
+
+
+@pytest.fixture(scope="module")
+def learners(tmp_path_factory):
+    path = write_csv(tmp_path_factory.mktemp("cate") / "t.csv", hetero_frame())
+    cfg = resolve_config(dict(data=[str(path)], site="hospital", label="y", treatment="arm", propensity=0.5, **FAST))
+    ds = load_dataset(cfg.data)
+    truth = {sd.site_id: 2.0 * array(sd.splits["test"], "tabular")[:, 0] for sd in ds.sites}  # x1 standardised
+    return Learners(cfg, ds), truth
+
+
+@pytest.mark.parametrize("learner", ["t", "dr"])
+@pytest.mark.parametrize("mode", ["federated", "pooled"])
+def test_linear_learners_recover_the_effect_that_varies(learners, learner, mode):
+    model, truth = learners
+    pred = model.effects(learner, mode)
+    for site, tau in truth.items():
+        corr = np.corrcoef(pred[site][:, 0], tau)[0, 1]
+        assert corr > 0.95, (site, corr)  # x1 is standardised, so the slope is 2·sd(x1), near 2
+
+
+def test_s_learner_with_a_linear_model_cannot_see_heterogeneity_but_an_mlp_can(learners, tmp_path):
+    model, truth = learners
+    flat = model.effects("s", "federated")
+    assert all(np.ptp(flat[s]) < 1e-5 for s in truth)  # arm and x enter additively: one effect for all
+    cfg = model.cfg.replace(model="mlp", hidden=[16], rounds=40)
+    mlp = Learners(cfg, model.dataset).effects("s", "federated")
+    assert np.mean([np.corrcoef(mlp[s][:, 0], truth[s])[0, 1] for s in truth]) > 0.8
+
+
+def test_recommended_policy_beats_treating_all_or_none(learners):
+    model, _ = learners
+    from fedcare.transports.cate import evaluation
+
+    result = evaluation(model, model.effects("t", "federated"), higher_is_better=True)
+    pv = result["all_sites"]["policy_value"]
+    assert pv["policy"]["estimate"] > pv["treat_none"]["estimate"] + 0.5
+    assert pv["policy"]["estimate"] > pv["treat_all"]["B"]["estimate"] + 0.5
+    assert 0.3 < pv["recommended_share"]["B"] < 0.7
+    q = result["all_sites"]["uplift"]["B"]
+    assert q["qini"] > 0 and q["qini_ci95"][0] > 0 and q["uplift_auc"] > 0
+    assert set(result["sites"]) == set(model.ids)
+    lower = evaluation(model, model.effects("t", "federated"), higher_is_better=False)["all_sites"]
+    assert lower["policy_value"]["policy"]["estimate"] < pv["treat_none"]["estimate"] - 0.5  # it aims low
+
+
+def test_personalized_learners_give_each_site_its_own_model(learners):
+    model, truth = learners
+    personal = Learners(model.cfg.replace(personalization="finetune", finetune_epochs=3), model.dataset)
+    pred = personal.effects("t", "federated")
+    shared = model.effects("t", "federated")
+    assert any(not np.allclose(pred[s], shared[s]) for s in truth)
+
+
+def test_hand_computed_qini_uplift_and_policy_value():
+    benefit = np.array([4.0, 3.0, 2.0, 1.0])
+    y = np.array([1.0, 0.0, 0.0, 1.0])
+    treated = np.array([True, False, True, False])
+    q, auc = _qini(benefit, y, treated)
+    # cumulative Qini 1, 1, 1, 0 against a random line of 0: (1 + 1 + 1) / 4 / 4; uplift 0, 1, ½, 0
+    assert q == pytest.approx(3 / 16) and auc == pytest.approx(1.5 / 4)
+    assert qini(benefit, y[:3], treated[:3]) is None  # one control row: no curve
+    gamma = value_scores(np.array([1.0, 0.0]), np.array([1, 0]), np.array([[0.5, 0.5], [0.5, 0.5]]),
+                         np.full((2, 2), 0.5))
+    assert gamma.tolist() == [[0.5, 1.5], [-0.5, 0.5]]
+    pv = policy_values(gamma, np.array([1, 0]), ("A", "B"))
+    assert pv["policy"]["estimate"] == pytest.approx(0.5) and pv["treat_all"]["B"]["estimate"] == pytest.approx(1.0)
+    assert recommend(np.array([[0.2], [-0.1]]), True).tolist() == [1, 0]
+    assert recommend(np.array([[0.2], [-0.1]]), False).tolist() == [0, 1]
+
+
+def test_summary_has_the_cate_block_per_learner_model_and_site(tmp_path):
+    path = write_csv(tmp_path / "t.csv", hetero_frame(sites=3, rows=60))
+    run = fedcare.simulate(data=[str(path)], site="hospital", label="y", treatment="arm", propensity=0.5,
+                           learner=["t"], out=str(tmp_path / "run"), rounds=5)
+    cate = run.summary["treatment"]["cate"]
+    assert cate["better"] == "higher" and list(cate["learners"]) == ["t"]
+    assert set(cate["learners"]["t"]) == {"federated", "local", "pooled"}
+    assert set(cate["learners"]["t"]["federated"]["sites"]) == {"H0", "H1", "H2"}
+    none = fedcare.simulate(data=[str(path)], site="hospital", label="y", treatment="arm", learner="none",
+                            out=str(tmp_path / "run2"), rounds=2, baselines=False)
+    assert "cate" not in none.summary["treatment"]
+    with pytest.raises(ConfigError, match="unknown learner 'x'"):
+        resolve_config(dict(data=[str(path)], label="y", treatment="arm", learner=["x"]))
