@@ -3,6 +3,7 @@ equality, per-site estimates and heterogeneity, refusals, and the real CGD trial
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,8 @@ import pandas as pd
 import pytest
 from conftest import run_cli, write_csv
 
+import fedcare
+import fedcare.interfaces.api
 from fedcare.algorithms import effects as fx
 from fedcare.core.config import resolve_config
 from fedcare.core.errors import ConfigError, DataError
@@ -223,3 +226,60 @@ def test_the_cgd_trial_end_to_end_beside_the_published_figure(tmp_path):
     low, high = ate["ci95"]
     assert low < published_risk_difference() < high < 0  # fewer infections, as published
     assert ate["estimate"] == pytest.approx(block["effects"]["rIFN-g"]["pooled"]["estimate"], abs=1e-12)
+
+
+def test_recommend_applies_the_runs_preprocessing_and_the_federated_models(tmp_path):
+    frame = trial_frame(rows=150)
+    path = write_csv(tmp_path / "t.csv", frame)
+    run = fedcare.simulate(data=[str(path)], site="hospital", label="y", treatment="arm", propensity=0.3,
+                           learner="none", rounds=2, baselines=False, out=str(tmp_path / "run"))
+    patients = frame.drop(columns=["y", "arm", "hospital"]).head(200)
+    recs = run.recommend(patients)
+    assert list(recs.columns) == ["outcome:A", "outcome:B", "outcome:C", "effect:B", "low:B", "high:B", "effect:C",
+                                  "low:C", "high:C", "recommended", "interval_excludes_0"]
+    # the same rows as the run encoded them, scored with ridge fitted on every row written out
+    cfg, ds = dataset_of(path, propensity=0.3)
+    x, y, t = pooled_rows(ds, ("train", "val", "test"))
+    design = np.hstack([np.ones((len(x), 1)), x])
+    coef = []
+    for a in range(3):
+        rows = np.vstack([design[t == a], math.sqrt(OUTCOME_RIDGE) * np.eye(design.shape[1])[1:]])
+        coef.append(np.linalg.lstsq(rows, np.concatenate([y[t == a], np.zeros(design.shape[1] - 1)]), rcond=None)[0])
+    encoded = recommend_inputs(run.path, patients)
+    want = np.hstack([np.ones((len(encoded), 1)), encoded]) @ np.array(coef).T
+    assert recs["outcome:A"].to_numpy() == pytest.approx(want[:, 0], abs=1e-8)
+    assert recs["effect:C"].to_numpy() == pytest.approx(want[:, 2] - want[:, 0], abs=1e-8)
+    true_b = 1.0 * (1 + 0.5 * patients["x1"].to_numpy())
+    covered = ((recs["low:B"] < true_b) & (true_b < recs["high:B"])).mean()
+    assert 0.85 < covered <= 1.0
+    assert (recs["recommended"] == "B").mean() > 0.9  # B helps nearly everyone; C harms
+    lower = fedcare.interfaces.api.Recommender.load(run.path)
+    assert dataclasses.replace(lower, better="lower").recommend(patients)["recommended"].eq("C").mean() > 0.9
+
+
+def recommend_inputs(run_dir: Path, patients: pd.DataFrame) -> np.ndarray:
+    from fedcare.data.newrows import encode_rows
+    from fedcare.federation.recommender import Recommender
+
+    return encode_rows(patients, Recommender.load(run_dir).encoding)["tabular"].astype(float)
+
+
+def test_recommend_refuses_bad_patients_and_runs_without_arms(tmp_path, cohort_csv):
+    path = write_csv(tmp_path / "t.csv", trial_frame(rows=40))
+    out = tmp_path / "run"
+    fedcare.simulate(data=[str(path)], site="hospital", label="y", treatment="arm", propensity=0.3, learner="none",
+                     rounds=1, baselines=False, out=str(out))
+    bad = pd.DataFrame({"x1": ["0.5", "lots"], "x2": [1, 2], "group": ["u", "v"]})
+    with pytest.raises(DataError, match="row 2 of the patients' table has 'lots' in the numeric column 'x1'"):
+        fedcare.interfaces.api.recommend(out, bad)
+    with pytest.raises(DataError, match="lacks column 'group'"):
+        fedcare.interfaces.api.recommend(out, bad.drop(columns=["group"]))
+    patients = write_csv(tmp_path / "p.csv", pd.DataFrame({"x1": [0.1, ""], "x2": [0, 1], "group": ["w", "new"]}))
+    proc = run_cli("recommend", str(out), "--data", str(patients), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    written = pd.read_csv(out / "recommendations.csv")
+    assert len(written) == 2 and set(written["recommended"]) <= {"A", "B", "C"}  # missing and unseen values encoded
+    plain = fedcare.simulate(data=[str(cohort_csv)], site="hospital", label="y", drop=["patient_id"], rounds=1,
+                             baselines=False, out=str(tmp_path / "plain"))
+    proc = run_cli("recommend", str(plain.path), "--data", str(patients), cwd=tmp_path)
+    assert proc.returncode == 2 and "holds no recommender" in proc.stderr

@@ -34,20 +34,37 @@ def with_intercept(x: np.ndarray) -> np.ndarray:
 
 
 def outcome_sums(x: np.ndarray, y: np.ndarray, t: np.ndarray, num_arms: int) -> dict[str, np.ndarray]:
-    """A site's sufficient statistics per arm: XᵀX (K, d, d), Xᵀy (K, d) and rows (K,)."""
+    """A site's sufficient statistics per arm: XᵀX (K, d, d), Xᵀy (K, d), yᵀy (K,) and rows (K,)."""
     d = with_intercept(x)
     y = np.asarray(y, dtype=np.float64)
     xtx = np.stack([d[t == a].T @ d[t == a] for a in range(num_arms)])
     xty = np.stack([d[t == a].T @ y[t == a] for a in range(num_arms)])
-    return {"xtx": xtx, "xty": xty, "n": np.bincount(t, minlength=num_arms).astype(np.float64)}
+    yty = np.array([float(y[t == a] @ y[t == a]) for a in range(num_arms)])
+    return {"xtx": xtx, "xty": xty, "yty": yty, "n": np.bincount(t, minlength=num_arms).astype(np.float64)}
+
+
+def _penalty(dim: int, ridge: float) -> np.ndarray:
+    return ridge * np.diag([0.0] + [1.0] * (dim - 1)) + 1e-12 * np.eye(dim)
 
 
 def fit_outcomes(sums: Mapping[str, np.ndarray], ridge: float) -> np.ndarray:
     """Coefficients (K, d) of each arm's ridge regression (the intercept is not penalised)."""
     xtx, xty = np.asarray(sums["xtx"]), np.asarray(sums["xty"])
-    penalty = ridge * np.diag([0.0] + [1.0] * (xtx.shape[-1] - 1))
-    return np.stack([np.linalg.solve(xtx[a] + penalty + 1e-12 * np.eye(len(penalty)), xty[a])
-                     for a in range(len(xtx))])
+    penalty = _penalty(xtx.shape[-1], ridge)
+    return np.stack([np.linalg.solve(xtx[a] + penalty, xty[a]) for a in range(len(xtx))])
+
+
+def outcome_covariances(sums: Mapping[str, np.ndarray], coef: np.ndarray, ridge: float) -> np.ndarray:
+    """Each arm's coefficient covariance (K, d, d): σ̂² A⁻¹XᵀX A⁻¹ with A = XᵀX + λD and σ̂² the
+    residual variance, all from the sums (yᵀy − 2βᵀXᵀy + βᵀXᵀXβ is the residual sum of squares)."""
+    out = []
+    for a in range(len(coef)):
+        xtx, xty, b = np.asarray(sums["xtx"][a]), np.asarray(sums["xty"][a]), coef[a]
+        rss = max(float(sums["yty"][a] - 2 * b @ xty + b @ xtx @ b), 0.0)
+        dof = max(float(sums["n"][a]) - len(b), 1.0)
+        inv = np.linalg.inv(xtx + _penalty(len(b), ridge))
+        out.append(rss / dof * inv @ xtx @ inv)
+    return np.stack(out)
 
 
 def predict_outcomes(x: np.ndarray, coef: np.ndarray) -> np.ndarray:

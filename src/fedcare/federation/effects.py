@@ -124,7 +124,9 @@ def _fold_sums(answers: Sequence[Mapping[str, Any]]) -> list[dict[str, np.ndarra
 
 def effects(ask: Ask, site_ids: Sequence[str], arms: ArmEncoding, propensity: float | None,
             method_outcome: str) -> dict[str, Any]:
-    """Each treated arm's federated AIPW effect against the control, each site's own, and Cochran's Q."""
+    """Each treated arm's federated AIPW effect against the control, each site's own, and Cochran's Q
+    (`arms`); and the ridge outcome models of every arm fitted on all rows with their covariances
+    (`model`: what recommendations for new patients use)."""
     num_arms = len(arms.arms)
     outcome_sums = _fold_sums(_ask(ask, site_ids, "outcomes", {}))
     for k, sums in enumerate(outcome_sums):
@@ -154,7 +156,10 @@ def effects(ask: Ask, site_ids: Sequence[str], arms: ArmEncoding, propensity: fl
               f"train/test split, influence-function variance; {method_outcome}")
     per_site = [_arrays(a) for a in _ask(ask, site_ids, "scores", question)]
     total = fx.add(per_site)
-    out: dict[str, Any] = {}
+    everything = fx.add(outcome_sums)
+    coef = fx.fit_outcomes(everything, OUTCOME_RIDGE)
+    out: dict[str, Any] = {"model": {"coef": coef, "cov": fx.outcome_covariances(everything, coef, OUTCOME_RIDGE)},
+                           "arms": {}}
     for j, arm in enumerate(arms.arms[1:]):
         ate = fx.mean_estimate(float(total["n"]), float(total["sum"][j]), float(total["sumsq"][j]))
         sites: dict[str, Any] = {}
@@ -172,6 +177,6 @@ def effects(ask: Ask, site_ids: Sequence[str], arms: ArmEncoding, propensity: fl
                 entry.update(est.to_json())
                 site_estimates.append(est)
             sites[sid] = entry
-        out[arm] = {"ate": {**ate.to_json(), "n": int(total["n"]), "method": method}, "sites": sites,
+        out["arms"][arm] = {"ate": {**ate.to_json(), "n": int(total["n"]), "method": method}, "sites": sites,
                     "heterogeneity": fx.heterogeneity(site_estimates)}
     return out

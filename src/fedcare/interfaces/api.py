@@ -9,23 +9,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from fedcare.core.config import FederationConfig, load_config, resolve_config
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.data import load_dataset
 from fedcare.federation.checkpoint import Checkpoints
 from fedcare.federation.engine import EngineResult, RoundEngine, RoundRecord, mean_metric
+from fedcare.federation.recommender import Recommender
 from fedcare.federation.runfolder import RunFolder, metric_rows
 from fedcare.federation.summary import RunFacts, summarize
 from fedcare.interfaces import htmlreport
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import load_plugins
 from fedcare.transports.cate import cate_block
-from fedcare.transports.effects import treatment_block
+from fedcare.transports.effects import estimate_treatment
 from fedcare.transports.simulated import Federation, attacker_ids, build_federation, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
-__all__ = ["Progress", "Run", "resolve_config", "resume", "simulate"]
+__all__ = ["Progress", "Run", "recommend", "resolve_config", "resume", "simulate"]
 
 Progress = Callable[[str, RoundRecord], None]
 """Called after every round with the model being trained ("federated", "local:<site>", "pooled")."""
@@ -44,6 +47,16 @@ class Run:
     personal_val_score: float | None = None  # their mean validation metric (for tuning personalization)
     pooled_params: Params | None = None
     history: list[RoundRecord] = field(default_factory=list)
+
+    def recommend(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Per patient of `frame` (a run with --treatment): each arm's predicted outcome, each treated
+        arm's effect against the control with its 95 % interval, and the recommended arm."""
+        return recommend(self.path, frame)
+
+
+def recommend(run_dir: str | Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """`Run.recommend` for a run folder on disk (what `fedcare recommend` calls)."""
+    return Recommender.load(Path(run_dir)).recommend(frame)
 
 
 def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
@@ -128,12 +141,18 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     aggregator_name = cfg.robustness.aggregator if aggregator is None else type(aggregator).__name__
     run.summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, aggregator_name,
                             attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}))
+    recommender = None
     if cfg.data.treatment is not None:
-        run.summary["treatment"] = treatment_block(dataset, cfg.data)
+        run.summary["treatment"], models = estimate_treatment(dataset, cfg.data)
         if cfg.effects.learners:
             run.summary["treatment"]["cate"] = cate_block(cfg, dataset)
+        recommender = Recommender(tuple(run.summary["treatment"]["arms"]), cfg.effects.outcome_better,
+                                  run.summary["treatment"]["outcome"], dataset.preprocessing["treatment"]["encoding"],
+                                  models["coef"], models["cov"])
     folder.write_result(cfg, facts, run.summary, rows, result.params, run.site_params)
     folder.write_report(htmlreport.render(run.summary, rows))
+    if recommender is not None:
+        recommender.save(cfg.run_dir)
     return run
 
 

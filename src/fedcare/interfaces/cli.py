@@ -212,6 +212,27 @@ def datasets() -> None:
             console.print(f"source: {escape(info['source'])}")
 
 
+@app.command()
+def recommend(
+    run: Annotated[Path, typer.Argument(help="run folder of a `fedcare simulate --treatment` run")],
+    data: Annotated[Path, Opt(help="CSV/Parquet file of patients (the training table's feature columns)")],
+    out: Annotated[Optional[Path], Opt(help="CSV to write (default <run>/recommendations.csv)")] = None,
+) -> None:
+    """Per patient: each arm's predicted outcome, each arm's effect against the control with a 95 %
+    interval, and the recommended arm; the run's own preprocessing encodes the patients."""
+    from fedcare.data.readers import read_table
+    from fedcare.interfaces.api import recommend as recommend_rows
+
+    table = recommend_rows(run, read_table(data))
+    target = out or run / "recommendations.csv"
+    table.to_csv(target, index=False)
+    shown = table.head(20)
+    console.print(shown.to_string(float_format=lambda v: f"{v:+.3f}"))
+    counts = table["recommended"].value_counts().to_dict()
+    console.print(f"{len(table)} patients · recommended: {', '.join(f'{a} {n}' for a, n in counts.items())} · "
+                  f"written to {target}")
+
+
 INSECURE_WARNING = ("warning: --insecure: plain HTTP; tokens, parameters and metrics travel unencrypted and the "
                     "coordinator is not authenticated. Use only on a closed test network.")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from fedcare.core.config.data import DataSpec
 from fedcare.core.errors import ConfigError
 from fedcare.data import FederatedDataset, SiteData
@@ -19,6 +21,11 @@ OUTCOMES = {"binary": "risk difference (positive class)", "regression": "mean di
 def treatment_block(dataset: FederatedDataset, spec: DataSpec) -> dict[str, Any]:
     """summary.json's `treatment`: control, arms, and per treated arm the federated `ate`, the `pooled`
     one, each site's own, and the heterogeneity across sites."""
+    return estimate_treatment(dataset, spec)[0]
+
+
+def estimate_treatment(dataset: FederatedDataset, spec: DataSpec) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The treatment block, and the federated outcome models of every arm (for recommendations)."""
     if dataset.task not in OUTCOMES:
         raise ConfigError(f"treatment effects need a binary or continuous --label, not a {dataset.task} one")
     arms = ArmEncoding.from_json(dataset.preprocessing["treatment"])
@@ -34,9 +41,9 @@ def treatment_block(dataset: FederatedDataset, spec: DataSpec) -> dict[str, Any]
     block: dict[str, Any] = {"column": arms.column, "control": arms.control, "control_from": arms.control_from,
                              "arms": list(arms.arms), "outcome": outcome, "missing_arms": arms.missing(),
                              "effects": {}}
-    for arm, result in federated.items():
-        p = pooled[arm]["ate"]
+    for arm, result in federated["arms"].items():
+        p = pooled["arms"][arm]["ate"]
         block["effects"][arm] = {"ate": result["ate"],
                                  "pooled": {k: p[k] for k in ("estimate", "se", "ci95", "n")},
                                  "sites": result["sites"], "heterogeneity": result["heterogeneity"]}
-    return block
+    return block, federated["model"]
