@@ -104,7 +104,9 @@ def run_semi_synthetic(seeds: int, rounds: int, patience: int | None) -> dict:
                 started = time.perf_counter()
                 pred = learners.effects(learner, mode)
                 for site, t in tau.items():
-                    if pred[site] is None:
+                    if pred[site] is None:  # a local model diverged: counted, not averaged
+                        rows.append({"seed": seed, "learner": learner, "mode": mode, "site": site, "n": len(t),
+                                     "pehe": None, "ate_bias": None})
                         continue
                     err = pred[site][:, 0] - t
                     rows.append({"seed": seed, "learner": learner, "mode": mode, "site": site, "n": len(t),
@@ -117,23 +119,26 @@ def run_semi_synthetic(seeds: int, rounds: int, patience: int | None) -> dict:
 
 
 def table(result: dict) -> str:
-    rows = result["rows"]
+    failed = [r for r in result["rows"] if r["pehe"] is None]
+    rows = [r for r in result["rows"] if r["pehe"] is not None]
     sites = sorted({r["site"] for r in rows}, key=lambda s: -next(r["n"] for r in rows if r["site"] == s))
     lines = ["| learner | model | " + " | ".join(f"PEHE {s} (n={next(r['n'] for r in rows if r['site'] == s)})"
-                                               for s in sites) + " | PEHE mean of sites | ATE bias (mean of sites) |",
-             "|---|---|" + "---:|" * (len(sites) + 2)]
+                                               for s in sites) + " | PEHE mean of sites | ATE bias (mean of sites) |"
+             " no model (site × seed) |",
+             "|---|---|" + "---:|" * (len(sites) + 3)]
     for learner in LEARNERS:
         for mode in MODES:
             mine = [r for r in rows if r["learner"] == learner and r["mode"] == mode]
             cells = []
             for s in sites:
                 v = np.array([r["pehe"] for r in mine if r["site"] == s])
-                cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}")
+                cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) else "—")
             per_seed = [np.mean([r["pehe"] for r in mine if r["seed"] == k]) for k in sorted({r["seed"] for r in mine})]
             bias = [np.mean([r["ate_bias"] for r in mine if r["seed"] == k]) for k in sorted({r["seed"] for r in mine})]
             lines.append(f"| {learner.upper()} | {mode} | " + " | ".join(cells)
                          + f" | {np.mean(per_seed):.3f} ± {np.std(per_seed, ddof=1):.3f}"
-                         + f" | {np.mean(bias):+.3f} ± {np.std(bias, ddof=1):.3f} |")
+                         + f" | {np.mean(bias):+.3f} ± {np.std(bias, ddof=1):.3f}"
+                         + f" | {sum(r['learner'] == learner and r['mode'] == mode for r in failed)} |")
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ from fedcare.data import FederatedDataset, SiteData
 from fedcare.data.derived import ARM_INPUT, arm_rows, one_hot, with_arm_input, with_label
 from fedcare.data.examples import ArrayExamples, array
 from fedcare.federation.effects import OUTCOME_RIDGE, PROPENSITY_RIDGE, features, known_propensity
-from fedcare.federation.engine import RoundEngine
+from fedcare.federation.engine import QuorumError, RoundEngine
 from fedcare.learning.predict import expected_outcome
 from fedcare.transports.simulated import build_federation, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport
@@ -63,8 +63,13 @@ def train(cfg: FederationConfig, dataset: FederatedDataset, mode: str, ids: Sequ
         return Models(fed.plan, dict.fromkeys(ids, result.params))
     algorithm, settings = fed.plan.baseline()
     if mode == "local":
-        return Models(fed.plan, {site.site_id: RoundEngine(algorithm, SimulationTransport([site]), settings)
-                                 .run(fed.initial).params for site in fed.sites})
+        own = {}
+        for site in fed.sites:
+            try:
+                own[site.site_id] = RoundEngine(algorithm, SimulationTransport([site]), settings).run(fed.initial).params
+            except QuorumError:  # its training diverged (non-finite params are refused): no model of its own
+                continue
+        return Models(fed.plan, own)
     params = RoundEngine(algorithm, SimulationTransport([pooled_site(fed)]), settings).run(fed.initial).params
     return Models(fed.plan, dict.fromkeys(ids, params))
 
