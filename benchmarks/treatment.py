@@ -113,7 +113,7 @@ def run_semi_synthetic(seeds: int, rounds: int, patience: int | None) -> dict:
                                  "pehe": float(np.sqrt(np.mean(err ** 2))), "ate_bias": float(err.mean()),
                                  "seconds": time.perf_counter() - started})
                 print(f"seed {seed} {learner} {mode}: " + ", ".join(
-                    f"{r['site']} {r['pehe']:.3f}" for r in rows if r["seed"] == seed and r["learner"] == learner
+                    f"{r['site']} {'—' if r['pehe'] is None else format(r['pehe'], '.3f')}" for r in rows if r["seed"] == seed and r["learner"] == learner
                     and r["mode"] == mode), file=sys.stderr)
     return {"settings": {**SETTINGS, "rounds": rounds, **stopping}, "confounding": CONFOUNDING, "rows": rows}
 

@@ -226,6 +226,18 @@ def test_the_cgd_trial_end_to_end_beside_the_published_figure(tmp_path):
     low, high = ate["ci95"]
     assert low < published_risk_difference() < high < 0  # fewer infections, as published
     assert ate["estimate"] == pytest.approx(block["effects"]["rIFN-g"]["pooled"]["estimate"], abs=1e-12)
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "treatment effects against 'placebo'" in report and "Harvard Medical Sch" in report
+    assert "individual effects on held-out rows" in report and "<script" not in report
+
+
+def test_the_network_coordinator_refuses_what_it_cannot_estimate(tmp_path):
+    from fedcare.transports.network.coordinator import Coordinator, ServiceSettings
+
+    cfg = resolve_config(dict(data=["x.csv"], site="hospital", label="y", treatment="arm"))
+    with pytest.raises(ConfigError, match="by fedcare simulate only"):
+        Coordinator(cfg, ServiceSettings(tmp_path, ("a", "b")))
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 def test_recommend_applies_the_runs_preprocessing_and_the_federated_models(tmp_path):

@@ -9,6 +9,7 @@ import html
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from fedcare.interfaces.htmltreatment import treatment_html
 from fedcare.interfaces.report import MODELS
 
 COLORS = {"federated": "#1f77b4", "local": "#ff7f0e", "pooled": "#2ca02c", "personalized": "#9467bd"}
@@ -77,4 +78,5 @@ def render(summary: Mapping, rows: Iterable[Mapping]) -> str:
             f"<h1>{title}</h1><p>task {html.escape(summary['task'])} · {summary['rounds']} rounds · "
             f"{summary['bytes_sent'] / 1e6:.2f} MB sent · {summary['wall_seconds']:.1f} s</p>"
             f"<h2>test {html.escape(metric)} per site</h2><table><tr><th>site</th>{head}</tr>{''.join(body)}</table>"
-            f"<h2>per round</h2>{svg_curves(_curves(rows, metric), metric)}</body></html>\n")
+            f"<h2>per round</h2>{svg_curves(_curves(rows, metric), metric)}{treatment_html(summary)}"
+            "</body></html>\n")

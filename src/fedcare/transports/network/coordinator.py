@@ -23,7 +23,7 @@ import yaml
 
 from fedcare.federation.checkpoint import Checkpoints
 from fedcare.core.config import FederationConfig, make_config
-from fedcare.core.errors import FedcareError
+from fedcare.core.errors import ConfigError, FedcareError
 from fedcare.data.prepare import PreparedDataset, prepare
 from fedcare.federation.engine import RoundEngine, RoundRecord
 from fedcare.federation.plan import make_plan
@@ -57,6 +57,9 @@ def plan_message(cfg: FederationConfig, run_id: str, sites: list[str], prepared:
 
 class Coordinator:
     def __init__(self, cfg: FederationConfig, settings: ServiceSettings, render_report: ReportRenderer | None = None):
+        if cfg.data.treatment is not None:  # the effects' exchange (fedcare.federation.effects) has no network route yet
+            raise ConfigError("treatment effects are estimated by fedcare simulate only, not yet over the network; "
+                              "drop treatment from the coordinator's config")
         self.cfg = cfg
         self.render_report = render_report  # report.html from (summary, metric rows): given by the interfaces
         self.settings = settings
