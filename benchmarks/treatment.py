@@ -28,14 +28,14 @@ import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from fedcare.core.config import resolve_config  # noqa: E402
-from fedcare.data import FederatedDataset, SiteData, load_dataset  # noqa: E402
-from fedcare.data.dataset import DataShape  # noqa: E402
-from fedcare.data.examples import ArrayExamples, array  # noqa: E402
-from fedcare.transports.cate import LEARNERS, MODES, Learners  # noqa: E402
-from fedcare.transports.effects import treatment_block  # noqa: E402
+from fedcare.core.config import resolve_config
+from fedcare.data import FederatedDataset, SiteData, load_dataset
+from fedcare.data.dataset import DataShape
+from fedcare.data.examples import ArrayExamples, array
+from fedcare.transports.cate import LEARNERS, MODES, Learners
+from fedcare.transports.effects import treatment_block
 
-SETTINGS = dict(model="mlp", hidden=[32], rounds=50, lr=0.05, baselines=False)  # the default rounds and lr
+SETTINGS = {"model": "mlp", "hidden": [32], "rounds": 50, "lr": 0.05, "baselines": False}  # the default rounds and lr
 # site-specific confounding: P(treated) = sigmoid(offset + slope · age), different at every hospital
 CONFOUNDING = {"cleveland": (0.5, 0.5), "hungarian": (-0.5, 1.0), "switzerland": (1.0, -0.5), "va": (-1.0, 0.8)}
 
@@ -45,8 +45,8 @@ def cgd_trial(folder: Path) -> dict:
 
     path = folder / "cgd.csv"
     cgd_frame().to_csv(path, index=False)
-    cfg = resolve_config(dict(data=[str(path)], site="center", label="infection", treatment="treat",
-                              propensity=0.5))
+    cfg = resolve_config({"data": [str(path)], "site": "center", "label": "infection", "treatment": "treat",
+                              "propensity": 0.5})
     block = treatment_block(load_dataset(cfg.data), cfg.data)
     arm = block["effects"]["rIFN-g"]
     cfg_learned = cfg.replace(propensity=None)

@@ -15,7 +15,7 @@ from fedcare.core.errors import ConfigError
 from fedcare.data import array, load_dataset
 from fedcare.transports.cate import Learners, recommend
 
-FAST = dict(rounds=30, lr=0.1, local_epochs=2)
+FAST = {"rounds": 30, "lr": 0.1, "local_epochs": 2}
 
 
 def hetero_frame(sites: int = 4, rows: int = 150, seed: int = 0) -> pd.DataFrame:
@@ -110,4 +110,4 @@ def test_summary_has_the_cate_block_per_learner_model_and_site(tmp_path):
                             out=str(tmp_path / "run2"), rounds=2, baselines=False)
     assert "cate" not in none.summary["treatment"]
     with pytest.raises(ConfigError, match="unknown learner 'x'"):
-        resolve_config(dict(data=[str(path)], label="y", treatment="arm", learner=["x"]))
+        resolve_config({"data": [str(path)], "label": "y", "treatment": "arm", "learner": ["x"]})

@@ -234,7 +234,7 @@ def test_the_cgd_trial_end_to_end_beside_the_published_figure(tmp_path):
 def test_the_network_coordinator_refuses_what_it_cannot_estimate(tmp_path):
     from fedcare.transports.network.coordinator import Coordinator, ServiceSettings
 
-    cfg = resolve_config(dict(data=["x.csv"], site="hospital", label="y", treatment="arm"))
+    cfg = resolve_config({"data": ["x.csv"], "site": "hospital", "label": "y", "treatment": "arm"})
     with pytest.raises(ConfigError, match="by fedcare simulate only"):
         Coordinator(cfg, ServiceSettings(tmp_path, ("a", "b")))
     assert not any(tmp_path.iterdir())  # nothing written
@@ -250,7 +250,7 @@ def test_recommend_applies_the_runs_preprocessing_and_the_federated_models(tmp_p
     assert list(recs.columns) == ["outcome:A", "outcome:B", "outcome:C", "effect:B", "low:B", "high:B", "effect:C",
                                   "low:C", "high:C", "recommended", "interval_excludes_0"]
     # the same rows as the run encoded them, scored with ridge fitted on every row written out
-    cfg, ds = dataset_of(path, propensity=0.3)
+    _cfg, ds = dataset_of(path, propensity=0.3)
     x, y, t = pooled_rows(ds, ("train", "val", "test"))
     design = np.hstack([np.ones((len(x), 1)), x])
     coef = []
@@ -265,7 +265,9 @@ def test_recommend_applies_the_runs_preprocessing_and_the_federated_models(tmp_p
     covered = ((recs["low:B"] < true_b) & (true_b < recs["high:B"])).mean()
     assert 0.85 < covered <= 1.0
     assert (recs["recommended"] == "B").mean() > 0.9  # B helps nearly everyone; C harms
-    lower = fedcare.interfaces.api.Recommender.load(run.path)
+    from fedcare.federation.recommender import Recommender
+
+    lower = Recommender.load(run.path)
     assert dataclasses.replace(lower, better="lower").recommend(patients)["recommended"].eq("C").mean() > 0.9
 
 

@@ -8,7 +8,7 @@ the test rows score the training rows, so no patient is scored by a model that s
 
 What each phase sends (coordinator's question -> site's answer), per fold (training rows, test rows):
 
-outcomes    nothing -> per arm XᵀX, Xᵀy and the row count of the fold's rows;
+outcomes    nothing -> per arm XᵀX, Xᵀy, yᵀy and the row count of the fold's rows;
 propensity  the current coefficients (only without a known propensity, about 5-10 times) -> the
             log-likelihood's gradient and Hessian over the fold's rows;
 scores      the fitted models -> per treated arm n, Σψ and Σψ² over all the site's rows, and its rows

@@ -19,8 +19,8 @@ def treatment_html(summary: Mapping) -> str:
     if not block:
         return ""
     e = html.escape
-    parts = [f"<h2>treatment effects against '{e(block['control'])}' ({e(block['control_from'])})</h2>"
-             f"<p>{e(block['outcome'])} · 95 % intervals</p>"]
+    parts = [(f"<h2>treatment effects against '{e(block['control'])}' ({e(block['control_from'])})</h2>"
+              f"<p>{e(block['outcome'])} · 95 % intervals</p>")]
     for arm, effect in block["effects"].items():
         rows = "".join(f"<tr><td>{e(site)}</td><td>{_ci(v)}</td><td>{e(str(v['rows']))}</td>"
                        f"<td>{e(v.get('note', ''))}</td></tr>" for site, v in effect["sites"].items())

@@ -22,9 +22,20 @@ from fedcare.core.config import FederationConfig
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.data import FederatedDataset, SiteData
-from fedcare.data.derived import ARM_INPUT, arm_rows, one_hot, with_arm_input, with_label
+from fedcare.data.derived import (
+    ARM_INPUT,
+    arm_rows,
+    one_hot,
+    with_arm_input,
+    with_label,
+)
 from fedcare.data.examples import ArrayExamples, array
-from fedcare.federation.effects import OUTCOME_RIDGE, PROPENSITY_RIDGE, features, known_propensity
+from fedcare.federation.effects import (
+    OUTCOME_RIDGE,
+    PROPENSITY_RIDGE,
+    features,
+    known_propensity,
+)
 from fedcare.federation.engine import QuorumError, RoundEngine
 from fedcare.learning.predict import expected_outcome
 from fedcare.transports.simulated import build_federation, personalize, pooled_site
