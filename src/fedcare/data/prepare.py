@@ -24,14 +24,15 @@ schema      the target and feature columns, the declared task, which columns for
             multiclass declares them class names, so they are sent (for binary, up to 50; for
             multiclass, all). Not asked when a built-in dataset fixes the label encoding. For a
             survival target: its distinct event values (e.g. 0/1), at most 50; times are checked at
-            the site, never sent.
+            the site, never sent. With --treatment: the site's rows per arm (the arm names and their
+            counts, like class names).
 <input>.categories, <input>.locate
             (before the split) the distinct values of a tabular categorical column (sorted, or only
             their number when more than 50); nothing but an error naming the row, for a number
             column holding text. An omics input refuses to send any column's values.
-split       label encoding, split settings -> the site splits its own rows and sends its
-            train/validation/test row counts. It answers one split per run: asked again with other
-            settings, it refuses, so that no two sums over different training rows can be compared.
+split       label encoding (and the arms in order), split settings -> the site splits its own rows and
+            sends its train/validation/test row counts. It answers one split per run: asked again with
+            other settings, it refuses, so that no two sums over different training rows can be compared.
 <input>.stats, <input>.counts
             (after the split, from the training rows only) per numeric column the count, sum, sum of
             squares and missing count; per categorical column the rows per category and the missing
@@ -510,14 +511,12 @@ def assign_inputs(features: Sequence[str], claims: Mapping[str, Sequence[str]], 
 def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where: str) -> _Schema:
     """Check the named columns, have the sites drop rows without a target, fix the label encoding."""
     site_column = (recipe.site_column,) if recipe.site_column else ()
-    for column in (*recipe.targets, *site_column, *recipe.drop, *recipe.categorical):
+    arm = (recipe.treatment,) if recipe.treatment else ()
+    for column in (*recipe.targets, *site_column, *recipe.drop, *recipe.categorical, *arm):
         require_column(column, columns, where)
     survival = recipe.time is not None
     if survival:
         check_columns(recipe.time, recipe.event)  # type: ignore[arg-type]
-    arm = (recipe.treatment,) if recipe.treatment else ()
-    for column in arm:
-        require_column(column, columns, where)
     excluded = {*recipe.targets, *site_column, *recipe.drop, *arm}
     features = [c for c in columns if c not in excluded]
     inputs = assign_inputs(features, recipe.claims, recipe.categorical, where)
