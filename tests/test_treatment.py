@@ -297,3 +297,28 @@ def test_recommend_refuses_bad_patients_and_runs_without_arms(tmp_path, cohort_c
                              baselines=False, out=str(tmp_path / "plain"))
     proc = run_cli("recommend", str(plain.path), "--data", str(patients), cwd=tmp_path)
     assert proc.returncode == 2 and "holds no recommender" in proc.stderr
+
+
+def test_what_a_site_sends_about_effects_does_not_grow_with_its_rows(tmp_path):
+    """Sums and counts only: the answers of a site with 4x the patients have the same shape."""
+    from fedcare.federation.effects import EffectSite
+
+    def answers(rows: int) -> list[str]:
+        cfg, ds = dataset_of(write_csv(tmp_path / f"t{rows}.csv", trial_frame(sites=2, rows=rows)))
+        site = EffectSite(ds.sites[0], tuple(ds.shape.inputs), 3)
+        dim = sum(s.shape[0] for s in ds.shape.inputs.values()) + 1
+        got = [site.answer("outcomes", {}),
+               site.answer("propensity", {"coef": [np.zeros((2, dim)).tolist()] * 2}),
+               site.answer("scores", {"outcome": [np.zeros((3, dim)).tolist()] * 2, "known": [0.4, 0.3, 0.3]})]
+        return [leaf_shapes(a) for a in got]
+
+    def leaf_shapes(obj) -> object:
+        if isinstance(obj, dict):
+            return {k: leaf_shapes(v) for k, v in obj.items()}
+        if isinstance(obj, list) and obj and isinstance(obj[0], dict):
+            return [leaf_shapes(v) for v in obj]
+        return np.shape(obj)
+
+    assert answers(40) == answers(160)
+    with pytest.raises(DataError, match="unknown treatment question"):
+        EffectSite(dataset_of(tmp_path / "t40.csv")[1].sites[0], ("tabular",), 3).answer("rows", {})
