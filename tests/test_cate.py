@@ -69,6 +69,9 @@ def test_recommended_policy_beats_treating_all_or_none(learners):
     q = result["all_sites"]["uplift"]["B"]
     assert q["qini"] > 0 and q["qini_ci95"][0] > 0 and q["uplift_auc"] > 0
     assert set(result["sites"]) == set(model.ids)
+    gains = {s: v["policy_gain"]["estimate"] for s, v in result["sites"].items()}
+    assert result["worst_site"] == {"site_id": min(gains, key=gains.get), "policy_gain": min(gains.values())}
+    assert result["all_sites"]["policy_gain"]["estimate"] > 0.5
     lower = evaluation(model, model.effects("t", "federated"), higher_is_better=False)["all_sites"]
     assert lower["policy_value"]["policy"]["estimate"] < pv["treat_none"]["estimate"] - 0.5  # it aims low
 
@@ -111,3 +114,17 @@ def test_summary_has_the_cate_block_per_learner_model_and_site(tmp_path):
     assert "cate" not in none.summary["treatment"]
     with pytest.raises(ConfigError, match="unknown learner 'x'"):
         resolve_config({"data": [str(path)], "label": "y", "treatment": "arm", "learner": ["x"]})
+
+
+def test_a_treatment_run_is_deterministic_and_reruns_from_its_config(tmp_path):
+    from conftest import summary_without_wall
+
+    path = write_csv(tmp_path / "t.csv", hetero_frame(sites=3, rows=50))
+    settings = {"data": [str(path)], "site": "hospital", "label": "y", "treatment": "arm", "learner": ["t", "dr"],
+                "rounds": 3, "baselines": False, "outcome_better": "lower"}
+    first = fedcare.simulate(out=str(tmp_path / "a"), **settings)
+    fedcare.simulate(out=str(tmp_path / "b"), **settings)
+    again = fedcare.simulate(str(first.path / "config.yaml"), out=str(tmp_path / "c"))
+    assert summary_without_wall(tmp_path / "a") == summary_without_wall(tmp_path / "b")
+    assert again.summary["treatment"] == first.summary["treatment"]
+    assert again.config.effects.outcome_better == "lower" and again.config.effects.learners == ("t", "dr")

@@ -233,8 +233,10 @@ def recommend(tau: np.ndarray, higher_is_better: bool) -> np.ndarray:
 
 
 def evaluation(learners: Learners, taus: Mapping[str, np.ndarray | None], higher_is_better: bool) -> dict[str, Any]:
-    """Per site, on its test rows: the recommended policy's value against treat-none and treat-all, and
-    for each treated arm the Qini coefficient and uplift AUC, each with its interval."""
+    """Per site, on its test rows: the recommended policy's value against treat-none and treat-all, its
+    gain over the best of them (positive: better, in the outcome's better direction), and for each
+    treated arm the Qini coefficient and uplift AUC, each with its interval; the site where the
+    policy gains least is the worst site."""
     gammas = learners.value_scores()
     sites: dict[str, Any] = {}
     held: list[tuple[np.ndarray, ...]] = []
@@ -247,12 +249,21 @@ def evaluation(learners: Learners, taus: Mapping[str, np.ndarray | None], higher
         sites[sd.site_id] = _judge(*rows, learners.arms, higher_is_better)
         held.append(rows)
     overall = _judge(*(np.concatenate(parts) for parts in zip(*held)), learners.arms, higher_is_better)
-    return {"all_sites": overall, "sites": sites}
+    judged = {s: v["policy_gain"]["estimate"] for s, v in sites.items() if "policy_gain" in v}
+    worst = min(judged, key=judged.__getitem__) if judged else None
+    return {"all_sites": overall, "sites": sites,
+            "worst_site": {"site_id": worst, "policy_gain": judged[worst] if worst else None}}
 
 
 def _judge(y: np.ndarray, t: np.ndarray, tau: np.ndarray, gamma: np.ndarray, arms: tuple[str, ...],
            higher_is_better: bool) -> dict[str, Any]:
-    entry: dict[str, Any] = {"policy_value": policy_values(gamma, recommend(tau, higher_is_better), arms), "uplift": {}}
+    pv = policy_values(gamma, recommend(tau, higher_is_better), arms)
+    sign = 1.0 if higher_is_better else -1.0
+    fixed = {arms[0]: pv["treat_none"]["estimate"], **{a: v["estimate"] for a, v in pv["treat_all"].items()}}
+    best = max(fixed, key=lambda a: sign * fixed[a])
+    entry: dict[str, Any] = {"policy_value": pv, "uplift": {},
+                             "policy_gain": {"estimate": sign * (pv["policy"]["estimate"] - fixed[best]),
+                                             "over": best}}
     for j, arm in enumerate(arms[1:]):
         rows = (t == 0) | (t == j + 1)
         benefit = tau[rows, j] if higher_is_better else -tau[rows, j]
