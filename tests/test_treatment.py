@@ -219,6 +219,7 @@ def test_the_cgd_trial_end_to_end_beside_the_published_figure(tmp_path):
                    "treat", "--propensity", "0.5", "--rounds", "3", "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "effect against control 'placebo'" in proc.stdout and "heterogeneity" in proc.stdout
+    assert "pass --outcome-better lower if a higher value is harm" in " ".join(proc.stdout.split())
     block = json.loads((tmp_path / "run" / "summary.json").read_text())["treatment"]
     assert block["control"] == "placebo" and block["arms"] == ["placebo", "rIFN-g"]
     ate = block["effects"]["rIFN-g"]["ate"]

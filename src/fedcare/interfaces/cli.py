@@ -132,6 +132,10 @@ def simulate(
         console.print(treatment_table(run.summary["treatment"]))
         if "cate" in run.summary["treatment"]:
             console.print(cate_table(run.summary["treatment"]["cate"]))
+        if "outcome_better" not in flags and cfg.effects.outcome_better == "higher":
+            label = run.summary["preprocessing"]["label"]["column"]
+            console.print(f"note: the recommended arm is the one with the highest predicted '{label}'; pass "
+                          "--outcome-better lower if a higher value is harm")
     attack, flagged = run.summary["attack"], run.summary["anomalies"]["flagged_sites"]
     if attack["kind"]:
         console.print(f"simulated attack: {attack['kind']} from {', '.join(attack['sites'])}")
