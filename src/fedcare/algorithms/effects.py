@@ -15,7 +15,7 @@ Pure numpy: the site side (`*_sums`) reads a site's arrays, the coordinator side
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +107,20 @@ def newton_step(coef: np.ndarray, sums: Mapping[str, np.ndarray], ridge: float) 
     hess = np.asarray(sums["hess"]) + np.diag(ridge * mask + 1e-9)
     step = np.linalg.solve(hess, grad)
     return coef + step.reshape(k1, dim), float(np.abs(step).max())
+
+
+def fit_propensities(sums_at: Callable[[list[np.ndarray]], Sequence[Mapping[str, np.ndarray]]],
+                     coefs: list[np.ndarray], ridge: float, steps: int = 50, tol: float = 1e-9
+                     ) -> tuple[list[np.ndarray], int]:
+    """Newton's method on several models at once (one per cross-fitting fold): `sums_at(coefs)` returns
+    each model's summed gradient and Hessian (one question to the sites per step). Returns the
+    coefficients and the steps taken."""
+    for step in range(1, steps + 1):
+        moved = [newton_step(c, s, ridge) for c, s in zip(coefs, sums_at(coefs), strict=True)]
+        coefs = [c for c, _ in moved]
+        if max(size for _, size in moved) < tol:
+            break
+    return coefs, step
 
 
 # ----- the AIPW score and its sums --------------------------------------------------------------

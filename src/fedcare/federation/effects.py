@@ -34,7 +34,6 @@ from fedcare.data.examples import array
 Ask = Callable[[str, dict], Mapping[str, dict]]
 OUTCOME_RIDGE = 1.0     # on standardised features; the intercept is not penalised
 PROPENSITY_RIDGE = 1.0
-NEWTON_STEPS, NEWTON_TOL = 50, 1e-9
 MIN_ARM_ROWS = 2        # a site's own estimate of an arm needs this many rows in it and in the control
 FOLDS = (("train", "val"), ("test",))
 
@@ -142,13 +141,9 @@ def effects(ask: Ask, site_ids: Sequence[str], arms: ArmEncoding, propensity: fl
         how = f"known propensity {propensity:g} per treated arm"
     else:
         dim = outcome_sums[0]["xty"].shape[-1]
-        coef = [np.zeros((num_arms - 1, dim)) for _ in FOLDS]
-        for step in range(1, NEWTON_STEPS + 1):
-            sums = _fold_sums(_ask(ask, site_ids, "propensity", {"coef": [c.tolist() for c in coef]}))
-            moved = [fx.newton_step(c, s, PROPENSITY_RIDGE) for c, s in zip(coef, sums)]
-            coef = [c for c, _ in moved]
-            if max(size for _, size in moved) < NEWTON_TOL:
-                break
+        coef, step = fx.fit_propensities(
+            lambda cs: _fold_sums(_ask(ask, site_ids, "propensity", {"coef": [c.tolist() for c in cs]})),
+            [np.zeros((num_arms - 1, dim)) for _ in FOLDS], PROPENSITY_RIDGE)
         question["propensity"] = [c.tolist() for c in coef]
         how = (f"propensity learned (multinomial logistic, federated Newton, {step} steps, "
                f"clipped to [{fx.PROPENSITY_CLIP}, {1 - fx.PROPENSITY_CLIP}])")

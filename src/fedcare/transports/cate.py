@@ -22,21 +22,11 @@ from fedcare.core.config import FederationConfig
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.data import FederatedDataset, SiteData
-from fedcare.data.derived import (
-    ARM_INPUT,
-    arm_rows,
-    one_hot,
-    with_arm_input,
-    with_label,
-)
+from fedcare.data.derived import ARM_INPUT, arm_rows, one_hot, with_arm_input, with_label
 from fedcare.data.examples import ArrayExamples, array
-from fedcare.federation.effects import (
-    OUTCOME_RIDGE,
-    PROPENSITY_RIDGE,
-    features,
-    known_propensity,
-)
+from fedcare.federation.effects import OUTCOME_RIDGE, PROPENSITY_RIDGE, features, known_propensity
 from fedcare.federation.engine import QuorumError, RoundEngine
+from fedcare.federation.plan import Plan
 from fedcare.learning.predict import expected_outcome
 from fedcare.transports.simulated import build_federation, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport
@@ -49,16 +39,17 @@ MODES = ("federated", "local", "pooled")
 class Models:
     """One trained model per site (the same params everywhere unless personalized or local)."""
 
-    plan: Any
+    plan: Plan
     params: dict[str, Params]
-
-    def predict(self, site: str, inputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
-        if site not in self.params:
-            return None
-        return expected_outcome(self._model, self.params[site], inputs, self.plan.shape.task)
 
     def __post_init__(self) -> None:
         self._model = self.plan.new_model()
+
+    def predict(self, site: str, inputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """E[y | inputs] under the site's model; None where the site has none."""
+        if site not in self.params:
+            return None
+        return expected_outcome(self._model, self.params[site], inputs, self.plan.shape.task)
 
 
 def train(cfg: FederationConfig, dataset: FederatedDataset, mode: str, ids: Sequence[str]) -> Models:
@@ -107,12 +98,8 @@ def _propensity(parts: list[tuple[np.ndarray, np.ndarray]], num_arms: int, known
     if known is not None:
         p = known_propensity(known, num_arms)
         return lambda x: np.tile(p, (len(x), 1))
-    coef = np.zeros((num_arms - 1, parts[0][0].shape[1] + 1))
-    for _ in range(50):
-        coef, size = fx.newton_step(coef, fx.add([fx.propensity_sums(x, t, coef) for x, t in parts]),
-                                    PROPENSITY_RIDGE)
-        if size < 1e-9:
-            break
+    (coef,), _ = fx.fit_propensities(lambda cs: [fx.add([fx.propensity_sums(x, t, cs[0]) for x, t in parts])],
+                                     [np.zeros((num_arms - 1, parts[0][0].shape[1] + 1))], PROPENSITY_RIDGE)
     return lambda x: np.clip(fx.propensities(x, coef), fx.PROPENSITY_CLIP, 1 - fx.PROPENSITY_CLIP)
 
 
