@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedcare.core.errors import DataError
+from fedcare.core.errors import ConfigError, DataError
 from fedcare.data.columns import ColumnTypes, typed_frame
 from fedcare.data.preprocessing import apply_transform, transform_from_json
 from fedcare.data.values import clean_column
@@ -20,7 +20,10 @@ def encode_rows(frame: pd.DataFrame, encoding: Mapping[str, Mapping[str, Any]]) 
     cells = pd.DataFrame({str(c): clean_column(frame[c]) for c in frame.columns}, dtype=object)
     out: dict[str, np.ndarray] = {}
     for name, fitted in encoding.items():
-        transform = transform_from_json(fitted)
+        try:
+            transform = transform_from_json(fitted)
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"recommendations encode table inputs only; the run's '{name}' input is not one") from None
         missing = [c for c in transform.order if c not in cells.columns]
         if missing:
             raise DataError(f"the patients' table lacks column '{missing[0]}', which the run's {name} input "
