@@ -51,7 +51,11 @@ def cgd_trial(folder: Path) -> dict:
     arm = block["effects"]["rIFN-g"]
     cfg_learned = cfg.replace(propensity=None)
     learned = treatment_block(load_dataset(cfg_learned.data), cfg_learned.data)["effects"]["rIFN-g"]
+    dataset = load_dataset(cfg.data)
+    models = {name: Learners(cfg.replace(**settings), dataset).ate()["rIFN-g"]
+              for name, settings in (("linear", {}), ("mlp", {"model": "mlp", "hidden": [32]}))}
     return {"federated": arm["ate"], "pooled": arm["pooled"], "learned_propensity": learned["ate"],
+            "dr_learner_models": models,
             "heterogeneity": arm["heterogeneity"], "published": published_risk_difference(),
             "sites": {s: {k: v.get(k) for k in ("estimate", "ci95", "rows")} for s, v in arm["sites"].items()}}
 
@@ -161,7 +165,9 @@ def main() -> None:
     print(f"CGD: federated {f['estimate']:+.4f} [{f['ci95'][0]:+.4f}, {f['ci95'][1]:+.4f}]  pooled {p['estimate']:+.4f} "
           f"[{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]  learned propensity {cgd['learned_propensity']['estimate']:+.4f} "
           f"[{cgd['learned_propensity']['ci95'][0]:+.4f}, {cgd['learned_propensity']['ci95'][1]:+.4f}]  "
-          f"published {cgd['published']:+.4f}  Q p={cgd['heterogeneity']['p_value']:.3f}")
+          f"published {cgd['published']:+.4f}  Q p={cgd['heterogeneity']['p_value']:.3f}  DR-learner models: "
+          + "  ".join(f"{k} {v['estimate']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
+                      for k, v in cgd["dr_learner_models"].items()))
     print(table(synthetic))
     print(f"{result['seconds']:.0f} s")
 

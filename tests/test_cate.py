@@ -128,3 +128,15 @@ def test_a_treatment_run_is_deterministic_and_reruns_from_its_config(tmp_path):
     assert summary_without_wall(tmp_path / "a") == summary_without_wall(tmp_path / "b")
     assert again.summary["treatment"] == first.summary["treatment"]
     assert again.config.effects.outcome_better == "lower" and again.config.effects.learners == ("t", "dr")
+
+
+def test_the_average_effect_with_the_learned_federated_models_agrees_with_the_closed_form(learners):
+    from fedcare.transports.effects import treatment_block
+
+    model, _ = learners
+    closed = treatment_block(model.dataset, model.cfg.data)["effects"]["B"]["ate"]
+    learned = model.ate("federated")["B"]
+    assert "DR-learner's federated outcome models" in learned["method"] and learned["n"] == closed["n"]
+    assert abs(learned["estimate"] - closed["estimate"]) < closed["se"]
+    truth = 2.0 * hetero_frame().x1.mean()  # the fixture's rows: the effect is 2·x1
+    assert learned["ci95"][0] < truth < learned["ci95"][1]

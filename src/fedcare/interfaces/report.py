@@ -57,6 +57,9 @@ def treatment_table(block: Mapping) -> Table:
     table.add_section()
     table.add_row("federated", *[_interval(e["ate"]) for e in effects])
     table.add_row("pooled", *[_interval(e["pooled"]) for e in effects])
+    learned = block.get("cate", {}).get("ate_with_learned_models")
+    if learned:
+        table.add_row("federated, DR-learner's models", *[_interval(learned[arm]) for arm in block["effects"]])
     het = []
     for e in effects:
         h = e["heterogeneity"]

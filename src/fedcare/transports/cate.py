@@ -114,6 +114,7 @@ class Learners:
         self.inputs = tuple(dataset.shape.inputs)
         self.known = cfg.data.propensity
         self.ids = [sd.site_id for sd in dataset.sites]
+        self._psi: dict[str, dict[str, dict[str, np.ndarray]]] = {}  # pseudo-outcomes per mode, made once
 
     def _outcomes(self, dataset: FederatedDataset, mode: str) -> list[Models]:
         return [train(self.cfg, arm_rows(dataset, a), mode, self.ids) for a in range(len(self.arms))]
@@ -148,6 +149,21 @@ class Learners:
         """Each row's AIPW pseudo-outcome (n, K−1) per site and split: training rows scored by the
         outcome and propensity models of the other half, validation and test rows by the first half's.
         A site without a model for every arm (local, where it lacks one in a half) has none."""
+        if mode not in self._psi:
+            self._psi[mode] = self._pseudo_outcomes(mode)
+        return self._psi[mode]
+
+    def ate(self, mode: str = "federated") -> dict[str, dict[str, Any]]:
+        """Each treated arm's AIPW effect with the DR-learner's nuisances (the run's own federated
+        models, cross-fitted): the mean of every row's pseudo-outcome and its standard error."""
+        psi = np.vstack([v for splits in self.pseudo_outcomes(mode).values() for v in splits.values()])
+        method = (f"AIPW with the DR-learner's {mode} outcome models ({self.cfg.model.name}) and "
+                  f"{'known' if self.known is not None else 'learned'} propensity, cross-fitted on halves of "
+                  "each site's training rows")
+        return {arm: {**fx.mean_estimate(len(psi), float(psi[:, j].sum()), float((psi[:, j] ** 2).sum())).to_json(),
+                      "n": len(psi), "method": method} for j, arm in enumerate(self.arms[1:])}
+
+    def _pseudo_outcomes(self, mode: str) -> dict[str, dict[str, np.ndarray]]:
         halves = _halves(self.dataset)
         models = [self._outcomes(h, mode) for h in halves]
         props = []
@@ -260,7 +276,8 @@ def _judge(y: np.ndarray, t: np.ndarray, tau: np.ndarray, gamma: np.ndarray, arm
 
 def cate_block(cfg: FederationConfig, dataset: FederatedDataset) -> dict[str, Any]:
     """summary.json's `treatment.cate`: per learner and model (federated, and the baselines when the run
-    has them), the held-out evaluation per site."""
+    has them), the held-out evaluation per site; with the DR-learner, the average effects again with
+    its federated models as the nuisances."""
     learners = Learners(cfg, dataset)
     higher = cfg.effects.outcome_better == "higher"
     modes = MODES if cfg.run.baselines else ("federated",)
@@ -268,4 +285,6 @@ def cate_block(cfg: FederationConfig, dataset: FederatedDataset) -> dict[str, An
     for learner in cfg.effects.learners:
         block["learners"][learner] = {mode: evaluation(learners, learners.effects(learner, mode), higher)
                                       for mode in modes}
+    if "dr" in cfg.effects.learners:
+        block["ate_with_learned_models"] = learners.ate("federated")
     return block
