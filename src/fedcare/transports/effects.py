@@ -15,7 +15,7 @@ from fedcare.data.dataset import SPLITS
 from fedcare.data.examples import concat
 from fedcare.federation.effects import EffectSite, effects, in_process
 
-OUTCOMES = {"binary": "risk difference (positive class)", "regression": "mean difference"}
+OUTCOMES = {"binary": "risk difference", "regression": "mean difference"}
 
 
 def treatment_block(dataset: FederatedDataset, spec: DataSpec) -> dict[str, Any]:
