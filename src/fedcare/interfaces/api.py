@@ -23,8 +23,7 @@ from fedcare.federation.summary import RunFacts, summarize
 from fedcare.interfaces import htmlreport
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import load_plugins
-from fedcare.transports.cate import cate_block
-from fedcare.transports.effects import estimate_treatment
+from fedcare.transports.effects import simulate_effects
 from fedcare.transports.simulated import Federation, attacker_ids, build_federation, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
@@ -141,18 +140,13 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     aggregator_name = cfg.robustness.aggregator if aggregator is None else type(aggregator).__name__
     run.summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, aggregator_name,
                             attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}))
-    recommender = None
-    if cfg.data.treatment is not None:
-        run.summary["treatment"], models = estimate_treatment(dataset, cfg.data)
-        if cfg.effects.learners:
-            run.summary["treatment"]["cate"] = cate_block(cfg, dataset)
-        recommender = Recommender(tuple(run.summary["treatment"]["arms"]), cfg.effects.outcome_better,
-                                  run.summary["treatment"]["outcome"], dataset.preprocessing["treatment"]["encoding"],
-                                  models["coef"], models["cov"])
+    effects = simulate_effects(cfg, dataset) if cfg.data.treatment is not None else None
+    if effects is not None:
+        run.summary["treatment"] = effects.block
     folder.write_result(cfg, facts, run.summary, rows, result.params, run.site_params)
     folder.write_report(htmlreport.render(run.summary, rows))
-    if recommender is not None:
-        recommender.save(cfg.run_dir)
+    if effects is not None:
+        effects.recommender.save(cfg.run_dir)
     return run
 
 

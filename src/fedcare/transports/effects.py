@@ -3,10 +3,12 @@ baseline is the same estimator with every site's rows at one site."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from fedcare.core.config import FederationConfig
 from fedcare.core.config.data import DataSpec
 from fedcare.core.errors import ConfigError
 from fedcare.data import FederatedDataset, SiteData
@@ -14,6 +16,8 @@ from fedcare.data.arms import ArmEncoding
 from fedcare.data.dataset import SPLITS
 from fedcare.data.examples import concat
 from fedcare.federation.effects import EffectSite, effects, in_process
+from fedcare.federation.recommender import Recommender
+from fedcare.transports.cate import cate_block
 
 OUTCOMES = {"binary": "risk difference", "regression": "mean difference"}
 
@@ -47,3 +51,20 @@ def estimate_treatment(dataset: FederatedDataset, spec: DataSpec) -> tuple[dict[
                                  "pooled": {k: p[k] for k in ("estimate", "se", "ci95", "n")},
                                  "sites": result["sites"], "heterogeneity": result["heterogeneity"]}
     return block, federated["model"]
+
+
+@dataclass(frozen=True)
+class SimulatedEffects:
+    block: dict[str, Any]      # summary.json's `treatment`
+    recommender: Recommender   # what `fedcare recommend` reads from the run folder
+
+
+def simulate_effects(cfg: FederationConfig, dataset: FederatedDataset) -> SimulatedEffects:
+    """Everything a simulated run with an arm adds: the average effects, the CATE learners' evaluation
+    (unless `learner none`) and the recommender."""
+    block, models = estimate_treatment(dataset, cfg.data)
+    if cfg.effects.learners:
+        block["cate"] = cate_block(cfg, dataset)
+    recommender = Recommender(tuple(block["arms"]), cfg.effects.outcome_better, block["outcome"],
+                              dataset.preprocessing["treatment"]["encoding"], models["coef"], models["cov"])
+    return SimulatedEffects(block, recommender)
