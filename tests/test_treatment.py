@@ -304,8 +304,8 @@ def test_what_a_site_sends_about_effects_does_not_grow_with_its_rows(tmp_path):
     """Sums and counts only: the answers of a site with 4x the patients have the same shape."""
     from fedcare.federation.effects import EffectSite
 
-    def answers(rows: int) -> list[str]:
-        cfg, ds = dataset_of(write_csv(tmp_path / f"t{rows}.csv", trial_frame(sites=2, rows=rows)))
+    def answers(rows: int) -> list:
+        _, ds = dataset_of(write_csv(tmp_path / f"t{rows}.csv", trial_frame(sites=2, rows=rows)))
         site = EffectSite(ds.sites[0], tuple(ds.shape.inputs), 3)
         dim = sum(s.shape[0] for s in ds.shape.inputs.values()) + 1
         got = [site.answer("outcomes", {}),
