@@ -45,6 +45,7 @@ class ServiceSettings:
     max_body: int = 512 * 1024 * 1024        # largest upload accepted, bytes
     poll_wait: float = 20.0                  # longest a site's poll is held open, seconds
     database: Path | None = None             # the SQLite file (default <state>/coordinator.db)
+    max_json: int = 4 * 1024 * 1024          # largest JSON answer accepted, bytes
 
 
 def plan_message(cfg: FederationConfig, run_id: str, sites: list[str], prepared: PreparedDataset | None) -> dict:
@@ -63,12 +64,17 @@ class Coordinator:
         self.store = Store(settings.database or settings.state / "coordinator.db")
         self.board = Board()
         self.max_body = settings.max_body
+        self.max_json = settings.max_json
+        self._train_rows: dict[str, int] = {}  # what each site declared in preparation: bounds its num_examples
         self.poll_wait = settings.poll_wait
         self._thread: threading.Thread | None = None
         self._run_id: str | None = None
 
     def participants(self) -> list[str]:
         return list(self.settings.sites)
+
+    def train_rows(self, site_id: str) -> int | None:
+        return self._train_rows.get(site_id)
 
     # ----- admin --------------------------------------------------------------------------------
 
@@ -106,6 +112,7 @@ class Coordinator:
 
     def _launch(self, run_id: str, resume: bool) -> None:
         self._run_id = run_id
+        self._train_rows = {}
         self.board = Board(on_status=lambda status, reason: self._status(run_id, status, reason))
         self._thread = threading.Thread(target=self._drive, args=(run_id, resume), name=f"run-{run_id}", daemon=True)
         self._thread.start()
@@ -154,6 +161,7 @@ class Coordinator:
 
             prepared = prepare(cfg.data, sites, ask)
             self.store.save_prepared(run_id, prepared.to_json())
+        self._train_rows = {site: rows["train"] for site, rows in prepared.preprocessing.get("site_rows", {}).items()}
         plan = make_plan(cfg, prepared.shape, sites)
         initial = plan.initial_params()
         loaded = checkpoints.load([]) if resume else None
