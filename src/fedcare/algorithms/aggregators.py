@@ -100,7 +100,7 @@ def _add_scaled(total: dict[str, np.ndarray], update: Update, w: float,
         for start in range(0, dst.size, CHUNK):
             stop = min(start + CHUNK, dst.size)
             part = tmp[:stop - start]
-            np.multiply(src[start:stop], w, out=part)
+            np.multiply(src[start:stop], w, out=part, dtype=acc.dtype)  # in float64, not in the update's float32
             np.add(dst[start:stop], part, out=dst[start:stop])
 
 

@@ -210,7 +210,7 @@ def _read_meta(meta: object) -> dict:
 #: its count of examples fits in a float64 exactly (a weight above 2**53 is no count of patients).
 MAX_METRICS = 32
 MAX_EXAMPLES = 2 ** 53
-_METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 def update_to_bytes(update: Update, round_: int | None = None) -> bytes:
@@ -238,7 +238,7 @@ def update_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, n
     if len(metrics) > MAX_METRICS:
         raise ParamsError(f"update holds {len(metrics)} metrics; at most {MAX_METRICS} are accepted")
     for name, value in metrics.items():
-        if not _METRIC_NAME.fullmatch(name):
+        if not METRIC_NAME.fullmatch(name):
             raise ParamsError(f"update metric name {name[:70]!r} is not a short identifier")
         if not _finite(value):
             raise ParamsError(f"update metric '{name}' is {str(value)[:40]!r}; it must be a finite number")

@@ -85,7 +85,10 @@ class Board:
         """Wake everyone who waits on the board (call with the lock held)."""
         self._cond.notify_all()
         for loop, event in self._waiters:
-            loop.call_soon_threadsafe(event.set)
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # its loop closed (the server is shutting down): nobody to wake
+                pass
 
     # ----- engine side --------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ import yaml
 
 from fedcare.federation.checkpoint import Checkpoints
 from fedcare.core.config import FederationConfig, make_config
-from fedcare.core.errors import FedcareError
+from fedcare.core.errors import DataError, FedcareError
+from fedcare.data.answers import SiteAnswerError
 from fedcare.data.prepare import PreparedDataset, prepare
 from fedcare.federation.engine import RoundEngine, RoundRecord
 from fedcare.federation.plan import make_plan
@@ -156,12 +157,14 @@ class Coordinator:
 
             def ask(phase: str, question: dict) -> dict[str, dict]:
                 task_id = f"prepare.{next(counter)}"
-                answers = asker.ask_all(task_id, "prepare", {"phase": phase, "question": question}, None)
+                answers = asker.ask_all(task_id, "prepare", {"phase": phase, "question": question}, None, sites)
                 return {sid: a.get("answer") for sid, a in answers.items()}
 
-            prepared = prepare(cfg.data, sites, ask)
+            prepared = self._prepare(cfg, sites, ask)
             self.store.save_prepared(run_id, prepared.to_json())
-        self._train_rows = {site: rows["train"] for site, rows in prepared.preprocessing.get("site_rows", {}).items()}
+        site_rows = prepared.preprocessing.get("site_rows", {})
+        sites = [s for s in sites if s in site_rows] if site_rows else sites  # without the sites dropped in preparation
+        self._train_rows = {site: rows["train"] for site, rows in site_rows.items()}
         plan = make_plan(cfg, prepared.shape, sites)
         initial = plan.initial_params()
         loaded = checkpoints.load([]) if resume else None
@@ -214,6 +217,21 @@ class Coordinator:
         if self.render_report is not None:
             folder.write_report(self.render_report(summary, rows))
         self.board.finish({"status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
+
+
+    def _prepare(self, cfg: FederationConfig, sites: list[str], ask) -> PreparedDataset:
+        """Data preparation with `sites`; a site whose answer cannot be read is dropped from `sites`
+        (its reason logged and audited) and preparation starts again without it."""
+        while True:
+            try:
+                return prepare(cfg.data, sites, ask)
+            except SiteAnswerError as exc:
+                sites.remove(exc.site)
+                self.store.audit(exc.site, "prepare", 422, f"dropped from the run: {exc}")
+                log.warning("site %s dropped from the run: %s", exc.site, exc)
+                if len(sites) < max(1, cfg.algorithm.min_sites):
+                    raise DataError(f"{exc}; without site '{exc.site}', {len(sites)} sites remain and "
+                                    f"{cfg.algorithm.min_sites} are needed") from None
 
 
 def _metric(answers: dict, split: str) -> dict:

@@ -11,7 +11,6 @@ POST /v1/tasks/{id}/answer. Admin: POST /v1/run · POST /v1/run/stop · GET /v1/
 # no `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time,
 # and they name aliases local to create_app
 import math
-import re
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -20,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fedcare.core.errors import FedcareError, ParamsError
-from fedcare.core.serialization import MAX_METRICS, update_from_bytes
+from fedcare.core.serialization import MAX_METRICS, METRIC_NAME, update_from_bytes
 from fedcare.transports.network.auditlog import RefusalLog
 from fedcare.transports.network.board import Board, Refused
 from fedcare.transports.network.jsonbody import BadJson, parse
@@ -32,7 +31,6 @@ _BINARY_BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 _JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 _SPLITS = ("train", "val", "test")
-_METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 class Credentials(Protocol):
@@ -235,11 +233,11 @@ def _check_metrics(metrics: object, splits: object) -> None:
         raise Refused(422, "answer needs 'metrics': {split: {metric: number}}")
     for split, values in metrics.items():
         if split not in splits:
-            raise Refused(422, f"metrics for split '{split}', which the task did not ask for")
+            raise Refused(422, f"metrics for split {split[:30]!r}, which the task did not ask for")
         if not isinstance(values, dict) or len(values) > MAX_METRICS:
             raise Refused(422, f"metrics of split '{split}' must be an object of at most {MAX_METRICS} numbers")
         for name, value in values.items():
-            if not _METRIC_NAME.fullmatch(name):
+            if not METRIC_NAME.fullmatch(name):
                 raise Refused(422, f"metric name {name[:70]!r} of split '{split}' is not a short identifier")
             ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
             if not ok:
@@ -252,11 +250,14 @@ def _check_rows(rows: object, site_id: str) -> None:
     if not isinstance(rows, list) or len(rows) > 100_000:
         raise Refused(422, "'rows' must be a list of metric objects")
     for row in rows:
-        if not isinstance(row, dict) or len(row) > 2 * MAX_METRICS or not all(map(_METRIC_NAME.fullmatch, row)) or not all(
-                isinstance(v, (int, float, bool, type(None))) or (isinstance(v, str) and len(v) <= 1000)
-                for v in row.values()):
-            raise Refused(422, "each row must be an object of scalar values")
+        if not isinstance(row, dict) or len(row) > 2 * MAX_METRICS or not all(map(METRIC_NAME.fullmatch, row)) \
+                or not all(_scalar(v) for v in row.values()):
+            raise Refused(422, "each row must be an object of at most 64 short names of scalar values")
         if row.get("site") != site_id or row.get("model") != "local":
             raise Refused(422, f"a local-baseline row must be about this site's local model (site '{site_id}', "
                                f"model 'local'), not site {str(row.get('site'))[:64]!r}, model "
                                f"{str(row.get('model'))[:20]!r}")
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, (int, float, bool, type(None))) or (isinstance(value, str) and len(value) <= 1000)
