@@ -14,23 +14,28 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import numpy as np
 import pytest
-
 from conftest import HEART_SITES
+from netutil import Deployment, _env, free_port
+
 from fedcare.algorithms.aggregators import weighted_mean
 from fedcare.algorithms.pieces import RoundContext
 from fedcare.algorithms.secagg import KeyAdvert, encode_message
 from fedcare.core.serialization import load_params, params_to_bytes, update_to_bytes
 from fedcare.core.update import Update
 from fedcare.federation.guard import REFUSED, trainable
-from fedcare.transports.network.agent import AgentSettings, AgentStopped, SiteAgent, plain_id
+from fedcare.transports.network.agent import (
+    AgentSettings,
+    AgentStopped,
+    SiteAgent,
+    plain_id,
+)
 from fedcare.transports.network.credentials import SiteCredential, client_ssl_context
 from fedcare.transports.network.secure import b64
-from netutil import Deployment, _env, free_port
 
 BASE = {"dataset": "heart-disease", "seed": 3, "lr": 0.05, "local_epochs": 1}
 
@@ -297,9 +302,9 @@ def test_unauthenticated_floods_add_a_bounded_number_of_audit_rows(deployment):
 
 
 class _HostileCoordinator(http.server.BaseHTTPRequestHandler):
-    answers: list[str] = []
+    answers: ClassVar[list[str]] = []  # the paths of the answers it received
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         plan = {"run": "../../escaped", "config": {"dataset": "heart-disease"}, "shape": None, "sites": ["va"]}
         task = {"id": "prepare.1", "kind": "prepare", "round": 0, "plan": plan, "phase": "columns",
                 "question": {"dataset": "heart-disease"}}
@@ -310,7 +315,7 @@ class _HostileCoordinator(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self.answers.append(self.path)
         self.send_response(200)
         self.end_headers()
@@ -332,7 +337,7 @@ def test_the_agent_refuses_a_run_id_that_is_a_path(tmp_path):
         agent = subprocess.run([sys.executable, "-m", "fedcare", "site", "--coordinator", f"http://127.0.0.1:{port}",
                                 "--insecure", "--credential", str(tmp_path / "pki" / "sites" / "va.json"),
                                 "--dataset", "heart-disease", "--state", str(state)],
-                               cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+                               cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120, check=False)
     finally:
         server.shutdown()
     assert agent.returncode == 2, agent.stderr

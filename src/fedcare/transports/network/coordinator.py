@@ -218,7 +218,6 @@ class Coordinator:
             folder.write_report(self.render_report(summary, rows))
         self.board.finish({"status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
 
-
     def _prepare(self, cfg: FederationConfig, sites: list[str], ask) -> PreparedDataset:
         """Data preparation with `sites`; a site whose answer cannot be read is dropped from `sites`
         (its reason logged and audited) and preparation starts again without it."""
