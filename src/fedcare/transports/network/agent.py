@@ -3,7 +3,7 @@
 It polls for declarative tasks (a kind, a round, the run's plan: model from the zoo and its
 hyperparameters — data, never code), prints what it is about to run, optionally waits for a
 person's approval, trains with the same LocalSite code a simulation uses, and sends back only
-updates and scalar metrics. Connection errors and 5xx answers are retried with capped exponential
+updates and scalar metrics. Connection errors, 5xx and 429 answers are retried with capped exponential
 backoff, so the agent outlives coordinator restarts and network cuts.
 
 What it keeps in its state folder (inside the hospital): the prepared arrays of the current run,
@@ -119,7 +119,7 @@ class SiteAgent:
                 self._wait(f"coordinator unreachable ({type(exc).__name__})", delay)
                 delay = min(self.s.max_backoff, delay * 2)
                 continue
-            if response.status_code >= 500:
+            if response.status_code >= 500 or response.status_code == 429:  # 429: too many polls open at once
                 self._wait(f"coordinator answered {response.status_code}", delay)
                 delay = min(self.s.max_backoff, delay * 2)
                 continue
