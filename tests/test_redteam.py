@@ -364,3 +364,32 @@ def test_weighted_sum_of_huge_finite_values_stays_finite():
     assert not trainable({"w": out["w"]})  # finite, but its squares overflow: the guard leaves it out
     assert trainable({"w": np.full(3, 1e6, np.float32)})
     assert update_to_bytes(updates[1], round_=1)  # the round travels with the update
+
+
+@pytest.mark.parametrize("phase", ["schema", "split", "tabular.stats", "finish"])
+def test_a_site_unreadable_at_any_phase_is_dropped_and_preparation_restarts(tmp_path, phase):
+    """The coordinator's side of the drop, with the sites' real SitePreparation answering in this
+    process: one site's answer to `phase` is emptied; the others answer every question again."""
+    from fedcare.core.config import make_config
+    from fedcare.data.prepare import SitePreparation, ask_in_process
+    from fedcare.transports.network.coordinator import Coordinator, ServiceSettings
+
+    cfg = make_config({"dataset": "heart-disease", "min_sites": 2})
+    coordinator = Coordinator(cfg, ServiceSettings(tmp_path / "state", tuple(HEART_SITES)))
+    sites = {s: SitePreparation.from_builtin("heart-disease", s) for s in HEART_SITES}
+    asked: list[str] = []
+
+    def ask(question_phase: str, question: dict) -> dict:
+        answers = ask_in_process([sites[s] for s in current])(question_phase, question)
+        asked.append(question_phase)
+        if question_phase == phase and "va" in answers:
+            answers["va"] = {}
+        return answers
+
+    current = list(HEART_SITES)
+    prepared = coordinator._prepare(cfg, current, ask)
+    assert current == ["cleveland", "hungarian", "switzerland"]
+    assert list(prepared.preprocessing["site_rows"]) == current
+    assert asked.count("columns") == 2  # started again, without va
+    audit = coordinator.store.audit_log()
+    assert audit[-1]["site_id"] == "va" and audit[-1]["detail"].startswith(f"dropped from the run: the '{phase}' answer")

@@ -40,7 +40,7 @@ class RefusalLog:
             if len(self._kinds) >= self._max_kinds:  # many distinct reasons: forget the oldest counts
                 self._flush_locked(keep=0)
             self._kinds[key] = [now, 0, action]
-        suffix = f" (and {repeats} more like it in the {self._window:.0f} s before)" if repeats else ""
+        suffix = f" (and {repeats} more like it since the last such line)" if repeats else ""
         self._sink.audit(site_id, action, status, reason + suffix)
 
     def flush(self) -> None:
