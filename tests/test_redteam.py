@@ -148,6 +148,7 @@ def _fit_attack(task, honest: bytes, agent: HostileAgent) -> bool:
         "train_loss 'nan'": _update(message, site, 0.0, rows, metrics={"train_loss": "nan"}),
         "1,000 invented metrics": _update(message, site, 0.0, rows, metrics={f"m{i}": 1.0 for i in range(1000)}),
         "a 400-digit metric": _update(message, site, 0.0, rows, metrics={"train_loss": 10 ** 400}),
+        "a metric of 1e300": _update(message, site, 0.0, rows, metrics={"train_loss": 1e300}),
     }
     for what, body in bad.items():
         agent.send(what, "PUT", path, body)
@@ -157,13 +158,15 @@ def _fit_attack(task, honest: bytes, agent: HostileAgent) -> bool:
 
 
 def _local_attack(task, honest: dict, agent: HostileAgent) -> bool:
-    if agent.statuses[-1][0].startswith("rows"):
+    if any(what.startswith("rows") for what, _ in agent.statuses):
         return False
     path = f"/v1/tasks/{task['id']}/answer"
     forged = [{**row, "site": "cleveland"} for row in honest["rows"]]
     agent.send("rows under another site's name", "POST", path, json.dumps({**honest, "rows": forged}).encode())
     agent.send("rows of another model", "POST", path,
                json.dumps({**honest, "rows": [{**honest["rows"][0], "model": "federated"}]}).encode())
+    agent.send("an accuracy of 1e300", "POST", path,
+               json.dumps({**honest, "metrics": {"test": {"accuracy": 1e300}}}).encode())
     return False  # then the honest answer
 
 
@@ -184,7 +187,7 @@ def test_hostile_sites_are_refused_or_dropped_and_the_run_completes(deployment):
     codes = dict(switzerland.statuses)
     assert codes.pop("3e38 everywhere") == 200
     assert all(code == 422 for code in codes.values()), codes
-    assert len(codes) == 10
+    assert len(codes) == 12
 
     # va's unreadable answer dropped it; preparation went on with the other three
     summary = json.loads((d.run_dir(status) / "summary.json").read_text())

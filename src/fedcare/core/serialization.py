@@ -147,11 +147,16 @@ def _decode(data: bytes | bytearray | memoryview, what: str) -> tuple[Params, di
     return arrays, meta
 
 
-def _finite(x: object) -> bool:
-    """A JSON number usable as a float64: not a bool, not inf/nan, not an integer beyond 2**63."""
+#: Largest magnitude a site's scalar may have: far beyond any metric, and small enough that no sum or
+#: mean over sites can overflow (a site reporting 1e308 would make every mean of that metric inf).
+MAX_SCALAR = 1e100
+
+
+def finite_number(x: object) -> bool:
+    """A site's scalar: an int or float (not a bool), finite, of magnitude at most MAX_SCALAR."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return False
-    return abs(x) < 2 ** 63 if isinstance(x, int) else math.isfinite(x)
+    return abs(x) <= 2 ** 63 if isinstance(x, int) else math.isfinite(x) and abs(x) <= MAX_SCALAR
 
 
 def _is_int(x: object) -> bool:
@@ -240,8 +245,9 @@ def update_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, n
     for name, value in metrics.items():
         if not METRIC_NAME.fullmatch(name):
             raise ParamsError(f"update metric name {name[:70]!r} is not a short identifier")
-        if not _finite(value):
-            raise ParamsError(f"update metric '{name}' is {str(value)[:40]!r}; it must be a finite number")
+        if not finite_number(value):
+            raise ParamsError(f"update metric '{name}' is {str(value)[:40]!r}; it must be a finite number "
+                              f"of magnitude at most {MAX_SCALAR:g}")
     if round_ is not None and meta.get("round") != round_:
         raise ParamsError(f"the update was trained for round {str(meta.get('round'))[:20]}, not for round {round_}")
     return Update(site_id, grad, num_examples, {k: float(v) for k, v in metrics.items()})

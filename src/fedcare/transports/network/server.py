@@ -10,7 +10,6 @@ POST /v1/tasks/{id}/answer. Admin: POST /v1/run · POST /v1/run/stop · GET /v1/
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time,
 # and they name aliases local to create_app
-import math
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -19,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fedcare.core.errors import FedcareError, ParamsError
-from fedcare.core.serialization import MAX_METRICS, METRIC_NAME, update_from_bytes
+from fedcare.core.serialization import MAX_METRICS, MAX_SCALAR, METRIC_NAME, finite_number, update_from_bytes
 from fedcare.transports.network.auditlog import RefusalLog
 from fedcare.transports.network.board import Board, Refused
 from fedcare.transports.network.jsonbody import BadJson, parse
@@ -239,9 +238,9 @@ def _check_metrics(metrics: object, splits: object) -> None:
         for name, value in values.items():
             if not METRIC_NAME.fullmatch(name):
                 raise Refused(422, f"metric name {name[:70]!r} of split '{split}' is not a short identifier")
-            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
-            if not ok:
-                raise Refused(422, f"metric '{name}' of split '{split}' must be a finite number or null")
+            if value is not None and not finite_number(value):
+                raise Refused(422, f"metric '{name}' of split '{split}' must be null or a finite number of magnitude "
+                                   f"at most {MAX_SCALAR:g}")
 
 
 def _check_rows(rows: object, site_id: str) -> None:
@@ -260,4 +259,4 @@ def _check_rows(rows: object, site_id: str) -> None:
 
 
 def _scalar(value: object) -> bool:
-    return isinstance(value, (int, float, bool, type(None))) or (isinstance(value, str) and len(value) <= 1000)
+    return value is None or isinstance(value, bool) or finite_number(value) or (isinstance(value, str) and len(value) <= 1000)
