@@ -67,12 +67,13 @@ def check_answer(kind: str, value: Mapping, site_id: str) -> None:
             raise Refused(422, str(exc)) from None
 
 
-def _senders(message: object) -> list[object]:
+def _senders(message: object) -> list[str]:
     """Whom a decoded secure-aggregation message says it is from."""
+    if message is None:
+        return []
     if isinstance(message, list):  # a batch of SealedShares
         return [m.sender for m in message]
-    sender = getattr(message, "site_id", None)
-    return [] if message is None else [sender]
+    return [message.site_id]  # type: ignore[attr-defined]  # KeyAdvert, MaskedInput, UnmaskResponse
 
 
 def _taken(site_id: str, refused: dict[str, str], receive: Callable[..., None], *messages: bytes) -> bool:
