@@ -268,7 +268,8 @@ class Federation:
         cred = SiteCredential.load(self.pki / "sites" / f"{site}.json")
         prep = SitePreparation.from_builtin("heart-disease", site)
         rng = np.random.default_rng(SITES.index(site))
-        blob: bytes | None = None
+        grad: dict | None = None
+        examples = 1
         held: tuple[str, dict] | None = None  # (sha256, params) of the last params downloaded
         client = httpx.Client(base_url=self.url, verify=client_ssl_context(cred.ca_pem),
                               headers={"Authorization": f"Bearer {cred.token}"},
@@ -311,11 +312,12 @@ class Federation:
                     self.params = sum(int(v.size) for v in message.values())
                 mark.update({f"{kind}_download_start": t0, f"{kind}_download_end": t1})
                 if kind == "fit":
-                    if blob is None:  # built once: the names, shapes and dtypes of the message, small values
+                    if grad is None:  # made once: the names, shapes and dtypes of the message, small values
                         grad = {k: (rng.standard_normal(v.shape) * 1e-3).astype(v.dtype) for k, v in message.items()}
                         examples = max(1, int(prep.row_counts.get("train", 100)))
-                        blob = update_to_bytes(Update(site, grad, examples, {"train_loss": 0.0}))
-                        self.update_bytes = len(blob)
+                    # serialized each round: an update says which round it was trained for
+                    blob = update_to_bytes(Update(site, grad, examples, {"train_loss": 0.0}), round_=task["round"])
+                    self.update_bytes = len(blob)
                     if self.mode == "serial":
                         self.barrier.wait(timeout=60)  # every download done: nothing else on the wire
                         self.upload_lock.acquire()

@@ -167,7 +167,7 @@ def expected_bytes(params, history, site_ids) -> int:
             train = rec.train[sid]
             update = Update(sid, zeros_like(params), int(train["num_examples"]),
                             {k: v for k, v in train.items() if k != "num_examples"})
-            total += len(update_to_bytes(update))
+            total += len(update_to_bytes(update, round_=rec.round))
     return total
 
 

@@ -39,8 +39,8 @@ def test_only_params_counts_and_scalars_cross_the_boundary(messages, tmp_path):
         if kind == "params":
             assert meta == {}
         else:
-            assert set(meta) == {"site_id", "num_examples", "metrics"}
-            assert isinstance(meta["num_examples"], int)
+            assert set(meta) == {"site_id", "num_examples", "metrics", "round"}
+            assert isinstance(meta["num_examples"], int) and meta["round"] in (1, 2, 3)
             assert all(isinstance(v, float) for v in meta["metrics"].values())
         # the header is the only free-form part: it must stay small (no room for rows)
         header_len = int.from_bytes(blob[:8], "little")

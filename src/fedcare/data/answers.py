@@ -13,13 +13,23 @@ from fedcare.core.errors import DataError
 AGAIN = "check that the coordinator and the site run the same fedcare version"
 
 
+class SiteAnswerError(DataError):
+    """One site's answer cannot be read: the coordinator may go on without that site (`site`)."""
+
+    def __init__(self, message: str, site: str):
+        super().__init__(message)
+        self.site = site
+
+
 @contextlib.contextmanager
-def reading(what: str) -> Iterator[None]:
+def reading(what: str, site: str | None = None) -> Iterator[None]:
+    """Turn a malformed question or answer into one DataError; with `site`, the answer of that site."""
     try:
         yield
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
         detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise DataError(f"{what} is malformed ({detail}); {AGAIN}") from None
+        message = f"{what} is malformed ({detail}); {AGAIN}"
+        raise (DataError(message) if site is None else SiteAnswerError(message, site)) from None
 
 
 def check_count(value: object) -> int:

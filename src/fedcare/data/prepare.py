@@ -415,7 +415,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
     fitted: dict[str, Fitted] = {name: kinds[name].fit(dataclasses.replace(job, train_rows=train), planned[name])
                                  for name, job in jobs.items()}
     for site, answer in exchange("finish", {"inputs": {name: f.to_json() for name, f in fitted.items()}}):
-        with reading(f"the 'finish' answer of site '{site}'"):
+        with reading(f"the 'finish' answer of site '{site}'", site):
             if answer["rows"] != site_rows[site]:
                 raise ValueError("its row counts changed since 'split'")
     name = recipe.dataset or (Path(sources[ids[0]]).stem if sources[ids[0]] else ids[0])  # type: ignore[arg-type]
@@ -450,7 +450,7 @@ def _ask_columns(exchange: _Exchange, recipe: _Recipe) -> tuple[dict[str, str | 
     dropped: dict[str, int] = {}
     columns: dict[str, list[str]] = {}
     for site, answer in exchange("columns", {"dataset": recipe.dataset}):
-        with reading(f"the 'columns' answer of site '{site}'"):
+        with reading(f"the 'columns' answer of site '{site}'", site):
             columns[site] = strings(answer, "columns")
             sources[site] = optional_text(answer, "source")
             dropped[site] = check_count(answer["dropped_on_read"])
@@ -535,7 +535,7 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
     summaries: list[tuple[str, dict]] = []
     counts: list[dict[str, dict[str, int]]] = []
     for site, answer in exchange("schema", question):
-        with reading(f"the 'schema' answer of site '{site}'"):
+        with reading(f"the 'schema' answer of site '{site}'", site):
             rows[site] = check_count(answer["rows"])
             dropped[site] = check_count(answer["dropped"])
             counts.append({c: {k: check_count(answer["columns"][c][k]) for k in ("present", "numbers")}
@@ -565,7 +565,7 @@ def _ask_split(exchange: _Exchange, label: LabelEncoding | SurvivalEncoding, spl
     site_rows: dict[str, dict[str, int]] = {}
     arm = {"treatment": arms.to_json(counts=False)} if arms is not None else {}
     for site, answer in exchange("split", {"encoding": label.to_json(), **split, **arm}):
-        with reading(f"the 'split' answer of site '{site}'"):
+        with reading(f"the 'split' answer of site '{site}'", site):
             site_rows[site] = {k: check_count(answer["rows"][k]) for k in SPLITS}
     return site_rows
 

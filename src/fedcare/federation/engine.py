@@ -20,6 +20,7 @@ from fedcare.core.params import Params, copy
 from fedcare.core.update import Update
 from fedcare.federation.anomalies import anomaly_report
 from fedcare.federation.checkpoint import EngineCheckpoint
+from fedcare.federation.guard import guarded_run
 from fedcare.federation.transport import SiteMetrics, Transport
 
 class QuorumError(FedcareError):
@@ -147,13 +148,17 @@ class RoundEngine:
                 raise QuorumError(f"round {rnd}: {len(train)} of {len(selected)} selected sites answered; "
                                   f"at least {s.min_sites} are needed")
             ctx = RoundContext(params=params, round=rnd, rng=rng)
-            outcome = self.algorithm.strategy.run(params, updates, states, ctx)
+            outcome, left_out = guarded_run(self.algorithm.strategy, params, updates, states, ctx)
+            if left_out:  # counted as refused; the round goes on with the others
+                updates = [u for u in updates if u.site_id not in left_out]
+                train = {sid: values for sid, values in train.items() if sid not in left_out}
             params, states = outcome.params, outcome.states
             evaluation = self.transport.evaluate(params, site_ids, s.eval_splits)
             val = mean_metric(evaluation, "val", s.metric)
             figures = self.algorithm.strategy.round_metrics(states)  # e.g. site-level ε after this round
             train = {sid: {**values, **figures} for sid, values in train.items()}
-            report = anomaly_report(_model_part(updates, params), outcome.aggregate, outcome.decisions, fitted.refused)
+            report = anomaly_report(_model_part(updates, params), outcome.aggregate, outcome.decisions,
+                                    {**fitted.refused, **left_out})
             record = RoundRecord(rnd, selected, train, evaluation, val, report)
             history.append(record)
             if self.on_round:

@@ -239,14 +239,15 @@ class SecureSiteRound:
 # Coordinator side
 
 
-def _metrics(blob: bytes, site_id: str) -> dict[str, float]:
+def read_metrics(blob: bytes, site_id: str) -> dict[str, float]:
+    """The scalars a site sends beside its masked vector: at most 32, each a finite number."""
     try:
         message = json.loads(blob.decode("utf-8"))
         values = message["metrics"]
-        ok = message["site_id"] == site_id and isinstance(values, dict) and all(
-            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for k, v in values.items())
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        ok = message["site_id"] == site_id and isinstance(values, dict) and len(values) <= 32 and all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) for k, v in values.items())
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
         ok = False
     if not ok:
         raise SecAggError(f"the metrics sent beside the masked update of '{site_id}' are malformed")
@@ -296,7 +297,7 @@ class SecureCoordinatorRound:
     def receive_masked(self, masked: bytes, metrics: bytes) -> None:
         decoded = decode_message(masked, MaskedInput)
         assert isinstance(decoded, MaskedInput)
-        values = _metrics(metrics, decoded.site_id)
+        values = read_metrics(metrics, decoded.site_id)
         self._secagg.receive_masked(decoded)
         self._metrics[decoded.site_id] = values
 

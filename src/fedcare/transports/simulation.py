@@ -71,13 +71,13 @@ class SimulationTransport:
         result = FitResult([])
         for site_id, request in requests.items():
             try:
-                blob = update_to_bytes(self._sites[site_id].fit(received, request))
+                blob = update_to_bytes(self._sites[site_id].fit(received, request), round_=request.round)
             except SiteDeclined as exc:
                 result.refused[site_id] = str(exc)
                 continue
             self._bytes += len(blob)
             try:
-                update = update_from_bytes(blob, message)
+                update = update_from_bytes(blob, message, round_=request.round)
             except ParamsError as exc:
                 result.refused[site_id] = str(exc)
                 continue

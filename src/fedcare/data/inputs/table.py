@@ -132,7 +132,7 @@ def fit_table(job: InputJob, types: ColumnTypes, indicators: bool) -> TableFit:
     """The sites send aggregates of their training rows; the median search; one Transform."""
     stats = []
     for site, answer in job.ask("stats", {"types": types.to_json()}):
-        with reading(f"the '{job.name}.stats' answer of site '{site}'"):
+        with reading(f"the '{job.name}.stats' answer of site '{site}'", site):
             stats.append(stats_from_json(answer["stats"], types))
             if job.train_rows is not None and stats[-1].rows != job.train_rows[site]:
                 raise ValueError("its aggregates do not count its training rows")
@@ -141,7 +141,7 @@ def fit_table(job: InputJob, types: ColumnTypes, indicators: bool) -> TableFit:
     def count_many(asked: dict[str, list[float]]) -> dict[str, list[int]]:
         totals = {c: [0] * len(ts) for c, ts in asked.items()}
         for site, answer in job.ask("counts", {"thresholds": asked}):
-            with reading(f"the '{job.name}.counts' answer of site '{site}'"):
+            with reading(f"the '{job.name}.counts' answer of site '{site}'", site):
                 for column, thresholds in asked.items():
                     counts = answer["counts"][column]
                     if len(counts) != len(thresholds):

@@ -29,7 +29,7 @@ class Tabular:
         distinct: dict[str, list[dict[str, Any]]] = {c: [] for c in types.categorical}
         if types.categorical:
             for site, answer in job.ask("categories", {"columns": list(types.categorical)}):
-                with reading(f"the '{self.name}.categories' answer of site '{site}'"):
+                with reading(f"the '{self.name}.categories' answer of site '{site}'", site):
                     for column in types.categorical:
                         distinct[column].append(read_distinct(answer["columns"][column]))
         for column in job.columns:  # in column order, so the first problem is reported, as in one file

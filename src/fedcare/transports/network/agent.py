@@ -3,13 +3,15 @@
 It polls for declarative tasks (a kind, a round, the run's plan: model from the zoo and its
 hyperparameters — data, never code), prints what it is about to run, optionally waits for a
 person's approval, trains with the same LocalSite code a simulation uses, and sends back only
-updates and scalar metrics. Connection errors and 5xx answers are retried with capped exponential
+updates and scalar metrics. Connection errors, 5xx and 429 answers are retried with capped exponential
 backoff, so the agent outlives coordinator restarts and network cuts.
 
 What it keeps in its state folder (inside the hospital): the prepared arrays of the current run,
 its site state between rounds (personal layers, Ditto model, SCAFFOLD's cᵢ, its DP accountant), the
 reply to the last task it answered (re-sent if a restarted coordinator asks again, so a round is
-never trained twice and no privacy budget is spent twice) and its personalized model.
+never trained twice and no privacy budget is spent twice) and its personalized model. Its files are
+readable by its own user only (0600, folders 0700), and every id the coordinator sends is checked
+to be a plain name before it becomes part of a path.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,10 +89,12 @@ class SiteAgent:
 
     def run(self) -> dict:
         """Answer tasks until the coordinator says the run is over; returns that last message."""
+        os.umask(0o077)  # patients' encoded rows and the site's models: for this user only
         while True:
             task = self._request("GET", "/v1/task", params={"wait": self.s.poll_wait})
             if task is None:
                 continue
+            plain_id(task.get("id"), "task id")
             if task["kind"] == "done":
                 self.say(f"run over: {task.get('status', 'completed')} {task.get('reason', '')}".rstrip())
                 return task
@@ -113,7 +119,7 @@ class SiteAgent:
                 self._wait(f"coordinator unreachable ({type(exc).__name__})", delay)
                 delay = min(self.s.max_backoff, delay * 2)
                 continue
-            if response.status_code >= 500:
+            if response.status_code >= 500 or response.status_code == 429:  # 429: too many polls open at once
                 self._wait(f"coordinator answered {response.status_code}", delay)
                 delay = min(self.s.max_backoff, delay * 2)
                 continue
@@ -137,7 +143,7 @@ class SiteAgent:
 
     def _enter(self, plan: dict) -> None:
         """A task of a (possibly new) run: show the plan once, ask for approval if required."""
-        run = plan["run"]
+        run = plain_id(plan.get("run"), "run id")
         if run != self._run:
             self._run, self._site, self._plan = run, None, None
             self._prep = None
@@ -152,8 +158,8 @@ class SiteAgent:
             self._approved.add(key)
 
     def _folder(self) -> Path:
-        path = self.s.state / str(self._run)
-        path.mkdir(parents=True, exist_ok=True)
+        path = self.s.state / plain_id(self._run, "run id")
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         return path
 
     def _build_site(self, plan: dict) -> None:
@@ -214,7 +220,7 @@ class SiteAgent:
         request = FitRequest(**task["request"])
         self.say(f"round {request.round}: training {request.local_epochs} local epoch(s) on {site.num_train} rows")
         try:
-            blob = update_to_bytes(site.fit(params, request))
+            blob = update_to_bytes(site.fit(params, request), round_=request.round)
         except SiteDeclined as exc:
             self.say(f"round {request.round}: declined: {exc}")
             self._post_json(task, {"declined": str(exc)})
@@ -302,6 +308,18 @@ class SiteAgent:
     def _post_json(self, task: dict, body: dict) -> None:
         self._request("POST", f"/v1/tasks/{task['id']}/answer", content=json.dumps(body, allow_nan=False),
                       headers={"content-type": "application/json"})
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def plain_id(value: object, what: str) -> str:
+    """An id the coordinator sent, checked before it names a file here: letters, digits, '.', '_'
+    and '-', no '..', so that no id can point outside the agent's state folder."""
+    if not isinstance(value, str) or not _PLAIN.fullmatch(value) or ".." in value:
+        raise AgentStopped(f"the coordinator sent {what} {str(value)[:80]!r}, which is not a plain name; "
+                           "this agent stops rather than use it as a path")
+    return value
 
 
 class _Skip(Exception):

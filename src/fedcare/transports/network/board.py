@@ -6,10 +6,15 @@ never connects to a hospital. A round closes when every asked site answered, or 
 passed and the quorum is met; until the quorum is met the run is *paused* and says why. A site
 that missed a deadline is *silent* until it polls again: later tasks do not wait for it, so a dead
 hospital costs the run one deadline, not one per task.
+
+A poll waits on the web server's event loop, not in a thread: held-open polls, however many, never
+take the threads that other requests (health, admin status, uploads) need. Each site may hold at
+most `MAX_OPEN_POLLS` at once, so one site's token cannot pile them up either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
@@ -45,6 +50,7 @@ class Task:
     blob: bytes | None = None
     message: Params | None = None
     digest: str | None = None  # SHA-256 of blob: computed here unless the caller already knows it
+    answer_bytes: int = 0  # what a JSON answer may hold beyond the coordinator's JSON limit (a masked vector)
     answers: dict[str, object] = field(default_factory=dict)
     refusals: dict[str, str] = field(default_factory=dict)  # last refusal per site that has not answered
 
@@ -60,6 +66,7 @@ class Task:
 
 
 StatusHook = Callable[[str, str], None]  # (status, reason): "running" / "paused"
+MAX_OPEN_POLLS = 4  # per site: its agent holds one; a restarted agent may leave one behind for a while
 
 
 class Board:
@@ -71,6 +78,17 @@ class Board:
         self._stopped: str | None = None
         self._silent: set[str] = set()  # missed a deadline and not polled since: later tasks do not wait for them
         self._on_status = on_status or (lambda status, reason: None)
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()  # polls waiting
+        self._polls: dict[str, int] = {}  # site -> polls it holds open now
+
+    def _changed(self) -> None:
+        """Wake everyone who waits on the board (call with the lock held)."""
+        self._cond.notify_all()
+        for loop, event in self._waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # its loop closed (the server is shutting down): nobody to wake
+                pass
 
     # ----- engine side --------------------------------------------------------------------------
 
@@ -78,7 +96,7 @@ class Board:
         """Open `task`, wait until it can close, close it and return it with its answers."""
         with self._cond:
             self._open = task
-            self._cond.notify_all()
+            self._changed()
         try:
             self._wait(task, deadline, quorum)
         finally:
@@ -115,32 +133,52 @@ class Board:
         """The run is over: every poll from now on gets a 'done' task with `body`."""
         with self._cond:
             self._final = body
-            self._cond.notify_all()
+            self._changed()
 
     def stop(self, reason: str) -> None:
         with self._cond:
             self._stopped = reason
-            self._cond.notify_all()
+            self._changed()
 
     # ----- site side (web handlers) -------------------------------------------------------------
 
-    def poll(self, site_id: str, timeout: float) -> dict | None:
+    async def poll(self, site_id: str, timeout: float) -> dict | None:
         """The site's open, unanswered task (waiting up to `timeout` s for one), or None."""
-        end = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
         with self._cond:
+            if self._polls.get(site_id, 0) >= MAX_OPEN_POLLS:
+                raise Refused(429, f"this site already holds {MAX_OPEN_POLLS} polls open; wait for one to answer")
+            self._polls[site_id] = self._polls.get(site_id, 0) + 1
             if site_id in self._silent:
                 self._silent.discard(site_id)  # it is back: tasks wait for it again
-                self._cond.notify_all()
+                self._changed()
+        try:
             while True:
-                task = self._open
-                if task is not None and site_id in task.bodies and site_id not in task.answers:
-                    return task.body_for(site_id)
-                if self._final is not None:
-                    return {"id": "done", "kind": "done", "round": 0, **self._final}
-                left = end - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(timeout=left)
+                event = asyncio.Event()
+                with self._cond:
+                    found = self._for(site_id)
+                    if found is not None or loop.time() >= end:
+                        return found
+                    self._waiters.add((loop, event))
+                try:
+                    await asyncio.wait_for(event.wait(), max(0.0, end - loop.time()))
+                except TimeoutError:
+                    pass
+                finally:
+                    with self._cond:
+                        self._waiters.discard((loop, event))
+        finally:
+            with self._cond:
+                self._polls[site_id] -= 1
+
+    def _for(self, site_id: str) -> dict | None:
+        task = self._open
+        if task is not None and site_id in task.bodies and site_id not in task.answers:
+            return task.body_for(site_id)
+        if self._final is not None:
+            return {"id": "done", "kind": "done", "round": 0, **self._final}
+        return None
 
     def task_for(self, site_id: str, task_id: str) -> Task:
         """The open task `task_id` if this site may still answer it; Refused with the reason otherwise."""
@@ -160,7 +198,7 @@ class Board:
             task = self.task_for(site_id, task_id)
             task.answers[site_id] = value
             task.refusals.pop(site_id, None)
-            self._cond.notify_all()
+            self._changed()
 
     def refuse(self, site_id: str, task_id: str, reason: str) -> None:
         """Remember why a site's answer was refused: the round reports it if no good answer follows."""

@@ -23,7 +23,8 @@ import yaml
 
 from fedcare.federation.checkpoint import Checkpoints
 from fedcare.core.config import FederationConfig, make_config
-from fedcare.core.errors import ConfigError, FedcareError
+from fedcare.core.errors import ConfigError, DataError, FedcareError
+from fedcare.data.answers import SiteAnswerError
 from fedcare.data.prepare import PreparedDataset, prepare
 from fedcare.federation.engine import RoundEngine, RoundRecord
 from fedcare.federation.plan import make_plan
@@ -45,6 +46,7 @@ class ServiceSettings:
     max_body: int = 512 * 1024 * 1024        # largest upload accepted, bytes
     poll_wait: float = 20.0                  # longest a site's poll is held open, seconds
     database: Path | None = None             # the SQLite file (default <state>/coordinator.db)
+    max_json: int = 4 * 1024 * 1024          # largest JSON answer accepted, bytes
 
 
 def plan_message(cfg: FederationConfig, run_id: str, sites: list[str], prepared: PreparedDataset | None) -> dict:
@@ -66,12 +68,17 @@ class Coordinator:
         self.store = Store(settings.database or settings.state / "coordinator.db")
         self.board = Board()
         self.max_body = settings.max_body
+        self.max_json = settings.max_json
+        self._train_rows: dict[str, int] = {}  # what each site declared in preparation: bounds its num_examples
         self.poll_wait = settings.poll_wait
         self._thread: threading.Thread | None = None
         self._run_id: str | None = None
 
     def participants(self) -> list[str]:
         return list(self.settings.sites)
+
+    def train_rows(self, site_id: str) -> int | None:
+        return self._train_rows.get(site_id)
 
     # ----- admin --------------------------------------------------------------------------------
 
@@ -109,6 +116,7 @@ class Coordinator:
 
     def _launch(self, run_id: str, resume: bool) -> None:
         self._run_id = run_id
+        self._train_rows = {}
         self.board = Board(on_status=lambda status, reason: self._status(run_id, status, reason))
         self._thread = threading.Thread(target=self._drive, args=(run_id, resume), name=f"run-{run_id}", daemon=True)
         self._thread.start()
@@ -152,11 +160,14 @@ class Coordinator:
 
             def ask(phase: str, question: dict) -> dict[str, dict]:
                 task_id = f"prepare.{next(counter)}"
-                answers = asker.ask_all(task_id, "prepare", {"phase": phase, "question": question}, None)
+                answers = asker.ask_all(task_id, "prepare", {"phase": phase, "question": question}, None, sites)
                 return {sid: a.get("answer") for sid, a in answers.items()}
 
-            prepared = prepare(cfg.data, sites, ask)
+            prepared = self._prepare(cfg, sites, ask)
             self.store.save_prepared(run_id, prepared.to_json())
+        site_rows = prepared.preprocessing.get("site_rows", {})
+        sites = [s for s in sites if s in site_rows] if site_rows else sites  # without the sites dropped in preparation
+        self._train_rows = {site: rows["train"] for site, rows in site_rows.items()}
         plan = make_plan(cfg, prepared.shape, sites)
         initial = plan.initial_params()
         loaded = checkpoints.load([]) if resume else None
@@ -209,6 +220,20 @@ class Coordinator:
         if self.render_report is not None:
             folder.write_report(self.render_report(summary, rows))
         self.board.finish({"status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
+
+    def _prepare(self, cfg: FederationConfig, sites: list[str], ask) -> PreparedDataset:
+        """Data preparation with `sites`; a site whose answer cannot be read is dropped from `sites`
+        (its reason logged and audited) and preparation starts again without it."""
+        while True:
+            try:
+                return prepare(cfg.data, sites, ask)
+            except SiteAnswerError as exc:
+                sites.remove(exc.site)
+                self.store.audit(exc.site, "prepare", 422, f"dropped from the run: {exc}")
+                log.warning("site %s dropped from the run: %s", exc.site, exc)
+                if len(sites) < max(1, cfg.algorithm.min_sites):
+                    raise DataError(f"{exc}; without site '{exc.site}', {len(sites)} sites remain and "
+                                    f"{cfg.algorithm.min_sites} are needed") from None
 
 
 def _metric(answers: dict, split: str) -> dict:

@@ -23,7 +23,7 @@ from fedcare.algorithms.secagg import (KeyAdvert, MaskedInput, SealedShares, Sec
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
 from fedcare.transports.network.board import Refused
-from fedcare.transports.secure import Layout, SecureCoordinatorRound, SecureFitResult, SecurePlan
+from fedcare.transports.secure import Layout, SecureCoordinatorRound, SecureFitResult, SecurePlan, read_metrics
 
 ANSWERS = {  # task kind -> the fields of a site's answer and the message type each must decode to
     "secure-fit": {"advert": KeyAdvert},
@@ -41,8 +41,10 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
-def check_answer(kind: str, value: Mapping) -> None:
-    """A 4xx-worthy problem with a site's answer to a secure task, found before the round uses it."""
+def check_answer(kind: str, value: Mapping, site_id: str) -> None:
+    """A 4xx-worthy problem with a site's answer to a secure task, found before the round uses it.
+    The authenticated site decides who a message is from: one naming another sender is refused
+    (403), so no site can advertise keys, shares or a masked vector as another."""
     fields = ANSWERS[kind]
     if kind == "secure-fit" and set(value) == {"declined"} and isinstance(value["declined"], str):
         return
@@ -51,10 +53,38 @@ def check_answer(kind: str, value: Mapping) -> None:
     for name, expected in fields.items():
         try:
             blob = unb64(value[name])
-            if expected is not None:
-                decode_message(blob, expected)
+            decoded = None if expected is None else decode_message(blob, expected)
         except (binascii.Error, ValueError, SecAggError) as exc:
             raise Refused(422, f"'{name}' is not a valid {getattr(expected, '__name__', 'message')} ({exc})") from None
+        for sender in _senders(decoded):
+            if sender != site_id:
+                raise Refused(403, f"the {kind} answer's '{name}' claims to come from '{str(sender)[:64]}', "
+                                   f"not from '{site_id}'")
+    if kind == "secure-mask":
+        try:
+            read_metrics(unb64(value["metrics"]), site_id)
+        except SecAggError as exc:
+            raise Refused(422, str(exc)) from None
+
+
+def _senders(message: object) -> list[str]:
+    """Whom a decoded secure-aggregation message says it is from."""
+    if message is None:
+        return []
+    if isinstance(message, list):  # a batch of SealedShares
+        return [m.sender for m in message]
+    return [message.site_id]  # type: ignore[attr-defined]  # KeyAdvert, MaskedInput, UnmaskResponse
+
+
+def _taken(site_id: str, refused: dict[str, str], receive: Callable[..., None], *messages: bytes) -> bool:
+    """Hand a site's messages to the coordinator's side; one it refuses (malformed keys, a misaddressed
+    batch, a vector of the wrong length) leaves that site out of the round, as a dropout, with why."""
+    try:
+        receive(*messages)
+    except SecAggError as exc:
+        refused[site_id] = f"refused: {exc}"
+        return False
+    return True
 
 
 Ask = Callable[..., dict]
@@ -80,20 +110,21 @@ class SecureRounds:
         for sid in requests:
             answer = answers.get(sid)
             if isinstance(answer, dict) and "advert" in answer:
-                coordinator.receive_keys(self._take(answer["advert"]))
-                keyed.append(sid)
+                if _taken(sid, refused, coordinator.receive_keys, self._take(answer["advert"])):
+                    keyed.append(sid)
             else:  # declined (and said why), or silent
                 refused[sid] = answer if isinstance(answer, str) else "no answer before the round's deadline"
         roster = coordinator.roster()  # fewer than the threshold: a one-line SecAggError
         shared = self._step(rnd, "share", keyed, {sid: {"roster": b64(roster)} for sid in keyed}, coordinator.threshold,
                             refused, "no key shares before the deadline")
-        for answer in shared.values():
-            coordinator.receive_shares(self._take(answer["shares"]))
+        shared = {sid: a for sid, a in shared.items()
+                  if _taken(sid, refused, coordinator.receive_shares, self._take(a["shares"]))}
         masked = self._step(rnd, "mask", list(shared), {sid: {"shares": b64(coordinator.shares_for(sid))}
                                                         for sid in shared}, coordinator.threshold, refused,
-                            "dropped after masking: its update is not in the sum")
-        for answer in masked.values():
-            coordinator.receive_masked(self._take(answer["masked"]), self._take(answer["metrics"]))
+                            "dropped after masking: its update is not in the sum",
+                            answer_bytes=4 * -(-8 * coordinator.layout.length // 3))  # the vector in base64
+        for sid, answer in masked.items():
+            _taken(sid, refused, coordinator.receive_masked, self._take(answer["masked"]), self._take(answer["metrics"]))
         request = coordinator.unmask_request()
         survivors = list(decode_message(request, UnmaskRequest).survivors)  # type: ignore[attr-defined]
         unmasked = self._step(rnd, "unmask", survivors, {sid: {"request": b64(request)} for sid in survivors},
@@ -102,10 +133,11 @@ class SecureRounds:
         return SecureFitResult([total], refused, site_metrics)
 
     def _step(self, rnd: int, step: str, sites: list[str], bodies: dict[str, dict], quorum: int,
-              refused: dict[str, str], missing: str) -> dict[str, dict]:
+              refused: dict[str, str], missing: str, answer_bytes: int = 0) -> dict[str, dict]:
         for body in bodies.values():
             self.bytes += sum(len(v) * 3 // 4 for v in body.values())
-        answers = self._ask(f"{rnd}.secure.{step}", f"secure-{step}", {}, None, sites, quorum, per_site=bodies)
+        answers = self._ask(f"{rnd}.secure.{step}", f"secure-{step}", {}, None, sites, quorum, per_site=bodies,
+                            answer_bytes=answer_bytes)
         for sid in sites:
             if sid not in answers:
                 refused[sid] = missing

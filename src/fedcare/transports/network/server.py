@@ -1,6 +1,8 @@
 """The coordinator's HTTP API (FastAPI): sites poll for tasks and post answers; an admin starts and
 stops runs. Every refused request gets a 4xx with one line saying why, and a line in the audit log
-with the site's id; nothing a site sends can make the service answer 5xx or stop.
+with the site's id (repeats counted, not stored one by one: auditlog.py); nothing a site sends can
+make the service answer 5xx or stop. JSON bodies have their own small limit (`max_json`), checked
+before they are read whole, and are parsed strictly (jsonbody.py).
 
 Sites: GET /v1/task (long-poll) · GET /v1/tasks/{id}/params · PUT /v1/tasks/{id}/update ·
 POST /v1/tasks/{id}/answer. Admin: POST /v1/run · POST /v1/run/stop · GET /v1/status · GET /v1/audit.
@@ -8,8 +10,6 @@ POST /v1/tasks/{id}/answer. Admin: POST /v1/run · POST /v1/run/stop · GET /v1/
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time,
 # and they name aliases local to create_app
-import json
-import math
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -18,8 +18,10 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fedcare.core.errors import FedcareError, ParamsError
-from fedcare.core.serialization import update_from_bytes
+from fedcare.core.serialization import MAX_METRICS, MAX_SCALAR, METRIC_NAME, finite_number, update_from_bytes
+from fedcare.transports.network.auditlog import RefusalLog
 from fedcare.transports.network.board import Board, Refused
+from fedcare.transports.network.jsonbody import BadJson, parse
 from fedcare.transports.network.secure import ANSWERS, check_answer
 from fedcare.transports.network.store import Store
 
@@ -41,9 +43,11 @@ class Control(Protocol):
     board: Board
     store: Store
     max_body: int
+    max_json: int     # largest JSON answer, bytes: far below max_body (parsed JSON takes ~20x its size)
     poll_wait: float
 
     def participants(self) -> list[str]: ...
+    def train_rows(self, site_id: str) -> int | None: ...  # the training rows it declared in preparation
     def start(self) -> str: ...
     def stop(self) -> None: ...
     def status(self) -> dict: ...
@@ -54,8 +58,10 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
                   description="Sites poll for declarative tasks and send back updates and scalar metrics.")
     bearer = HTTPBearer(auto_error=False, description="a site token (fedcare certs site) or the admin token")
 
+    refusals = RefusalLog(control.store)
+
     def refuse(request: Request, site_id: str | None, status: int, reason: str) -> JSONResponse:
-        control.store.audit(site_id, f"{request.method} {request.url.path}", status, reason)
+        refusals.refused(site_id, f"{request.method} {request.url.path}", status, reason)
         return JSONResponse({"detail": reason}, status_code=status)
 
     @app.exception_handler(Refused)
@@ -91,14 +97,15 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
     Admin = Annotated[None, Depends(admin)]
 
     @app.get(f"{API}/health")
-    def health() -> dict:
+    async def health() -> dict:
         """Liveness, without credentials (for load balancers and monitoring)."""
         return {"ok": True}
 
     @app.get(f"{API}/task", responses={204: {"description": "nothing to do yet; poll again"}})
-    def next_task(site_id: Site, wait: Annotated[float, Query(ge=0, le=60)] = 20.0) -> Any:
-        """Long-poll: the site's open task (declarative: a kind, a round, hyperparameters), or 204."""
-        task = control.board.poll(site_id, min(wait, control.poll_wait))
+    async def next_task(site_id: Site, wait: Annotated[float, Query(ge=0, le=60)] = 20.0) -> Any:
+        """Long-poll: the site's open task (declarative: a kind, a round, hyperparameters), or 204.
+        It waits on the event loop, so held-open polls take no thread from other requests."""
+        task = await control.board.poll(site_id, min(wait, control.poll_wait))
         return Response(status_code=204) if task is None else task
 
     @app.get(f"{API}/tasks/{{task_id}}/params", response_class=Response,
@@ -113,18 +120,25 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
     @app.put(f"{API}/tasks/{{task_id}}/update", openapi_extra=_BINARY_BODY)
     async def update(task_id: str, request: Request, site_id: Site) -> dict:
         """A fit task's update: safetensors bytes mirroring the task's params, with the site's id,
-        its number of examples and scalar metrics in the metadata."""
+        the round it was trained for, its number of examples (at most the training rows it declared)
+        and scalar metrics in the metadata."""
         task = control.board.task_for(site_id, task_id)
         if task.kind != "fit" or task.message is None:
             raise Refused(409, f"task {task_id} is a {task.kind} task; send its answer to /answer")
         body = await _read(request, control.max_body)
         try:
-            received = update_from_bytes(body, task.message)
+            received = update_from_bytes(body, task.message, round_=task.round)
         except ParamsError as exc:
             control.board.refuse(site_id, task_id, f"update refused: {exc}")
             raise Refused(422, f"update refused: {exc}") from None
         if received.site_id != site_id:
-            raise Refused(403, f"the update claims to come from '{received.site_id}', not from '{site_id}'")
+            raise Refused(403, f"the update claims to come from '{received.site_id[:64]}', not from '{site_id}'")
+        declared = control.train_rows(site_id)
+        if declared is not None and received.num_examples > declared:
+            reason = (f"update refused: it claims {received.num_examples} examples, more than the {declared} "
+                      "training rows this site declared in data preparation")
+            control.board.refuse(site_id, task_id, reason)
+            raise Refused(422, reason)
         control.board.answer(site_id, task_id, (received, len(body)))
         control.store.audit(site_id, f"update {task_id}", 200, f"{len(body)} bytes, {received.num_examples} examples")
         return {"accepted": task_id}
@@ -133,11 +147,11 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
     async def answer(task_id: str, request: Request, site_id: Site) -> dict:
         """A JSON answer: metrics (evaluate, personalize, local) or preparation aggregates (prepare)."""
         task = control.board.task_for(site_id, task_id)
-        body = await _read(request, control.max_body)
+        body = await _read(request, control.max_json + task.answer_bytes)
         try:
-            value = json.loads(body, parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise Refused(400, f"answer is not valid JSON ({str(exc).splitlines()[0][:200]})") from None
+            value = parse(body)
+        except BadJson as exc:
+            raise Refused(400, f"answer is not valid JSON ({exc})") from None
         if not isinstance(value, dict):
             raise Refused(422, "answer must be a JSON object")
         if task.kind == "fit":  # a site that declines a round (its privacy budget is spent) says why
@@ -147,12 +161,19 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
             control.board.answer(site_id, task_id, f"declined: {value['declined'][:500]}")
             return {"accepted": task_id}
         if task.kind in ANSWERS:
-            check_answer(task.kind, value)
+            try:
+                check_answer(task.kind, value, site_id)
+            except Refused as exc:  # the round says why, if no good answer follows
+                control.board.refuse(site_id, task_id, exc.reason)
+                raise
             if "declined" in value:
                 value = f"declined: {value['declined'][:500]}"
-        elif task.kind != "prepare":
+        elif task.kind == "prepare":
+            if set(value) != {"answer"} or not isinstance(value["answer"], dict):
+                raise Refused(422, 'a preparation answer is {"answer": {...}}, an object')
+        else:
             _check_metrics(value.get("metrics"), task.bodies[site_id].get("splits", _SPLITS))
-            _check_rows(value.get("rows", []))
+            _check_rows(value.get("rows", []), site_id)
         control.board.answer(site_id, task_id, value)
         return {"accepted": task_id}
 
@@ -174,7 +195,9 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
 
     @app.get(f"{API}/audit")
     def audit(_: Admin, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict]:
-        """The latest audit-log lines: refused requests and accepted updates, with the site's id."""
+        """The latest audit-log lines: refused requests (repeats counted) and accepted updates, with the
+        site's id."""
+        refusals.flush()
         return control.store.audit_log(limit)
 
     return app
@@ -203,29 +226,37 @@ async def _read(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _no_constant(token: str) -> None:
-    raise ValueError(f"{token} is not allowed")
-
-
 def _check_metrics(metrics: object, splits: object) -> None:
     """{split: {metric: finite number or null}} for the splits the task asked about."""
     if not isinstance(metrics, dict):
         raise Refused(422, "answer needs 'metrics': {split: {metric: number}}")
     for split, values in metrics.items():
         if split not in splits:
-            raise Refused(422, f"metrics for split '{split}', which the task did not ask for")
-        if not isinstance(values, dict):
-            raise Refused(422, f"metrics of split '{split}' must be an object of numbers")
+            raise Refused(422, f"metrics for split {split[:30]!r}, which the task did not ask for")
+        if not isinstance(values, dict) or len(values) > MAX_METRICS:
+            raise Refused(422, f"metrics of split '{split}' must be an object of at most {MAX_METRICS} numbers")
         for name, value in values.items():
-            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
-            if not ok:
-                raise Refused(422, f"metric '{name}' of split '{split}' must be a finite number or null")
+            if not METRIC_NAME.fullmatch(name):
+                raise Refused(422, f"metric name {name[:70]!r} of split '{split}' is not a short identifier")
+            if value is not None and not finite_number(value):
+                raise Refused(422, f"metric '{name}' of split '{split}' must be null or a finite number of magnitude "
+                                   f"at most {MAX_SCALAR:g}")
 
 
-def _check_rows(rows: object) -> None:
-    """A local baseline's metric rows: objects of scalars (they go to metrics.jsonl as they are)."""
+def _check_rows(rows: object, site_id: str) -> None:
+    """A local baseline's metric rows: objects of scalars (they go to metrics.jsonl as they are), each
+    about this site's own local model: no site writes rows under another's name."""
     if not isinstance(rows, list) or len(rows) > 100_000:
         raise Refused(422, "'rows' must be a list of metric objects")
     for row in rows:
-        if not isinstance(row, dict) or not all(isinstance(v, (str, int, float, bool, type(None))) for v in row.values()):
-            raise Refused(422, "each row must be an object of scalar values")
+        if not isinstance(row, dict) or len(row) > 2 * MAX_METRICS or not all(map(METRIC_NAME.fullmatch, row)) \
+                or not all(_scalar(v) for v in row.values()):
+            raise Refused(422, "each row must be an object of at most 64 short names of scalar values")
+        if row.get("site") != site_id or row.get("model") != "local":
+            raise Refused(422, f"a local-baseline row must be about this site's local model (site '{site_id}', "
+                               f"model 'local'), not site {str(row.get('site'))[:64]!r}, model "
+                               f"{str(row.get('model'))[:20]!r}")
+
+
+def _scalar(value: object) -> bool:
+    return value is None or isinstance(value, bool) or finite_number(value) or (isinstance(value, str) and len(value) <= 1000)

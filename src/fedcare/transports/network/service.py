@@ -44,7 +44,7 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
     if len(set(members)) != len(members):
         raise ConfigError("--sites names a site twice")
     settings = ServiceSettings(state, tuple(members), deployment.deadline, int(deployment.max_body_mb * 1024 * 1024),
-                               database=database)
+                               database=database, max_json=int(deployment.max_json_mb * 1024 * 1024))
     control = Coordinator(cfg, settings, render_report)
     resumed = control.recover()
     if resumed:

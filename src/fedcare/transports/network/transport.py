@@ -87,12 +87,14 @@ class NetworkTransport:
         return self._last[1], self._last[2]
 
     def ask_all(self, task_id: str, kind: str, body: dict, blob: bytes | None, site_ids: Sequence[str] | None = None,
-                quorum: int | None = None, per_site: Mapping[str, dict] | None = None, digest: str | None = None) -> dict:
+                quorum: int | None = None, per_site: Mapping[str, dict] | None = None, digest: str | None = None,
+                answer_bytes: int = 0) -> dict:
         """Ask the sites one JSON question (with `blob` to download; `per_site` adds each site's own
-        part, such as its seed); their answers by site, in site order. `quorum` defaults to all."""
+        part, such as its seed); their answers by site, in site order. `quorum` defaults to all;
+        `answer_bytes` is what an answer may hold beyond the JSON limit (a masked vector)."""
         sites = list(self._sites if site_ids is None else site_ids)
         bodies = {sid: {"plan": self._plan, **body, **(per_site or {}).get(sid, {})} for sid in sites}
-        task = self._board.ask(Task(task_id, kind, self._round, bodies, blob, digest=digest),
+        task = self._board.ask(Task(task_id, kind, self._round, bodies, blob, digest=digest, answer_bytes=answer_bytes),
                                self._timing.deadline, len(sites) if quorum is None else quorum)
         return {sid: task.answers[sid] for sid in sites if sid in task.answers}
 
