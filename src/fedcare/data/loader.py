@@ -87,7 +87,7 @@ def load_files(spec: DataSpec) -> FederatedDataset:
     """Bring-your-own data: one site per file, or one file cut into sites (by a column or a partition)."""
     paths = [Path(p) for p in spec.files]
     if len(paths) > 1:
-        sites = [SitePreparation.from_file(p, p.stem) for p in paths]
+        sites = [SitePreparation.from_file(p, p.stem, share_name=True) for p in paths]
         if len({p.stem for p in paths}) != len(paths):
             raise DataError("several --data files share a file name; site ids come from file names, so rename them")
         return build_dataset(spec, sites)

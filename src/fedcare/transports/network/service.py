@@ -35,6 +35,10 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
     load_plugins()  # installed packages' tasks, as the sites' agents load them
     overrides = {k: v for k, v in (("deadline", deadline), ("max_body_mb", max_body_mb)) if v is not None}
     cfg = load_config(config, overrides)
+    if cfg.data.files:  # the sites hold the files; a path here would only name the run after one of them
+        logging.getLogger("fedcare.coordinator").warning(
+            "the config's 'data' key is ignored: each site reads its own file (fedcare site --data)")
+        cfg = cfg.replace(data=())
     deployment = cfg.deployment
     registry = Registry.load(credentials)
     members = [check_site_id(s.strip()) for s in sites] if sites else registry.site_ids()
