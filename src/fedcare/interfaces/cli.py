@@ -241,13 +241,15 @@ def site_agent(
     state: Annotated[Optional[Path], Opt(help="the agent's own folder (default .fedcare-site/<site id>)")] = None,
     approve: Annotated[bool, Opt("--approve", help="show each run's plan and wait for a yes before training")] = False,
     insecure: Annotated[bool, Opt("--insecure", help="plain HTTP without TLS (test networks only)")] = False,
+    keep_running: Annotated[bool, Opt("--keep-running", help="after a run, wait for the coordinator's next one "
+                                                             "(for an agent run as a service)")] = False,
 ) -> None:
     """Run a site agent inside the hospital: outbound connections only; sends updates and metrics, never rows."""
     from fedcare.transports.network.service import run_site
 
     if insecure:
         print(INSECURE_WARNING, file=sys.stderr)
-    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure)
+    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure, keep_running)
 
 
 admin_app = typer.Typer(no_args_is_help=True, help="Admin actions on a running coordinator (needs admin.json).")
@@ -257,11 +259,13 @@ app.add_typer(admin_app, name="admin")
 @admin_app.command("start")
 def admin_start(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
                 credential: Annotated[Path, Opt(help="admin.json from fedcare certs init")] = Path("credentials/admin.json"),
+                config: Annotated[Optional[Path], Opt("--config", help="this run's YAML config (default: the "
+                                                      "coordinator's); the previous run must be over")] = None,
                 insecure: Annotated[bool, Opt("--insecure")] = False) -> None:
-    """Start the federation's run."""
-    from fedcare.transports.network.service import admin_call
+    """Start a run, without restarting the coordinator."""
+    from fedcare.transports.network.service import start_run
 
-    console.print(admin_call(coordinator, credential, "POST", "/v1/run", insecure))
+    console.print(f"run {start_run(coordinator, credential, config, insecure)['run_id']} started")
 
 
 @admin_app.command("stop")
@@ -277,13 +281,19 @@ def admin_stop(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
 @admin_app.command("status")
 def admin_status(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
                  credential: Annotated[Path, Opt(help="admin.json from fedcare certs init")] = Path("credentials/admin.json"),
+                 as_json: Annotated[bool, Opt("--json", help="the coordinator's answer as JSON")] = False,
                  insecure: Annotated[bool, Opt("--insecure")] = False) -> None:
-    """The run's status: running, paused (and why), completed, stopped or failed; its rounds."""
+    """The run's status: running, paused (and why), completed, stopped or failed; whom it waits for; its rounds."""
     import json
 
+    from fedcare.interfaces.status import status_view
     from fedcare.transports.network.service import admin_call
 
-    print(json.dumps(admin_call(coordinator, credential, "GET", "/v1/status", insecure), indent=2))
+    status = admin_call(coordinator, credential, "GET", "/v1/status", insecure)
+    if as_json:
+        print(json.dumps(status, indent=2))
+    else:
+        console.print(status_view(status))
 
 
 certs_app = typer.Typer(no_args_is_help=True,

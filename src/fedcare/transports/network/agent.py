@@ -62,6 +62,7 @@ class AgentSettings:
     approve: Callable[[str], bool] | None = None  # asked once per run with the plan; None = no approval step
     poll_wait: float = 20.0
     max_backoff: float = 30.0
+    keep_running: bool = False       # after a run is over, wait for the coordinator's next run
 
 
 class SiteAgent:
@@ -78,6 +79,7 @@ class SiteAgent:
         self._site: LocalSite | None = None
         self._plan: Plan | None = None  # the current run's plan
         self._approved: set[str] = set()
+        self._over: set[str | None] = set()  # runs whose end this agent was told (--keep-running)
         self._held: tuple[str, Params] | None = None  # the last params downloaded, by digest
         self._party: SecureSiteRound | None = None  # this round's secure-aggregation state
 
@@ -90,8 +92,15 @@ class SiteAgent:
             if task is None:
                 continue
             if task["kind"] == "done":
+                if task.get("run") in self._over:  # still the last run's end: wait for the next run
+                    time.sleep(min(self.s.poll_wait, 5.0))
+                    continue
                 self.say(f"run over: {task.get('status', 'completed')} {task.get('reason', '')}".rstrip())
-                return task
+                if not self.s.keep_running:
+                    return task
+                self._over.add(task.get("run"))
+                self.say("waiting for the coordinator's next run")
+                continue
             self._enter(task["plan"])
             handler = getattr(self, f"_{task['kind'].replace('-', '_')}", None)
             if handler is None:

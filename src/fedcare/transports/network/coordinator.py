@@ -47,6 +47,15 @@ class ServiceSettings:
     database: Path | None = None             # the SQLite file (default <state>/coordinator.db)
 
 
+def for_sites(cfg: FederationConfig) -> FederationConfig:
+    """The config as a coordinator runs it: the sites hold the data files, so a `data` path is dropped
+    (with a warning) rather than naming the run after one hospital's file."""
+    if not cfg.data.files:
+        return cfg
+    log.warning("the config's 'data' key is ignored: each site reads its own file (fedcare site --data)")
+    return cfg.replace(data=())
+
+
 def plan_message(cfg: FederationConfig, run_id: str, sites: list[str], prepared: PreparedDataset | None) -> dict:
     """The declarative plan every task carries: the config (no file paths) and the data's shape.
     A site builds its model and training from it; no code is ever sent."""
@@ -72,9 +81,16 @@ class Coordinator:
 
     # ----- admin --------------------------------------------------------------------------------
 
-    def start(self) -> str:
+    def start(self, config: Mapping | None = None) -> str:
+        """Start a run: with the coordinator's config, or with `config` (flat keys, from `fedcare admin
+        start --config`), which then stays the config of the runs that follow."""
         if self._thread is not None and self._thread.is_alive():
             raise Refused(409, f"run {self._run_id} is under way; stop it first")
+        if config is not None:
+            try:
+                self.cfg = for_sites(make_config(config))
+            except FedcareError as exc:
+                raise Refused(422, f"config refused: {exc}") from None
         run_id = uuid.uuid4().hex[:12]
         self.store.create_run(run_id, self.cfg.to_yaml())
         self._launch(run_id, resume=False)
@@ -97,10 +113,12 @@ class Coordinator:
     def status(self) -> dict:
         latest = self.store.latest_run()
         if latest is None:
-            return {"status": "idle", "sites": self.participants()}
+            return {"status": "idle", "sites": self.participants(), "runs": []}
+        open_task = self.board.open_task() if latest["status"] in ("running", "paused") else None
+        waiting = [s for s in open_task["sites"] if s not in open_task["answered"]] if open_task else []
         return {"run_id": latest["run_id"], "status": latest["status"], "reason": latest["reason"],
-                "sites": self.participants(), "open_task": self.board.open_task(),
-                "rounds": self.store.rounds(latest["run_id"])}
+                "sites": self.participants(), "open_task": open_task, "waiting_for": waiting,
+                "rounds": self.store.rounds(latest["run_id"]), "runs": self.store.runs()}
 
     # ----- the run ------------------------------------------------------------------------------
 
@@ -120,14 +138,14 @@ class Coordinator:
             self._status(run_id, "completed", f"run folder {self.run_dir(run_id)}")
         except RunStopped as exc:
             self._status(run_id, "stopped", str(exc))
-            self.board.finish({"status": "stopped", "reason": str(exc)})
+            self.board.finish({"run": run_id, "status": "stopped", "reason": str(exc)})
         except FedcareError as exc:
             self._status(run_id, "failed", str(exc))
-            self.board.finish({"status": "failed", "reason": str(exc)})
+            self.board.finish({"run": run_id, "status": "failed", "reason": str(exc)})
         except Exception as exc:  # a bug: record it, keep serving
             log.exception("run %s failed", run_id)
             self._status(run_id, "failed", f"{type(exc).__name__}: {exc}")
-            self.board.finish({"status": "failed", "reason": "internal error; see the coordinator's log"})
+            self.board.finish({"run": run_id, "status": "failed", "reason": "internal error; see the coordinator's log"})
 
     def run_dir(self, run_id: str) -> Path:
         return Path(self.cfg.run.out) if self.cfg.run.out else self.settings.state / "runs" / run_id
@@ -205,7 +223,7 @@ class Coordinator:
         folder.write_result(cfg, facts, summary, rows, result.params, {})
         if self.render_report is not None:
             folder.write_report(self.render_report(summary, rows))
-        self.board.finish({"status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
+        self.board.finish({"run": run_id, "status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
 
 
 def _metric(answers: dict, split: str) -> dict:

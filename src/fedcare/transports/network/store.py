@@ -66,6 +66,11 @@ class Store:
         return {"run_id": run_id, "config": config, "status": status, "reason": reason,
                 "prepared": json.loads(prepared) if prepared else None}
 
+    def runs(self, limit: int = 20) -> list[dict]:
+        """The latest runs, newest first: id, status, when they started and finished (epoch seconds)."""
+        rows = self._run("SELECT run_id, status, started, finished FROM runs ORDER BY started DESC LIMIT ?", (limit,))
+        return [{"run_id": r, "status": st, "started": a, "finished": b} for r, st, a, b in rows]
+
     def set_status(self, run_id: str, status: str, reason: str = "") -> None:
         finished = time.time() if status in ("completed", "stopped", "failed") else None
         self._run("UPDATE runs SET status = ?, reason = ?, finished = ? WHERE run_id = ?",
