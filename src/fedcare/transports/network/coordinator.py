@@ -191,11 +191,7 @@ class Coordinator:
                      len(record.selected), score)
 
         def on_checkpoint(checkpoint) -> None:
-            rounds_dir = checkpoints.path / "rounds"
-            rounds_dir.mkdir(parents=True, exist_ok=True)
-            tmp = rounds_dir / f".round-{checkpoint.round}.tmp"
-            tmp.write_bytes(transport.params_bytes(checkpoint.params)[0])  # the bytes just sent to the sites
-            tmp.replace(rounds_dir / f"round-{checkpoint.round}.safetensors")
+            checkpoints.save_round(checkpoint.round, transport.params_bytes(checkpoint.params)[0])  # as sent
             checkpoints.save(checkpoint, {}, pending)
             rows.extend(pending)
             pending.clear()
