@@ -126,13 +126,18 @@ class Checkpoints:
         r = checkpoint.round
         (self.path / "sites").mkdir(parents=True, exist_ok=True)
         rows_file = self.path / "rows.jsonl"
-        with rows_file.open("a") as f:
-            f.writelines(json.dumps({**row, "checkpoint": r}, sort_keys=True) + "\n" for row in rows)
+        # whole and renamed, with this round's rows in place of any an earlier attempt left: a write the
+        # disk refused can be tried again
+        text = "".join(self._rows_before(r)) + "".join(json.dumps({**row, "checkpoint": r}, sort_keys=True) + "\n"
+                                                       for row in rows)
+        tmp = rows_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(rows_file)
         for site, state in site_states.items():
             if state:
                 save_checked(self.path / "sites" / f"{file_stem(site)}.round-{r}.safetensors", state, {})
-        rows_digest = hashlib.sha256(rows_file.read_bytes()).hexdigest()
-        checkpoint.save(self.path / "coordinator.safetensors", {"rows_sha256": rows_digest})
+        checkpoint.save(self.path / "coordinator.safetensors",
+                        {"rows_sha256": hashlib.sha256(text.encode()).hexdigest()})
         for old in (self.path / "sites").glob(f"*.round-{r - 1}.safetensors"):
             old.unlink()
 
@@ -158,15 +163,7 @@ class Checkpoints:
             state = self.path / "sites" / f"{file_stem(site)}.round-{r}.safetensors"
             states[site] = load_checked(state)[0] if state.is_file() else {}
         rows_file = self.path / "rows.jsonl"
-        kept: list[str] = []
-        if rows_file.is_file():
-            for line in rows_file.read_text().splitlines(keepends=True):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by the crash (or damaged: the digest says)
-                    continue
-                if row["checkpoint"] <= r:
-                    kept.append(line)
+        kept = self._rows_before(r + 1)
         if hashlib.sha256("".join(kept).encode()).hexdigest() != meta.get("rows_sha256"):
             raise damaged(rows_file, f"its rows up to round {r} do not match the checkpoint's SHA-256 of them")
         # drop rows of a round that was under way at the crash: it will be run again
@@ -175,6 +172,43 @@ class Checkpoints:
         tmp.replace(rows_file)
         rows = [{k: v for k, v in json.loads(line).items() if k != "checkpoint"} for line in kept]
         return checkpoint, states, rows
+
+    def _rows_before(self, r: int) -> list[str]:
+        """The lines of rows.jsonl of checkpoints before round `r`; a line cut short by a crash (or
+        damaged: the coordinator's digest of the rows finds it) is left out."""
+        rows_file = self.path / "rows.jsonl"
+        kept = []
+        if rows_file.is_file():
+            for line in rows_file.read_text().splitlines(keepends=True):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("checkpoint"), int) and row["checkpoint"] < r:
+                    kept.append(line)
+        return kept
+
+    def save_prepared(self, prepared: Mapping) -> None:
+        """What data preparation taught the coordinator, beside the checkpoints, so a run can resume
+        from its folder alone (its database lost)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(prepared, sort_keys=True)
+        tmp = self.path / ".prepared.tmp"
+        tmp.write_text(json.dumps({"sha256": hashlib.sha256(text.encode()).hexdigest(), "prepared": prepared}))
+        tmp.replace(self.path / "prepared.json")
+
+    def load_prepared(self, otherwise: str) -> dict:
+        path = self.path / "prepared.json"
+        try:
+            data = json.loads(path.read_text())
+            prepared = data["prepared"]
+            ok = data["sha256"] == hashlib.sha256(json.dumps(prepared, sort_keys=True).encode()).hexdigest()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"'{path}' cannot be read ({exc}); restore it from a backup, {otherwise}") from None
+        if not ok:
+            raise ConfigError(f"'{path}' is damaged: its SHA-256 does not match its content; restore it from a "
+                              f"backup, {otherwise}")
+        return prepared
 
     def _check_round(self, checkpoint: EngineCheckpoint) -> None:
         """A networked run: the round file of the checkpoint's round must hold its params exactly."""

@@ -23,7 +23,7 @@ import yaml
 
 from fedcare.federation.checkpoint import Checkpoints
 from fedcare.core.config import FederationConfig, make_config
-from fedcare.core.errors import FedcareError
+from fedcare.core.errors import ConfigError, FedcareError
 from fedcare.data.prepare import PreparedDataset, prepare
 from fedcare.federation.engine import RoundEngine, RoundRecord
 from fedcare.federation.plan import make_plan
@@ -35,6 +35,7 @@ from fedcare.transports.network.transport import NetworkTransport, Timing
 
 log = logging.getLogger("fedcare.coordinator")
 ReportRenderer = Callable[[Mapping, list[dict]], str]
+DISK_RETRY = 5.0  # seconds between attempts at a write the disk refused
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Coordinator:
         self.poll_wait = settings.poll_wait
         self._thread: threading.Thread | None = None
         self._run_id: str | None = None
+        self._halt = threading.Event()  # set by stop(): ends a wait for the disk too
 
     def participants(self) -> list[str]:
         return list(self.settings.sites)
@@ -97,17 +99,43 @@ class Coordinator:
         return run_id
 
     def recover(self) -> str | None:
-        """At start-up: resume the run a crash interrupted, if there is one."""
+        """At start-up: resume the run a crash interrupted, if there is one: the database's, or, when
+        the database lost it (deleted, emptied), the one a run folder's checkpoint holds."""
         latest = self.store.latest_run()
-        if latest is None or latest["status"] not in ("running", "paused"):
+        if latest is None:
+            return self._recover_from_disk()
+        if latest["status"] not in ("running", "paused"):
             return None
         self.cfg = make_config(yaml.safe_load(latest["config"]))
         self._launch(latest["run_id"], resume=True)
         return latest["run_id"]
 
+    def _recover_from_disk(self) -> str | None:
+        """A run folder with a checkpoint and no summary.json is a run that was under way: its config,
+        its data preparation and its checkpoint are all in the folder, so it resumes from them."""
+        found = sorted((p.parents[1] for p in (self.settings.state / "runs").glob("*/checkpoints/coordinator.safetensors")
+                        if not (p.parents[1] / "summary.json").exists()), key=lambda d: d.stat().st_mtime)
+        if not found:
+            return None
+        run_dir = found[-1]
+        aside = f"or move '{run_dir}' aside to start afresh"
+        try:
+            cfg = make_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        except (OSError, yaml.YAMLError, FedcareError) as exc:
+            raise ConfigError(f"the database holds no run, and the unfinished run in '{run_dir}' has no readable "
+                              f"config.yaml ({exc}); restore it from a backup, {aside}") from None
+        prepared = Checkpoints(run_dir).load_prepared(aside)
+        log.warning("the database holds no run, but '%s' holds an unfinished run's checkpoint: resuming it", run_dir)
+        self.store.create_run(run_dir.name, cfg.to_yaml())
+        self.store.save_prepared(run_dir.name, prepared)
+        self.cfg = cfg
+        self._launch(run_dir.name, resume=True)
+        return run_dir.name
+
     def stop(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             raise Refused(409, "no run is under way")
+        self._halt.set()
         self.board.stop("stopped by the admin")
 
     def status(self) -> dict:
@@ -125,6 +153,7 @@ class Coordinator:
     def _launch(self, run_id: str, resume: bool) -> None:
         self._run_id = run_id
         self.board = Board(on_status=lambda status, reason: self._status(run_id, status, reason))
+        self._halt = threading.Event()
         self._thread = threading.Thread(target=self._drive, args=(run_id, resume), name=f"run-{run_id}", daemon=True)
         self._thread.start()
 
@@ -147,6 +176,27 @@ class Coordinator:
             self._status(run_id, "failed", f"{type(exc).__name__}: {exc}")
             self.board.finish({"run": run_id, "status": "failed", "reason": "internal error; see the coordinator's log"})
 
+    def _durably(self, run_id: str, what: str, write: Callable[[], object]) -> None:
+        """A write to the run folder, retried while the disk refuses it (made read-only, full): the run
+        waits, paused, says why, and goes on once the write succeeds. Every write retried here is whole
+        (files renamed into place; checkpoints.save rewrites its round's rows), so a retry adds nothing twice."""
+        said = None
+        while True:
+            try:
+                write()
+            except OSError as exc:
+                reason = (f"cannot write {what} in '{self.run_dir(run_id)}' ({exc.strerror}); restore write access "
+                          f"(or free disk space): the run retries every {DISK_RETRY:g} s")
+                if reason != said:
+                    self._status(run_id, "paused", reason)
+                    said = reason
+                if self._halt.wait(DISK_RETRY):
+                    raise RunStopped("stopped by the admin") from None
+                continue
+            if said is not None:
+                self._status(run_id, "running", "")
+            return
+
     def run_dir(self, run_id: str) -> Path:
         return Path(self.cfg.run.out) if self.cfg.run.out else self.settings.state / "runs" / run_id
 
@@ -159,7 +209,7 @@ class Coordinator:
         if resume and stored and stored["prepared"]:
             prepared = PreparedDataset.from_json(stored["prepared"])
         else:
-            folder.prepare(cfg)
+            self._durably(run_id, "config.yaml", lambda: folder.prepare(cfg))
             if checkpoints.path.exists():
                 shutil.rmtree(checkpoints.path)
             asker = NetworkTransport(self.board, sites, timing, plan_message(cfg, run_id, sites, None))
@@ -172,6 +222,7 @@ class Coordinator:
 
             prepared = prepare(cfg.data, sites, ask)
             self.store.save_prepared(run_id, prepared.to_json())
+            self._durably(run_id, "the data preparation", lambda: checkpoints.save_prepared(prepared.to_json()))
         plan = make_plan(cfg, prepared.shape, sites)
         initial = plan.initial_params()
         loaded = checkpoints.load([]) if resume else None
@@ -191,8 +242,9 @@ class Coordinator:
                      len(record.selected), score)
 
         def on_checkpoint(checkpoint) -> None:
-            checkpoints.save_round(checkpoint.round, transport.params_bytes(checkpoint.params)[0])  # as sent
-            checkpoints.save(checkpoint, {}, pending)
+            blob = transport.params_bytes(checkpoint.params)[0]  # the bytes just sent to the sites
+            self._durably(run_id, f"round {checkpoint.round}'s checkpoint",
+                          lambda: (checkpoints.save_round(checkpoint.round, blob), checkpoints.save(checkpoint, {}, pending)))
             rows.extend(pending)
             pending.clear()
 
@@ -216,9 +268,11 @@ class Coordinator:
         summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, cfg.robustness.aggregator,
                             attacked=[])
         summary["baselines"] = {"pooled": "not run: pooling patient rows is what a federation avoids"}
-        folder.write_result(cfg, facts, summary, rows, result.params, {})
+        self._durably(run_id, "the run's results", lambda: folder.write_result(cfg, facts, summary, rows,
+                                                                               result.params, {}))
         if self.render_report is not None:
-            folder.write_report(self.render_report(summary, rows))
+            html = self.render_report(summary, rows)
+            self._durably(run_id, "report.html", lambda: folder.write_report(html))
         self.board.finish({"run": run_id, "status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
 
 
