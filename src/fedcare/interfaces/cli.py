@@ -243,13 +243,15 @@ def site_agent(
     insecure: Annotated[bool, Opt("--insecure", help="plain HTTP without TLS (test networks only)")] = False,
     keep_running: Annotated[bool, Opt("--keep-running", help="after a run, wait for the coordinator's next one "
                                                              "(for an agent run as a service)")] = False,
+    policy: Annotated[Optional[Path], Opt(help="YAML file of the runs this site accepts without a person "
+                                               "(models, algorithms, max_rounds, privacy)")] = None,
 ) -> None:
     """Run a site agent inside the hospital: outbound connections only; sends updates and metrics, never rows."""
     from fedcare.transports.network.service import run_site
 
     if insecure:
         print(INSECURE_WARNING, file=sys.stderr)
-    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure, keep_running)
+    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure, keep_running, policy)
 
 
 admin_app = typer.Typer(no_args_is_help=True, help="Admin actions on a running coordinator (needs admin.json).")

@@ -23,7 +23,7 @@ import yaml
 
 from fedcare.federation.checkpoint import Checkpoints
 from fedcare.core.config import FederationConfig, make_config
-from fedcare.core.errors import ConfigError, FedcareError
+from fedcare.core.errors import ConfigError, DataError, FedcareError
 from fedcare.data.prepare import PreparedDataset, prepare
 from fedcare.federation.engine import RoundEngine, RoundRecord
 from fedcare.federation.plan import make_plan
@@ -218,6 +218,9 @@ class Coordinator:
             def ask(phase: str, question: dict) -> dict[str, dict]:
                 task_id = f"prepare.{next(counter)}"
                 answers = asker.ask_all(task_id, "prepare", {"phase": phase, "question": question}, None)
+                for sid, a in answers.items():
+                    if isinstance(a.get("declined"), str):  # outside the site's approval policy
+                        raise DataError(f"site '{sid}' declined the run: {a['declined'][:300]}")
                 return {sid: a.get("answer") for sid, a in answers.items()}
 
             prepared = prepare(cfg.data, sites, ask)

@@ -90,9 +90,11 @@ def _check_url(url: str, insecure: bool) -> None:
 
 
 def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str | None, site_id: str | None,
-             state: Path | None, approve: bool, insecure: bool, keep_running: bool = False) -> None:
+             state: Path | None, approve: bool, insecure: bool, keep_running: bool = False,
+             policy: Path | None = None) -> None:
     from fedcare.learning.tasks import load_plugins
     from fedcare.transports.network.agent import AgentSettings, SiteAgent
+    from fedcare.transports.network.policy import load_policy
 
     _logging()
     load_plugins()
@@ -102,16 +104,24 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
         raise ConfigError(f"--site-id '{site_id}' differs from the credential's site '{cred.site_id}'")
     if data is not None and not data.is_file():
         raise ConfigError(f"data file '{data}' not found")
+    rules = None if policy is None else load_policy(policy)
+    if rules is None and not approve:
+        logging.getLogger("fedcare.site").warning(
+            "no --policy and no --approve: this site accepts every run the coordinator sends (each plan is shown "
+            "here); give --policy policy.yaml to limit what it accepts (docs/deployment.md)")
     settings = AgentSettings(coordinator, cred.site_id, cred.token, state or Path(".fedcare-site") / cred.site_id,
                              _verify(cred.ca_pem, insecure), data, dataset, _ask if approve else None,
-                             keep_running=keep_running)
+                             rules, policy.name if policy else "the policy", keep_running=keep_running)
     SiteAgent(settings).run()
 
 
 def _ask(plan: str) -> bool:
     print("Approve this plan and train on this site's data? [y/N] ", end="", flush=True)
-    answer = sys.stdin.readline().strip().lower()
-    return answer in ("y", "yes")
+    line = sys.stdin.readline()
+    if not line:  # no terminal (a service, a container): nobody will ever answer
+        raise ConfigError("--approve needs a person at a terminal, and there is none (stdin is closed); to run "
+                          "unattended give --policy policy.yaml with what this site accepts (docs/deployment.md)")
+    return line.strip().lower() in ("y", "yes")
 
 
 def admin_call(coordinator: str, credential: Path, method: str, path: str, insecure: bool,
