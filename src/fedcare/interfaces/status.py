@@ -10,6 +10,8 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+SHOWN_ROUNDS = 10
+
 
 def status_view(status: Mapping) -> Group:
     lines: list = []
@@ -27,10 +29,12 @@ def status_view(status: Mapping) -> Group:
             lines.append(escape(f"waiting for sites {', '.join(status['waiting_for'])}"))
         rounds = status.get("rounds") or []
         if rounds:
-            table = Table(title="rounds")
+            shown = rounds[-SHOWN_ROUNDS:]
+            title = "rounds" if len(shown) == len(rounds) else f"the last {len(shown)} of {len(rounds)} rounds (--json: all)"
+            table = Table(title=title)
             for column in ("round", "answered", "refused"):
                 table.add_column(column, justify="right" if column == "round" else "left")
-            for r in rounds:
+            for r in shown:
                 refused = "; ".join(f"{site}: {why}" for site, why in r["refused"].items()) or "-"
                 table.add_row(str(r["round"]), escape(", ".join(r["answered"]) or "-"), escape(refused))
             lines.append(table)
