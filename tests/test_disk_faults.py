@@ -13,11 +13,11 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import HEART_SITES, run_cli
+from netutil import Deployment
+
 from fedcare.core.serialization import load_params
 from fedcare.interfaces.api import simulate
-from netutil import Deployment
 
 BASE = {"dataset": "heart-disease", "rounds": 6, "seed": 3, "lr": 0.05, "local_epochs": 1, "baselines": False}
 

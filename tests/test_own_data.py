@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from netutil import Deployment
 
 from fedcare.core.config import make_config
 from fedcare.data.heart_disease import hospital_table
 from fedcare.interfaces.api import simulate
-from netutil import Deployment
 
 COLUMNS = {"label": "disease", "drop": ["slope", "ca", "thal"], "categorical": ["cp", "restecg"]}
 SITES = ["cleveland", "hungarian", "va"]

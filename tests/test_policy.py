@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import HEART_SITES, run_cli
+from netutil import Deployment
+
 from fedcare.core.errors import ConfigError
 from fedcare.transports.network.policy import Policy, load_policy
-from netutil import Deployment
 
 RUN = {"dataset": "heart-disease", "rounds": 2, "seed": 3, "lr": 0.05, "local_epochs": 1, "baselines": False,
        "personalization": "finetune", "finetune_epochs": 1}

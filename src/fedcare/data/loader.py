@@ -111,7 +111,8 @@ def load_files(spec: DataSpec) -> FederatedDataset:
     if spec.partition is not None:
         overrides["partition"] = {"kind": spec.partition, "num_sites": spec.num_sites, "alpha": spec.alpha,
                                   "seed": spec.partition_seed}
-    return build_dataset(spec.model_copy(update={"partition": None}), [SitePreparation(r) for r in raw], overrides)
+    sites = [SitePreparation(r, share_name=True) for r in raw]
+    return build_dataset(spec.model_copy(update={"partition": None}), sites, overrides)
 
 
 def build_dataset(spec: DataSpec, sites: Sequence[SitePreparation], overrides: dict[str, Any] | None = None

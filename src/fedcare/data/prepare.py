@@ -12,7 +12,8 @@ for omics) and, for the rest, `tabular`. Each input asks its own questions under
 
 For a privacy officer -- what each phase sends (coordinator's question -> site's answer):
 
-columns     which built-in dataset, if any -> the site's column names, its file name, and for a
+columns     which built-in dataset, if any -> the site's column names, its file name (only with
+            share_name: a simulation's files; a site agent keeps it), and for a
             built-in dataset how many rows reading it dropped.
 schema      the target and feature columns, the declared task, which columns form which input ->
             the number of rows that have every target and of rows dropped for lacking one; per
@@ -166,7 +167,7 @@ class SitePreparation:
     """
 
     def __init__(self, raw: RawSite, dataset: str | None = None, dropped_on_read: int = 0,
-                 share_name: bool = True) -> None:
+                 share_name: bool = False) -> None:
         self.site_id = raw.site_id
         self.source = raw.source
         self.share_name = share_name  # whether the answers name the file (see from_file)
@@ -197,7 +198,7 @@ class SitePreparation:
             known = ", ".join(builtin.site_ids)
             raise DataError(f"dataset '{dataset}' has no site '{site_id}'; its sites are: {known}")
         raw, dropped = builtin.read_site(site_id)
-        return cls(raw, dataset=builtin.name, dropped_on_read=dropped)
+        return cls(raw, dataset=builtin.name, dropped_on_read=dropped, share_name=True)  # a bundled file's name
 
     def answer(self, phase: str, question: dict) -> dict:
         """Answer one question (JSON in, JSON out); bad data raises DataError with a one-line message."""

@@ -20,7 +20,12 @@ import httpx
 
 from fedcare.core.errors import ConfigError, FedcareError
 from fedcare.data.heart_disease import SITES, hospital_table
-from fedcare.transports.network.credentials import AdminCredential, client_ssl_context, init_authority, issue_site
+from fedcare.transports.network.credentials import (
+    AdminCredential,
+    client_ssl_context,
+    init_authority,
+    issue_site,
+)
 
 FEDERATION_YAML = """\
 # The federation's settings: the same keys as `fedcare simulate`. No `data` key: each hospital's
