@@ -44,7 +44,7 @@ class EngineCheckpoint:
     bytes_sent: int = 0
 
     def save(self, path: Path, extra: Mapping[str, object] | None = None) -> None:
-        extra = dict(extra or {})
+        """`extra`: more counters for the metadata (Checkpoints adds the rows' digest)."""
         arrays = {f"params/{k}": v for k, v in self.params.items()}
         same = self.best_params is self.params  # without early stopping: store the model once, not twice
         if not same:
@@ -53,7 +53,7 @@ class EngineCheckpoint:
             arrays |= {f"state/{i}/{k}": v for k, v in state.items()}
         save_checked(path, arrays, {"round": self.round, "best_round": self.best_round, "best_score": self.best_score,
                                     "pieces": len(self.states), "bytes_sent": self.bytes_sent,
-                                    "best_is_params": same, **extra})
+                                    "best_is_params": same, **(extra or {})})
 
     @classmethod
     def load(cls, path: Path) -> EngineCheckpoint:

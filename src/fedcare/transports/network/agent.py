@@ -111,6 +111,7 @@ class SiteAgent:
                 self._post_json(task, {"declined": str(exc)})
                 if not self.s.keep_running:
                     raise AgentStopped(str(exc)) from None
+                time.sleep(min(self.s.poll_wait, 5.0))  # a task that takes no "declined" is asked again: not at once
                 continue
             handler = getattr(self, f"_{task['kind'].replace('-', '_')}", None)
             if handler is None:
