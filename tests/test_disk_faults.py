@@ -125,3 +125,16 @@ def test_a_read_only_run_folder_pauses_the_run_until_access_is_restored(deployme
     assert [r["round"] for r in status["rounds"]] == list(range(1, 7))
     assert json.loads((run_dir / "summary.json").read_text())["rounds"] == 6
     _same_model_as_the_simulation(d, status, tmp_path)
+
+
+def test_a_simulation_into_a_read_only_folder_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    _read_only(out, True)
+    try:
+        result = run_cli("simulate", "--rounds", "1", "--no-baselines", "--out", str(out), cwd=tmp_path)
+    finally:
+        _read_only(out, False)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: cannot use '{out}/") and "restore access" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -425,6 +425,11 @@ def main() -> None:
     except FedcareError as exc:
         print(f"error: {exc}", file=sys.stderr)  # one line, never wrapped
         sys.exit(2)
+    except OSError as exc:  # a disk fault (read-only folder, full disk): one line; written files stay whole
+        where = f"'{exc.filename}'" if exc.filename else "a file"
+        print(f"error: cannot use {where} ({exc.strerror or exc}); restore access or free disk space and run "
+              "again (a simulation with checkpoints continues with --resume RUN_FOLDER)", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
