@@ -86,9 +86,12 @@ class Deployment:
             time.sleep(0.2)
         raise AssertionError("coordinator did not come up")
 
-    def start_agent(self, site: str, *extra: str, stdin: int | None = None) -> subprocess.Popen:
+    def start_agent(self, site: str, *extra: str, stdin: int | None = None, data: Path | None = None
+                    ) -> subprocess.Popen:
+        """An agent with the site's rows of the bundled heart-disease data, or its own file `data`."""
+        source = ["--data", str(data)] if data is not None else ["--dataset", "heart-disease"]
         return self._spawn(site, ["site", "--coordinator", self.url, "--credential",
-                                  str(self.pki / "sites" / f"{site}.json"), "--dataset", "heart-disease",
+                                  str(self.pki / "sites" / f"{site}.json"), *source,
                                   "--state", str(self.root / "agents" / site), *extra], stdin=stdin)
 
     def start_all(self) -> None:

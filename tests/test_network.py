@@ -97,9 +97,7 @@ def test_a_site_killed_mid_round_the_rounds_close_on_quorum(deployment):
     d.start_coordinator("--start", "--deadline", "5")
     for site in HEART_SITES[:3]:
         d.start_agent(site)
-    va = d.start_agent("va", "--approve", stdin=subprocess.PIPE)  # holds round 1 open at the approval prompt
-    va.stdin.write(b"y\n")  # approve preparing the data, not the training
-    va.stdin.flush()
+    d.start_agent("va", "--approve", stdin=subprocess.PIPE)  # prepares, then holds round 1 open at its one prompt
     d.wait_for(lambda s: (s.get("open_task") or {}).get("id") == "1.fit", what="round 1")
     d.kill("va")  # mid-round, at its approval prompt: its update for round 1 never comes
     status = d.wait_completed()
@@ -117,9 +115,7 @@ def test_without_quorum_the_run_pauses_and_a_restarted_site_rejoins(deployment):
     d.start_coordinator("--start")
     for site in HEART_SITES[:3]:
         d.start_agent(site)
-    va = d.start_agent("va", "--approve", stdin=subprocess.PIPE)
-    va.stdin.write(b"y\n")
-    va.stdin.flush()
+    d.start_agent("va", "--approve", stdin=subprocess.PIPE)  # asks once, before training: round 1 waits
     d.wait_for(lambda s: (s.get("open_task") or {}).get("id") == "1.fit", what="round 1")
     d.kill("va")  # its data is prepared and kept in its state folder
     paused = d.wait_for(lambda s: s["status"] == "paused" and s["reason"].endswith("waiting for va"),
@@ -182,9 +178,7 @@ def test_bad_inputs_get_a_4xx_and_the_run_carries_on(deployment):
     for site in HEART_SITES[:3]:
         d.start_agent(site)
     # the last site asks for approval: while it waits, we send bad input in its name
-    agent = d.start_agent("va", "--approve", stdin=subprocess.PIPE)
-    agent.stdin.write(b"y\n")  # approve the data preparation
-    agent.stdin.flush()
+    agent = d.start_agent("va", "--approve", stdin=subprocess.PIPE)  # asks once, before round 1
     d.wait_for(lambda s: (s.get("open_task") or {}).get("id") == "1.fit", what="round 1")
     va = d.site_client("va")
     task = va.get("/v1/task", params={"wait": 5}).json()

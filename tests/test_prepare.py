@@ -41,11 +41,20 @@ def json_ask(sites: list[SitePreparation], log: list | None = None):
     return ask
 
 
-def assert_same(prepared: PreparedDataset, sites: list[SitePreparation], expected: FederatedDataset) -> None:
-    assert prepared.name == expected.name
+def assert_same(prepared: PreparedDataset, sites: list[SitePreparation], expected: FederatedDataset,
+                own_files: bool = False) -> None:
+    """`own_files`: the sites read their own files and keep their names: the coordinator knows none,
+    so the entries that a simulation keys by file name are keyed by site id."""
     assert prepared.shape == expected.shape
     assert prepared.shape.feature_names == expected.feature_names
-    assert json.dumps(prepared.preprocessing) == json.dumps(expected.preprocessing)  # same content, same order
+    want = dict(expected.preprocessing)
+    if own_files:
+        assert prepared.name == "own-data"
+        dropped = next(k for k in want if k.startswith("rows_dropped"))
+        want |= {"files": [], dropped: {s.site_id: n for s, n in zip(sites, want[dropped].values())}}
+    else:
+        assert prepared.name == expected.name
+    assert json.dumps(prepared.preprocessing) == json.dumps(want)  # same content, same order
     assert [s.site_id for s in sites] == [s.site_id for s in expected.sites]
     for site, want in zip(sites, expected.sites):
         assert site.data is not None
@@ -125,7 +134,8 @@ def test_site_files_over_the_network_equal_simulation(tmp_path, case):
     sites = [SitePreparation.from_file(p, Path(p).stem) for p in paths]
     log: list = []
     prepared = prepare(DataSpec(**options), [s.site_id for s in sites], json_ask(sites, log))  # no paths needed
-    assert_same(prepared, sites, expected)
+    assert_same(prepared, sites, expected, own_files=True)
+    assert ".csv" not in json.dumps(log)  # no site's file name reaches the coordinator
     assert any(m.endswith("__missing") for m in prepared.shape.feature_names)
     counts = sum(phase == "tabular.counts" for phase, _, _ in log)
     assert 0 < counts <= 60  # every column's median search shares the round trips
@@ -232,9 +242,12 @@ def test_site_with_different_columns_is_named(tmp_path):
     frame[frame.hospital == "H1"].drop(columns=["hospital"]).to_csv(first, index=False)
     second = tmp_path / "H2.csv"
     frame[frame.hospital == "H2"].drop(columns=["hospital", "bp"]).to_csv(second, index=False)
-    sites = [SitePreparation.from_file(first, "H1"), SitePreparation.from_file(second, "H2")]
+    sites = [SitePreparation.from_file(first, "H1", share_name=True), SitePreparation.from_file(second, "H2", share_name=True)]
     with pytest.raises(DataError, match="site 'H2': 'H2.csv' lacks column 'bp' compared with 'H1.csv' of site 'H1'"):
         prepare(DataSpec(label="y"), ["H1", "H2"], json_ask(sites))
+    private = [SitePreparation.from_file(first, "H1"), SitePreparation.from_file(second, "H2")]  # an agent's
+    with pytest.raises(DataError, match="^site 'H2' lacks column 'bp' compared with site 'H1'; all sites need"):
+        prepare(DataSpec(label="y"), ["H1", "H2"], json_ask(private))
 
 
 def test_bad_value_is_located_by_its_site(tmp_path):

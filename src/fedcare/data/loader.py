@@ -87,7 +87,7 @@ def load_files(spec: DataSpec) -> FederatedDataset:
     """Bring-your-own data: one site per file, or one file cut into sites (by a column or a partition)."""
     paths = [Path(p) for p in spec.files]
     if len(paths) > 1:
-        sites = [SitePreparation.from_file(p, p.stem) for p in paths]
+        sites = [SitePreparation.from_file(p, p.stem, share_name=True) for p in paths]
         if len({p.stem for p in paths}) != len(paths):
             raise DataError("several --data files share a file name; site ids come from file names, so rename them")
         return build_dataset(spec, sites)
@@ -111,7 +111,8 @@ def load_files(spec: DataSpec) -> FederatedDataset:
     if spec.partition is not None:
         overrides["partition"] = {"kind": spec.partition, "num_sites": spec.num_sites, "alpha": spec.alpha,
                                   "seed": spec.partition_seed}
-    return build_dataset(spec.model_copy(update={"partition": None}), [SitePreparation(r) for r in raw], overrides)
+    sites = [SitePreparation(r, share_name=True) for r in raw]
+    return build_dataset(spec.model_copy(update={"partition": None}), sites, overrides)
 
 
 def build_dataset(spec: DataSpec, sites: Sequence[SitePreparation], overrides: dict[str, Any] | None = None

@@ -12,7 +12,8 @@ for omics) and, for the rest, `tabular`. Each input asks its own questions under
 
 For a privacy officer -- what each phase sends (coordinator's question -> site's answer):
 
-columns     which built-in dataset, if any -> the site's column names, its file name, and for a
+columns     which built-in dataset, if any -> the site's column names, its file name (only with
+            share_name: a simulation's files; a site agent keeps it), and for a
             built-in dataset how many rows reading it dropped.
 schema      the target and feature columns, the declared task, which columns form which input ->
             the number of rows that have every target and of rows dropped for lacking one; per
@@ -167,9 +168,11 @@ class SitePreparation:
     the site's encoded examples and `row_counts` its rows per split; neither is ever sent.
     """
 
-    def __init__(self, raw: RawSite, dataset: str | None = None, dropped_on_read: int = 0) -> None:
+    def __init__(self, raw: RawSite, dataset: str | None = None, dropped_on_read: int = 0,
+                 share_name: bool = False) -> None:
         self.site_id = raw.site_id
         self.source = raw.source
+        self.share_name = share_name  # whether the answers name the file (see from_file)
         self.dataset = dataset
         self.dropped_on_read = dropped_on_read
         self.data: SiteData | None = None
@@ -183,10 +186,11 @@ class SitePreparation:
         self._targets: dict[str, np.ndarray] = {}  # every row's encoded targets
 
     @classmethod
-    def from_file(cls, path: str | Path, site_id: str) -> SitePreparation:
-        """The hospital's own CSV or Parquet file."""
+    def from_file(cls, path: str | Path, site_id: str, share_name: bool = False) -> SitePreparation:
+        """The hospital's own CSV or Parquet file. Its name shows in this site's own messages; it is
+        sent in the answers only with `share_name` (a simulation, where every file is the user's)."""
         path = Path(path)
-        return cls(RawSite(site_id, read_table(path), path.name))
+        return cls(RawSite(site_id, read_table(path), path.name), share_name=share_name)
 
     @classmethod
     def from_builtin(cls, dataset: str, site_id: str) -> SitePreparation:
@@ -196,7 +200,7 @@ class SitePreparation:
             known = ", ".join(builtin.site_ids)
             raise DataError(f"dataset '{dataset}' has no site '{site_id}'; its sites are: {known}")
         raw, dropped = builtin.read_site(site_id)
-        return cls(raw, dataset=builtin.name, dropped_on_read=dropped)
+        return cls(raw, dataset=builtin.name, dropped_on_read=dropped, share_name=True)  # a bundled file's name
 
     def answer(self, phase: str, question: dict) -> dict:
         """Answer one question (JSON in, JSON out); bad data raises DataError with a one-line message."""
@@ -228,7 +232,7 @@ class SitePreparation:
             asked = f"the built-in dataset '{dataset}'" if dataset else "the sites' own files"
             raise DataError(f"site '{self.site_id}' holds {holds} but the coordinator prepares {asked}; "
                             "start the site with the data the federation uses")
-        return {"columns": [str(c) for c in self._raw.columns], "source": self.source,
+        return {"columns": [str(c) for c in self._raw.columns], "source": self.source if self.share_name else None,
                 "dropped_on_read": int(self.dropped_on_read)}
 
     def _schema(self, question: Mapping[str, Any]) -> dict:
@@ -418,7 +422,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
         with reading(f"the 'finish' answer of site '{site}'", site):
             if answer["rows"] != site_rows[site]:
                 raise ValueError("its row counts changed since 'split'")
-    name = recipe.dataset or (Path(sources[ids[0]]).stem if sources[ids[0]] else ids[0])  # type: ignore[arg-type]
+    name = recipe.dataset or spec.name  # the coordinator's own files, never a name a site sent
     preprocessing: dict[str, Any] = {
         **_merge_descriptions([f.describe() for f in fitted.values()]),
         "label": label.to_dict(),

@@ -8,14 +8,23 @@ state; JSON metadata for the counters.
 `Checkpoints` is the run folder's checkpoints/: that file, each site's own state for the round, and
 the federated metric rows so far. Written after every round, files whole and renamed into place, in
 an order that a crash at any moment leaves a consistent set: rows and site states first (named by
-round), the coordinator's file last."""
+round), the coordinator's file last.
+
+Every file carries a SHA-256 over its content (arrays, names, dtypes, shapes and counters) in its
+own metadata, and the coordinator's file also holds the digest of the metric rows up to its round;
+a networked run's `rounds/round-N.safetensors` (the params sent to the sites) must hold the params
+of the checkpoint's round. So one flipped byte anywhere stops a resume with one line naming the
+file, instead of continuing to a different model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from fedcare.algorithms.pieces import State
 from fedcare.core.errors import ConfigError, ParamsError
@@ -34,20 +43,27 @@ class EngineCheckpoint:
     best_score: float | None
     bytes_sent: int = 0
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, extra: Mapping[str, object] | None = None) -> None:
+        """`extra`: more counters for the metadata (Checkpoints adds the rows' digest)."""
         arrays = {f"params/{k}": v for k, v in self.params.items()}
         same = self.best_params is self.params  # without early stopping: store the model once, not twice
         if not same:
             arrays |= {f"best/{k}": v for k, v in self.best_params.items()}
         for i, state in enumerate(self.states):
             arrays |= {f"state/{i}/{k}": v for k, v in state.items()}
-        save_params(path, arrays, {"round": self.round, "best_round": self.best_round, "best_score": self.best_score,
-                                   "pieces": len(self.states), "bytes_sent": self.bytes_sent, "best_is_params": same})
+        save_checked(path, arrays, {"round": self.round, "best_round": self.best_round, "best_score": self.best_score,
+                                    "pieces": len(self.states), "bytes_sent": self.bytes_sent,
+                                    "best_is_params": same, **(extra or {})})
 
     @classmethod
     def load(cls, path: Path) -> EngineCheckpoint:
+        return cls.read(path)[0]
+
+    @classmethod
+    def read(cls, path: Path) -> tuple[EngineCheckpoint, dict]:
+        """The checkpoint and its metadata (the rows' digest among it)."""
+        arrays, meta = load_checked(path)
         try:
-            arrays, meta = load_params(path)
             pieces = int(meta["pieces"])
             states: list[State] = [{} for _ in range(pieces)]
             params: Params = {}
@@ -64,9 +80,42 @@ class EngineCheckpoint:
             if meta.get("best_is_params"):
                 best = params
             return cls(int(meta["round"]), params, states, best, int(meta["best_round"]), meta["best_score"],
-                       int(meta.get("bytes_sent", 0)))
-        except (KeyError, ValueError, IndexError, ParamsError) as exc:
+                       int(meta.get("bytes_sent", 0))), meta
+        except (KeyError, ValueError, IndexError, TypeError) as exc:
             raise ConfigError(f"checkpoint '{path}' cannot be read ({exc}); start the run again") from None
+
+
+def _digest(arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> str:
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_checked(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
+    """save_params with a SHA-256 over everything the file holds, in its own metadata."""
+    save_params(path, arrays, {**meta, "sha256": _digest(arrays, meta)})
+
+
+def load_checked(path: Path) -> tuple[Params, dict]:
+    """load_params, refused with one line unless the file's SHA-256 matches its content."""
+    try:
+        arrays, meta = load_params(path)
+    except ParamsError as exc:
+        raise damaged(path, str(exc)) from None
+    digest = meta.pop("sha256", None)
+    if digest is None:
+        raise damaged(path, "it carries no checksum (written by an older fedcare, or its metadata is damaged)")
+    if digest != _digest(arrays, meta):
+        raise damaged(path, "its SHA-256 does not match its content")
+    return arrays, meta
+
+
+def damaged(path: Path, why: str) -> ConfigError:
+    return ConfigError(f"checkpoint file '{path}' is damaged: {why}; the run cannot resume from it: restore the "
+                       "checkpoints folder from a backup and restart, or start the run again")
 
 
 class Checkpoints:
@@ -76,38 +125,104 @@ class Checkpoints:
     def save(self, checkpoint: EngineCheckpoint, site_states: Mapping[str, Params], rows: Iterable[dict]) -> None:
         r = checkpoint.round
         (self.path / "sites").mkdir(parents=True, exist_ok=True)
-        with (self.path / "rows.jsonl").open("a") as f:
-            f.writelines(json.dumps({**row, "checkpoint": r}, sort_keys=True) + "\n" for row in rows)
+        rows_file = self.path / "rows.jsonl"
+        # whole and renamed, with this round's rows in place of any an earlier attempt left: a write the
+        # disk refused can be tried again
+        text = "".join(self._rows_before(r)) + "".join(json.dumps({**row, "checkpoint": r}, sort_keys=True) + "\n"
+                                                       for row in rows)
+        tmp = rows_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(rows_file)
         for site, state in site_states.items():
             if state:
-                save_params(self.path / "sites" / f"{file_stem(site)}.round-{r}.safetensors", state)
-        checkpoint.save(self.path / "coordinator.safetensors")
+                save_checked(self.path / "sites" / f"{file_stem(site)}.round-{r}.safetensors", state, {})
+        checkpoint.save(self.path / "coordinator.safetensors",
+                        {"rows_sha256": hashlib.sha256(text.encode()).hexdigest()})
         for old in (self.path / "sites").glob(f"*.round-{r - 1}.safetensors"):
             old.unlink()
 
+    def save_round(self, round_: int, blob: bytes) -> None:
+        """A networked run's global params of a completed round, as the bytes sent to the sites."""
+        folder = self.path / "rounds"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".round-{round_}.tmp"
+        tmp.write_bytes(blob)
+        tmp.replace(folder / f"round-{round_}.safetensors")
+
     def load(self, site_ids: Iterable[str]) -> tuple[EngineCheckpoint, dict[str, Params], list[dict]] | None:
-        """The last complete checkpoint, its site states and the rows up to it; None if there is none."""
-        if not (self.path / "coordinator.safetensors").is_file():
+        """The last complete checkpoint, its site states and the rows up to it; None if there is none.
+        A file whose checksum fails, or round files that disagree with it, raise ConfigError."""
+        path = self.path / "coordinator.safetensors"
+        if not path.is_file():
             return None
-        checkpoint = EngineCheckpoint.load(self.path / "coordinator.safetensors")
+        checkpoint, meta = EngineCheckpoint.read(path)
         r = checkpoint.round
+        self._check_round(checkpoint)
         states = {}
         for site in site_ids:
-            path = self.path / "sites" / f"{file_stem(site)}.round-{r}.safetensors"
-            states[site] = load_params(path)[0] if path.is_file() else {}
-        kept = []
+            state = self.path / "sites" / f"{file_stem(site)}.round-{r}.safetensors"
+            states[site] = load_checked(state)[0] if state.is_file() else {}
         rows_file = self.path / "rows.jsonl"
+        kept = self._rows_before(r + 1)
+        if hashlib.sha256("".join(kept).encode()).hexdigest() != meta.get("rows_sha256"):
+            raise damaged(rows_file, f"its rows up to round {r} do not match the checkpoint's SHA-256 of them")
+        # drop rows of a round that was under way at the crash: it will be run again
+        tmp = rows_file.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(rows_file)
+        rows = [{k: v for k, v in json.loads(line).items() if k != "checkpoint"} for line in kept]
+        return checkpoint, states, rows
+
+    def _rows_before(self, r: int) -> list[str]:
+        """The lines of rows.jsonl of checkpoints before round `r`; a line cut short by a crash (or
+        damaged: the coordinator's digest of the rows finds it) is left out."""
+        rows_file = self.path / "rows.jsonl"
+        kept = []
         if rows_file.is_file():
-            for line in rows_file.read_text().splitlines():
+            for line in rows_file.read_text().splitlines(keepends=True):
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by the crash
+                except json.JSONDecodeError:
                     continue
-                if row["checkpoint"] <= r:
-                    kept.append(row)
-            # drop rows of a round that was under way at the crash: it will be run again
-            tmp = rows_file.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
-            tmp.replace(rows_file)
-        rows = [{k: v for k, v in row.items() if k != "checkpoint"} for row in kept]
-        return checkpoint, states, rows
+                if isinstance(row, dict) and isinstance(row.get("checkpoint"), int) and row["checkpoint"] < r:
+                    kept.append(line)
+        return kept
+
+    def save_prepared(self, prepared: Mapping) -> None:
+        """What data preparation taught the coordinator, beside the checkpoints, so a run can resume
+        from its folder alone (its database lost)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(prepared, sort_keys=True)
+        tmp = self.path / ".prepared.tmp"
+        tmp.write_text(json.dumps({"sha256": hashlib.sha256(text.encode()).hexdigest(), "prepared": prepared}))
+        tmp.replace(self.path / "prepared.json")
+
+    def load_prepared(self, otherwise: str) -> dict:
+        path = self.path / "prepared.json"
+        try:
+            data = json.loads(path.read_text())
+            prepared = data["prepared"]
+            ok = data["sha256"] == hashlib.sha256(json.dumps(prepared, sort_keys=True).encode()).hexdigest()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"'{path}' cannot be read ({exc}); restore it from a backup, {otherwise}") from None
+        if not ok:
+            raise ConfigError(f"'{path}' is damaged: its SHA-256 does not match its content; restore it from a "
+                              f"backup, {otherwise}")
+        return prepared
+
+    def _check_round(self, checkpoint: EngineCheckpoint) -> None:
+        """A networked run: the round file of the checkpoint's round must hold its params exactly."""
+        folder = self.path / "rounds"
+        if not folder.is_dir():
+            return  # a simulation keeps no round files
+        path = folder / f"round-{checkpoint.round}.safetensors"
+        if not path.is_file():
+            raise damaged(path, f"it is missing, and the checkpoint is of round {checkpoint.round}")
+        try:
+            sent = load_params(path)[0]
+        except ParamsError as exc:
+            raise damaged(path, str(exc)) from None
+        mine = checkpoint.params
+        if set(sent) != set(mine) or any(sent[k].dtype != mine[k].dtype or sent[k].shape != mine[k].shape
+                                         or sent[k].tobytes() != mine[k].tobytes() for k in mine):
+            raise damaged(path, f"it differs from the params of round {checkpoint.round} in 'coordinator.safetensors'")

@@ -278,13 +278,35 @@ def site_agent(
     state: Annotated[Optional[Path], Opt(help="the agent's own folder (default .fedcare-site/<site id>)")] = None,
     approve: Annotated[bool, Opt("--approve", help="show each run's plan and wait for a yes before training")] = False,
     insecure: Annotated[bool, Opt("--insecure", help="plain HTTP without TLS (test networks only)")] = False,
+    keep_running: Annotated[bool, Opt("--keep-running", help="after a run, wait for the coordinator's next one "
+                                                             "(for an agent run as a service)")] = False,
+    policy: Annotated[Optional[Path], Opt(help="YAML file of the runs this site accepts without a person "
+                                               "(models, algorithms, max_rounds, privacy)")] = None,
 ) -> None:
     """Run a site agent inside the hospital: outbound connections only; sends updates and metrics, never rows."""
     from fedcare.transports.network.service import run_site
 
     if insecure:
         print(INSECURE_WARNING, file=sys.stderr)
-    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure)
+    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure, keep_running, policy)
+
+
+@app.command("demo-network")
+def demo_network(
+    sites: Annotated[int, Opt(help="hospitals taking part (1-4: the bundled heart-disease institutions)")] = 4,
+    rounds: Annotated[int, Opt(help="rounds of the demo's run")] = 5,
+    dir: Annotated[Path, Opt("--dir", help="an empty folder for the credentials, files, logs and the run")] = Path("fedcare-demo"),
+) -> None:
+    """A whole deployment on this machine: CA, credentials, federation.yaml, each hospital's own CSV, a
+    coordinator and one agent per hospital over TLS on 127.0.0.1, run to completion."""
+    import json
+
+    from fedcare.interfaces.demo import run_demo
+    from fedcare.interfaces.report import site_table
+
+    run_dir = run_demo(dir, sites, rounds, say=lambda line: console.print(escape(line)))
+    console.print(site_table(json.loads((run_dir / "summary.json").read_text())))
+    console.print(f"run folder: {escape(str(run_dir))}")
 
 
 admin_app = typer.Typer(no_args_is_help=True, help="Admin actions on a running coordinator (needs admin.json).")
@@ -294,11 +316,13 @@ app.add_typer(admin_app, name="admin")
 @admin_app.command("start")
 def admin_start(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
                 credential: Annotated[Path, Opt(help="admin.json from fedcare certs init")] = Path("credentials/admin.json"),
+                config: Annotated[Optional[Path], Opt("--config", help="this run's YAML config (default: the "
+                                                      "coordinator's); the previous run must be over")] = None,
                 insecure: Annotated[bool, Opt("--insecure")] = False) -> None:
-    """Start the federation's run."""
-    from fedcare.transports.network.service import admin_call
+    """Start a run, without restarting the coordinator."""
+    from fedcare.transports.network.service import start_run
 
-    console.print(admin_call(coordinator, credential, "POST", "/v1/run", insecure))
+    console.print(f"run {start_run(coordinator, credential, config, insecure)['run_id']} started")
 
 
 @admin_app.command("stop")
@@ -314,13 +338,19 @@ def admin_stop(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
 @admin_app.command("status")
 def admin_status(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
                  credential: Annotated[Path, Opt(help="admin.json from fedcare certs init")] = Path("credentials/admin.json"),
+                 as_json: Annotated[bool, Opt("--json", help="the coordinator's answer as JSON")] = False,
                  insecure: Annotated[bool, Opt("--insecure")] = False) -> None:
-    """The run's status: running, paused (and why), completed, stopped or failed; its rounds."""
+    """The run's status: running, paused (and why), completed, stopped or failed; whom it waits for; its rounds."""
     import json
 
+    from fedcare.interfaces.status import status_view
     from fedcare.transports.network.service import admin_call
 
-    print(json.dumps(admin_call(coordinator, credential, "GET", "/v1/status", insecure), indent=2))
+    status = admin_call(coordinator, credential, "GET", "/v1/status", insecure)
+    if as_json:
+        print(json.dumps(status, indent=2))
+    else:
+        console.print(status_view(status))
 
 
 certs_app = typer.Typer(no_args_is_help=True,
@@ -431,6 +461,11 @@ def main() -> None:
         app()
     except FedcareError as exc:
         print(f"error: {exc}", file=sys.stderr)  # one line, never wrapped
+        sys.exit(2)
+    except OSError as exc:  # a disk fault (read-only folder, full disk): one line; written files stay whole
+        where = f"'{exc.filename}'" if exc.filename else "a file"
+        print(f"error: cannot use {where} ({exc.strerror or exc}); restore access or free disk space and run "
+              "again (a simulation with checkpoints continues with --resume RUN_FOLDER)", file=sys.stderr)
         sys.exit(2)
 
 

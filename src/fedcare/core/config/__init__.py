@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fedcare.core.config.algorithm import AlgorithmSettings
 from fedcare.core.config.base import Section
-from fedcare.core.config.data import DEFAULT_DATASET, DataSpec
+from fedcare.core.config.data import COLUMN_KEYS, DEFAULT_DATASET, DataSpec
 from fedcare.core.config.deployment import DeploymentSettings
 from fedcare.core.config.effects import EffectSettings
 from fedcare.core.config.model import ModelSpec
@@ -100,8 +100,9 @@ class FederationConfig(BaseModel):
             else:
                 given[key] = value
         data = parts["data"]
-        if "data" not in given and data.get("dataset") is None and not data.get("files"):
-            data["dataset"] = DEFAULT_DATASET
+        if "data" not in given and data.get("dataset") is None and not data.get("files") \
+                and not any(data.get(k) for k in COLUMN_KEYS):
+            data["dataset"] = DEFAULT_DATASET  # columns described without files: the sites hold the files
         for section, fields in parts.items():
             if section not in given:
                 given[section] = fields

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 PARTITIONS = ("iid", "dirichlet", "quantity")
 DEFAULT_DATASET = "heart-disease"
+# keys that describe the columns of the user's own files: given without `data` (a coordinator's config,
+# whose sites hold the files), they mean own files, never the default built-in dataset
+COLUMN_KEYS = ("site", "label", "time", "event", "drop", "categorical", "omics_columns")
+OWN_DATA = "own-data"  # the name of a dataset of files the sites hold: a site's file name is its own business
 
 
 class DataSpec(Section):
@@ -84,11 +88,13 @@ class DataSpec(Section):
 
     def check(self, config: FederationConfig) -> None:
         self.check_values()
-        if self.files and not self.label and not (self.time or self.event):
+        if self.dataset is None and not self.label and not (self.time or self.event):
             raise ValueError("data needs label: the name of the label column (--label), "
                              "or time and event for survival (--time, --event)")
 
     @property
     def name(self) -> str:
-        """The dataset's name, or the first file's."""
-        return self.dataset or os.path.splitext(os.path.basename(self.files[0]))[0]
+        """The dataset's name, the first file's, or OWN_DATA when the sites hold the files."""
+        if self.dataset or not self.files:
+            return self.dataset or OWN_DATA
+        return os.path.splitext(os.path.basename(self.files[0]))[0]

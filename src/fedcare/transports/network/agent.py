@@ -42,6 +42,7 @@ from fedcare.federation.engine import RoundEngine
 from fedcare.federation.plan import Plan, make_plan
 from fedcare.federation.runfolder import metric_rows
 from fedcare.learning.site import LocalSite
+from fedcare.transports.network.policy import Policy
 from fedcare.transports.network.secure import b64, unb64
 from fedcare.transports.secure import SecurePlan, SecureSiteRound, split_broadcast
 from fedcare.transports.simulation import SimulationTransport
@@ -63,9 +64,12 @@ class AgentSettings:
     verify: object = True            # an ssl.SSLContext pinning the private CA, or False (--insecure)
     data: Path | None = None         # the hospital's CSV/Parquet file
     dataset: str | None = None       # or: this site's rows of a bundled dataset (demos, tests)
-    approve: Callable[[str], bool] | None = None  # asked once per run with the plan; None = no approval step
+    approve: Callable[[str], bool] | None = None  # asked once per run, before it trains; None = no approval step
+    policy: Policy | None = None     # the runs this site accepts without a person (--policy)
+    policy_name: str = "the policy"  # how refusals name it: the file's name
     poll_wait: float = 20.0
     max_backoff: float = 30.0
+    keep_running: bool = False       # after a run is over, wait for the coordinator's next run
 
 
 class SiteAgent:
@@ -82,6 +86,8 @@ class SiteAgent:
         self._site: LocalSite | None = None
         self._plan: Plan | None = None  # the current run's plan
         self._approved: set[str] = set()
+        self._over: set[str | None] = set()  # runs whose end this agent was told (--keep-running)
+        self._declined: dict[str, str] = {}  # runs outside the policy, and why
         self._held: tuple[str, Params] | None = None  # the last params downloaded, by digest
         self._party: SecureSiteRound | None = None  # this round's secure-aggregation state
 
@@ -96,9 +102,23 @@ class SiteAgent:
                 continue
             plain_id(task.get("id"), "task id")
             if task["kind"] == "done":
+                if task.get("run") in self._over:  # still the last run's end: wait for the next run
+                    time.sleep(min(self.s.poll_wait, 5.0))
+                    continue
                 self.say(f"run over: {task.get('status', 'completed')} {task.get('reason', '')}".rstrip())
-                return task
-            self._enter(task["plan"])
+                if not self.s.keep_running:
+                    return task
+                self._over.add(task.get("run"))
+                self.say("waiting for the coordinator's next run")
+                continue
+            try:
+                self._enter(task["plan"])
+            except _Declined as exc:
+                self._post_json(task, {"declined": str(exc)})
+                if not self.s.keep_running:
+                    raise AgentStopped(str(exc)) from None
+                time.sleep(min(self.s.poll_wait, 5.0))  # a task that takes no "declined" is asked again: not at once
+                continue
             handler = getattr(self, f"_{task['kind'].replace('-', '_')}", None)
             if handler is None:
                 log.warning("unknown task kind %r; skipped", task["kind"])
@@ -142,20 +162,29 @@ class SiteAgent:
     # ----- the run's plan -----------------------------------------------------------------------
 
     def _enter(self, plan: dict) -> None:
-        """A task of a (possibly new) run: show the plan once, ask for approval if required."""
+        """A task of a (possibly new) run: show its plan and check it against the policy before
+        answering anything; with --approve, ask once per run, before it trains (when the plan is
+        complete: the model's inputs are known once the data is prepared)."""
         run = plain_id(plan.get("run"), "run id")
+        if run in self._declined:
+            raise _Declined(self._declined[run])
         if run != self._run:
             self._run, self._site, self._plan = run, None, None
             self._prep = None
+            self.say(describe(plan, self.s.site_id))
+            why = None if self.s.policy is None else self.s.policy.refusal(plan.get("config", {}))
+            if why is not None:
+                self._declined[run] = f"run {run} refused by {self.s.policy_name}: {why}"
+                self.say(self._declined[run])
+                raise _Declined(self._declined[run])
         if plan.get("shape") and self._site is None:
             self._build_site(plan)
-        key = f"{run}/{'train' if plan.get('shape') else 'prepare'}"
-        if key not in self._approved:
+        if plan.get("shape") and self.s.approve is not None and run not in self._approved:
             text = describe(plan, self.s.site_id)
             self.say(text)
-            if self.s.approve is not None and not self.s.approve(text):
+            if not self.s.approve(text):
                 raise AgentStopped("the plan was not approved; the agent stops without answering")
-            self._approved.add(key)
+            self._approved.add(run)
 
     def _folder(self) -> Path:
         path = self.s.state / plain_id(self._run, "run id")
@@ -326,6 +355,10 @@ class _Skip(Exception):
     """The task closed while we fetched it; the loop simply polls again."""
 
 
+class _Declined(Exception):
+    """The run is outside this site's policy: every task of it is answered with the reason."""
+
+
 def _config(plan: dict) -> FederationConfig:
     return make_config(plan["config"])
 
@@ -341,6 +374,7 @@ def describe(plan: dict, site_id: str) -> str:
     """What the agent is about to run, for the person at the hospital (and for --approve)."""
     c = plan["config"]
     lines = [f"run {plan['run']} for site '{site_id}'"]
+    model = c["model"] + (f" hidden {c['hidden']}" if c["model"] == "mlp" else "")
     if not plan.get("shape"):
         if c.get("label"):
             target = f"label column '{c['label']}'"
@@ -349,17 +383,17 @@ def describe(plan: dict, site_id: str) -> str:
         else:
             target = f"the {c.get('dataset')} dataset's own label"
         lines.append(f"  prepare data: {target}; only column names, counts and sums leave this site")
+        lines.append(f"  then train: {c['algorithm']}, {model}")
     else:
         s = plan["shape"]
-        model = c["model"] + (f" hidden {c['hidden']}" if c["model"] == "mlp" else "")
         inputs = ", ".join(f"{name} {'×'.join(map(str, i['shape']))}" for name, i in s["inputs"].items())
         lines.append(f"  train: {c['algorithm']}, {model}, {s['task']} task, inputs {inputs}")
-        lines.append(f"  {c['rounds']} rounds × {c['local_epochs']} local epoch(s), lr {c['lr']}, "
-                     f"batch {c['batch_size']}, optimizer {c['optimizer']}, personalization {c['personalization']}")
-        if c.get("dp_epsilon") is not None:
-            lines.append(f"  record-level DP: ε ≤ {c['dp_epsilon']}, δ = {c['dp_delta']}")
-        if c.get("site_dp_epsilon") is not None:
-            lines.append(f"  site-level DP: ε ≤ {c['site_dp_epsilon']}, δ = {c['site_dp_delta']}")
+    lines.append(f"  {c['rounds']} rounds × {c['local_epochs']} local epoch(s), lr {c['lr']}, "
+                 f"batch {c['batch_size']}, optimizer {c['optimizer']}, personalization {c['personalization']}")
+    if c.get("dp_epsilon") is not None:
+        lines.append(f"  record-level DP: ε ≤ {c['dp_epsilon']}, δ = {c['dp_delta']}")
+    if c.get("site_dp_epsilon") is not None:
+        lines.append(f"  site-level DP: ε ≤ {c['site_dp_epsilon']}, δ = {c['site_dp_delta']}")
     if c.get("secure_aggregation"):
         lines.append("  sends: its update masked (the coordinator can only recover the sum) and scalar metrics")
     else:

@@ -36,6 +36,7 @@ from fedcare.transports.network.transport import NetworkTransport, Timing
 
 log = logging.getLogger("fedcare.coordinator")
 ReportRenderer = Callable[[Mapping, list[dict]], str]
+DISK_RETRY = 5.0  # seconds between attempts at a write the disk refused
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,15 @@ class ServiceSettings:
     poll_wait: float = 20.0                  # longest a site's poll is held open, seconds
     database: Path | None = None             # the SQLite file (default <state>/coordinator.db)
     max_json: int = 4 * 1024 * 1024          # largest JSON answer accepted, bytes
+
+
+def for_sites(cfg: FederationConfig) -> FederationConfig:
+    """The config as a coordinator runs it: the sites hold the data files, so a `data` path is dropped
+    (with a warning) rather than naming the run after one hospital's file."""
+    if not cfg.data.files:
+        return cfg
+    log.warning("the config's 'data' key is ignored: each site reads its own file (fedcare site --data)")
+    return cfg.replace(data=())
 
 
 def plan_message(cfg: FederationConfig, run_id: str, sites: list[str], prepared: PreparedDataset | None) -> dict:
@@ -73,6 +83,7 @@ class Coordinator:
         self.poll_wait = settings.poll_wait
         self._thread: threading.Thread | None = None
         self._run_id: str | None = None
+        self._halt = threading.Event()  # set by stop(): ends a wait for the disk too
 
     def participants(self) -> list[str]:
         return list(self.settings.sites)
@@ -82,35 +93,70 @@ class Coordinator:
 
     # ----- admin --------------------------------------------------------------------------------
 
-    def start(self) -> str:
+    def start(self, config: Mapping | None = None) -> str:
+        """Start a run: with the coordinator's config, or with `config` (flat keys, from `fedcare admin
+        start --config`), which then stays the config of the runs that follow."""
         if self._thread is not None and self._thread.is_alive():
             raise Refused(409, f"run {self._run_id} is under way; stop it first")
+        if config is not None:
+            try:
+                self.cfg = for_sites(make_config(config))
+            except FedcareError as exc:
+                raise Refused(422, f"config refused: {exc}") from None
         run_id = uuid.uuid4().hex[:12]
         self.store.create_run(run_id, self.cfg.to_yaml())
         self._launch(run_id, resume=False)
         return run_id
 
     def recover(self) -> str | None:
-        """At start-up: resume the run a crash interrupted, if there is one."""
+        """At start-up: resume the run a crash interrupted, if there is one: the database's, or, when
+        the database lost it (deleted, emptied), the one a run folder's checkpoint holds."""
         latest = self.store.latest_run()
-        if latest is None or latest["status"] not in ("running", "paused"):
+        if latest is None:
+            return self._recover_from_disk()
+        if latest["status"] not in ("running", "paused"):
             return None
         self.cfg = make_config(yaml.safe_load(latest["config"]))
         self._launch(latest["run_id"], resume=True)
         return latest["run_id"]
 
+    def _recover_from_disk(self) -> str | None:
+        """A run folder with a checkpoint and no summary.json is a run that was under way: its config,
+        its data preparation and its checkpoint are all in the folder, so it resumes from them."""
+        found = sorted((p.parents[1] for p in (self.settings.state / "runs").glob("*/checkpoints/coordinator.safetensors")
+                        if not (p.parents[1] / "summary.json").exists()), key=lambda d: d.stat().st_mtime)
+        if not found:
+            return None
+        run_dir = found[-1]
+        aside = f"or move '{run_dir}' aside to start afresh"
+        try:
+            cfg = make_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        except (OSError, yaml.YAMLError, FedcareError) as exc:
+            raise ConfigError(f"the database holds no run, and the unfinished run in '{run_dir}' has no readable "
+                              f"config.yaml ({exc}); restore it from a backup, {aside}") from None
+        prepared = Checkpoints(run_dir).load_prepared(aside)
+        log.warning("the database holds no run, but '%s' holds an unfinished run's checkpoint: resuming it", run_dir)
+        self.store.create_run(run_dir.name, cfg.to_yaml())
+        self.store.save_prepared(run_dir.name, prepared)
+        self.cfg = cfg
+        self._launch(run_dir.name, resume=True)
+        return run_dir.name
+
     def stop(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             raise Refused(409, "no run is under way")
+        self._halt.set()
         self.board.stop("stopped by the admin")
 
     def status(self) -> dict:
         latest = self.store.latest_run()
         if latest is None:
-            return {"status": "idle", "sites": self.participants()}
+            return {"status": "idle", "sites": self.participants(), "runs": []}
+        open_task = self.board.open_task() if latest["status"] in ("running", "paused") else None
+        waiting = [s for s in open_task["sites"] if s not in open_task["answered"]] if open_task else []
         return {"run_id": latest["run_id"], "status": latest["status"], "reason": latest["reason"],
-                "sites": self.participants(), "open_task": self.board.open_task(),
-                "rounds": self.store.rounds(latest["run_id"])}
+                "sites": self.participants(), "open_task": open_task, "waiting_for": waiting,
+                "rounds": self.store.rounds(latest["run_id"]), "runs": self.store.runs()}
 
     # ----- the run ------------------------------------------------------------------------------
 
@@ -118,6 +164,7 @@ class Coordinator:
         self._run_id = run_id
         self._train_rows = {}
         self.board = Board(on_status=lambda status, reason: self._status(run_id, status, reason))
+        self._halt = threading.Event()
         self._thread = threading.Thread(target=self._drive, args=(run_id, resume), name=f"run-{run_id}", daemon=True)
         self._thread.start()
 
@@ -131,14 +178,35 @@ class Coordinator:
             self._status(run_id, "completed", f"run folder {self.run_dir(run_id)}")
         except RunStopped as exc:
             self._status(run_id, "stopped", str(exc))
-            self.board.finish({"status": "stopped", "reason": str(exc)})
+            self.board.finish({"run": run_id, "status": "stopped", "reason": str(exc)})
         except FedcareError as exc:
             self._status(run_id, "failed", str(exc))
-            self.board.finish({"status": "failed", "reason": str(exc)})
+            self.board.finish({"run": run_id, "status": "failed", "reason": str(exc)})
         except Exception as exc:  # a bug: record it, keep serving
             log.exception("run %s failed", run_id)
             self._status(run_id, "failed", f"{type(exc).__name__}: {exc}")
-            self.board.finish({"status": "failed", "reason": "internal error; see the coordinator's log"})
+            self.board.finish({"run": run_id, "status": "failed", "reason": "internal error; see the coordinator's log"})
+
+    def _durably(self, run_id: str, what: str, write: Callable[[], object]) -> None:
+        """A write to the run folder, retried while the disk refuses it (made read-only, full): the run
+        waits, paused, says why, and goes on once the write succeeds. Every write retried here is whole
+        (files renamed into place; checkpoints.save rewrites its round's rows), so a retry adds nothing twice."""
+        said = None
+        while True:
+            try:
+                write()
+            except OSError as exc:
+                reason = (f"cannot write {what} in '{self.run_dir(run_id)}' ({exc.strerror}); restore write access "
+                          f"(or free disk space): the run retries every {DISK_RETRY:g} s")
+                if reason != said:
+                    self._status(run_id, "paused", reason)
+                    said = reason
+                if self._halt.wait(DISK_RETRY):
+                    raise RunStopped("stopped by the admin") from None
+                continue
+            if said is not None:
+                self._status(run_id, "running", "")
+            return
 
     def run_dir(self, run_id: str) -> Path:
         return Path(self.cfg.run.out) if self.cfg.run.out else self.settings.state / "runs" / run_id
@@ -152,7 +220,7 @@ class Coordinator:
         if resume and stored and stored["prepared"]:
             prepared = PreparedDataset.from_json(stored["prepared"])
         else:
-            folder.prepare(cfg)
+            self._durably(run_id, "config.yaml", lambda: folder.prepare(cfg))
             if checkpoints.path.exists():
                 shutil.rmtree(checkpoints.path)
             asker = NetworkTransport(self.board, sites, timing, plan_message(cfg, run_id, sites, None))
@@ -161,10 +229,14 @@ class Coordinator:
             def ask(phase: str, question: dict) -> dict[str, dict]:
                 task_id = f"prepare.{next(counter)}"
                 answers = asker.ask_all(task_id, "prepare", {"phase": phase, "question": question}, None, sites)
+                for sid, a in answers.items():
+                    if isinstance(a.get("declined"), str):  # outside the site's approval policy
+                        raise DataError(f"site '{sid}' declined the run: {a['declined'][:300]}")
                 return {sid: a.get("answer") for sid, a in answers.items()}
 
             prepared = self._prepare(cfg, sites, ask)
             self.store.save_prepared(run_id, prepared.to_json())
+            self._durably(run_id, "the data preparation", lambda: checkpoints.save_prepared(prepared.to_json()))
         site_rows = prepared.preprocessing.get("site_rows", {})
         sites = [s for s in sites if s in site_rows] if site_rows else sites  # without the sites dropped in preparation
         self._train_rows = {site: rows["train"] for site, rows in site_rows.items()}
@@ -187,12 +259,9 @@ class Coordinator:
                      len(record.selected), score)
 
         def on_checkpoint(checkpoint) -> None:
-            rounds_dir = checkpoints.path / "rounds"
-            rounds_dir.mkdir(parents=True, exist_ok=True)
-            tmp = rounds_dir / f".round-{checkpoint.round}.tmp"
-            tmp.write_bytes(transport.params_bytes(checkpoint.params)[0])  # the bytes just sent to the sites
-            tmp.replace(rounds_dir / f"round-{checkpoint.round}.safetensors")
-            checkpoints.save(checkpoint, {}, pending)
+            blob = transport.params_bytes(checkpoint.params)[0]  # the bytes just sent to the sites
+            self._durably(run_id, f"round {checkpoint.round}'s checkpoint",
+                          lambda: (checkpoints.save_round(checkpoint.round, blob), checkpoints.save(checkpoint, {}, pending)))
             rows.extend(pending)
             pending.clear()
 
@@ -216,10 +285,12 @@ class Coordinator:
         summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, cfg.robustness.aggregator,
                             attacked=[])
         summary["baselines"] = {"pooled": "not run: pooling patient rows is what a federation avoids"}
-        folder.write_result(cfg, facts, summary, rows, result.params, {})
+        self._durably(run_id, "the run's results", lambda: folder.write_result(cfg, facts, summary, rows,
+                                                                               result.params, {}))
         if self.render_report is not None:
-            folder.write_report(self.render_report(summary, rows))
-        self.board.finish({"status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
+            html = self.render_report(summary, rows)
+            self._durably(run_id, "report.html", lambda: folder.write_report(html))
+        self.board.finish({"run": run_id, "status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
 
     def _prepare(self, cfg: FederationConfig, sites: list[str], ask) -> PreparedDataset:
         """Data preparation with `sites`; a site whose answer cannot be read is dropped from `sites`

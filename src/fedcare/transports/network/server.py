@@ -48,7 +48,7 @@ class Control(Protocol):
 
     def participants(self) -> list[str]: ...
     def train_rows(self, site_id: str) -> int | None: ...  # the training rows it declared in preparation
-    def start(self) -> str: ...
+    def start(self, config: dict | None = None) -> str: ...
     def stop(self) -> None: ...
     def status(self) -> dict: ...
 
@@ -177,10 +177,22 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
         control.board.answer(site_id, task_id, value)
         return {"accepted": task_id}
 
-    @app.post(f"{API}/run")
-    def start(_: Admin) -> dict:
-        """Start the federation's run (admin)."""
-        return {"run_id": control.start()}
+    @app.post(f"{API}/run", openapi_extra={"requestBody": {"required": False, "content": {
+        "application/json": {"schema": {"type": "object"}}}}})
+    async def start(request: Request, _: Admin) -> dict:
+        """Start a run (admin), with the coordinator's config or with {"config": {flat keys}}; the
+        previous run must be over."""
+        body = await _read(request, control.max_body)
+        config = None
+        if body.strip():
+            try:
+                value = json.loads(body, parse_constant=_no_constant)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise Refused(400, f"body is not valid JSON ({str(exc).splitlines()[0][:200]})") from None
+            if not isinstance(value, dict) or set(value) - {"config"} or not isinstance(value.get("config", {}), dict):
+                raise Refused(422, 'the body must be {"config": {flat config keys}} or empty')
+            config = value.get("config")
+        return {"run_id": control.start(config)}
 
     @app.post(f"{API}/run/stop")
     def stop(_: Admin) -> dict:

@@ -4,6 +4,7 @@ TLS, the coordinator and the agent together."""
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,13 +29,14 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
     import uvicorn
 
     from fedcare.learning.tasks import load_plugins
-    from fedcare.transports.network.coordinator import Coordinator, ServiceSettings
+    from fedcare.transports.network.coordinator import Coordinator, ServiceSettings, for_sites
     from fedcare.transports.network.server import create_app
 
     _logging()
     load_plugins()  # installed packages' tasks, as the sites' agents load them
     overrides = {k: v for k, v in (("deadline", deadline), ("max_body_mb", max_body_mb)) if v is not None}
     cfg = load_config(config, overrides)
+    cfg = for_sites(cfg)
     deployment = cfg.deployment
     registry = Registry.load(credentials)
     members = [check_site_id(s.strip()) for s in sites] if sites else registry.site_ids()
@@ -43,6 +45,7 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
                           "or pass --sites")
     if len(set(members)) != len(members):
         raise ConfigError("--sites names a site twice")
+    listener = _bind(host, port)  # first: a busy port is one line, before any run starts or "listening" is said
     settings = ServiceSettings(state, tuple(members), deployment.deadline, int(deployment.max_body_mb * 1024 * 1024),
                                database=database, max_json=int(deployment.max_json_mb * 1024 * 1024))
     control = Coordinator(cfg, settings, render_report)
@@ -57,7 +60,19 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
                                                   ", ".join(members))
     server = uvicorn.Server(uvicorn.Config(create_app(control, registry), host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=2, **tls))
-    server.run()
+    server.run(sockets=[listener])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): another process holds the port; "
+                          "stop it or choose another --port") from None
+    return listener
 
 
 def _logging() -> None:
@@ -75,9 +90,11 @@ def _check_url(url: str, insecure: bool) -> None:
 
 
 def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str | None, site_id: str | None,
-             state: Path | None, approve: bool, insecure: bool) -> None:
+             state: Path | None, approve: bool, insecure: bool, keep_running: bool = False,
+             policy: Path | None = None) -> None:
     from fedcare.learning.tasks import load_plugins
     from fedcare.transports.network.agent import AgentSettings, SiteAgent
+    from fedcare.transports.network.policy import load_policy
 
     _logging()
     load_plugins()
@@ -87,23 +104,33 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
         raise ConfigError(f"--site-id '{site_id}' differs from the credential's site '{cred.site_id}'")
     if data is not None and not data.is_file():
         raise ConfigError(f"data file '{data}' not found")
+    rules = None if policy is None else load_policy(policy)
+    if rules is None and not approve:
+        logging.getLogger("fedcare.site").warning(
+            "no --policy and no --approve: this site accepts every run the coordinator sends (each plan is shown "
+            "here); give --policy policy.yaml to limit what it accepts (docs/deployment.md)")
     settings = AgentSettings(coordinator, cred.site_id, cred.token, state or Path(".fedcare-site") / cred.site_id,
-                             _verify(cred.ca_pem, insecure), data, dataset, _ask if approve else None)
+                             _verify(cred.ca_pem, insecure), data, dataset, _ask if approve else None,
+                             rules, policy.name if policy else "the policy", keep_running=keep_running)
     SiteAgent(settings).run()
 
 
 def _ask(plan: str) -> bool:
     print("Approve this plan and train on this site's data? [y/N] ", end="", flush=True)
-    answer = sys.stdin.readline().strip().lower()
-    return answer in ("y", "yes")
+    line = sys.stdin.readline()
+    if not line:  # no terminal (a service, a container): nobody will ever answer
+        raise ConfigError("--approve needs a person at a terminal, and there is none (stdin is closed); to run "
+                          "unattended give --policy policy.yaml with what this site accepts (docs/deployment.md)")
+    return line.strip().lower() in ("y", "yes")
 
 
-def admin_call(coordinator: str, credential: Path, method: str, path: str, insecure: bool) -> object:
+def admin_call(coordinator: str, credential: Path, method: str, path: str, insecure: bool,
+               body: dict | None = None) -> object:
     _check_url(coordinator, insecure)
     cred = AdminCredential.load(credential)
     try:
         response = httpx.request(method, coordinator.rstrip("/") + path, verify=_verify(cred.ca_pem, insecure),
-                                 headers={"Authorization": f"Bearer {cred.token}"}, timeout=30)
+                                 headers={"Authorization": f"Bearer {cred.token}"}, timeout=30, json=body)
     except httpx.TransportError as exc:
         raise FedcareError(f"coordinator at {coordinator} unreachable ({type(exc).__name__}: {exc})") from None
     if response.status_code >= 400:
@@ -113,3 +140,10 @@ def admin_call(coordinator: str, credential: Path, method: str, path: str, insec
             detail = response.text[:200]
         raise FedcareError(f"coordinator refused ({response.status_code}): {detail}")
     return response.json()
+
+
+def start_run(coordinator: str, credential: Path, config: Path | None, insecure: bool) -> object:
+    """`fedcare admin start`: a new run, with the coordinator's config or `config` (checked here first,
+    so a bad file is one line before anything is sent)."""
+    body = None if config is None else {"config": load_config(config).flat(mode="json")}
+    return admin_call(coordinator, credential, "POST", "/v1/run", insecure, body)

@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from fedcare.core.errors import ConfigError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
@@ -32,17 +34,21 @@ class Store:
     """Thread-safe: the web handlers and the round engine's thread share one connection under a lock."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._last_seen: dict[str, float] = {}
-        with self._lock:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives the process being killed (kill -9), which is the
             # crash we promise to survive; only a power cut can lose the last commits, and the
             # round checkpoints on disk are what a restart resumes from
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._db.execute("SELECT run_id, config, status, reason, prepared, started, finished FROM runs LIMIT 1")
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(f"the coordinator's database '{path}' cannot be used ({exc}); move it aside and "
+                              "start again: a run under way resumes from its run folder's checkpoint") from None
 
     def close(self) -> None:
         with self._lock:
@@ -65,6 +71,11 @@ class Store:
         run_id, config, status, reason, prepared = rows[0]
         return {"run_id": run_id, "config": config, "status": status, "reason": reason,
                 "prepared": json.loads(prepared) if prepared else None}
+
+    def runs(self, limit: int = 20) -> list[dict]:
+        """The latest runs, newest first: id, status, when they started and finished (epoch seconds)."""
+        rows = self._run("SELECT run_id, status, started, finished FROM runs ORDER BY started DESC LIMIT ?", (limit,))
+        return [{"run_id": r, "status": st, "started": a, "finished": b} for r, st, a, b in rows]
 
     def set_status(self, run_id: str, status: str, reason: str = "") -> None:
         finished = time.time() if status in ("completed", "stopped", "failed") else None
