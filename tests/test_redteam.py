@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -296,9 +297,13 @@ def test_unauthenticated_floods_add_a_bounded_number_of_audit_rows(deployment):
         assert stranger.get(f"/v1/tasks/{'x' * 2000}{i}/params", headers=token).status_code == 401
     after = d.client.get("/v1/audit", params={"limit": 10_000}).json()
     added = after[len(before):]
-    assert 1 <= len(added) <= 5
-    assert sum(len(a["action"]) + len(a["detail"]) for a in added) < 4000
-    assert any("1999 more" in a["detail"] or "repeated 1999" in a["detail"] for a in added)
+    # One row per kind and minute, with the repeats counted: however long the 2,000 requests took on a
+    # busy machine (each minute may add a row), every request is accounted for and the rows stay few.
+    assert 1 <= len(added) <= 12
+    assert sum(len(a["action"]) + len(a["detail"]) for a in added) < 8000
+    counted = [re.search(r"(?:and|repeated) (\d+) more", a["detail"]) for a in added]
+    assert sum(1 + int(m.group(1)) if m and "and" in m.group(0) else int(m.group(1)) if m else 1
+               for m in counted) == 2000
 
 
 # ----- item 12: ids the coordinator sends are checked before they name a file ----------------------

@@ -169,8 +169,9 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
             if "declined" in value:
                 value = f"declined: {value['declined'][:500]}"
         elif task.kind == "prepare":
-            if set(value) != {"answer"} or not isinstance(value["answer"], dict):
-                raise Refused(422, 'a preparation answer is {"answer": {...}}, an object')
+            declined = set(value) == {"declined"} and isinstance(value["declined"], str)  # outside its policy
+            if not declined and (set(value) != {"answer"} or not isinstance(value["answer"], dict)):
+                raise Refused(422, 'a preparation answer is {"answer": {...}}, an object, or {"declined": "reason"}')
         else:
             _check_metrics(value.get("metrics"), task.bodies[site_id].get("splits", _SPLITS))
             _check_rows(value.get("rows", []), site_id)
@@ -182,13 +183,13 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
     async def start(request: Request, _: Admin) -> dict:
         """Start a run (admin), with the coordinator's config or with {"config": {flat keys}}; the
         previous run must be over."""
-        body = await _read(request, control.max_body)
+        body = await _read(request, control.max_json)
         config = None
         if body.strip():
             try:
-                value = json.loads(body, parse_constant=_no_constant)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise Refused(400, f"body is not valid JSON ({str(exc).splitlines()[0][:200]})") from None
+                value = parse(body)
+            except BadJson as exc:
+                raise Refused(400, f"body is not valid JSON ({exc})") from None
             if not isinstance(value, dict) or set(value) - {"config"} or not isinstance(value.get("config", {}), dict):
                 raise Refused(422, 'the body must be {"config": {flat config keys}} or empty')
             config = value.get("config")
