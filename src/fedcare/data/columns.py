@@ -46,15 +46,31 @@ class ColumnTypes:
 # ----- site side -------------------------------------------------------------------------------
 
 
+COUNT_KEYS = ("present", "numbers", "integers", "distinct_numbers", "dates")
+MIN_IDENTIFIER_ROWS = 20  # fewer rows all distinct whole numbers prove nothing
+
+
 def column_counts(frame: pd.DataFrame, features: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Per feature: how many of the site's cells are present, and how many of those are numbers."""
+    """Per feature: how many of the site's cells are present, how many of those are numbers, whole
+    numbers and YYYYMMDD dates, and how many distinct numbers there are (what tells an identifier or a
+    date from a measurement, as counts)."""
     counts = {}
     for column in features:
         cells = frame[column]
         present = cells.notna().to_numpy()
-        numbers = int(np.count_nonzero(~np.isnan(parse_numbers(cells)) & present))
-        counts[column] = {"present": int(np.count_nonzero(present)), "numbers": numbers}
+        values = parse_numbers(cells)
+        numbers = values[~np.isnan(values) & present]
+        whole = numbers[numbers == np.round(numbers)]
+        counts[column] = {"present": int(np.count_nonzero(present)), "numbers": int(numbers.size),
+                          "integers": int(whole.size), "distinct_numbers": int(np.unique(numbers).size),
+                          "dates": int(np.count_nonzero(_yyyymmdd(whole)))}
     return counts
+
+
+def _yyyymmdd(whole: np.ndarray) -> np.ndarray:
+    """Which whole numbers read as a date 1900-01-01 .. 2099-12-31 written YYYYMMDD."""
+    year, month, day = whole // 10000, whole // 100 % 100, whole % 100
+    return (year >= 1900) & (year <= 2099) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
 
 
 def distinct_summary(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[str, object]]:
@@ -103,6 +119,19 @@ def decide_types(
         else:
             categorical.append(column)
     return ColumnTypes(tuple(features), tuple(numeric), tuple(categorical)), typos
+
+
+def check_numeric_meaning(column: str, counts: Sequence[dict[str, int]]) -> None:
+    """Refuse a numeric column that is not a measurement: a different whole number in every row at
+    every site (an identifier: the model would learn the order patients were registered in), or every
+    value a YYYYMMDD date (20200131 and 20200201 are 70 apart as numbers, 1 day as dates)."""
+    present = sum(c["present"] for c in counts)
+    if present and all(c["dates"] == c["present"] for c in counts):
+        raise DataError(f"column '{column}' holds dates written YYYYMMDD, which are not measurements as numbers; "
+                        f"pass --drop {column}, or replace it with a duration (e.g. days since diagnosis)")
+    if present >= MIN_IDENTIFIER_ROWS and all(c["integers"] == c["distinct_numbers"] == c["present"] for c in counts):
+        raise DataError(f"column '{column}' holds a different whole number in every row, like an identifier; "
+                        f"pass --drop {column} (or --categorical {column} if it is a code)")
 
 
 def check_categories(column: str, summaries: Sequence[dict[str, object]]) -> None:

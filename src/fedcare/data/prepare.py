@@ -64,7 +64,7 @@ import pandas as pd
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data.answers import AGAIN, check_count, check_number, optional_text, read_distinct, reading, strings
 from fedcare.data.builtin import get_builtin
-from fedcare.data.columns import column_counts
+from fedcare.data.columns import COUNT_KEYS, column_counts
 from fedcare.data.dataset import SPLITS, DataShape, DataSpec, SiteData
 from fedcare.data.examples import ArrayExamples
 from fedcare.data.inputs import DEFAULT_KIND, Fitted, InputJob, SiteInput, input_kind, input_kinds
@@ -521,8 +521,7 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
         with reading(f"the 'schema' answer of site '{site}'"):
             rows[site] = check_count(answer["rows"])
             dropped[site] = check_count(answer["dropped"])
-            counts.append({c: {k: check_count(answer["columns"][c][k]) for k in ("present", "numbers")}
-                           for c in features})
+            counts.append({c: {k: check_count(answer["columns"][c][k]) for k in COUNT_KEYS} for c in features})
             if survival or infer:
                 summaries.append((site, read_distinct(answer["events"]) if survival else _label(answer["label"])))
     label: LabelEncoding | SurvivalEncoding

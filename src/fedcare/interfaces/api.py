@@ -3,7 +3,6 @@ two baselines through the same round engine, and write the run folder."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from fedcare.core.params import Params
 from fedcare.data import load_dataset
 from fedcare.federation.checkpoint import Checkpoints
 from fedcare.federation.engine import EngineResult, RoundEngine, RoundRecord, mean_metric
-from fedcare.federation.runfolder import RunFolder, metric_rows
+from fedcare.federation.runfolder import RunFolder, clear_for_new_run, metric_rows
 from fedcare.federation.summary import RunFacts, summarize
 from fedcare.interfaces import htmlreport
 from fedcare.learning.models import ModelFactory
@@ -91,9 +90,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
             for sid, state in states.items():
                 sites[sid].load_site_state(state)
     else:
+        clear_for_new_run(cfg.run_dir)  # a fresh run never mixes with (or resumes) an older one's files
         folder.prepare(cfg)
-        if checkpoints.path.exists():
-            shutil.rmtree(checkpoints.path)  # a fresh run never resumes an older one's state
     federation = SimulationTransport(fed.federated_sites, start.bytes_sent if start else 0)
     pending: list[dict] = []
 

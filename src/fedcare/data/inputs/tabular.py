@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fedcare.data.columns import ColumnTypes, check_categories, decide_types
+from fedcare.data.columns import ColumnTypes, check_categories, check_numeric_meaning, decide_types
 from fedcare.data.answers import read_distinct, reading
 from fedcare.data.inputs.base import InputJob
 from fedcare.data.inputs.table import TableFit, TableSite, fit_table, refuse_text_in_numbers
@@ -37,6 +37,8 @@ class Tabular:
                 refuse_text_in_numbers(job, column)
             if column in distinct:
                 check_categories(column, distinct[column])
+            if column in types.numeric:
+                check_numeric_meaning(column, [c[column] for c in job.counts])
         return types
 
     def fit(self, job: InputJob, planned: ColumnTypes) -> TableFit:
