@@ -110,7 +110,7 @@ def _ovarian_site(site_id: str) -> tuple[RawSite, int]:
     study = site_id.removeprefix("study-")
     frame = frame[frame[OVARIAN_SITE].map(lambda v: v is not None and canonical(v) == study)]
     # Two patients are censored at time 0: not in any risk set or comparable pair, so dropping them
-    # changes neither the Cox loss nor the C-index, and survival times must be positive.
+    # changes neither the Cox loss nor the C-index (a censored time 0 is accepted in users' files).
     positive = parse_numbers(frame[OVARIAN_TIME]) > 0
     rows = frame[positive].drop(columns=[OVARIAN_SITE])
     return RawSite(site_id, rows, OVARIAN_SOURCE), int((~positive).sum())

@@ -121,17 +121,23 @@ def decide_types(
     return ColumnTypes(tuple(features), tuple(numeric), tuple(categorical)), typos
 
 
-def check_numeric_meaning(column: str, counts: Sequence[dict[str, int]]) -> None:
-    """Refuse a numeric column that is not a measurement: a different whole number in every row at
-    every site (an identifier: the model would learn the order patients were registered in), or every
-    value a YYYYMMDD date (20200131 and 20200201 are 70 apart as numbers, 1 day as dates)."""
-    present = sum(c["present"] for c in counts)
-    if present and all(c["dates"] == c["present"] for c in counts):
+def check_dates(column: str, counts: Sequence[dict[str, int]]) -> None:
+    """Refuse a numeric column whose every value is a YYYYMMDD date: 20200131 and 20200201 are 70
+    apart as numbers and 1 day apart as dates, so as a number it means nothing."""
+    if sum(c["present"] for c in counts) and all(c["dates"] == c["present"] for c in counts):
         raise DataError(f"column '{column}' holds dates written YYYYMMDD, which are not measurements as numbers; "
                         f"pass --drop {column}, or replace it with a duration (e.g. days since diagnosis)")
+
+
+def identifier_warning(column: str, counts: Sequence[dict[str, int]]) -> str | None:
+    """A warning for a numeric column with a different whole number in every row at every site: it is
+    usually an identifier (the model would learn the order patients were registered in), but a count
+    or a measurement in whole units can look the same in a small cohort, so it is used, not refused."""
+    present = sum(c["present"] for c in counts)
     if present >= MIN_IDENTIFIER_ROWS and all(c["integers"] == c["distinct_numbers"] == c["present"] for c in counts):
-        raise DataError(f"column '{column}' holds a different whole number in every row, like an identifier; "
-                        f"pass --drop {column} (or --categorical {column} if it is a code)")
+        return (f"column '{column}' holds a different whole number in every row, like an identifier, and is used "
+                f"as a number; if it is one, pass --drop {column}")
+    return None
 
 
 def check_categories(column: str, summaries: Sequence[dict[str, object]]) -> None:

@@ -77,7 +77,6 @@ from fedcare.data.survival import (SurvivalEncoding, check_columns, check_times,
 from fedcare.data.targets import check_task, label_rules, reads
 
 Ask = Callable[[str, dict], Mapping[str, dict]]
-MIN_SITE_ROWS = 4
 SHOWN_COLUMNS = 12
 
 
@@ -391,11 +390,9 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
     kinds = {name: input_kind(kind) for name, (kind, _) in schema.inputs.items()}
     planned = {name: kinds[name].plan_columns(job) for name, job in jobs.items()}
     for site in ids:
-        if schema.rows[site] < MIN_SITE_ROWS:
-            raise DataError(
-                f"site '{site}' has {schema.rows[site]} rows, fewer than the {MIN_SITE_ROWS} needed "
-                "to split it into train and test; merge it with another site or drop its rows"
-            )
+        if schema.rows[site] == 0:
+            raise DataError(f"site '{site}' has no rows with every target present; drop the site or fill its "
+                            f"{', '.join(recipe.targets)}")
     label = schema.label
     split = {"test_fraction": float(spec.test_fraction), "val_fraction": float(spec.val_fraction),
              "split_seed": int(spec.split_seed)}

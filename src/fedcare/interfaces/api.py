@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from fedcare.core.config import FederationConfig, load_config, resolve_config
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
@@ -17,8 +19,10 @@ from fedcare.federation.engine import EngineResult, RoundEngine, RoundRecord, me
 from fedcare.federation.runfolder import RunFolder, clear_for_new_run, metric_rows
 from fedcare.federation.summary import RunFacts, summarize
 from fedcare.interfaces import htmlreport
+from fedcare.data.dataset import FederatedDataset
+from fedcare.learning.constant import constant_metrics, constant_output
 from fedcare.learning.models import ModelFactory
-from fedcare.learning.tasks import load_plugins
+from fedcare.learning.tasks import Task, load_plugins
 from fedcare.transports.simulated import Federation, attacker_ids, build_federation, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
@@ -115,7 +119,7 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
         personal = personalize(fed, result.params)
         run.site_params = personal
         scores = {sid: site.evaluate(personal[sid], ["val", "test"]) for sid, site in sites.items()}
-        per_model["personalized"] = {sid: m["test"] for sid, m in scores.items()}
+        per_model["personalized"] = {sid: m["test"] for sid, m in scores.items() if "test" in m}
         run.personal_val_score = mean_metric(scores, "val", plan.task.headline)
     if cfg.run.baselines:
         rows += _baselines(fed, federation, run, per_model, progress)
@@ -123,7 +127,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
                      {sd.site_id: sd.sizes() for sd in dataset.sites})
     aggregator_name = cfg.robustness.aggregator if aggregator is None else type(aggregator).__name__
     run.summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, aggregator_name,
-                            attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}))
+                            attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}),
+                            constant=_constant_metrics(dataset, plan.task))
     folder.write_result(cfg, facts, run.summary, rows, result.params, run.site_params)
     folder.write_report(htmlreport.render(run.summary, rows))
     return run
@@ -147,7 +152,8 @@ def _baselines(fed: Federation, federation: SimulationTransport, run: Run, per_m
         local = engine(f"local:{site.site_id}", SimulationTransport([site]))
         run.local_params[site.site_id] = local.params
         rows += metric_rows("local", local.history)
-        per_model["local"][site.site_id] = site.evaluate(local.params, ["test"])["test"]
+        if site.num_examples("test"):  # a site too small to split trains, and has nothing to test on
+            per_model["local"][site.site_id] = site.evaluate(local.params, ["test"])["test"]
     pooled = engine("pooled", TrainHereEvaluateThere(SimulationTransport([pooled_site(fed)]), federation))
     run.pooled_params = pooled.params
     rows += metric_rows("pooled", pooled.history)
@@ -155,5 +161,18 @@ def _baselines(fed: Federation, federation: SimulationTransport, run: Run, per_m
     return rows
 
 
+def _constant_metrics(dataset: FederatedDataset, task: Task) -> dict[str, dict] | None:
+    """The constant predictor (from every site's training targets) on each site's test rows."""
+    def targets(examples) -> dict:
+        return examples.take(np.arange(len(examples)), task.targets)
+
+    output = constant_output(task, [targets(sd.splits["train"]) for sd in dataset.sites])
+    if output is None:
+        return None
+    return {sd.site_id: constant_metrics(task, output, targets(sd.splits["test"]))
+            for sd in dataset.sites if len(sd.splits["test"])}
+
+
 def _test_metrics(transport: SimulationTransport, params: Params) -> dict[str, dict]:
-    return {sid: m["test"] for sid, m in transport.evaluate(params, transport.site_ids(), ["test"]).items()}
+    return {sid: m["test"] for sid, m in transport.evaluate(params, transport.site_ids(), ["test"]).items()
+            if "test" in m}

@@ -34,6 +34,7 @@ class TableFit:
 
     kind: str
     transform: Transform
+    warnings: tuple[str, ...] = ()  # what the user should see about these columns (summary.json's warnings)
 
     @property
     def shape(self) -> InputShape:
@@ -44,7 +45,7 @@ class TableFit:
         return transform_to_json(self.transform)
 
     def describe(self) -> dict[str, Any]:
-        return self.transform.to_dict()
+        return {**self.transform.to_dict(), **({"warnings": list(self.warnings)} if self.warnings else {})}
 
 
 class TableSite:
@@ -128,7 +129,7 @@ class TableSite:
         return {part: apply_transform(self._typed.iloc[getattr(split, part)], transform) for part in SPLITS}
 
 
-def fit_table(job: InputJob, types: ColumnTypes, indicators: bool) -> TableFit:
+def fit_table(job: InputJob, types: ColumnTypes, indicators: bool, warnings: tuple[str, ...] = ()) -> TableFit:
     """The sites send aggregates of their training rows; the median search; one Transform."""
     stats = []
     for site, answer in job.ask("stats", {"types": types.to_json()}):
@@ -149,7 +150,8 @@ def fit_table(job: InputJob, types: ColumnTypes, indicators: bool) -> TableFit:
                     totals[column] = [t + check_count(n) for t, n in zip(totals[column], counts)]
         return totals
 
-    return TableFit(job.name, build_transform(types, merged, fit_medians(types, merged, count_many), indicators))
+    return TableFit(job.name, build_transform(types, merged, fit_medians(types, merged, count_many), indicators),
+                    warnings)
 
 
 def refuse_text_in_numbers(job: InputJob, column: str) -> None:

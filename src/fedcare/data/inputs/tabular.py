@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fedcare.data.columns import ColumnTypes, check_categories, check_numeric_meaning, decide_types
+from fedcare.data.columns import ColumnTypes, check_categories, check_dates, decide_types, identifier_warning
 from fedcare.data.answers import read_distinct, reading
 from fedcare.data.inputs.base import InputJob
 from fedcare.data.inputs.table import TableFit, TableSite, fit_table, refuse_text_in_numbers
@@ -38,11 +38,12 @@ class Tabular:
             if column in distinct:
                 check_categories(column, distinct[column])
             if column in types.numeric:
-                check_numeric_meaning(column, [c[column] for c in job.counts])
+                check_dates(column, [c[column] for c in job.counts])
         return types
 
     def fit(self, job: InputJob, planned: ColumnTypes) -> TableFit:
-        return fit_table(job, planned, indicators=True)
+        warnings = [w for c in planned.numeric if (w := identifier_warning(c, [n[c] for n in job.counts]))]
+        return fit_table(job, planned, indicators=True, warnings=tuple(warnings))
 
 
 TABULAR = Tabular()
