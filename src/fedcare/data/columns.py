@@ -18,6 +18,8 @@ from fedcare.core.errors import DataError
 from fedcare.data.values import canonical, parse_number, parse_numbers, sort_values
 
 MAX_CATEGORIES = 50
+MIN_CATEGORY_COUNT = 5  # a site names a category only when this many of its rows hold it
+OTHER = "(other)"  # what a site's rarer values become, at that site, before anything is sent
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,26 @@ def _yyyymmdd(whole: np.ndarray) -> np.ndarray:
     return (year >= 1900) & (year <= 2099) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
 
 
-def distinct_summary(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[str, object]]:
-    """Per categorical column: the site's distinct values, sorted, or only their number past MAX_CATEGORIES."""
+def distinct_summary(frame: pd.DataFrame, columns: Sequence[str], min_count: int) -> dict[str, dict[str, object]]:
+    """Per categorical column: the site's distinct values, sorted, or only their number past
+    MAX_CATEGORIES; a value the site holds fewer than `min_count` times is not named: it is OTHER
+    (see `suppress_rare`), so a unique string (a diagnosis with a name in it) never leaves the site."""
     out: dict[str, dict[str, object]] = {}
     for column in columns:
-        distinct = sort_values({canonical(v) for v in frame[column].tolist() if v is not None})
-        out[column] = {"distinct": len(distinct), "values": distinct if len(distinct) <= MAX_CATEGORIES else None}
+        raw = {canonical(v) for v in frame[column].tolist() if v is not None}  # counted, so identifiers are refused
+        named = sort_values({v for v in suppress_rare(frame[column], min_count).tolist() if v is not None})
+        out[column] = {"distinct": len(raw), "values": named if len(raw) <= MAX_CATEGORIES else None,
+                       "withheld": len(raw) - len([v for v in named if v != OTHER])}
     return out
+
+
+def suppress_rare(cells: pd.Series, min_count: int) -> pd.Series:
+    """Canonical text, None for missing, and OTHER for every value that fewer than `min_count` of the
+    site's rows hold (small-cell suppression: what the site sends and encodes is the same)."""
+    text = pd.Series([None if v is None else canonical(v) for v in cells.tolist()], index=cells.index, dtype=object)
+    counts = text.value_counts()
+    rare = set(counts.index[counts < min_count])
+    return text.map(lambda v: OTHER if v in rare else v) if rare else text
 
 
 def check_numbers(frame: pd.DataFrame, column: str, source: str | None) -> None:
@@ -141,25 +156,26 @@ def identifier_warning(column: str, counts: Sequence[dict[str, int]]) -> str | N
 
 
 def check_categories(column: str, summaries: Sequence[dict[str, object]]) -> None:
-    """A categorical column may hold at most MAX_CATEGORIES values across all sites."""
-    known = {str(v) for s in summaries for v in (s["values"] or [])}  # type: ignore[attr-defined]
-    count = max([len(known), *(int(s["distinct"]) for s in summaries)])  # type: ignore[call-overload]
+    """A categorical column may hold at most MAX_CATEGORIES values across all sites (the values a
+    site withheld as rare count too: an identifier is all rare values)."""
+    known = {str(v) for s in summaries for v in (s["values"] or []) if v != OTHER}  # type: ignore[attr-defined]
+    most = len(known) + sum(int(s["withheld"]) for s in summaries)  # if no two sites share a withheld value
+    count = max([len(known), most, *(int(s["distinct"]) for s in summaries)])  # type: ignore[call-overload]
     if count > MAX_CATEGORIES:
-        exact = "" if count == len(known) else "at least "
+        exact = "" if count == len(known) else "up to " if count == most else "at least "
         raise DataError(
             f"column '{column}' has {exact}{count} distinct values (more than {MAX_CATEGORIES}) "
             f"and cannot be one-hot encoded; if it is an identifier pass --drop {column}"
         )
 
 
-def typed_frame(frame: pd.DataFrame, types: ColumnTypes) -> pd.DataFrame:
-    """Numeric columns -> float64 with NaN for missing; categorical -> canonical text or None."""
+def typed_frame(frame: pd.DataFrame, types: ColumnTypes, min_count: int) -> pd.DataFrame:
+    """Numeric columns -> float64 with NaN for missing; categorical -> canonical text, OTHER for the
+    site's rare values (`suppress_rare`), or None."""
     out: dict[str, object] = {}
     for column in frame.columns:
         if column in types.numeric:
             out[column] = parse_numbers(frame[column])
         elif column in types.categorical:
-            out[column] = pd.Series(
-                [None if v is None else canonical(v) for v in frame[column].tolist()], dtype=object
-            ).to_numpy()
+            out[column] = suppress_rare(frame[column], min_count).to_numpy()
     return pd.DataFrame(out, index=frame.index, columns=list(types.order))

@@ -64,7 +64,7 @@ import pandas as pd
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data.answers import AGAIN, check_count, check_number, optional_text, read_distinct, reading, strings
 from fedcare.data.builtin import get_builtin
-from fedcare.data.columns import COUNT_KEYS, column_counts
+from fedcare.data.columns import COUNT_KEYS, MIN_CATEGORY_COUNT, column_counts
 from fedcare.data.dataset import SPLITS, DataShape, DataSpec, SiteData
 from fedcare.data.examples import ArrayExamples
 from fedcare.data.inputs import DEFAULT_KIND, Fitted, InputJob, SiteInput, input_kind, input_kinds
@@ -164,8 +164,10 @@ class SitePreparation:
     the site's encoded examples and `row_counts` its rows per split; neither is ever sent.
     """
 
-    def __init__(self, raw: RawSite, dataset: str | None = None, dropped_on_read: int = 0) -> None:
+    def __init__(self, raw: RawSite, dataset: str | None = None, dropped_on_read: int = 0,
+                 min_category_count: int = MIN_CATEGORY_COUNT) -> None:
         self.site_id = raw.site_id
+        self.min_category_count = min_category_count  # the site's own small-cell limit (no question lowers it)
         self.source = raw.source
         self.dataset = dataset
         self.dropped_on_read = dropped_on_read
@@ -193,7 +195,8 @@ class SitePreparation:
             known = ", ".join(builtin.site_ids)
             raise DataError(f"dataset '{dataset}' has no site '{site_id}'; its sites are: {known}")
         raw, dropped = builtin.read_site(site_id)
-        return cls(raw, dataset=builtin.name, dropped_on_read=dropped)
+        # public data whose codes are published: nothing to suppress, and the features stay FLamby's
+        return cls(raw, dataset=builtin.name, dropped_on_read=dropped, min_category_count=1)
 
     def answer(self, phase: str, question: dict) -> dict:
         """Answer one question (JSON in, JSON out); bad data raises DataError with a one-line message."""
@@ -258,6 +261,9 @@ class SitePreparation:
         self._rows, self._target_columns, self._split, self._targets = rows, tuple(targets), None, {}
         self._inputs = {name: input_kind(kind).site(columns, self.source, self.site_id)
                         for name, (kind, columns) in inputs.items()}
+        for site_input in self._inputs.values():  # a kind that sends category names honours the site's limit
+            if hasattr(site_input, "min_count"):
+                site_input.min_count = self.min_category_count
         return answer
 
     def _split_rows(self, question: Mapping[str, Any]) -> dict:

@@ -18,10 +18,11 @@ import numpy as np
 
 from fedcare.algorithms.privacy import calibrate_site_dp, site_level_dp
 from fedcare.algorithms.robust import krum
-from fedcare.algorithms.recipes import AggregationSpec, Algorithm, build_algorithm
+from fedcare.algorithms.recipes import SERVER_LR, AggregationSpec, Algorithm, build_algorithm
 from fedcare.algorithms.secagg import SecurePlan, check_threshold, secure_mean
 from fedcare.algorithms.strategy import replace_aggregator
 from fedcare.core.config import FederationConfig
+from fedcare.core.config.privacy import SITE_DP_SERVER_LR
 from fedcare.core.errors import ConfigError
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
@@ -114,7 +115,10 @@ def _algorithm(cfg: FederationConfig, num_sites: int) -> Algorithm:
     """The named algorithm with the robust rule, personalization and record-level DP the config asks for."""
     a, r, t, p, dp = cfg.algorithm, cfg.robustness, cfg.training, cfg.personalization, cfg.privacy
     aggregation = AggregationSpec(r.aggregator, r.trim_beta, r.krum_f, r.krum_m, r.clip_tau, r.norm_bound)
-    algorithm = build_algorithm(a.name, lr=t.lr, server_lr=a.server_lr, server_momentum=a.server_momentum,
+    server_lr = a.server_lr
+    if server_lr is None and dp.site_dp_epsilon is not None:  # the step that works under the noise (privacy.py)
+        server_lr = min(SERVER_LR[a.name], SITE_DP_SERVER_LR)
+    algorithm = build_algorithm(a.name, lr=t.lr, server_lr=server_lr, server_momentum=a.server_momentum,
                                 weighting=a.weighting, site_weights=a.site_weights, aggregation=aggregation,
                                 prox_mu=a.prox_mu, num_sites=num_sites)
     if r.aggregator == "krum":

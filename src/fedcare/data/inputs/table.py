@@ -19,13 +19,15 @@ import pandas as pd
 
 from fedcare.core.errors import DataError
 from fedcare.data.answers import AGAIN, check_count, check_number, reading
-from fedcare.data.columns import ColumnTypes, check_numbers, distinct_summary, typed_frame
+from fedcare.data.columns import MIN_CATEGORY_COUNT, ColumnTypes, check_numbers, distinct_summary, typed_frame
 from fedcare.data.dataset import SPLITS, InputShape
 from fedcare.data.inputs.base import InputJob
-from fedcare.data.preprocessing import (Transform, apply_transform, build_transform, count_at_most, fit_medians,
+from fedcare.data.preprocessing import (MEDIAN_ITERATIONS, Transform, apply_transform, build_transform, count_at_most, fit_medians,
                                         merge_stats, site_stats, stats_from_json, stats_to_json, transform_from_json,
                                         transform_to_json)
 from fedcare.data.splitting import SplitIndices
+
+THRESHOLD_BUDGET = 4 * (MEDIAN_ITERATIONS + 2)  # an honest search asks 10 (20 for an even count), rarely more
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,13 @@ class TableSite:
     refuses the 'categories' question and any column typed categorical."""
 
     def __init__(self, name: str, columns: Sequence[str], source: str | None, site_id: str,
-                 categories: bool = True) -> None:
+                 categories: bool = True, min_count: int = MIN_CATEGORY_COUNT,
+                 threshold_budget: int = THRESHOLD_BUDGET) -> None:
         self.name, self.columns, self.source, self.site_id = name, tuple(columns), source, site_id
         self.categories = categories
+        self.min_count = min_count  # the site's own small-cell limit: no question lowers it
+        self.threshold_budget = threshold_budget  # threshold counts it answers per column and run
+        self._asked: dict[str, int] = {}
         self._typed: pd.DataFrame | None = None
         self._train: dict[str, np.ndarray] = {}  # numeric training values, for the median's counts
 
@@ -87,7 +93,7 @@ class TableSite:
         with reading(self._what("categories")):
             columns = [str(c) for c in question["columns"]]
         self._own("categories", columns)
-        return {"columns": distinct_summary(rows, columns)}
+        return {"columns": distinct_summary(rows, columns, self.min_count)}
 
     def _locate(self, question: Mapping[str, Any], rows: pd.DataFrame, split: SplitIndices | None) -> dict:
         with reading(self._what("locate")):
@@ -104,7 +110,7 @@ class TableSite:
         self._own("stats", types.order)
         if types.categorical and not self.categories:
             raise self._numbers_only("stats")
-        self._typed = typed_frame(rows[list(types.order)], types)
+        self._typed = typed_frame(rows[list(types.order)], types, self.min_count)
         train = self._typed.iloc[split.train]
         self._train = {c: train[c].to_numpy(dtype=np.float64) for c in types.numeric}
         return {"stats": stats_to_json(site_stats(train, types))}
@@ -117,6 +123,12 @@ class TableSite:
             unknown = [c for c in asked if c not in self._train]
             if unknown:
                 raise ValueError(f"'{unknown[0]}' is not a numeric column of the {self.name} input")
+        for column, thresholds in asked.items():
+            self._asked[column] = self._asked.get(column, 0) + len(thresholds)
+            if self._asked[column] > self.threshold_budget:
+                raise DataError(f"site '{self.site_id}' was asked for more than {self.threshold_budget} threshold "
+                                f"counts of column '{column}' in this run, more than a median search needs; it "
+                                "answers no more (counts at many thresholds would locate its patients' values)")
         return {"counts": {c: [count_at_most(self._train[c], t) for t in ts] for c, ts in asked.items()}}
 
     def encode(self, fitted: Mapping[str, Any], split: SplitIndices) -> dict[str, np.ndarray]:

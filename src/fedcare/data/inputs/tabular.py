@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedcare.data.columns import ColumnTypes, check_categories, check_dates, decide_types, identifier_warning
-from fedcare.data.answers import read_distinct, reading
+from fedcare.data.answers import check_count, read_distinct, reading
 from fedcare.data.inputs.base import InputJob
 from fedcare.data.inputs.table import TableFit, TableSite, fit_table, refuse_text_in_numbers
 
@@ -31,7 +31,8 @@ class Tabular:
             for site, answer in job.ask("categories", {"columns": list(types.categorical)}):
                 with reading(f"the '{self.name}.categories' answer of site '{site}'"):
                     for column in types.categorical:
-                        distinct[column].append(read_distinct(answer["columns"][column]))
+                        part = answer["columns"][column]
+                        distinct[column].append({**read_distinct(part), "withheld": check_count(part["withheld"])})
         for column in job.columns:  # in column order, so the first problem is reported, as in one file
             if column in typos:
                 refuse_text_in_numbers(job, column)
