@@ -42,6 +42,9 @@ class BuiltinDataset:
     inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> the column patterns it takes
     label_encoding: LabelEncoding | None = None  # fixed instead of inferred from the sites' values
     requires: str | None = None  # optional package the dataset is loaded from
+    # settings chosen on the dataset's validation rows (benchmarks/dataset_defaults.py), per
+    # personalization mode ("none": no personalization, and any mode without its own entry)
+    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def site_rows(self) -> list[dict[str, Any]]:
         """Rows per site (None for all when the optional package is missing)."""

@@ -16,7 +16,8 @@ columns     which built-in dataset, if any -> the site's column names, its file 
             built-in dataset how many rows reading it dropped.
 schema      the target and feature columns, the declared task, which columns form which input ->
             the number of rows that have every target and of rows dropped for lacking one; per
-            feature column, how many cells are present and how many of those are numbers. For a
+            feature column, how many cells are present, how many of those are numbers, whole
+            numbers and YYYYMMDD dates, and how many distinct numbers there are. For a
             label: how many distinct values it has, whether they are all numbers, all integers, its
             first value that is not a number, and the sorted distinct values themselves -- unless
             they can only be a regression outcome (more than 2 numbers, not all integers or more than
@@ -26,25 +27,28 @@ schema      the target and feature columns, the declared task, which columns for
             survival target: its distinct event values (e.g. 0/1), at most 50; times are checked at
             the site, never sent.
 <input>.categories, <input>.locate
-            (before the split) the distinct values of a tabular categorical column (sorted, or only
-            their number when more than 50); nothing but an error naming the row, for a number
-            column holding text. An omics input refuses to send any column's values.
+            (before the split) the distinct values of a tabular categorical column that at least
+            MIN_CATEGORY_COUNT (5) of the site's rows hold (sorted, or only their number when more
+            than 50), and how many rarer values it withheld (they are "(other)" at the site); nothing
+            but an error naming the row, for a number column holding text. An omics input refuses
+            to send any column's values.
 split       label encoding, split settings -> the site splits its own rows and sends its
             train/validation/test row counts. It answers one split per run: asked again with other
             settings, it refuses, so that no two sums over different training rows can be compared.
 <input>.stats, <input>.counts
-            (after the split, from the training rows only) per numeric column the count, sum, sum of
-            squares and missing count; per categorical column the rows per category and the missing
-            count; during a median search (only for numeric columns with missing training values,
-            about 50 times) how many training values are <= each threshold.
+            (after the split, from the training rows only) per numeric column the count, mean, M2
+            and missing count; per categorical column the rows per category (rare ones as
+            "(other)") and the missing count; during a median search (only for numeric columns with
+            missing training values, about 10 times, at most 40 per column and run) how many
+            training values are <= each threshold.
 finish      each input's fitted preprocessing -> the site encodes its own rows, keeps them (`data`),
             and sends its row counts per split again.
 
-Numbers leave a site only as counts, sums, and category or class names (e.g. cp = 1..4, label 0/1).
+Numbers leave a site only as counts, means, M2s, and category or class names (e.g. cp = 1..4, label 0/1).
 No row leaves it, no measurement (unless the user declares it a category or a class), and nothing of
-its validation or test rows but their counts and the distinct values above. The coordinator is trusted
-to ask honestly: a site checks that questions come in order and name only its feature columns, but
-without secure aggregation a coordinator bent on it could ask one site for counts that locate values.
+its validation or test rows but their counts and the distinct values above. A site checks that
+questions come in order and name only its feature columns, and answers a bounded number of threshold
+questions; docs/data.md says what an honest and a curious coordinator can learn.
 Errors: a site raises DataError with one line for its operator; the message may quote one of its
 cells and its row number, and an agent that relays the message to the coordinator shares that much.
 """

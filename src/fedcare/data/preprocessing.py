@@ -5,13 +5,14 @@ For a privacy officer -- what leaves a site, and only from its TRAINING rows:
     deviations from that mean (M2) and the number of missing values;
   * per categorical column: the number of rows in each category and the number of missing values;
   * while the median of a column with missing values is searched: for each threshold t the
-    coordinator proposes, the number of the site's values <= t (about 50 such counts per column,
-    100 when the pooled count is even). Columns without missing values need no median.
+    coordinator proposes, the number of the site's values <= t (about 10 such counts per column,
+    20 when the pooled count is even: the search stops at 1/128 of a standard deviation, before it
+    could converge onto one patient's value). Columns without missing values need no median.
 No patient row and no individual value leaves a site. The coordinator merges these aggregates into a
 `Transform` (means, standard deviations, medians, category lists, modes, which columns get a missing
 indicator) and sends the same Transform to every site, which applies it locally to train/val/test.
-Caveat: counts of a rare category, and threshold counts, can describe very small groups; sites that
-must hide small cells should not join with tiny training splits.
+Caveat: counts of a site's '(other)' category, and threshold counts, can describe very small groups
+(docs/data.md: what the coordinator can learn).
 
 Functions are grouped by who runs them: site side (`site_stats`, `count_at_most`, `apply_transform`)
 and coordinator side (`merge_stats`, `fit_medians`, `build_transform`). `fit_transform` wires the two
@@ -303,7 +304,7 @@ def fit_medians(types: ColumnTypes, merged: SiteStats,
     """Medians of every numeric column, all columns' searches advancing together.
 
     `count_many({column: thresholds})` returns the pooled counts per column: one round trip per
-    step for all columns (about 50 in all), not one per column and step. The median is searched
+    step for all columns (about 10 in all), not one per column and step. The median is searched
     only for columns with missing training values: elsewhere nothing needs imputing, so no
     threshold counts are asked for (a later row lacking the value gets the mean).
     """

@@ -20,6 +20,7 @@ from fedcare.federation.runfolder import RunFolder, clear_for_new_run, metric_ro
 from fedcare.federation.summary import RunFacts, summarize
 from fedcare.interfaces import htmlreport
 from fedcare.data.dataset import FederatedDataset
+from fedcare.data.defaults import with_dataset_defaults
 from fedcare.learning.constant import constant_metrics, constant_output
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import Task, load_plugins
@@ -60,7 +61,7 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     started = time.perf_counter()
     if isinstance(aggregator, str):
         overrides["aggregator"], aggregator = aggregator, None
-    cfg = resolve_config(config, **overrides)
+    cfg = with_dataset_defaults(resolve_config(config, **overrides))  # a bundled dataset's validated settings
     return _execute(cfg, started, model_factory, aggregator, progress, resume=False)
 
 

@@ -2,10 +2,12 @@
 its own columns, and the coordinator's fit of one Transform from the sites' aggregates.
 
 What leaves a site, from its TRAINING rows only (see fedcare.data.preprocessing): per numeric column
-its count, sum, sum of squares and missing count; per categorical column its rows per category and
-missing count; during a median search, counts of values below thresholds. Before the split, for the
-columns the coordinator asks about: the sorted distinct values of a categorical column (at most 50,
-else only their number), and nothing but an error naming the row for a number column holding text.
+its count, mean, M2 and missing count; per categorical column its rows per category and missing
+count; during a median search, counts of values below thresholds (at most THRESHOLD_BUDGET per column
+and run). Before the split, for the columns the coordinator asks about: the sorted distinct values
+of a categorical column (at most 50, else only their number), and nothing but an error naming the
+row for a number column holding text. Values fewer than `min_count` of the site's rows hold are
+"(other)" in every answer and in the encoding (fedcare.data.columns.suppress_rare).
 """
 
 from __future__ import annotations
