@@ -88,7 +88,7 @@ def check(out: str) -> None:
                 for name in (model, "local", "federated", "pooled"):
                     rows.setdefault(name, []).append((s[name]["mean"][metric], s[name]["worst_site"][metric]))
 
-            def fmt(name: str) -> str:
+            def fmt(name: str, rows: dict = rows) -> str:
                 a = np.array(rows[name])
                 return f"{a[:, 0].mean():.3f} / {a[:, 1].mean():.3f}"
 

@@ -242,9 +242,9 @@ def test_numeric_identifier_is_used_with_a_warning_and_dropping_it_works(tmp_pat
     path = _csv(tmp_path, frame)
     warned = _load(path, site="site", drop=("patient_id",))
     assert "record" in warned.feature_names
-    assert warned.preprocessing["warnings"] == [
+    assert warned.preprocessing["warnings"] == [(
         "column 'record' holds a different whole number in every row, like an identifier, and is used as a "
-        "number; if it is one, pass --drop record"]
+        "number; if it is one, pass --drop record")]
     dropped = _load(path, site="site", drop=("patient_id", "record"))
     assert "record" not in dropped.feature_names and "warnings" not in dropped.preprocessing
     repeated = frame.assign(record=frame["age"] * 3)  # whole numbers that repeat: a measurement

@@ -37,7 +37,6 @@ def test_the_plain_mean_run_names_a_scaling_or_noisy_attacker(tmp_path, attack):
 
 
 def test_report_judges_updates_against_their_consensus_without_any_decisions():
-    like = {"w": np.zeros(2, np.float32)}
     ups = [Update(s, {"w": np.array(v, np.float32)}, 1) for s, v in
            [("a", [1, 1]), ("b", [1.2, 0.8]), ("c", [0.9, 1.1]), ("flip", [-1, -1]), ("big", [9, 8])]]
     report = anomaly_report(ups, {"w": np.ones(2)}, {}, {})

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from fedcare.algorithms.privacy import calibrate_site_dp, site_level_dp
-from fedcare.algorithms.robust import krum
 from fedcare.algorithms.recipes import SERVER_LR, AggregationSpec, Algorithm, build_algorithm
+from fedcare.algorithms.robust import krum
 from fedcare.algorithms.secagg import SecurePlan, check_threshold, secure_mean
 from fedcare.algorithms.strategy import replace_aggregator
 from fedcare.core.config import FederationConfig
