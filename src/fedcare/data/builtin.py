@@ -124,6 +124,19 @@ def _ovarian_extra(dropped: dict[str, int]) -> dict[str, Any]:
             "columns_dropped": ["pid"]}
 
 
+# Chosen on validation rows by benchmarks/dataset_defaults.py --select (RESULTS.md §11); fedbn is not here:
+# it needs batch_norm, which the config checks before any default is applied.
+_MLP = {"model": "mlp", "hidden": [16]}
+HEART_DEFAULTS = {
+    "none": {"lr": 0.01, "local_epochs": 5},
+    "finetune": {"lr": 0.01, "local_epochs": 5, "finetune_epochs": 5},
+    "ditto": {"lr": 0.01, "local_epochs": 5, "ditto_lambda": 1.0, "model": "linear"},
+    "fedper": {"lr": 0.01, "local_epochs": 5, **_MLP},
+    "fedrep": {"lr": 0.03, "local_epochs": 5, **_MLP},
+}
+OVARIAN_DEFAULTS = {"none": {"rounds": 30, "local_epochs": 1, "batch_size": 64, "lr": 0.01}}
+
+
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "heart-disease": BuiltinDataset(
         name="heart-disease",
@@ -139,6 +152,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         label=heart_disease.LABEL,
         categorical=heart_disease.CATEGORICAL,
         label_encoding=HEART_LABEL,
+        defaults=HEART_DEFAULTS,
     ),
     OVARIAN: BuiltinDataset(
         name=OVARIAN,
@@ -158,6 +172,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         categorical=("debulk",),
         inputs={"omics": ("*",)},  # every gene; debulking status, a category, stays tabular
         requires="survset",
+        defaults=OVARIAN_DEFAULTS,
     ),
 }
 
