@@ -26,7 +26,7 @@ def test_unset_keys_take_the_datasets_defaults_and_set_ones_win():
 def test_a_personalization_mode_takes_its_own_defaults():
     defaults = get_builtin("heart-disease").defaults
     for mode, chosen in defaults.items():
-        flat = with_dataset_defaults(resolve_config({"personalization": mode})).flat()
+        flat = with_dataset_defaults(resolve_config({"personalization": mode})).flat(mode="json")
         assert all(flat[k] == v for k, v in chosen.items()), mode
 
 
