@@ -14,13 +14,13 @@ from fedcare.core.config import FederationConfig, load_config, resolve_config
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.data import load_dataset
+from fedcare.data.dataset import FederatedDataset
+from fedcare.data.defaults import with_dataset_defaults
 from fedcare.federation.checkpoint import Checkpoints
 from fedcare.federation.engine import EngineResult, RoundEngine, RoundRecord, mean_metric
 from fedcare.federation.runfolder import RunFolder, clear_for_new_run, metric_rows
 from fedcare.federation.summary import RunFacts, summarize
 from fedcare.interfaces import htmlreport
-from fedcare.data.dataset import FederatedDataset
-from fedcare.data.defaults import with_dataset_defaults
 from fedcare.learning.constant import constant_metrics, constant_output
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import Task, load_plugins
