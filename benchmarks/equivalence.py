@@ -89,7 +89,8 @@ def cases(files: dict[str, str]) -> dict[str, dict]:
     out["heart-uniform-weights"] = {**short, "weighting": "uniform", "site_weights": {"switzerland": 0.5}}
     out["heart-fraction"] = {**short, "fraction": 0.5, "min_sites": 2, "seed": 3}
     for rule in ("median", "trimmed-mean", "krum", "centered-clip"):
-        out[f"heart-attack-{rule}"] = {**short, "aggregator": rule, "attack": "sign-flip", "attackers": 1}
+        out[f"heart-attack-{rule}"] = {**short, "aggregator": rule, "attack": "sign-flip", "attackers": 1,
+                                       **({"krum_f": 0, "krum_m": 1} if rule == "krum" else {})}  # 4 sites: f = 0
     out["heart-label-flip-norm-bound"] = {**short, "attack": "label-flip", "norm_bound": 2.0}
     out["heart-nan-attack"] = {**short, "attack": "nan", "attackers": ["va"]}
     out["heart-record-dp"] = {"rounds": 5, "dp_epsilon": 3.0}

@@ -382,3 +382,17 @@ def test_unknown_site_in_site_weights_is_refused(tmp_path):
     """A typo in a site name must not silently fall back to weight 1."""
     with pytest.raises(ConfigError, match="unknown site 'switzerlnd'"):
         fedcare.simulate(site_weights={"switzerlnd": 0.0}, rounds=1, out=str(tmp_path / "run"))
+
+
+def test_a_new_run_into_an_old_run_folder_leaves_none_of_its_files(tmp_path):
+    out = tmp_path / "run"
+    fedcare.simulate(model="mlp", hidden=[4], personalization="finetune", rounds=1, baselines=False, out=str(out))
+    (out / "audit.json").write_text("{}")
+    assert (out / "sites").is_dir()
+    fedcare.simulate(rounds=1, baselines=False, out=str(out))
+    assert not (out / "sites").exists() and not (out / "audit.json").exists()
+    assert "personalized" not in json.loads((out / "summary.json").read_text())
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty and not a fedcare run folder .*'notes.txt'"):
+        fedcare.simulate(rounds=1, baselines=False, out=str(out))
+    assert (out / "notes.txt").read_text() == "mine" and (out / "summary.json").is_file()  # nothing touched

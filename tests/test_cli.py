@@ -81,6 +81,11 @@ def _files(root: Path) -> None:
     tiny = frame.copy()
     tiny.loc[tiny.index[-2:], "hospital"] = "tiny"  # a site with 2 rows
     write_csv(root / "tiny_site.csv", tiny)
+    dated = frame.copy()
+    dated["admitted"] = [20210101 + i % 28 for i in range(len(dated))]
+    write_csv(root / "dates.csv", dated)
+    (root / "notes").mkdir()
+    (root / "notes" / "mine.txt").write_text("not a run")
     one_class = frame.copy()
     one_class["y"] = 1
     write_csv(root / "one_class.csv", one_class)
@@ -101,7 +106,9 @@ BAD_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "unknown-label": (("--data", "cohort.csv", "--label", "outcome", *CSV), ("'outcome'", "not found", "hospital")),
     "unknown-site": (("--data", "cohort.csv", "--label", "y", "--site", "clinic", "--rounds", "1"),
                      ("'clinic'", "not found")),
-    "tiny-site": (("--data", "tiny_site.csv", "--label", "y", *CSV), ("'tiny'", "2 rows")),
+    "yyyymmdd-dates": (("--data", "dates.csv", "--label", "y", *CSV), ("'admitted'", "YYYYMMDD", "--drop admitted")),
+    "out-not-a-run-folder": (("--rounds", "1", "--no-baselines", "--out", "notes"),
+                             ("'notes'", "not a fedcare run folder", "'mine.txt'")),
     "one-class-label": (("--data", "one_class.csv", "--label", "y", *CSV), ("label 'y'", "single value")),
     "garbage-number": (("--data", "garbage.csv", "--label", "y", *CSV), ("'age'", "row 5", "'abc'")),
     "unknown-algorithm": (("--algorithm", "fedfoo", "--rounds", "1"), ("unknown algorithm", "'fedfoo'")),
@@ -135,6 +142,15 @@ def test_bad_input_exits_2_with_an_error_naming_the_problem(bad_runs, case):
     for word in BAD_INPUTS[case][1]:
         assert word in message, (word, message)
     assert not (root / f"run-{case}" / "summary.json").exists()
+
+
+def test_a_two_patient_site_trains_and_the_terminal_says_it_is_not_evaluated(bad_runs):
+    root, _ = bad_runs
+    proc = run_cli("simulate", "--data", "tiny_site.csv", "--label", "y", *CSV, "--out", "tiny", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stdout.split())
+    assert "warning: site 'tiny' has 2 rows and none to test on" in said
+    assert (root / "notes" / "mine.txt").read_text() == "not a run"  # the refused --out was left as it was
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import fedcare
 from conftest import site_x, site_y
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data import DataSpec, load_dataset
@@ -167,11 +169,32 @@ def test_unknown_column_list_is_truncated(tmp_path: Path):
         _load(_csv(tmp_path, frame), label="missing_label", site="c0")
 
 
-def test_site_too_small(tmp_path: Path):
+def test_a_site_of_two_or_three_patients_trains_and_says_it_is_not_evaluated(tmp_path: Path):
     frame = _frame()
-    frame.loc[:2, "site"] = "tiny"
-    with pytest.raises(DataError, match="site 'tiny' has 3 rows.*merge"):
-        _load(_csv(tmp_path, frame), site="site", drop=("patient_id",))
+    frame.loc[:2, "site"] = "three"
+    frame.loc[3:4, "site"] = "two"
+    path = _csv(tmp_path, frame)
+    ds = _load(path, site="site", drop=("patient_id",))
+    assert ds.site("three").sizes() == {"train": 3, "val": 0, "test": 0}
+    assert ds.site("two").sizes() == {"train": 2, "val": 0, "test": 0}
+    run = fedcare.simulate(data=[path], site="site", label="y", drop=["patient_id"], rounds=2,
+                           out=str(tmp_path / "run"))
+    s = run.summary
+    assert set(s["federated"]["sites"]) == set(s["local"]["sites"]) == {"A", "B"}
+    assert s["site_sizes"]["two"]["train"] == 2
+    assert any(w.startswith("site 'two' has 2 rows and none to test on") for w in s["warnings"])
+    assert any(w.startswith("site 'three' has 3 rows and none to test on") for w in s["warnings"])
+    rows = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["site"] == "two" and r["split"] == "train" and r["num_examples"] == 2 for r in rows)
+
+
+def test_rows_without_a_site_are_dropped_and_counted(tmp_path: Path):
+    frame = _frame().astype({"site": object})
+    frame.loc[[5, 30], "site"] = ""
+    ds = _load(_csv(tmp_path, frame), site="site", drop=("patient_id",))
+    assert sum(sum(s.sizes().values()) for s in ds.sites) == 38
+    assert ds.preprocessing["rows_dropped_missing_site"] == {"cohort.csv": 2}
+    assert ds.preprocessing["warnings"] == ["2 rows of 'cohort.csv' have an empty site column 'site' and were dropped"]
 
 
 def test_single_class_label(tmp_path: Path):
@@ -194,7 +217,7 @@ def test_garbage_in_numeric_column_names_row(tmp_path: Path):
     coded["age"] = [str(v % 5) for v in _frame()["age"]]
     coded.loc[16, "age"] = "abc"
     ds = _load(_csv(tmp_path, coded, "ok.csv"), site="site", drop=("patient_id",), categorical=("age",))
-    assert "age=abc" in ds.feature_names
+    assert "age=(other)" in ds.feature_names and "age=abc" not in ds.feature_names  # one row: suppressed
 
 
 def test_garbage_names_file_when_several(tmp_path: Path):
@@ -209,8 +232,31 @@ def test_garbage_names_file_when_several(tmp_path: Path):
 
 
 def test_identifier_column_suggests_drop(tmp_path: Path):
-    with pytest.raises(DataError, match="column 'patient_id' has 80 distinct.*--drop patient_id"):
+    with pytest.raises(DataError, match="column 'patient_id' has up to 80 distinct.*--drop patient_id"):
         _load(_csv(tmp_path, _frame(80)), site="site")
+
+
+def test_numeric_identifier_is_used_with_a_warning_and_dropping_it_works(tmp_path: Path):
+    frame = _frame(60)
+    frame["record"] = np.random.default_rng(3).permutation(60) + 100000  # unique integers, in no order
+    path = _csv(tmp_path, frame)
+    warned = _load(path, site="site", drop=("patient_id",))
+    assert "record" in warned.feature_names
+    assert warned.preprocessing["warnings"] == [(
+        "column 'record' holds a different whole number in every row, like an identifier, and is used as a "
+        "number; if it is one, pass --drop record")]
+    dropped = _load(path, site="site", drop=("patient_id", "record"))
+    assert "record" not in dropped.feature_names and "warnings" not in dropped.preprocessing
+    repeated = frame.assign(record=frame["age"] * 3)  # whole numbers that repeat: a measurement
+    assert "warnings" not in _load(_csv(tmp_path, repeated, "rep.csv"), site="site",
+                                   drop=("patient_id",)).preprocessing
+
+
+def test_yyyymmdd_dates_are_refused(tmp_path: Path):
+    frame = _frame(40)
+    frame["admitted"] = [20190101 + (i % 12) * 100 + i % 28 for i in range(40)]
+    with pytest.raises(DataError, match="column 'admitted' holds dates written YYYYMMDD.*--drop admitted"):
+        _load(_csv(tmp_path, frame), site="site", drop=("patient_id",))
 
 
 def test_no_site_and_no_partition(tmp_path: Path):

@@ -22,7 +22,7 @@ def test_cyclic_trains_one_site_per_round_in_turn(tmp_path):
 
 def test_fedprox_keeps_local_models_closer_to_the_global_one(tmp_path):
     def norms(mu):
-        run = fedcare.simulate(algorithm="fedprox", prox_mu=mu, rounds=2, local_epochs=5, baselines=False,
+        run = fedcare.simulate(algorithm="fedprox", prox_mu=mu, rounds=2, local_epochs=5, lr=0.05, baselines=False,
                                out=str(tmp_path / f"p{mu}"))
         return np.array([r["norm"] for r in rows(run, "update")])
 

@@ -46,6 +46,13 @@ def test_fedbn_needs_a_batch_norm_model():
         fedcare.simulate(personalization="fedbn", rounds=1)
 
 
+@pytest.mark.parametrize("mode", ["fedper", "fedrep"])
+def test_fedper_and_fedrep_refuse_a_model_that_is_all_head(mode):
+    """The linear model is its head alone: keeping the head local would share nothing."""
+    with pytest.raises(ConfigError, match=f"personalization {mode} .* shares the rest.*use model mlp"):
+        fedcare.simulate(personalization=mode, model="linear", rounds=1, baselines=False)
+
+
 def _one_row_site():
     """Regression, one row x = 2, y = 1, model w·x + b: hand-computable SGD steps."""
     model = LinearModel(["tabular"], 1, 1)

@@ -305,8 +305,8 @@ def test_tiny_site_and_duplicate_ids(tmp_path):
     frame = cohort_frame("binary", sites=2, seed=2)
     frame = pd.concat([frame[frame.hospital == "H1"], frame[frame.hospital == "H2"].head(3)])
     sites = _two_files(tmp_path, frame)
-    with pytest.raises(DataError, match="site 'H2' has 3 rows, fewer than the 4 needed"):
-        prepare(DataSpec(label="y", drop=("patient_id",)), ["H1", "H2"], json_ask(sites))
+    prepared = prepare(DataSpec(label="y", drop=("patient_id",)), ["H1", "H2"], json_ask(sites))
+    assert prepared.preprocessing["site_rows"]["H2"] == {"train": 3, "val": 0, "test": 0}  # trains, not evaluated
     with pytest.raises(DataError, match="site id 'H1' appears twice"):
         prepare(DataSpec(label="y"), ["H1", "H1"], json_ask(sites))
 

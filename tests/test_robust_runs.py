@@ -17,14 +17,49 @@ def run(tmp_path, name, **kw):
 
 
 def test_sign_flip_hurts_the_mean_and_the_median_resists_and_names_the_attacker(tmp_path):
-    clean = run(tmp_path, "clean").summary["federated"]["mean"]["accuracy"]
+    clean_run = run(tmp_path, "clean").summary
+    clean = clean_run["federated"]["mean"]["accuracy"]
     mean = run(tmp_path, "mean", attack="sign-flip", attackers=1).summary
     median = run(tmp_path, "median", aggregator="median", attack="sign-flip", attackers=1).summary
     assert mean["attack"] == {"kind": "sign-flip", "sites": ["cleveland"]}
     assert mean["federated"]["mean"]["accuracy"] < clean - 0.1
     assert median["federated"]["mean"]["accuracy"] > mean["federated"]["mean"]["accuracy"] + 0.05
     assert median["anomalies"]["flagged_sites"] == ["cleveland"]
-    assert mean["anomalies"]["flagged_sites"] == []  # the mean has no defence, so it flags nobody
+    # the report judges updates whatever rule combines them: the mean defends nothing, yet names the attacker
+    assert mean["anomalies"]["flagged_sites"] == ["cleveland"]
+    assert clean_run["anomalies"]["flagged_sites"] == []
+
+
+@pytest.mark.parametrize("attack, attackers", [("gaussian", ["va"]), ("label-flip", 1)])
+def test_the_plain_mean_run_names_a_noisy_or_label_flipping_attacker(tmp_path, attack, attackers):
+    summary = run(tmp_path, attack, rounds=10, attack=attack, attackers=attackers).summary
+    assert summary["anomalies"]["flagged_sites"] == summary["attack"]["sites"]
+
+
+def test_honest_fedsgd_sites_are_not_named(tmp_path):
+    """A small, skewed site's full gradient points its own way and is larger than the others':
+    honest heterogeneity, which the report must not call an attack."""
+    assert run(tmp_path, "fedsgd", rounds=30, algorithm="fedsgd", lr=0.3).summary["anomalies"]["flagged_sites"] == []
+
+
+def test_report_judges_updates_against_their_consensus_without_any_decisions():
+    ups = [Update(s, {"w": np.array(v, np.float32)}, 1) for s, v in
+           [("a", [1, 1]), ("b", [1.2, 0.8]), ("c", [0.9, 1.1]), ("flip", [-1, -1]), ("big", [30, 25])]]
+    report = anomaly_report(ups, {"w": np.ones(2)}, {}, {})
+    assert {s for s, r in report.items() if r["flagged"]} == {"flip", "big"}
+    assert report["flip"]["cosine_consensus"] < 0 < report["a"]["cosine_consensus"]
+    assert report["big"]["norm_ratio"] > 10 and report["c"]["norm_ratio"] < 2
+    # two updates have no consensus a minority cannot move: nothing is judged
+    assert not any(r["flagged"] for r in anomaly_report(ups[2:4], {"w": np.ones(2)}, {}, {}).values())
+
+
+def test_krum_refuses_a_federation_too_small_for_its_f(tmp_path):
+    with pytest.raises(ConfigError, match=r"krum with krum_f=1 needs more than 4 sites per round .* has 4"):
+        run(tmp_path, "k", rounds=1, aggregator="krum")
+    with pytest.raises(ConfigError, match="a plain mean"):
+        run(tmp_path, "k0", rounds=1, aggregator="krum", krum_f=0)
+    summary = run(tmp_path, "k01", rounds=2, aggregator="krum", krum_f=0, krum_m=1).summary
+    assert summary["aggregator"] == "krum"
 
 
 def test_label_flip_trains_the_attacker_on_flipped_labels(tmp_path):

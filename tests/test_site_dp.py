@@ -77,7 +77,7 @@ def test_a_runs_epsilon_is_dp_accountings_and_within_budget(tmp_path, fraction, 
     expected = reference_epsilon(site["noise_multiplier"], 4, per_round, 3, 1e-5)
     assert privacy["epsilon"] == site["epsilon"] == expected
     assert 0.99 * 6.0 <= privacy["epsilon"] <= 6.0
-    assert site["secure_aggregation"] is secure and site["clip"] == 1.0 and site["rounds"] == 3
+    assert site["secure_aggregation"] is secure and site["clip"] == 0.1 and site["rounds"] == 3  # the default C
     # metrics.jsonl: ε after every round, rising to the reported figure
     by_round = {r["round"]: r["site_epsilon"] for r in train_rows(tmp_path / "run")}
     assert [by_round[r] for r in (1, 2, 3)] == [reference_epsilon(site["noise_multiplier"], 4, per_round, r, 1e-5)
@@ -220,3 +220,25 @@ def test_a_resumed_run_keeps_counting_the_budget_and_equals_an_uninterrupted_one
     assert (tmp_path / "cut" / "metrics.jsonl").read_text() == (tmp_path / "whole" / "metrics.jsonl").read_text()
     assert resumed.summary["privacy"] == whole.summary["privacy"]
     assert resumed.summary["bytes_sent"] == whole.summary["bytes_sent"]
+
+
+def test_site_dp_defaults_beat_the_constant_predictor_and_a_failing_run_warns(tmp_path):
+    """The defaults chosen on validation rows (benchmarks/site_dp_defaults.py) learn at ε = 10; the old
+    ones (C = 1, the server's full step) were worse than always predicting the majority class, and
+    now say so."""
+    good = fedcare.simulate(baselines=False, site_dp_epsilon=10.0, out=str(tmp_path / "good")).summary
+    assert good["federated"]["mean"]["accuracy"] > good["constant"]["mean"]["accuracy"]
+    assert good["warnings"] == []
+    bad = fedcare.simulate(baselines=False, site_dp_epsilon=10.0, site_dp_clip=1.0, server_lr=1.0,
+                           out=str(tmp_path / "bad")).summary
+    assert bad["federated"]["mean"]["accuracy"] < bad["constant"]["mean"]["accuracy"]
+    assert any(w.startswith("the federated model's mean test accuracy") for w in bad["warnings"])
+    saved = json.loads((tmp_path / "bad" / "summary.json").read_text())
+    assert saved["warnings"] == bad["warnings"]
+
+
+def test_cli_prints_the_warning_of_a_model_worse_than_the_constant_predictor(tmp_path):
+    result = CliRunner().invoke(app, ["simulate", "--no-baselines", "--site-dp-epsilon", "10", "--site-dp-clip", "1",
+                                      "--server-lr", "1", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "warning: the federated model's mean test accuracy" in " ".join(result.output.split())

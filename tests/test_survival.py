@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
+import fedcare
+
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data import DataSpec, load_dataset
 from fedcare.learning.metrics import c_index, neg_partial_loglik, survival_metrics
@@ -248,7 +250,7 @@ def test_all_events_is_fine(tmp_path):
 
 @pytest.mark.parametrize("column, cells, message", [
     ("months", {2: "soon"}, "time column 'months' must be numeric but row 3 of 'cohort.csv' holds 'soon'"),
-    ("months", {4: "0"}, "time column 'months' must be positive"),
+    ("months", {4: "-3.5"}, "time column 'months' must be zero or more"),
     ("months", {4: "-3.5"}, "row 5 of 'cohort.csv' holds '-3.5'"),
     ("died", {1: "maybe"}, "event column 'died' must hold two values (1 = event, 0 = censored) but has 3"),
 ])
@@ -260,6 +262,19 @@ def test_bad_time_or_event_values(tmp_path, column, cells, message):
     with pytest.raises(DataError) as exc:
         load_dataset(DataSpec(data=(str(_write(tmp_path, rows)),), site="hospital", time="months", event="died"))
     assert message in str(exc.value)
+
+
+def test_a_survival_time_of_zero_is_accepted_and_trains(tmp_path):
+    """An event or censoring on the first day of follow-up (time 0) is a real observation."""
+    rows = _cohort(40)
+    rows["months"][[0, 4, 25]] = 0.0
+    run = fedcare.simulate(data=[str(_write(tmp_path, rows))], site="hospital", time="months", event="died",
+                           rounds=3, baselines=False, out=str(tmp_path / "run"))
+    times = np.concatenate([named(s, split)["time"] for s in load_dataset(DataSpec(
+        data=(str(tmp_path / "cohort.csv"),), site="hospital", time="months", event="died")).sites
+        for split in ("train", "test")])
+    assert (times == 0).sum() == 3
+    assert run.summary["federated"]["mean"]["c_index"] is not None
 
 
 @pytest.mark.parametrize("value", ["0", "no", "False"])

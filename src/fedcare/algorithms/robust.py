@@ -214,6 +214,18 @@ class Krum:
     def init(self, params: Params) -> State:
         return {}
 
+    def check_sites(self, n: int) -> None:
+        """Refuse a plan of n updates per round that Krum cannot defend: with n ≤ 2f + 2 the round would
+        lower f (and with f = 0 and m unset Krum averages every update: a plain mean, no defence)."""
+        if n <= 2 * self.f + 2:
+            most = (n - 3) // 2
+            fix = f"set krum_f {most} with krum_m 1, or" if most >= 0 else "use"
+            raise ConfigError(f"krum with krum_f={self.f} needs more than {2 * self.f + 2} sites per round "
+                              f"(n > 2f + 2) and this run has {n}; {fix} aggregator median or trimmed-mean")
+        if (n - self.f if self.m is None else self.m) >= n:
+            raise ConfigError(f"krum with krum_f={self.f} and krum_m={self.m} averages all {n} updates: a plain "
+                              "mean that defends nothing; set krum_f >= 1 or krum_m below the number of sites")
+
     def tolerated(self, n: int) -> int:
         """f for a round of n updates: the configured f, lowered to the most Krum can tolerate
         (n > 2f + 2) when refusals or dropouts leave fewer updates, so the round goes on."""

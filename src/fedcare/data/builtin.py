@@ -42,6 +42,9 @@ class BuiltinDataset:
     inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> the column patterns it takes
     label_encoding: LabelEncoding | None = None  # fixed instead of inferred from the sites' values
     requires: str | None = None  # optional package the dataset is loaded from
+    # settings chosen on the dataset's validation rows (benchmarks/dataset_defaults.py), per
+    # personalization mode ("none": no personalization, and any mode without its own entry)
+    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def site_rows(self) -> list[dict[str, Any]]:
         """Rows per site (None for all when the optional package is missing)."""
@@ -110,7 +113,7 @@ def _ovarian_site(site_id: str) -> tuple[RawSite, int]:
     study = site_id.removeprefix("study-")
     frame = frame[frame[OVARIAN_SITE].map(lambda v: v is not None and canonical(v) == study)]
     # Two patients are censored at time 0: not in any risk set or comparable pair, so dropping them
-    # changes neither the Cox loss nor the C-index, and survival times must be positive.
+    # changes neither the Cox loss nor the C-index (a censored time 0 is accepted in users' files).
     positive = parse_numbers(frame[OVARIAN_TIME]) > 0
     rows = frame[positive].drop(columns=[OVARIAN_SITE])
     return RawSite(site_id, rows, OVARIAN_SOURCE), int((~positive).sum())
@@ -119,6 +122,19 @@ def _ovarian_site(site_id: str) -> tuple[RawSite, int]:
 def _ovarian_extra(dropped: dict[str, int]) -> dict[str, Any]:
     return {"dataset": OVARIAN, "source": OVARIAN_SOURCE, "rows_dropped_nonpositive_time": sum(dropped.values()),
             "columns_dropped": ["pid"]}
+
+
+# Chosen on validation rows by benchmarks/dataset_defaults.py --select (RESULTS.md §11); fedbn is not here:
+# it needs batch_norm, which the config checks before any default is applied.
+_MLP = {"model": "mlp", "hidden": [16]}
+HEART_DEFAULTS = {
+    "none": {"lr": 0.01, "local_epochs": 5},
+    "finetune": {"lr": 0.01, "local_epochs": 5, "finetune_epochs": 5},
+    "ditto": {"lr": 0.01, "local_epochs": 5, "ditto_lambda": 1.0, "model": "linear"},
+    "fedper": {"lr": 0.01, "local_epochs": 5, **_MLP},
+    "fedrep": {"lr": 0.03, "local_epochs": 5, **_MLP},
+}
+OVARIAN_DEFAULTS = {"none": {"rounds": 30, "local_epochs": 1, "batch_size": 64, "lr": 0.01}}
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
@@ -136,6 +152,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         label=heart_disease.LABEL,
         categorical=heart_disease.CATEGORICAL,
         label_encoding=HEART_LABEL,
+        defaults=HEART_DEFAULTS,
     ),
     OVARIAN: BuiltinDataset(
         name=OVARIAN,
@@ -155,6 +172,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         categorical=("debulk",),
         inputs={"omics": ("*",)},  # every gene; debulking status, a category, stays tabular
         requires="survset",
+        defaults=OVARIAN_DEFAULTS,
     ),
 }
 

@@ -18,6 +18,8 @@ from fedcare.core.errors import DataError
 from fedcare.data.values import canonical, parse_number, parse_numbers, sort_values
 
 MAX_CATEGORIES = 50
+MIN_CATEGORY_COUNT = 5  # a site names a category only when this many of its rows hold it
+OTHER = "(other)"  # what a site's rarer values become, at that site, before anything is sent
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,53 @@ class ColumnTypes:
 # ----- site side -------------------------------------------------------------------------------
 
 
+COUNT_KEYS = ("present", "numbers", "integers", "distinct_numbers", "dates")
+MIN_IDENTIFIER_ROWS = 20  # fewer rows all distinct whole numbers prove nothing
+
+
 def column_counts(frame: pd.DataFrame, features: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Per feature: how many of the site's cells are present, and how many of those are numbers."""
+    """Per feature: how many of the site's cells are present, how many of those are numbers, whole
+    numbers and YYYYMMDD dates, and how many distinct numbers there are (what tells an identifier or a
+    date from a measurement, as counts)."""
     counts = {}
     for column in features:
         cells = frame[column]
         present = cells.notna().to_numpy()
-        numbers = int(np.count_nonzero(~np.isnan(parse_numbers(cells)) & present))
-        counts[column] = {"present": int(np.count_nonzero(present)), "numbers": numbers}
+        values = parse_numbers(cells)
+        numbers = values[~np.isnan(values) & present]
+        whole = numbers[numbers == np.round(numbers)]
+        counts[column] = {"present": int(np.count_nonzero(present)), "numbers": int(numbers.size),
+                          "integers": int(whole.size), "distinct_numbers": int(np.unique(numbers).size),
+                          "dates": int(np.count_nonzero(_yyyymmdd(whole)))}
     return counts
 
 
-def distinct_summary(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[str, object]]:
-    """Per categorical column: the site's distinct values, sorted, or only their number past MAX_CATEGORIES."""
+def _yyyymmdd(whole: np.ndarray) -> np.ndarray:
+    """Which whole numbers read as a date 1900-01-01 .. 2099-12-31 written YYYYMMDD."""
+    year, month, day = whole // 10000, whole // 100 % 100, whole % 100
+    return (year >= 1900) & (year <= 2099) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+
+
+def distinct_summary(frame: pd.DataFrame, columns: Sequence[str], min_count: int) -> dict[str, dict[str, object]]:
+    """Per categorical column: the site's distinct values, sorted, or only their number past
+    MAX_CATEGORIES; a value the site holds fewer than `min_count` times is not named: it is OTHER
+    (see `suppress_rare`), so a unique string (a diagnosis with a name in it) never leaves the site."""
     out: dict[str, dict[str, object]] = {}
     for column in columns:
-        distinct = sort_values({canonical(v) for v in frame[column].tolist() if v is not None})
-        out[column] = {"distinct": len(distinct), "values": distinct if len(distinct) <= MAX_CATEGORIES else None}
+        raw = {canonical(v) for v in frame[column].tolist() if v is not None}  # counted, so identifiers are refused
+        named = sort_values({v for v in suppress_rare(frame[column], min_count).tolist() if v is not None})
+        out[column] = {"distinct": len(raw), "values": named if len(raw) <= MAX_CATEGORIES else None,
+                       "withheld": len(raw) - len([v for v in named if v != OTHER])}
     return out
+
+
+def suppress_rare(cells: pd.Series, min_count: int) -> pd.Series:
+    """Canonical text, None for missing, and OTHER for every value that fewer than `min_count` of the
+    site's rows hold (small-cell suppression: what the site sends and encodes is the same)."""
+    text = pd.Series([None if v is None else canonical(v) for v in cells.tolist()], index=cells.index, dtype=object)
+    counts = text.value_counts()
+    rare = set(counts.index[counts < min_count])
+    return text.map(lambda v: OTHER if v in rare else v) if rare else text
 
 
 def check_numbers(frame: pd.DataFrame, column: str, source: str | None) -> None:
@@ -105,26 +136,46 @@ def decide_types(
     return ColumnTypes(tuple(features), tuple(numeric), tuple(categorical)), typos
 
 
+def check_dates(column: str, counts: Sequence[dict[str, int]]) -> None:
+    """Refuse a numeric column whose every value is a YYYYMMDD date: 20200131 and 20200201 are 70
+    apart as numbers and 1 day apart as dates, so as a number it means nothing."""
+    if sum(c["present"] for c in counts) and all(c["dates"] == c["present"] for c in counts):
+        raise DataError(f"column '{column}' holds dates written YYYYMMDD, which are not measurements as numbers; "
+                        f"pass --drop {column}, or replace it with a duration (e.g. days since diagnosis)")
+
+
+def identifier_warning(column: str, counts: Sequence[dict[str, int]]) -> str | None:
+    """A warning for a numeric column with a different whole number in every row at every site: it is
+    usually an identifier (the model would learn the order patients were registered in), but a count
+    or a measurement in whole units can look the same in a small cohort, so it is used, not refused."""
+    present = sum(c["present"] for c in counts)
+    if present >= MIN_IDENTIFIER_ROWS and all(c["integers"] == c["distinct_numbers"] == c["present"] for c in counts):
+        return (f"column '{column}' holds a different whole number in every row, like an identifier, and is used "
+                f"as a number; if it is one, pass --drop {column}")
+    return None
+
+
 def check_categories(column: str, summaries: Sequence[dict[str, object]]) -> None:
-    """A categorical column may hold at most MAX_CATEGORIES values across all sites."""
-    known = {str(v) for s in summaries for v in (s["values"] or [])}  # type: ignore[attr-defined]
-    count = max([len(known), *(int(s["distinct"]) for s in summaries)])  # type: ignore[call-overload]
+    """A categorical column may hold at most MAX_CATEGORIES values across all sites (the values a
+    site withheld as rare count too: an identifier is all rare values)."""
+    known = {str(v) for s in summaries for v in (s["values"] or []) if v != OTHER}  # type: ignore[attr-defined]
+    most = len(known) + sum(int(s["withheld"]) for s in summaries)  # if no two sites share a withheld value
+    count = max([len(known), most, *(int(s["distinct"]) for s in summaries)])  # type: ignore[call-overload]
     if count > MAX_CATEGORIES:
-        exact = "" if count == len(known) else "at least "
+        exact = "" if count == len(known) else "up to " if count == most else "at least "
         raise DataError(
             f"column '{column}' has {exact}{count} distinct values (more than {MAX_CATEGORIES}) "
             f"and cannot be one-hot encoded; if it is an identifier pass --drop {column}"
         )
 
 
-def typed_frame(frame: pd.DataFrame, types: ColumnTypes) -> pd.DataFrame:
-    """Numeric columns -> float64 with NaN for missing; categorical -> canonical text or None."""
+def typed_frame(frame: pd.DataFrame, types: ColumnTypes, min_count: int) -> pd.DataFrame:
+    """Numeric columns -> float64 with NaN for missing; categorical -> canonical text, OTHER for the
+    site's rare values (`suppress_rare`), or None."""
     out: dict[str, object] = {}
     for column in frame.columns:
         if column in types.numeric:
             out[column] = parse_numbers(frame[column])
         elif column in types.categorical:
-            out[column] = pd.Series(
-                [None if v is None else canonical(v) for v in frame[column].tolist()], dtype=object
-            ).to_numpy()
+            out[column] = suppress_rare(frame[column], min_count).to_numpy()
     return pd.DataFrame(out, index=frame.index, columns=list(types.order))

@@ -52,11 +52,9 @@ def check_spec(spec: DataSpec) -> None:
 
 
 def _sites_from_column(frame: pd.DataFrame, column: str, source: str) -> list[RawSite]:
-    values = frame[column].tolist()
-    for row, value in zip(frame.index, values):
-        if value is None:
-            raise DataError(f"site column '{column}' is empty in row {row + 1} of '{source}'; fill it or drop the row")
-    ids = pd.Series([canonical(v) for v in values], index=frame.index)
+    """One site per value of the site column, in order of first appearance (rows without one are
+    dropped before: `load_files` counts them)."""
+    ids = pd.Series([canonical(v) for v in frame[column].tolist()], index=frame.index)
     order = list(dict.fromkeys(ids.tolist()))
     return [RawSite(site_id, frame[ids == site_id], source) for site_id in order]
 
@@ -99,8 +97,11 @@ def load_files(spec: DataSpec) -> FederatedDataset:
         require_column(column, columns, f"'{source}'")  # type: ignore[arg-type]
     complete = frame[targets].notna().all(axis=1)
     kept = frame[complete]
+    no_site = 0
     if spec.site is not None:
-        raw = _sites_from_column(kept, spec.site, source)
+        has_site = kept[spec.site].notna()
+        no_site = int((~has_site).sum())
+        raw = _sites_from_column(kept[has_site], spec.site, source)
     elif spec.partition is not None:
         raw = _partition(kept, spec, source)
     else:
@@ -111,8 +112,12 @@ def load_files(spec: DataSpec) -> FederatedDataset:
     if spec.partition is not None:
         overrides["partition"] = {"kind": spec.partition, "num_sites": spec.num_sites, "alpha": spec.alpha,
                                   "seed": spec.partition_seed}
-    sites = [SitePreparation(r, share_name=True) for r in raw]
-    return build_dataset(spec.model_copy(update={"partition": None}), sites, overrides)
+    dataset = build_dataset(spec.model_copy(update={"partition": None}), [SitePreparation(r, share_name=True) for r in raw], overrides)
+    if no_site:
+        dataset.preprocessing["rows_dropped_missing_site"] = {source: no_site}
+        dataset.preprocessing.setdefault("warnings", []).append(
+            f"{no_site} rows of '{source}' have an empty site column '{spec.site}' and were dropped")
+    return dataset
 
 
 def build_dataset(spec: DataSpec, sites: Sequence[SitePreparation], overrides: dict[str, Any] | None = None

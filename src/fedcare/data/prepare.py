@@ -17,7 +17,8 @@ columns     which built-in dataset, if any -> the site's column names, its file 
             built-in dataset how many rows reading it dropped.
 schema      the target and feature columns, the declared task, which columns form which input ->
             the number of rows that have every target and of rows dropped for lacking one; per
-            feature column, how many cells are present and how many of those are numbers. For a
+            feature column, how many cells are present, how many of those are numbers, whole
+            numbers and YYYYMMDD dates, and how many distinct numbers there are. For a
             label: how many distinct values it has, whether they are all numbers, all integers, its
             first value that is not a number, and the sorted distinct values themselves -- unless
             they can only be a regression outcome (more than 2 numbers, not all integers or more than
@@ -28,25 +29,28 @@ schema      the target and feature columns, the declared task, which columns for
             the site, never sent. With --treatment: the site's rows per arm (the arm names and their
             counts, like class names).
 <input>.categories, <input>.locate
-            (before the split) the distinct values of a tabular categorical column (sorted, or only
-            their number when more than 50); nothing but an error naming the row, for a number
-            column holding text. An omics input refuses to send any column's values.
+            (before the split) the distinct values of a tabular categorical column that at least
+            MIN_CATEGORY_COUNT (5) of the site's rows hold (sorted, or only their number when more
+            than 50), and how many rarer values it withheld (they are "(other)" at the site); nothing
+            but an error naming the row, for a number column holding text. An omics input refuses
+            to send any column's values.
 split       label encoding (and the arms in order), split settings -> the site splits its own rows and
             sends its train/validation/test row counts. It answers one split per run: asked again with
             other settings, it refuses, so that no two sums over different training rows can be compared.
 <input>.stats, <input>.counts
-            (after the split, from the training rows only) per numeric column the count, sum, sum of
-            squares and missing count; per categorical column the rows per category and the missing
-            count; during a median search (only for numeric columns with missing training values,
-            about 50 times) how many training values are <= each threshold.
+            (after the split, from the training rows only) per numeric column the count, mean, M2
+            and missing count; per categorical column the rows per category (rare ones as
+            "(other)") and the missing count; during a median search (only for numeric columns with
+            missing training values, about 10 times, at most 40 per column and run) how many
+            training values are <= each threshold.
 finish      each input's fitted preprocessing -> the site encodes its own rows, keeps them (`data`),
             and sends its row counts per split again.
 
-Numbers leave a site only as counts, sums, and category or class names (e.g. cp = 1..4, label 0/1).
+Numbers leave a site only as counts, means, M2s, and category or class names (e.g. cp = 1..4, label 0/1).
 No row leaves it, no measurement (unless the user declares it a category or a class), and nothing of
-its validation or test rows but their counts and the distinct values above. The coordinator is trusted
-to ask honestly: a site checks that questions come in order and name only its feature columns, but
-without secure aggregation a coordinator bent on it could ask one site for counts that locate values.
+its validation or test rows but their counts and the distinct values above. A site checks that
+questions come in order and name only its feature columns, and answers a bounded number of threshold
+questions; docs/data.md says what an honest and a curious coordinator can learn.
 Errors: a site raises DataError with one line for its operator; the message may quote one of its
 cells and its row number, and an agent that relays the message to the coordinator shares that much.
 """
@@ -67,7 +71,7 @@ from fedcare.core.errors import ConfigError, DataError
 from fedcare.data.arms import ArmEncoding, arm_counts, arms_from_counts
 from fedcare.data.answers import AGAIN, check_count, check_number, optional_text, read_distinct, reading, strings
 from fedcare.data.builtin import get_builtin
-from fedcare.data.columns import column_counts
+from fedcare.data.columns import COUNT_KEYS, MIN_CATEGORY_COUNT, column_counts
 from fedcare.data.dataset import SPLITS, DataShape, DataSpec, SiteData
 from fedcare.data.examples import ArrayExamples
 from fedcare.data.inputs import DEFAULT_KIND, Fitted, InputJob, SiteInput, input_kind, input_kinds
@@ -80,7 +84,6 @@ from fedcare.data.survival import (SurvivalEncoding, check_columns, check_times,
 from fedcare.data.targets import check_task, label_rules, reads
 
 Ask = Callable[[str, dict], Mapping[str, dict]]
-MIN_SITE_ROWS = 4
 SHOWN_COLUMNS = 12
 
 
@@ -169,8 +172,9 @@ class SitePreparation:
     """
 
     def __init__(self, raw: RawSite, dataset: str | None = None, dropped_on_read: int = 0,
-                 share_name: bool = False) -> None:
+                 share_name: bool = False, min_category_count: int = MIN_CATEGORY_COUNT) -> None:
         self.site_id = raw.site_id
+        self.min_category_count = min_category_count  # the site's own small-cell limit (no question lowers it)
         self.source = raw.source
         self.share_name = share_name  # whether the answers name the file (see from_file)
         self.dataset = dataset
@@ -200,7 +204,8 @@ class SitePreparation:
             known = ", ".join(builtin.site_ids)
             raise DataError(f"dataset '{dataset}' has no site '{site_id}'; its sites are: {known}")
         raw, dropped = builtin.read_site(site_id)
-        return cls(raw, dataset=builtin.name, dropped_on_read=dropped, share_name=True)  # a bundled file's name
+        # public data whose codes are published: nothing to suppress, and the features stay FLamby's
+        return cls(raw, dataset=builtin.name, dropped_on_read=dropped, share_name=True, min_category_count=1)
 
     def answer(self, phase: str, question: dict) -> dict:
         """Answer one question (JSON in, JSON out); bad data raises DataError with a one-line message."""
@@ -269,6 +274,9 @@ class SitePreparation:
         self._rows, self._target_columns, self._split, self._targets = rows, tuple(targets), None, {}
         self._inputs = {name: input_kind(kind).site(columns, self.source, self.site_id)
                         for name, (kind, columns) in inputs.items()}
+        for site_input in self._inputs.values():  # a kind that sends category names honours the site's limit
+            if hasattr(site_input, "min_count"):
+                site_input.min_count = self.min_category_count
         return answer
 
     def _split_rows(self, question: Mapping[str, Any]) -> dict:
@@ -406,11 +414,9 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
     kinds = {name: input_kind(kind) for name, (kind, _) in schema.inputs.items()}
     planned = {name: kinds[name].plan_columns(job) for name, job in jobs.items()}
     for site in ids:
-        if schema.rows[site] < MIN_SITE_ROWS:
-            raise DataError(
-                f"site '{site}' has {schema.rows[site]} rows, fewer than the {MIN_SITE_ROWS} needed "
-                "to split it into train and test; merge it with another site or drop its rows"
-            )
+        if schema.rows[site] == 0:
+            raise DataError(f"site '{site}' has no rows with every target present; drop the site or fill its "
+                            f"{', '.join(recipe.targets)}")
     label = schema.label
     split = {"test_fraction": float(spec.test_fraction), "val_fraction": float(spec.val_fraction),
              "split_seed": int(spec.split_seed)}
@@ -542,8 +548,7 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
         with reading(f"the 'schema' answer of site '{site}'", site):
             rows[site] = check_count(answer["rows"])
             dropped[site] = check_count(answer["dropped"])
-            counts.append({c: {k: check_count(answer["columns"][c][k]) for k in ("present", "numbers")}
-                           for c in features})
+            counts.append({c: {k: check_count(answer["columns"][c][k]) for k in COUNT_KEYS} for c in features})
             if arm:
                 arm_answers[site] = {str(a): check_count(n) for a, n in answer["arms"].items()}
             if survival or infer:

@@ -1,17 +1,18 @@
 """Federated preprocessing: fit one imputation/scaling/encoding transform without pooling rows.
 
 For a privacy officer -- what leaves a site, and only from its TRAINING rows:
-  * per numeric column: the number of non-missing values, their sum, their sum of squares and
-    the number of missing values;
+  * per numeric column: the number of non-missing values, their mean, the sum of their squared
+    deviations from that mean (M2) and the number of missing values;
   * per categorical column: the number of rows in each category and the number of missing values;
   * while the median of a column with missing values is searched: for each threshold t the
-    coordinator proposes, the number of the site's values <= t (about 50 such counts per column,
-    100 when the pooled count is even). Columns without missing values need no median.
+    coordinator proposes, the number of the site's values <= t (about 10 such counts per column,
+    20 when the pooled count is even: the search stops at 1/128 of a standard deviation, before it
+    could converge onto one patient's value). Columns without missing values need no median.
 No patient row and no individual value leaves a site. The coordinator merges these aggregates into a
 `Transform` (means, standard deviations, medians, category lists, modes, which columns get a missing
 indicator) and sends the same Transform to every site, which applies it locally to train/val/test.
-Caveat: counts of a rare category, and threshold counts, can describe very small groups; sites that
-must hide small cells should not join with tiny training splits.
+Caveat: counts of a site's '(other)' category, and threshold counts, can describe very small groups
+(docs/data.md: what the coordinator can learn).
 
 Functions are grouped by who runs them: site side (`site_stats`, `count_at_most`, `apply_transform`)
 and coordinator side (`merge_stats`, `fit_medians`, `build_transform`). `fit_transform` wires the two
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -35,7 +37,7 @@ from fedcare.data.answers import check_count, check_number
 from fedcare.data.columns import ColumnTypes
 from fedcare.data.values import sort_values
 
-MEDIAN_ITERATIONS = 50
+MEDIAN_ITERATIONS = 8  # the median to 1/128 of a standard deviation: enough to impute, too coarse to pin a value
 INDICATOR_SUFFIX = "__missing"
 
 
@@ -44,11 +46,13 @@ INDICATOR_SUFFIX = "__missing"
 
 @dataclass(frozen=True)
 class NumericStats:
-    """Sufficient statistics for mean and variance, plus how many values are missing."""
+    """Sufficient statistics for mean and variance, plus how many values are missing: the count, the
+    mean and M2 = Σ(x − mean)², merged with Chan et al.'s parallel update. Sums of squares would
+    cancel catastrophically on a near-constant column with a large offset (a date, a lab code)."""
 
     count: int
-    total: float
-    total_sq: float
+    mean: float
+    m2: float
     missing: int
 
 
@@ -134,10 +138,11 @@ def site_stats(train: pd.DataFrame, types: ColumnTypes) -> SiteStats:
     for column in types.numeric:
         values = train[column].to_numpy(dtype=np.float64)
         present = values[~np.isnan(values)]
+        mean = float(present.mean()) if present.size else 0.0
         numeric[column] = NumericStats(
             count=int(present.size),
-            total=float(present.sum()),
-            total_sq=float(np.square(present).sum()),
+            mean=mean,
+            m2=float(np.square(present - mean).sum()),
             missing=int(values.size - present.size),
         )
     categorical: dict[str, CategoricalStats] = {}
@@ -187,15 +192,7 @@ def apply_transform(frame: pd.DataFrame, transform: Transform) -> np.ndarray:
 def merge_stats(stats: Sequence[SiteStats]) -> SiteStats:
     """Add up the sites' aggregates column by column."""
     first = stats[0]
-    numeric = {
-        column: NumericStats(
-            count=sum(s.numeric[column].count for s in stats),
-            total=math.fsum(s.numeric[column].total for s in stats),
-            total_sq=math.fsum(s.numeric[column].total_sq for s in stats),
-            missing=sum(s.numeric[column].missing for s in stats),
-        )
-        for column in first.numeric
-    }
+    numeric = {column: reduce(_chan, (s.numeric[column] for s in stats)) for column in first.numeric}
     categorical: dict[str, CategoricalStats] = {}
     for column in first.categorical:
         counts: dict[str, int] = {}
@@ -206,15 +203,26 @@ def merge_stats(stats: Sequence[SiteStats]) -> SiteStats:
     return SiteStats(rows=sum(s.rows for s in stats), numeric=numeric, categorical=categorical)
 
 
+def _chan(a: NumericStats, b: NumericStats) -> NumericStats:
+    """Two sites' (count, mean, M2) as one (Chan, Golub & LeVeque 1979): exact up to rounding, with
+    no difference of large sums."""
+    n = a.count + b.count
+    if n == 0:
+        return NumericStats(0, 0.0, 0.0, a.missing + b.missing)
+    delta = b.mean - a.mean
+    mean = a.mean + delta * b.count / n
+    m2 = a.m2 + b.m2 + delta * delta * a.count * b.count / n
+    return NumericStats(n, mean, m2, a.missing + b.missing)
+
+
 def mean_std(stats: NumericStats) -> tuple[float, float]:
-    """Federated mean and population standard deviation from count, sum and sum of squares."""
-    mean = stats.total / stats.count
-    variance = max(stats.total_sq / stats.count - mean * mean, 0.0)
-    return mean, math.sqrt(variance)
+    """Federated mean and population standard deviation from the merged count, mean and M2."""
+    return stats.mean, math.sqrt(max(stats.m2, 0.0) / stats.count)
 
 
 def _order_statistic(k: int, lo: float, hi: float) -> Generator[tuple[float, ...], tuple[int, ...], float]:
-    """Smallest value v with count(v) >= k, by bisection on pooled counts (no values are sent).
+    """The smallest value v with count(v) >= k, to within the bracket's width / 2^MEDIAN_ITERATIONS,
+    by bisection on pooled counts (no values are sent).
 
     A generator, so that many searches can share one round trip: it yields the thresholds it needs
     counted and is sent their pooled counts, in the same order.
@@ -232,7 +240,7 @@ def _order_statistic(k: int, lo: float, hi: float) -> Generator[tuple[float, ...
             hi = mid
         else:
             lo = mid
-    return hi
+    return (lo + hi) / 2  # the bracket's middle, not its end: the end converges onto one patient's value
 
 
 class MedianSearch:
@@ -296,7 +304,7 @@ def fit_medians(types: ColumnTypes, merged: SiteStats,
     """Medians of every numeric column, all columns' searches advancing together.
 
     `count_many({column: thresholds})` returns the pooled counts per column: one round trip per
-    step for all columns (about 50 in all), not one per column and step. The median is searched
+    step for all columns (about 10 in all), not one per column and step. The median is searched
     only for columns with missing training values: elsewhere nothing needs imputing, so no
     threshold counts are asked for (a later row lacking the value gets the mean).
     """
@@ -372,7 +380,7 @@ def stats_to_json(stats: SiteStats) -> dict[str, Any]:
     """A site's aggregates as plain ints, floats and strings (Python floats survive JSON exactly)."""
     return {
         "rows": stats.rows,
-        "numeric": {c: {"count": s.count, "total": s.total, "total_sq": s.total_sq, "missing": s.missing}
+        "numeric": {c: {"count": s.count, "mean": s.mean, "m2": s.m2, "missing": s.missing}
                     for c, s in stats.numeric.items()},
         "categorical": {c: {"counts": dict(s.counts), "missing": s.missing} for c, s in stats.categorical.items()},
     }
@@ -380,8 +388,8 @@ def stats_to_json(stats: SiteStats) -> dict[str, Any]:
 
 def stats_from_json(data: Mapping[str, Any], types: ColumnTypes) -> SiteStats:
     """Read (and check) one site's aggregates for exactly the columns of `types`."""
-    numeric = {c: NumericStats(check_count(data["numeric"][c]["count"]), check_number(data["numeric"][c]["total"]),
-                               check_number(data["numeric"][c]["total_sq"]), check_count(data["numeric"][c]["missing"]))
+    numeric = {c: NumericStats(check_count(data["numeric"][c]["count"]), check_number(data["numeric"][c]["mean"]),
+                               check_number(data["numeric"][c]["m2"]), check_count(data["numeric"][c]["missing"]))
                for c in types.numeric}
     categorical = {c: CategoricalStats({str(k): check_count(v) for k, v in data["categorical"][c]["counts"].items()},
                                        check_count(data["categorical"][c]["missing"]))

@@ -13,6 +13,8 @@ from sklearn.model_selection import train_test_split
 
 from fedcare.core.errors import DataError
 
+MIN_SPLIT_ROWS = 4  # fewer rows cannot give a training and a test split that both say something
+
 
 @dataclass(frozen=True)
 class SplitIndices:
@@ -65,9 +67,12 @@ def split_site(
     """Split one site's rows; `labels` = class codes for classification, None for regression.
 
     Validation rows are carved from the training split only, so the test split never changes
-    when --val-fraction does.
+    when --val-fraction does. A site of fewer than MIN_SPLIT_ROWS rows keeps them all for training.
     """
     all_rows = np.arange(n_rows)
+    if n_rows < MIN_SPLIT_ROWS:  # real trials have sites of 2-3 patients: they train, and cannot be evaluated
+        none = np.array([], dtype=np.int64)
+        return SplitIndices(train=all_rows.astype(np.int64), val=none, test=none)
     try:
         train, test = split_rows(all_rows, labels, test_fraction, seed)
     except ValueError as exc:

@@ -80,7 +80,7 @@ def _where(source: str | None, row: object) -> str:
 
 
 def check_times(column: str, source: str | None, frame: pd.DataFrame) -> None:
-    """Site side: every time of the site's rows must be a number > 0; else name the first bad row."""
+    """Site side: every time of the site's rows must be a number >= 0; else name the first bad row."""
     cells = frame[column]
     times = parse_numbers(cells)
     bad = np.flatnonzero(np.isnan(times))
@@ -88,10 +88,10 @@ def check_times(column: str, source: str | None, frame: pd.DataFrame) -> None:
         row = frame.index[bad[0]]
         raise DataError(f"time column '{column}' must be numeric but {_where(source, row)} holds "
                         f"{cells.iloc[bad[0]]!r}; fix the value or drop the row")
-    bad = np.flatnonzero(times <= 0)
+    bad = np.flatnonzero(times < 0)  # 0 is an event or censoring on the first day: the Cox loss ranks it first
     if len(bad):
         row = frame.index[bad[0]]
-        raise DataError(f"time column '{column}' must be positive (time from the start of follow-up to the "
+        raise DataError(f"time column '{column}' must be zero or more (time from the start of follow-up to the "
                         f"event or censoring) but {_where(source, row)} holds {cells.iloc[bad[0]]!r}")
 
 

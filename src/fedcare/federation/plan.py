@@ -17,16 +17,18 @@ from typing import Any
 import numpy as np
 
 from fedcare.algorithms.privacy import calibrate_site_dp, site_level_dp
-from fedcare.algorithms.recipes import AggregationSpec, Algorithm, build_algorithm
+from fedcare.algorithms.recipes import SERVER_LR, AggregationSpec, Algorithm, build_algorithm
+from fedcare.algorithms.robust import krum
 from fedcare.algorithms.secagg import SecurePlan, check_threshold, secure_mean
 from fedcare.algorithms.strategy import replace_aggregator
 from fedcare.core.config import FederationConfig
+from fedcare.core.config.privacy import SITE_DP_SERVER_LR
 from fedcare.core.errors import ConfigError
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
 from fedcare.data.dataset import DataShape, SiteData
 from fedcare.federation.engine import EngineSettings, select_sites, site_seed
-from fedcare.learning.models import ModelFactory, build_model, get_params, initial_model
+from fedcare.learning.models import ModelFactory, build_model, get_params, head_names, initial_model
 from fedcare.learning.site import LocalSite
 from fedcare.learning.tasks import Task, make_task
 from fedcare.learning.training import use_threads
@@ -87,6 +89,7 @@ def make_plan(cfg: FederationConfig, shape: DataShape, site_ids: Sequence[str], 
     def new_model() -> Any:
         return initial_model(factory, shape.inputs, task, cfg.run.seed)
 
+    _check_shared(cfg, new_model())
     algorithm = _algorithm(cfg, len(site_ids))
     if aggregator is not None:
         algorithm = replace(algorithm, strategy=replace_aggregator(algorithm.strategy, aggregator))
@@ -99,13 +102,27 @@ def make_plan(cfg: FederationConfig, shape: DataShape, site_ids: Sequence[str], 
     return Plan(cfg, shape, task, algorithm, settings, new_model, secure)
 
 
+def _check_shared(cfg: FederationConfig, model: Any) -> None:
+    """FedPer and FedRep keep the head at the sites and share the rest: a model that is all head (the
+    linear model) would share nothing, and every site would train alone while the run says federated."""
+    mode = cfg.personalization.mode
+    if mode in ("fedper", "fedrep") and set(get_params(model)) <= head_names(model):
+        raise ConfigError(f"personalization {mode} keeps the model's head at each site and shares the rest, "
+                          "but this model is only a head (nothing would be shared); use model mlp")
+
+
 def _algorithm(cfg: FederationConfig, num_sites: int) -> Algorithm:
     """The named algorithm with the robust rule, personalization and record-level DP the config asks for."""
     a, r, t, p, dp = cfg.algorithm, cfg.robustness, cfg.training, cfg.personalization, cfg.privacy
     aggregation = AggregationSpec(r.aggregator, r.trim_beta, r.krum_f, r.krum_m, r.clip_tau, r.norm_bound)
-    algorithm = build_algorithm(a.name, lr=t.lr, server_lr=a.server_lr, server_momentum=a.server_momentum,
+    server_lr = a.server_lr
+    if server_lr is None and dp.site_dp_epsilon is not None:  # the step that works under the noise (privacy.py)
+        server_lr = min(SERVER_LR[a.name], SITE_DP_SERVER_LR)
+    algorithm = build_algorithm(a.name, lr=t.lr, server_lr=server_lr, server_momentum=a.server_momentum,
                                 weighting=a.weighting, site_weights=a.site_weights, aggregation=aggregation,
                                 prox_mu=a.prox_mu, num_sites=num_sites)
+    if r.aggregator == "krum":
+        krum(r.krum_f, r.krum_m).check_sites(_sites_per_round(cfg, num_sites))
     if dp.dp_epsilon is not None and (algorithm.site_mode != "local_epochs" or algorithm.scaffold
                                       or algorithm.prox_mu or p.mode == "fedrep" or t.optimizer != "sgd"):
         raise ConfigError("record-level DP (dp_epsilon) trains with plain DP-SGD local epochs: use fedavg, cyclic "

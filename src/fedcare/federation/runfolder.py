@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,26 @@ def metric_rows(model: str, records: Iterable[RoundRecord]) -> Iterable[dict]:
         for site, splits in rec.evaluation.items():
             for split, values in splits.items():
                 yield {"round": rec.round, "model": model, "site": site, "split": split, **values}
+
+
+# what a run (and `fedcare audit` on it) leaves in its folder: a new run into it removes exactly these
+RUN_ENTRIES = frozenset({"config.yaml", "metrics.jsonl", "summary.json", "global.safetensors", "report.html",
+                         "sites", "checkpoints", "rounds", "audit.json"})
+
+
+def clear_for_new_run(path: Path) -> None:
+    """Empty a previous run's folder before a new run writes there, so no old file (a site model, a
+    checkpoint, an audit) sits beside new ones; refuse, touching nothing, a folder that holds
+    anything a run does not write."""
+    if not path.is_dir():
+        return
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in RUN_ENTRIES and not
+                     (p.name.startswith(".") and p.name.endswith(".tmp")))
+    if foreign:
+        raise ConfigError(f"--out '{path}' is not empty and not a fedcare run folder (it holds '{foreign[0]}'); "
+                          "choose another --out or empty that folder")
+    for entry in path.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 class RunFolder:

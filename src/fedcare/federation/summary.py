@@ -16,6 +16,7 @@ import numpy as np
 
 from fedcare.core.config import FederationConfig
 from fedcare.federation.anomalies import flagged_sites
+from fedcare.federation.caveats import caveats
 from fedcare.federation.engine import EngineResult
 
 if TYPE_CHECKING:
@@ -54,10 +55,12 @@ class RunFacts:
 
 
 def summarize(cfg: FederationConfig, facts: RunFacts, task: Task, result: EngineResult, per_model: dict,
-              rows: list[dict], bytes_sent: int, started: float, aggregator: str, attacked: list[str]) -> dict:
-    """summary.json: the same keys for a simulated and a networked run."""
+              rows: list[dict], bytes_sent: int, started: float, aggregator: str, attacked: list[str],
+              constant: SiteValues | None = None) -> dict:
+    """summary.json: the same keys for a simulated and a networked run; `constant` is the constant
+    predictor's test metrics per site, the reference a final model must beat (see caveats)."""
     metric = task.headline
-    return {
+    summary = {
         "dataset": facts.name,
         "task": facts.task,
         "algorithm": cfg.algorithm.name,
@@ -75,8 +78,11 @@ def summarize(cfg: FederationConfig, facts: RunFacts, task: Task, result: Engine
         "bytes_sent": bytes_sent,
         "privacy": _privacy(cfg, rows),
         "preprocessing": facts.preprocessing,
+        **({"constant": block(constant, metric, task.higher_is_better)} if constant else {}),
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
+    summary["warnings"] = caveats(summary, task.higher_is_better)
+    return summary
 
 
 def _privacy(cfg: FederationConfig, rows: list[dict]) -> dict:

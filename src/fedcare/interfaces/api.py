@@ -3,26 +3,29 @@ two baselines through the same round engine, and write the run folder."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fedcare.core.config import FederationConfig, load_config, resolve_config
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.data import load_dataset
+from fedcare.data.dataset import FederatedDataset
+from fedcare.data.defaults import with_dataset_defaults
 from fedcare.federation.checkpoint import Checkpoints
 from fedcare.federation.engine import EngineResult, RoundEngine, RoundRecord, mean_metric
 from fedcare.federation.recommender import Recommender
-from fedcare.federation.runfolder import RunFolder, metric_rows
+from fedcare.federation.runfolder import RunFolder, clear_for_new_run, metric_rows
 from fedcare.federation.summary import RunFacts, summarize
 from fedcare.interfaces import htmlreport
+from fedcare.learning.constant import constant_metrics, constant_output
 from fedcare.learning.models import ModelFactory
-from fedcare.learning.tasks import load_plugins
+from fedcare.learning.tasks import Task, load_plugins
 from fedcare.transports.effects import simulate_effects
 from fedcare.transports.simulated import Federation, attacker_ids, build_federation, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
@@ -71,7 +74,7 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     started = time.perf_counter()
     if isinstance(aggregator, str):
         overrides["aggregator"], aggregator = aggregator, None
-    cfg = resolve_config(config, **overrides)
+    cfg = with_dataset_defaults(resolve_config(config, **overrides))  # a bundled dataset's validated settings
     return _execute(cfg, started, model_factory, aggregator, progress, resume=False)
 
 
@@ -105,9 +108,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
             for sid, state in states.items():
                 sites[sid].load_site_state(state)
     else:
+        clear_for_new_run(cfg.run_dir)  # a fresh run never mixes with (or resumes) an older one's files
         folder.prepare(cfg)
-        if checkpoints.path.exists():
-            shutil.rmtree(checkpoints.path)  # a fresh run never resumes an older one's state
     federation = SimulationTransport(fed.federated_sites, start.bytes_sent if start else 0)
     pending: list[dict] = []
 
@@ -131,7 +133,7 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
         personal = personalize(fed, result.params)
         run.site_params = personal
         scores = {sid: site.evaluate(personal[sid], ["val", "test"]) for sid, site in sites.items()}
-        per_model["personalized"] = {sid: m["test"] for sid, m in scores.items()}
+        per_model["personalized"] = {sid: m["test"] for sid, m in scores.items() if "test" in m}
         run.personal_val_score = mean_metric(scores, "val", plan.task.headline)
     if cfg.run.baselines:
         rows += _baselines(fed, federation, run, per_model, progress)
@@ -139,7 +141,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
                      {sd.site_id: sd.sizes() for sd in dataset.sites})
     aggregator_name = cfg.robustness.aggregator if aggregator is None else type(aggregator).__name__
     run.summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, aggregator_name,
-                            attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}))
+                            attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}),
+                            constant=_constant_metrics(dataset, plan.task))
     effects = simulate_effects(cfg, dataset) if cfg.data.treatment is not None else None
     if effects is not None:
         run.summary["treatment"] = effects.block
@@ -168,7 +171,8 @@ def _baselines(fed: Federation, federation: SimulationTransport, run: Run, per_m
         local = engine(f"local:{site.site_id}", SimulationTransport([site]))
         run.local_params[site.site_id] = local.params
         rows += metric_rows("local", local.history)
-        per_model["local"][site.site_id] = site.evaluate(local.params, ["test"])["test"]
+        if site.num_examples("test"):  # a site too small to split trains, and has nothing to test on
+            per_model["local"][site.site_id] = site.evaluate(local.params, ["test"])["test"]
     pooled = engine("pooled", TrainHereEvaluateThere(SimulationTransport([pooled_site(fed)]), federation))
     run.pooled_params = pooled.params
     rows += metric_rows("pooled", pooled.history)
@@ -176,5 +180,18 @@ def _baselines(fed: Federation, federation: SimulationTransport, run: Run, per_m
     return rows
 
 
+def _constant_metrics(dataset: FederatedDataset, task: Task) -> dict[str, dict] | None:
+    """The constant predictor (from every site's training targets) on each site's test rows."""
+    def targets(examples) -> dict:
+        return examples.take(np.arange(len(examples)), task.targets)
+
+    output = constant_output(task, [targets(sd.splits["train"]) for sd in dataset.sites])
+    if output is None:
+        return None
+    return {sd.site_id: constant_metrics(task, output, targets(sd.splits["test"]))
+            for sd in dataset.sites if len(sd.splits["test"])}
+
+
 def _test_metrics(transport: SimulationTransport, params: Params) -> dict[str, dict]:
-    return {sid: m["test"] for sid, m in transport.evaluate(params, transport.site_ids(), ["test"]).items()}
+    return {sid: m["test"] for sid, m in transport.evaluate(params, transport.site_ids(), ["test"]).items()
+            if "test" in m}

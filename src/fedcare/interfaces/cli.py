@@ -141,6 +141,8 @@ def simulate(
         console.print(f"simulated attack: {attack['kind']} from {', '.join(attack['sites'])}")
     if attack["kind"] or flagged:
         console.print(f"flagged in more than half of the rounds: {', '.join(flagged) or 'none'}")
+    for warning in run.summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"run folder: {run.path}  ·  {run.summary['rounds']} rounds  ·  "
                   f"{run.summary['bytes_sent'] / 1e6:.2f} MB sent  ·  {run.summary['wall_seconds']:.1f} s")
 

@@ -17,7 +17,8 @@ class AlgorithmSettings(Section):
     name: str = Field("fedavg", alias="algorithm")
     rounds: int = Field(50, ge=1)
     server_lr: float | None = Field(None, gt=0, description="server learning rate (default: 1.0 for fedavg, "
-                                     "fedprox and cyclic; 0.01 for fedadam, fedyogi, fedadagrad)")
+                                     "fedprox and cyclic; 0.01 for fedadam, fedyogi, fedadagrad; at most 0.1 "
+                                     "under site-level DP)")
     prox_mu: float = Field(0.01, ge=0, description="FedProx proximal weight μ")
     server_momentum: float = Field(0.0, ge=0, lt=1)
     weighting: Literal["examples", "uniform"] = "examples"

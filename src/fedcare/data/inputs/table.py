@@ -2,10 +2,12 @@
 its own columns, and the coordinator's fit of one Transform from the sites' aggregates.
 
 What leaves a site, from its TRAINING rows only (see fedcare.data.preprocessing): per numeric column
-its count, sum, sum of squares and missing count; per categorical column its rows per category and
-missing count; during a median search, counts of values below thresholds. Before the split, for the
-columns the coordinator asks about: the sorted distinct values of a categorical column (at most 50,
-else only their number), and nothing but an error naming the row for a number column holding text.
+its count, mean, M2 and missing count; per categorical column its rows per category and missing
+count; during a median search, counts of values below thresholds (at most THRESHOLD_BUDGET per column
+and run). Before the split, for the columns the coordinator asks about: the sorted distinct values
+of a categorical column (at most 50, else only their number), and nothing but an error naming the
+row for a number column holding text. Values fewer than `min_count` of the site's rows hold are
+"(other)" in every answer and in the encoding (fedcare.data.columns.suppress_rare).
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import pandas as pd
 
 from fedcare.core.errors import DataError
 from fedcare.data.answers import AGAIN, check_count, check_number, reading
-from fedcare.data.columns import ColumnTypes, check_numbers, distinct_summary, typed_frame
+from fedcare.data.columns import MIN_CATEGORY_COUNT, ColumnTypes, check_numbers, distinct_summary, typed_frame
 from fedcare.data.dataset import SPLITS, InputShape
 from fedcare.data.inputs.base import InputJob
-from fedcare.data.preprocessing import (Transform, apply_transform, build_transform, count_at_most, fit_medians,
+from fedcare.data.preprocessing import (MEDIAN_ITERATIONS, Transform, apply_transform, build_transform, count_at_most, fit_medians,
                                         merge_stats, site_stats, stats_from_json, stats_to_json, transform_from_json,
                                         transform_to_json)
 from fedcare.data.splitting import SplitIndices
+
+THRESHOLD_BUDGET = 4 * (MEDIAN_ITERATIONS + 2)  # an honest search asks 10 (20 for an even count), rarely more
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class TableFit:
 
     kind: str
     transform: Transform
+    warnings: tuple[str, ...] = ()  # what the user should see about these columns (summary.json's warnings)
 
     @property
     def shape(self) -> InputShape:
@@ -44,7 +49,7 @@ class TableFit:
         return transform_to_json(self.transform)
 
     def describe(self) -> dict[str, Any]:
-        return self.transform.to_dict()
+        return {**self.transform.to_dict(), **({"warnings": list(self.warnings)} if self.warnings else {})}
 
 
 class TableSite:
@@ -53,9 +58,13 @@ class TableSite:
     refuses the 'categories' question and any column typed categorical."""
 
     def __init__(self, name: str, columns: Sequence[str], source: str | None, site_id: str,
-                 categories: bool = True) -> None:
+                 categories: bool = True, min_count: int = MIN_CATEGORY_COUNT,
+                 threshold_budget: int = THRESHOLD_BUDGET) -> None:
         self.name, self.columns, self.source, self.site_id = name, tuple(columns), source, site_id
         self.categories = categories
+        self.min_count = min_count  # the site's own small-cell limit: no question lowers it
+        self.threshold_budget = threshold_budget  # threshold counts it answers per column and run
+        self._asked: dict[str, int] = {}
         self._typed: pd.DataFrame | None = None
         self._train: dict[str, np.ndarray] = {}  # numeric training values, for the median's counts
 
@@ -86,7 +95,7 @@ class TableSite:
         with reading(self._what("categories")):
             columns = [str(c) for c in question["columns"]]
         self._own("categories", columns)
-        return {"columns": distinct_summary(rows, columns)}
+        return {"columns": distinct_summary(rows, columns, self.min_count)}
 
     def _locate(self, question: Mapping[str, Any], rows: pd.DataFrame, split: SplitIndices | None) -> dict:
         with reading(self._what("locate")):
@@ -103,7 +112,7 @@ class TableSite:
         self._own("stats", types.order)
         if types.categorical and not self.categories:
             raise self._numbers_only("stats")
-        self._typed = typed_frame(rows[list(types.order)], types)
+        self._typed = typed_frame(rows[list(types.order)], types, self.min_count)
         train = self._typed.iloc[split.train]
         self._train = {c: train[c].to_numpy(dtype=np.float64) for c in types.numeric}
         return {"stats": stats_to_json(site_stats(train, types))}
@@ -116,6 +125,12 @@ class TableSite:
             unknown = [c for c in asked if c not in self._train]
             if unknown:
                 raise ValueError(f"'{unknown[0]}' is not a numeric column of the {self.name} input")
+        for column, thresholds in asked.items():
+            self._asked[column] = self._asked.get(column, 0) + len(thresholds)
+            if self._asked[column] > self.threshold_budget:
+                raise DataError(f"site '{self.site_id}' was asked for more than {self.threshold_budget} threshold "
+                                f"counts of column '{column}' in this run, more than a median search needs; it "
+                                "answers no more (counts at many thresholds would locate its patients' values)")
         return {"counts": {c: [count_at_most(self._train[c], t) for t in ts] for c, ts in asked.items()}}
 
     def encode(self, fitted: Mapping[str, Any], split: SplitIndices) -> dict[str, np.ndarray]:
@@ -128,7 +143,7 @@ class TableSite:
         return {part: apply_transform(self._typed.iloc[getattr(split, part)], transform) for part in SPLITS}
 
 
-def fit_table(job: InputJob, types: ColumnTypes, indicators: bool) -> TableFit:
+def fit_table(job: InputJob, types: ColumnTypes, indicators: bool, warnings: tuple[str, ...] = ()) -> TableFit:
     """The sites send aggregates of their training rows; the median search; one Transform."""
     stats = []
     for site, answer in job.ask("stats", {"types": types.to_json()}):
@@ -149,7 +164,8 @@ def fit_table(job: InputJob, types: ColumnTypes, indicators: bool) -> TableFit:
                     totals[column] = [t + check_count(n) for t, n in zip(totals[column], counts)]
         return totals
 
-    return TableFit(job.name, build_transform(types, merged, fit_medians(types, merged, count_many), indicators))
+    return TableFit(job.name, build_transform(types, merged, fit_medians(types, merged, count_many), indicators),
+                    warnings)
 
 
 def refuse_text_in_numbers(job: InputJob, column: str) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fedcare.data.columns import ColumnTypes, check_categories, decide_types
-from fedcare.data.answers import read_distinct, reading
+from fedcare.data.columns import ColumnTypes, check_categories, check_dates, decide_types, identifier_warning
+from fedcare.data.answers import check_count, read_distinct, reading
 from fedcare.data.inputs.base import InputJob
 from fedcare.data.inputs.table import TableFit, TableSite, fit_table, refuse_text_in_numbers
 
@@ -31,16 +31,20 @@ class Tabular:
             for site, answer in job.ask("categories", {"columns": list(types.categorical)}):
                 with reading(f"the '{self.name}.categories' answer of site '{site}'", site):
                     for column in types.categorical:
-                        distinct[column].append(read_distinct(answer["columns"][column]))
+                        part = answer["columns"][column]
+                        distinct[column].append({**read_distinct(part), "withheld": check_count(part["withheld"])})
         for column in job.columns:  # in column order, so the first problem is reported, as in one file
             if column in typos:
                 refuse_text_in_numbers(job, column)
             if column in distinct:
                 check_categories(column, distinct[column])
+            if column in types.numeric:
+                check_dates(column, [c[column] for c in job.counts])
         return types
 
     def fit(self, job: InputJob, planned: ColumnTypes) -> TableFit:
-        return fit_table(job, planned, indicators=True)
+        warnings = [w for c in planned.numeric if (w := identifier_warning(c, [n[c] for n in job.counts]))]
+        return fit_table(job, planned, indicators=True, warnings=tuple(warnings))
 
 
 TABULAR = Tabular()
