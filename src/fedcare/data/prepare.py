@@ -66,9 +66,11 @@ from fedcare.data.answers import AGAIN, check_count, check_number, optional_text
 from fedcare.data.builtin import get_builtin
 from fedcare.data.columns import column_counts
 from fedcare.data.dataset import SPLITS, DataShape, DataSpec, SiteData
-from fedcare.data.examples import ArrayExamples
+from fedcare.data.lazy import examples_of
 from fedcare.data.inputs import DEFAULT_KIND, Fitted, InputJob, SiteInput, input_kind, input_kinds
 from fedcare.data.labels import LabelEncoding, label_from_summaries, label_summary
+from fedcare.data.masks import MaskEncoding, mask_from_summaries, mask_summary
+from fedcare.data.patients import split_patients
 from fedcare.data.raw import RawSite
 from fedcare.data.readers import read_table
 from fedcare.data.splitting import SplitIndices, split_site
@@ -118,9 +120,12 @@ def check_options(spec: DataSpec) -> None:
                             *claims):
             if value:
                 raise ConfigError(f"--{flag} applies to --data files, not to the built-in dataset '{spec.dataset}'")
-        if spec.task is not None and label_rules(spec.task) != builtin.task:
+        if spec.task is not None and label_rules(spec.task) != builtin.task and not (
+                builtin.mask is not None and reads(spec.task) == "mask"):
             raise ConfigError(f"dataset '{spec.dataset}' is a {builtin.task} task, not {spec.task}")
         return
+    if spec.images is not None:
+        return  # the manifest names its own columns (fedcare.data.manifest)
     survival = spec.time is not None or spec.event is not None or reads(spec.task) == "survival"
     if not survival:
         if spec.label is None:
@@ -147,9 +152,11 @@ def require_column(column: str, columns: Sequence[str], source: str) -> None:
         raise DataError(f"column '{column}' not found in {source}; available columns: {columns_text(columns)}")
 
 
-def _encoding_from_json(data: Mapping[str, Any]) -> LabelEncoding | SurvivalEncoding:
+def _encoding_from_json(data: Mapping[str, Any]) -> LabelEncoding | SurvivalEncoding | MaskEncoding:
     if data["kind"] == "survival":
         return SurvivalEncoding.from_json(dict(data))
+    if data["kind"] == "mask":
+        return MaskEncoding.from_json(data)
     if data["kind"] == "label":
         return LabelEncoding.from_json(dict(data))
     raise ValueError(f"unknown target kind {data['kind']!r}")
@@ -252,7 +259,8 @@ class SitePreparation:
         answer: dict[str, Any] = {"rows": len(rows), "dropped": int((~complete).sum()),
                                   "columns": column_counts(rows, features), "label": None, "events": None}
         if label is not None:
-            answer["label"] = label_summary(rows[label_column].tolist(), task)
+            answer["label"] = (mask_summary([str(p) for p in rows[label_column].tolist()]) if reads(task) == "mask"
+                               else label_summary(rows[label_column].tolist(), task))
         if survival is not None:
             check_times(time, self.source, rows)
             answer["events"] = event_summary(rows, event)
@@ -269,6 +277,7 @@ class SitePreparation:
             test_fraction = check_number(question["test_fraction"])
             val_fraction = check_number(question["val_fraction"])
             seed = check_count(question["split_seed"])
+            patient = optional_text(question, "patient") if "patient" in question else None
             if tuple(encoding.columns) != self._target_columns:
                 raise ValueError("its encoding names other columns than the schema's targets")
         asked = (encoding.to_json(), test_fraction, val_fraction, seed)
@@ -278,7 +287,13 @@ class SitePreparation:
                             f"compared with the first; {AGAIN}")
         self._split_asked = asked
         rows = self._rows
-        self._split = split_site(self.site_id, len(rows), encoding.strata(rows), test_fraction, val_fraction, seed)
+        if patient is not None:
+            require_column(patient, list(rows.columns), self._name)
+            self._split = split_patients(self.site_id, rows[patient].tolist(), encoding.strata(rows), test_fraction,
+                                         val_fraction, seed)
+        else:
+            self._split = split_site(self.site_id, len(rows), encoding.strata(rows), test_fraction, val_fraction,
+                                     seed)
         self._targets = encoding.targets(rows)
         self.row_counts = {part: len(getattr(self._split, part)) for part in SPLITS}
         return {"rows": dict(self.row_counts)}
@@ -294,8 +309,8 @@ class SitePreparation:
         splits = {}
         for part in SPLITS:
             rows = getattr(self._split, part)
-            splits[part] = ArrayExamples({**{name: arrays[part] for name, arrays in encoded.items()},
-                                          **{name: values[rows] for name, values in self._targets.items()}})
+            splits[part] = examples_of({**{name: arrays[part] for name, arrays in encoded.items()},
+                                        **{name: values[rows] for name, values in self._targets.items()}})
         self.data = SiteData(self.site_id, splits)
         return {"rows": dict(self.row_counts)}
 
@@ -327,6 +342,8 @@ class _Recipe:
     site_column: str | None  # a simulated layout's site column: not a feature
     encoding: LabelEncoding | None  # fixed by a built-in dataset instead of inferred
     name_source: bool  # whether a site's error names its file (always, unless one file holds every site)
+    patient: str | None = None  # a patient's rows stay in one split; not a feature
+    image_size: tuple[int, ...] | None = None  # the common size of images and masks
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -334,13 +351,19 @@ class _Recipe:
 
 
 def _recipe(spec: DataSpec) -> _Recipe:
+    patient = spec.patient or (get_builtin(spec.dataset).patient if spec.dataset is not None else None)
+    return dataclasses.replace(_layout(spec), patient=patient, image_size=spec.image_size)
+
+
+def _layout(spec: DataSpec) -> _Recipe:
     if spec.dataset is not None:
         b = get_builtin(spec.dataset)
         encoding = b.label_encoding  # fixed; a registered task following its rules takes it under its own name
         if encoding is not None and spec.task is not None:
             encoding = dataclasses.replace(encoding, task=spec.task)
-        return _Recipe(b.name, b.label, b.time, b.event, spec.task, (), b.categorical, b.inputs, None, encoding,
-                       True)
+        label = b.mask if b.mask is not None and reads(spec.task) == "mask" else b.label
+        return _Recipe(b.name, label, b.time, b.event, spec.task, b.drop_for(spec.task), b.categorical, b.inputs,
+                       None, encoding if label == b.label else None, True)
     claims = {kind.name: tuple(getattr(spec, kind.columns_key)) for kind in input_kinds() if kind.columns_key}
     return _Recipe(None, spec.label, spec.time, spec.event, spec.task, spec.drop, spec.categorical, claims,
                    spec.site, None, len(spec.files) != 1)
@@ -386,7 +409,8 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
     where = f"'{sources[ids[0]]}'" if sources[ids[0]] else f"the data of site '{ids[0]}'"
     schema = _ask_schema(exchange, recipe, columns, where)
     jobs = {name: InputJob(name, tuple(cols), [{c: counts[c] for c in cols} for counts in schema.counts], ids,
-                           recipe.categorical, recipe.name_source, _asker(exchange, name), _teller(exchange, name))
+                           recipe.categorical, recipe.name_source, _asker(exchange, name), _teller(exchange, name),
+                           spec=spec)
             for name, (_, cols) in schema.inputs.items()}
     kinds = {name: input_kind(kind) for name, (kind, _) in schema.inputs.items()}
     planned = {name: kinds[name].plan_columns(job) for name, job in jobs.items()}
@@ -398,7 +422,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
             )
     label = schema.label
     split = {"test_fraction": float(spec.test_fraction), "val_fraction": float(spec.val_fraction),
-             "split_seed": int(spec.split_seed)}
+             "split_seed": int(spec.split_seed), **({"patient": recipe.patient} if recipe.patient else {})}
     site_rows = _ask_split(exchange, label, split)
     train = {site: rows["train"] for site, rows in site_rows.items()}
     fitted: dict[str, Fitted] = {name: kinds[name].fit(dataclasses.replace(job, train_rows=train), planned[name])
@@ -497,6 +521,7 @@ def assign_inputs(features: Sequence[str], claims: Mapping[str, Sequence[str]], 
 def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where: str) -> _Schema:
     """Check the named columns, have the sites drop rows without a target, fix the label encoding."""
     site_column = (recipe.site_column,) if recipe.site_column else ()
+    site_column += (recipe.patient,) if recipe.patient else ()
     for column in (*recipe.targets, *site_column, *recipe.drop, *recipe.categorical):
         require_column(column, columns, where)
     survival = recipe.time is not None
@@ -524,11 +549,15 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
             counts.append({c: {k: check_count(answer["columns"][c][k]) for k in ("present", "numbers")}
                            for c in features})
             if survival or infer:
-                summaries.append((site, read_distinct(answer["events"]) if survival else _label(answer["label"])))
+                summaries.append((site, read_distinct(answer["events"]) if survival
+                                  else answer["label"] if reads(recipe.task) == "mask" else _label(answer["label"])))
     label: LabelEncoding | SurvivalEncoding
     if survival:
         label = survival_from_summaries(recipe.time, recipe.event, [s for _, s in summaries],  # type: ignore[arg-type]
                                         recipe.task)
+    elif infer and reads(recipe.task) == "mask":
+        with reading("the sites' mask summaries"):
+            label = mask_from_summaries(recipe.label, recipe.task, summaries, recipe.image_size)  # type: ignore
     elif infer:
         label = label_from_summaries(recipe.label, summaries, recipe.task)  # type: ignore[arg-type]
     else:

@@ -97,7 +97,7 @@ class FederationConfig(BaseModel):
             else:
                 given[key] = value
         data = parts["data"]
-        if "data" not in given and data.get("dataset") is None and not data.get("files"):
+        if "data" not in given and data.get("dataset") is None and not data.get("files") and not data.get("images"):
             data["dataset"] = DEFAULT_DATASET
         for section, fields in parts.items():
             if section not in given:
@@ -163,6 +163,8 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     if data:
         files = [data] if isinstance(data, str) else list(data)
         values["data"] = [str(f) if Path(f).is_absolute() else str(path.parent / f) for f in files]
+    if isinstance(values.get("images"), str) and not Path(values["images"]).is_absolute():
+        values["images"] = str(path.parent / values["images"])
     values.update(overrides or {})
     return make_config(values)
 

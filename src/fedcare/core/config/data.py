@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 PARTITIONS = ("iid", "dirichlet", "quantity")
 DEFAULT_DATASET = "heart-disease"
+IMAGE_DATASETS = ("synthetic-scans",)  # built-in datasets of images
 
 
 class DataSpec(Section):
@@ -31,6 +32,14 @@ class DataSpec(Section):
     categorical: tuple[str, ...] = Field((), description="columns to treat as categorical")
     omics_columns: tuple[str, ...] = Field((), description="columns (or shell patterns such as 'gene_*') that form "
                                            "the omics input, standardised gene by gene")
+    # images (fedcare.data.inputs.image): a manifest of image files, one row per image
+    images: str | None = Field(None, description="image manifest (CSV/Parquet): columns path, label or mask, "
+                               "site, optional patient; relative paths resolve against the manifest")
+    image_columns: tuple[str, ...] = Field((), description="columns whose cells are image files (a manifest: path)")
+    image_size: tuple[int, ...] | None = Field(None, description="every image resampled to this size, e.g. "
+                                               "[64, 64] (default: 64 per axis)")
+    skip_bad_images: bool = Field(False, description="skip and count unreadable images instead of stopping")
+    patient: str | None = Field(None, description="patient id column: a patient's rows stay in one split")
     test_fraction: float = 0.34
     split_seed: int = 43
     val_fraction: float = Field(0.0, description="validation share carved from each site's training split")
@@ -39,7 +48,7 @@ class DataSpec(Section):
     alpha: float = 0.5
     partition_seed: int = 0
 
-    @field_validator("files", "drop", "categorical", "omics_columns", mode="before")
+    @field_validator("files", "drop", "categorical", "omics_columns", "image_columns", "image_size", mode="before")
     @classmethod
     def _one_or_many(cls, v: object) -> object:
         return one_or_many(v)
@@ -59,14 +68,23 @@ class DataSpec(Section):
             raise ConfigError(f"--num-sites must be at least 1, got {self.num_sites}")
         if self.alpha <= 0:
             raise ConfigError(f"--alpha must be positive, got {self.alpha}")
+        if self.image_size is not None and (len(self.image_size) not in (2, 3) or min(self.image_size) < 4
+                                            or max(self.image_size) > 1024):
+            raise ConfigError(f"--image-size takes 2 or 3 sizes between 4 and 1024, got {list(self.image_size)}")
+        if self.images is not None and (self.files or self.dataset is not None):
+            raise ConfigError("pass --images MANIFEST alone, without --data or --dataset")
 
     def check(self, config: FederationConfig) -> None:
         self.check_values()
-        if self.files and not self.label and not (self.time or self.event):
+        if self.files and not self.label and not (self.time or self.event) and not self.images:
             raise ValueError("data needs label: the name of the label column (--label), "
                              "or time and event for survival (--time, --event)")
 
     @property
+    def has_images(self) -> bool:
+        return bool(self.images or self.image_columns or self.dataset in IMAGE_DATASETS)
+
+    @property
     def name(self) -> str:
         """The dataset's name, or the first file's."""
-        return self.dataset or os.path.splitext(os.path.basename(self.files[0]))[0]
+        return self.dataset or os.path.splitext(os.path.basename(self.images or self.files[0]))[0]
