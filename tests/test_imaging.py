@@ -124,7 +124,7 @@ def write_scans(folder: Path, sites: int = 2, per_site: int = 16, size: int = 24
             mask = np.zeros((size, size), np.uint8)
             if lesion:
                 mask[6:14, 8:16] = 2 if segmentation and k % 4 == 3 else 1
-                image[mask > 0] += 80
+                image[mask > 0] += 80 * mask.max()  # class 2 twice as bright
             name = f"img/s{s}-{k}"
             Image.fromarray(np.clip(image, 0, 65535).astype(np.uint16)).save(folder / f"{name}.png")
             Image.fromarray(mask).save(folder / f"{name}-mask.png")

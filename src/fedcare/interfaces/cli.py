@@ -37,7 +37,7 @@ def simulate(
     omics_columns: Annotated[Optional[list[str]], Opt(help="column or pattern (e.g. 'gene_*') of the omics input, "
                                                            "standardised gene by gene; repeatable")] = None,
     images: Annotated[Optional[Path], Opt(help="image manifest CSV/Parquet: path, label or mask, site, patient")] = None,
-    image_size: Annotated[Optional[list[int]], Opt(help="resample images to this size; one per axis, e.g. 64 64")] = None,
+    image_size: Annotated[Optional[list[int]], Opt(help="resample images to this size; repeat per axis (--image-size 64 --image-size 64)")] = None,
     skip_bad_images: Annotated[Optional[bool], Opt("--skip-bad-images", help="skip and count unreadable images")] = None,
     image_model: Annotated[Optional[str], Opt(help="cnn | densenet121 | resnet18 | unet | basicunet")] = None,
     patient: Annotated[Optional[str], Opt(help="patient id column: a patient's rows stay in one split")] = None,
