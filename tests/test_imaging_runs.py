@@ -11,17 +11,22 @@ import pytest
 pytest.importorskip("monai")
 pytest.importorskip("PIL")
 
-import fedcare
+import torch
 from conftest import run_cli
 from test_imaging import write_scans
+
+import fedcare
 from fedcare.core.config import ModelSpec
 from fedcare.core.errors import ConfigError
 from fedcare.data import InputShape
 from fedcare.learning import make_task
 from fedcare.learning.metrics import segmentation_metrics
-from fedcare.learning.models import batch_norm_names, build_model, head_names, initial_model
-
-import torch
+from fedcare.learning.models import (
+    batch_norm_names,
+    build_model,
+    head_names,
+    initial_model,
+)
 
 SMALL = {"image_size": [16, 16], "rounds": 2, "batch_size": 8, "optimizer": "adam", "lr": 0.003}
 

@@ -94,7 +94,8 @@ def load_files(spec: DataSpec, frame: pd.DataFrame | None = None, extra: dict[st
     `frame` is the one file's rows when they are already read (an image manifest)."""
     paths = [Path(p) for p in spec.files]
     if len(paths) > 1:
-        sites = [SitePreparation.from_file(p, p.stem) for p in paths]
+        sites = [SitePreparation.from_manifest(p, p.stem, spec.skip_bad_images) if spec.image_columns
+                 else SitePreparation.from_file(p, p.stem) for p in paths]
         if len({p.stem for p in paths}) != len(paths):
             raise DataError("several --data files share a file name; site ids come from file names, so rename them")
         return build_dataset(spec, sites)

@@ -8,7 +8,7 @@
 
 Relative paths resolve against the manifest's folder. Reading a manifest checks every file it
 names once (readable, 2-D or 3-D, a mask the size of its image, every image with the same axes as
-most); a bad file stops the reading with one line naming it, or with `skip_bad_images` its row is
+most; the masks unless the task is a classification); a bad file stops the reading with one line naming it, or with `skip_bad_images` its row is
 dropped and counted. The images themselves stay where they are.
 """
 
@@ -47,8 +47,8 @@ def read_manifest(path: str | Path, task: str | None = None, skip_bad_images: bo
     frame = read_table(path)
     if site is not None:
         frame = frame[frame[SITE] == site] if SITE in frame.columns else frame
-    target = target_column(task)
-    for column in (PATH, target):
+    required = (PATH,) if task is None else (PATH, target_column(task))  # a site agent learns the task later
+    for column in required:
         if column not in frame.columns:
             what = "image files" if column == PATH else ("mask files (--task segmentation)" if column == MASK
                                                          else "classes")
@@ -57,7 +57,8 @@ def read_manifest(path: str | Path, task: str | None = None, skip_bad_images: bo
     for column in (PATH, MASK):
         if column in frame.columns:
             frame[column] = [None if v is None else str((path.parent / str(v)).resolve()) for v in frame[column]]
-    files = [PATH, *([MASK] if target == MASK else [])]
+    masks = MASK in frame.columns and (task is None or target_column(task) == MASK)
+    files = [PATH, *([MASK] if masks else [])]
     shapes: dict[int, tuple[int, ...]] = {}
     bad: dict[int, str] = {}
     for row, cells in frame[files].iterrows():
@@ -67,7 +68,7 @@ def read_manifest(path: str | Path, task: str | None = None, skip_bad_images: bo
                     raise BadImage(f"row {row + 2} of manifest '{path.name}' has no {column}")
             image = read_image(cells[PATH])
             shapes[row] = image.shape[1:]
-            if target == MASK:
+            if masks:
                 mask = read_image(cells[MASK])
                 if mask.shape[1:] != image.shape[1:]:
                     raise BadImage(f"mask '{cells[MASK]}' is {list(mask.shape[1:])}, its image "

@@ -69,6 +69,7 @@ from fedcare.data.dataset import SPLITS, DataShape, DataSpec, SiteData
 from fedcare.data.lazy import examples_of
 from fedcare.data.inputs import DEFAULT_KIND, Fitted, InputJob, SiteInput, input_kind, input_kinds
 from fedcare.data.labels import LabelEncoding, label_from_summaries, label_summary
+from fedcare.data.manifest import read_manifest
 from fedcare.data.masks import MaskEncoding, mask_from_summaries, mask_summary
 from fedcare.data.patients import split_patients
 from fedcare.data.raw import RawSite
@@ -192,6 +193,12 @@ class SitePreparation:
         """The hospital's own CSV or Parquet file."""
         path = Path(path)
         return cls(RawSite(site_id, read_table(path), path.name))
+
+    @classmethod
+    def from_manifest(cls, path: str | Path, site_id: str, skip_bad_images: bool = False) -> SitePreparation:
+        """The hospital's image manifest (fedcare.data.manifest): its files checked, paths made absolute."""
+        manifest = read_manifest(path, None, skip_bad_images)
+        return cls(RawSite(site_id, manifest.frame, Path(path).name))
 
     @classmethod
     def from_builtin(cls, dataset: str, site_id: str) -> SitePreparation:

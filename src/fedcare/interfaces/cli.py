@@ -248,13 +248,15 @@ def site_agent(
     state: Annotated[Optional[Path], Opt(help="the agent's own folder (default .fedcare-site/<site id>)")] = None,
     approve: Annotated[bool, Opt("--approve", help="show each run's plan and wait for a yes before training")] = False,
     insecure: Annotated[bool, Opt("--insecure", help="plain HTTP without TLS (test networks only)")] = False,
+    images: Annotated[Optional[Path], Opt(help="instead of --data: this hospital's image manifest")] = None,
+    skip_bad_images: Annotated[bool, Opt("--skip-bad-images", help="skip and count unreadable images")] = False,
 ) -> None:
     """Run a site agent inside the hospital: outbound connections only; sends updates and metrics, never rows."""
     from fedcare.transports.network.service import run_site
 
     if insecure:
         print(INSECURE_WARNING, file=sys.stderr)
-    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure)
+    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure, images, skip_bad_images)
 
 
 admin_app = typer.Typer(no_args_is_help=True, help="Admin actions on a running coordinator (needs admin.json).")

@@ -97,7 +97,8 @@ class FederationConfig(BaseModel):
             else:
                 given[key] = value
         data = parts["data"]
-        if "data" not in given and data.get("dataset") is None and not data.get("files") and not data.get("images"):
+        if "data" not in given and data.get("dataset") is None and not data.get("files") \
+                and not data.get("images") and not data.get("image_columns"):
             data["dataset"] = DEFAULT_DATASET
         for section, fields in parts.items():
             if section not in given:

@@ -75,7 +75,8 @@ def _check_url(url: str, insecure: bool) -> None:
 
 
 def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str | None, site_id: str | None,
-             state: Path | None, approve: bool, insecure: bool) -> None:
+             state: Path | None, approve: bool, insecure: bool, images: Path | None = None,
+             skip_bad_images: bool = False) -> None:
     from fedcare.learning.tasks import load_plugins
     from fedcare.transports.network.agent import AgentSettings, SiteAgent
 
@@ -87,8 +88,11 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
         raise ConfigError(f"--site-id '{site_id}' differs from the credential's site '{cred.site_id}'")
     if data is not None and not data.is_file():
         raise ConfigError(f"data file '{data}' not found")
+    if images is not None and not images.is_file():
+        raise ConfigError(f"image manifest '{images}' not found")
     settings = AgentSettings(coordinator, cred.site_id, cred.token, state or Path(".fedcare-site") / cred.site_id,
-                             _verify(cred.ca_pem, insecure), data, dataset, _ask if approve else None)
+                             _verify(cred.ca_pem, insecure), data, dataset, _ask if approve else None,
+                             images=images, skip_bad_images=skip_bad_images)
     SiteAgent(settings).run()
 
 
