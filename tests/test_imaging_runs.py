@@ -199,3 +199,21 @@ def test_scanner_shift_is_real_in_the_synthetic_pixels(tmp_path, monkeypatch):
     assert len(sizes) == 4  # each scanner its own resolution
     assert max(means) > 1.3 * min(means)  # and its own intensities
     assert json.dumps(data.preprocessing["synthetic"]) == "true"
+
+
+def test_secure_aggregation_site_dp_and_robust_rules_compose_with_image_models(manifest, tmp_path):
+    base = {**SMALL, "rounds": 1, "baselines": False, "images": str(manifest)}
+    plain = fedcare.simulate(**base, out=str(tmp_path / "plain"))
+    secure = fedcare.simulate(**base, secure_aggregation=True, out=str(tmp_path / "secure"))
+    for name, value in plain.global_params.items():  # the masked sum is the sum (to float rounding)
+        np.testing.assert_allclose(secure.global_params[name], value, rtol=1e-4, atol=1e-5)
+    assert secure.summary["privacy"]["secure_aggregation"] is True
+    median = fedcare.simulate(**base, aggregator="median", out=str(tmp_path / "median"))
+    assert median.summary["federated"]["mean"]["accuracy"] is not None
+    private = fedcare.simulate(**base, site_dp_epsilon=5.0, out=str(tmp_path / "dp"))
+    assert private.summary["privacy"]["epsilon"] <= 5.0
+
+
+def test_record_level_dp_sgd_is_refused_for_batch_norm_image_models(manifest, tmp_path):
+    with pytest.raises(ConfigError, match="batch norm"):
+        fedcare.simulate(**{**SMALL, "optimizer": "sgd"}, images=str(manifest), dp_epsilon=5.0, out=str(tmp_path / "r"))

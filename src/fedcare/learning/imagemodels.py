@@ -2,15 +2,14 @@
 vector inputs, then the ModelSpec's encoder and the task's head; or, for segmentation, a network
 that answers per voxel.
 
-`image_model` names the network:
-  cnn          (default for classification) 3 blocks Conv → BatchNorm → ReLU → MaxPool (16, 32,
-               64 channels), global average pool: 23.5 k parameters at 1 channel 2-D; pure torch.
+`image_model` names the network (parameters at one channel, 2-D / 3-D; 4 bytes each on the wire):
+  cnn          (default for classification) 3 blocks Conv → BatchNorm → ReLU → MaxPool (8, 16, 32
+               channels), global average pool: 6.0 k / 17.7 k parameters; pure torch.
   densenet121, resnet18
-               MONAI's networks (7.0 M and 11.2 M parameters at 2-D), their last layer giving 64
-               features.
+               MONAI's networks, their last layer giving 32 features: 7.0 M and 11.2 M at 2-D.
   unet         (default for segmentation) MONAI's UNet, channels 16-32-64, strides 2-2, one
-               residual unit, batch norm: 47.6 k parameters at 2-D.
-  basicunet    MONAI's BasicUNet, features 8-8-16-32-64-8, batch norm: 125 k parameters at 2-D.
+               residual unit, batch norm: 47.6 k / 138 k.
+  basicunet    MONAI's BasicUNet, features 8-8-16-32-64-8, batch norm: 125 k at 2-D.
 Every default has batch norm, so FedBN has layers to keep local; FedPer and FedRep keep the last
 layer (the head, or the segmentation network's output convolution). MONAI is imported only when
 one of its networks is named (the `imaging` extra).
