@@ -59,7 +59,7 @@ def read_manifest(path: str | Path, task: str | None = None, skip_bad_images: bo
             frame[column] = [None if v is None else str((path.parent / str(v)).resolve()) for v in frame[column]]
     masks = MASK in frame.columns and (task is None or target_column(task) == MASK)
     files = [PATH, *([MASK] if masks else [])]
-    shapes: dict[int, tuple[int, ...]] = {}
+    kinds: dict[int, tuple[int, int]] = {}  # row -> (spatial axes, channels)
     bad: dict[int, str] = {}
     for row, cells in frame[files].iterrows():
         try:
@@ -67,7 +67,7 @@ def read_manifest(path: str | Path, task: str | None = None, skip_bad_images: bo
                 if cells[column] is None:
                     raise BadImage(f"row {row + 2} of manifest '{path.name}' has no {column}")
             image = read_image(cells[PATH])
-            shapes[row] = image.shape[1:]
+            kinds[row] = (image.ndim - 1, image.shape[0])
             if masks:
                 mask = read_image(cells[MASK])
                 if mask.shape[1:] != image.shape[1:]:
@@ -75,11 +75,11 @@ def read_manifest(path: str | Path, task: str | None = None, skip_bad_images: bo
                                    f"{list(image.shape[1:])}; a mask must have its image's size")
         except BadImage as exc:
             bad[row] = str(exc)
-    axes = Counter(len(s) for s in shapes.values()).most_common(1)
-    for row, shape in shapes.items():
-        if axes and len(shape) != axes[0][0] and row not in bad:
-            bad[row] = (f"image '{frame.at[row, PATH]}' is {len(shape)}-D, most images of '{path.name}' are "
-                        f"{axes[0][0]}-D")
+    usual = Counter(kinds.values()).most_common(1)
+    for row, kind in kinds.items():
+        if usual and kind != usual[0][0] and row not in bad:
+            bad[row] = (f"image '{frame.at[row, PATH]}' is {kind[0]}-D with {kind[1]} channel(s), most images of "
+                        f"'{path.name}' are {usual[0][0][0]}-D with {usual[0][0][1]}")
     if bad and not skip_bad_images:
         first = bad[min(bad)]
         more = f" ({len(bad) - 1} more bad files)" if len(bad) > 1 else ""

@@ -37,6 +37,10 @@ split       label encoding, split settings -> the site splits its own rows and s
             squares and missing count; per categorical column the rows per category and the missing
             count; during a median search (only for numeric columns with missing training values,
             about 50 times) how many training values are <= each threshold.
+image.probe, image.stats
+            (an image input, fedcare.data.inputs.image) its images' axes and channels; after the
+            split, per channel the voxel count, mean and sum of squared deviations of its training
+            images. A mask target (fedcare.data.masks) sends, in 'schema', its masks' distinct values.
 finish      each input's fitted preprocessing -> the site encodes its own rows, keeps them (`data`),
             and sends its row counts per split again.
 
@@ -358,8 +362,9 @@ class _Recipe:
 
 
 def _recipe(spec: DataSpec) -> _Recipe:
-    patient = spec.patient or (get_builtin(spec.dataset).patient if spec.dataset is not None else None)
-    return dataclasses.replace(_layout(spec), patient=patient, image_size=spec.image_size)
+    builtin = get_builtin(spec.dataset) if spec.dataset is not None else None
+    return dataclasses.replace(_layout(spec), patient=spec.patient or (builtin.patient if builtin else None),
+                               image_size=spec.image_size or (builtin.image_size if builtin else None))
 
 
 def _layout(spec: DataSpec) -> _Recipe:
@@ -417,7 +422,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
     schema = _ask_schema(exchange, recipe, columns, where)
     jobs = {name: InputJob(name, tuple(cols), [{c: counts[c] for c in cols} for counts in schema.counts], ids,
                            recipe.categorical, recipe.name_source, _asker(exchange, name), _teller(exchange, name),
-                           spec=spec)
+                           spec=spec.model_copy(update={"image_size": recipe.image_size}))
             for name, (_, cols) in schema.inputs.items()}
     kinds = {name: input_kind(kind) for name, (kind, _) in schema.inputs.items()}
     planned = {name: kinds[name].plan_columns(job) for name, job in jobs.items()}
