@@ -217,3 +217,13 @@ def test_secure_aggregation_site_dp_and_robust_rules_compose_with_image_models(m
 def test_record_level_dp_sgd_is_refused_for_batch_norm_image_models(manifest, tmp_path):
     with pytest.raises(ConfigError, match="batch norm"):
         fedcare.simulate(**{**SMALL, "optimizer": "sgd"}, images=str(manifest), dp_epsilon=5.0, out=str(tmp_path / "r"))
+
+
+def test_fedcare_benchmark_takes_an_image_manifest(manifest, tmp_path):
+    config = tmp_path / "images.yaml"
+    config.write_text(f"images: {manifest}\nimage_size: [16, 16]\nrounds: 1\nbatch_size: 8\n")
+    proc = run_cli("benchmark", "--config", str(config), "--algorithms", "fedavg,fedavg+fedbn", "--seeds", "1",
+                   "--workers", "1", "--out", "bench", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "bench" / "table.md").read_text()
+    assert "| fedavg |" in table and "| fedavg+fedbn |" in table and "pooled baseline" in table
