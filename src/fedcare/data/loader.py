@@ -46,7 +46,7 @@ def load_dataset(spec: DataSpec) -> FederatedDataset:
 def check_spec(spec: DataSpec) -> None:
     """Reject contradictory or out-of-range options before any file is read."""
     check_options(spec)
-    if spec.dataset is None and not spec.files and spec.images is None:  # (a coordinator prepares with no file: its sites hold them)
+    if spec.dataset is None and not spec.files and spec.images is None:  # (a coordinator's sites hold them)
         raise ConfigError("no data given: pass --dataset NAME (see `fedcare datasets`) or --data FILE")
     if spec.dataset is not None:
         return

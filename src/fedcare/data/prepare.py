@@ -291,7 +291,7 @@ class SitePreparation:
             patient = optional_text(question, "patient") if "patient" in question else None
             if tuple(encoding.columns) != self._target_columns:
                 raise ValueError("its encoding names other columns than the schema's targets")
-        asked = (encoding.to_json(), test_fraction, val_fraction, seed)
+        asked = (encoding.to_json(), test_fraction, val_fraction, seed, patient)
         if self._split_asked is not None and asked != self._split_asked:
             raise DataError(f"site '{self.site_id}' was asked to split its rows again with other settings; it "
                             "answers one split per run, so that no sums over other training rows can be "
