@@ -11,9 +11,10 @@ import pytest
 pytest.importorskip("monai")
 pytest.importorskip("PIL")
 
-from fedcare.interfaces.api import simulate
 from netutil import Deployment
 from test_imaging import write_scans
+
+from fedcare.interfaces.api import simulate
 
 SITES = ["site-1", "site-2", "site-3"]
 CONFIG = {"image_columns": ["path"], "label": "label", "patient": "patient", "drop": ["mask"],

@@ -26,7 +26,13 @@ from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
 from fedcare.data.dataset import DataShape, SiteData
 from fedcare.federation.engine import EngineSettings, select_sites, site_seed
-from fedcare.learning.models import ModelFactory, batch_norm_names, build_model, get_params, initial_model
+from fedcare.learning.models import (
+    ModelFactory,
+    batch_norm_names,
+    build_model,
+    get_params,
+    initial_model,
+)
 from fedcare.learning.site import LocalSite
 from fedcare.learning.tasks import Task, make_task
 from fedcare.learning.training import use_threads
