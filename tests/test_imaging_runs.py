@@ -67,8 +67,8 @@ def test_the_segmentation_loss_is_monai_dice_plus_cross_entropy():
     ("basicunet", "segmentation", (1, 32, 32), (2, 3, 32, 32)),
 ])
 def test_image_networks_by_name(name, task, shape, out):
-    classes = ("background", "class 1", "class 2") if task == "segmentation" else ("a", "b", "c")[:3 if task ==
-                                                                                                 "multiclass" else 2]
+    classes = {"binary": ("a", "b"), "multiclass": ("a", "b", "c"),
+               "segmentation": ("background", "class 1", "class 2")}[task]
     inputs = {"image": InputShape("image", shape)}
     model = build_model(ModelSpec(image_model=name), inputs, make_task(task, classes))
     model.eval()
