@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,6 @@ def site_x(site, split: str) -> np.ndarray:
 def site_y(site, split: str) -> np.ndarray:
     """A prepared site's encoded labels of one split."""
     return named(site, split)["label"]
+
+# Generated demo data (synthetic-scans) goes to a cache of the tests' own, never the user's home.
+os.environ.setdefault("FEDCARE_CACHE", str(Path(tempfile.gettempdir()) / "fedcare-test-cache"))

@@ -22,6 +22,7 @@ from fedcare.data import partition as partitioners
 from fedcare.data.builtin import get_builtin
 from fedcare.data.dataset import DataSpec, FederatedDataset, SiteData
 from fedcare.data.labels import LabelEncoding, infer_label_encoding
+from fedcare.data.manifest import manifest_spec, read_manifest
 from fedcare.data.prepare import SitePreparation, ask_in_process, check_options, prepare, require_column
 from fedcare.data.raw import RawSite
 from fedcare.data.readers import read_table
@@ -35,13 +36,17 @@ def load_dataset(spec: DataSpec) -> FederatedDataset:
     if spec.dataset is not None:
         builtin = get_builtin(spec.dataset)
         return build_dataset(spec, [SitePreparation.from_builtin(builtin.name, s) for s in builtin.site_ids])
+    if spec.images is not None:  # an image manifest: its files checked, its paths made absolute
+        manifest = read_manifest(spec.images, spec.task, spec.skip_bad_images)
+        spec = manifest_spec(spec, list(manifest.frame.columns))
+        return load_files(spec, manifest.frame, {"images_skipped": list(manifest.skipped)})
     return load_files(spec)
 
 
 def check_spec(spec: DataSpec) -> None:
     """Reject contradictory or out-of-range options before any file is read."""
     check_options(spec)
-    if spec.dataset is None and not spec.files:  # (a coordinator prepares with no file: its sites hold them)
+    if spec.dataset is None and not spec.files and spec.images is None:  # (a coordinator's sites hold them)
         raise ConfigError("no data given: pass --dataset NAME (see `fedcare datasets`) or --data FILE")
     if spec.dataset is not None:
         return
@@ -81,16 +86,19 @@ def _partition(frame: pd.DataFrame, spec: DataSpec, source: str) -> list[RawSite
     return [RawSite(f"site-{i + 1}", frame.iloc[rows], source) for i, rows in enumerate(parts)]
 
 
-def load_files(spec: DataSpec) -> FederatedDataset:
-    """Bring-your-own data: one site per file, or one file cut into sites (by a column or a partition)."""
+def load_files(spec: DataSpec, frame: pd.DataFrame | None = None, extra: dict[str, Any] | None = None
+               ) -> FederatedDataset:
+    """Bring-your-own data: one site per file, or one file cut into sites (by a column or a partition);
+    `frame` is the one file's rows when they are already read (an image manifest)."""
     paths = [Path(p) for p in spec.files]
     if len(paths) > 1:
-        sites = [SitePreparation.from_file(p, p.stem, share_name=True) for p in paths]
+        sites = [SitePreparation.from_manifest(p, p.stem, spec.skip_bad_images) if spec.image_columns
+                 else SitePreparation.from_file(p, p.stem, share_name=True) for p in paths]
         if len({p.stem for p in paths}) != len(paths):
             raise DataError("several --data files share a file name; site ids come from file names, so rename them")
         return build_dataset(spec, sites)
     # One file: the rows without a target are dropped (and counted) before the file is cut into sites.
-    frame, source = read_table(paths[0]), paths[0].name
+    frame, source = (read_table(paths[0]) if frame is None else frame), paths[0].name
     targets = [spec.time, spec.event] if spec.time is not None else [spec.label]
     columns = list(frame.columns)
     for column in (*targets, *([spec.site] if spec.site else []), *spec.drop, *spec.categorical):
@@ -108,7 +116,7 @@ def load_files(spec: DataSpec) -> FederatedDataset:
         raise DataError(f"'{source}' is one file without sites: pass --site COLUMN to name its site column, "
                         "or --partition iid|dirichlet|quantity to simulate sites")
     dropped = "rows_dropped_missing_time_or_event" if spec.time is not None else "rows_dropped_missing_label"
-    overrides: dict = {dropped: {source: int((~complete).sum())}}
+    overrides: dict = {dropped: {source: int((~complete).sum())}, **(extra or {})}
     if spec.partition is not None:
         overrides["partition"] = {"kind": spec.partition, "num_sites": spec.num_sites, "alpha": spec.alpha,
                                   "seed": spec.partition_seed}

@@ -43,6 +43,10 @@ split       label encoding (and the arms in order), split settings -> the site s
             "(other)") and the missing count; during a median search (only for numeric columns with
             missing training values, about 10 times, at most 40 per column and run) how many
             training values are <= each threshold.
+image.probe, image.stats
+            (an image input, fedcare.data.inputs.image) its images' axes and channels; after the
+            split, per channel the voxel count, mean and sum of squared deviations of its training
+            images. A mask target (fedcare.data.masks) sends, in 'schema', its masks' distinct values.
 finish      each input's fitted preprocessing -> the site encodes its own rows, keeps them (`data`),
             and sends its row counts per split again.
 
@@ -73,9 +77,12 @@ from fedcare.data.answers import AGAIN, check_count, check_number, optional_text
 from fedcare.data.builtin import get_builtin
 from fedcare.data.columns import COUNT_KEYS, MIN_CATEGORY_COUNT, column_counts
 from fedcare.data.dataset import SPLITS, DataShape, DataSpec, SiteData
-from fedcare.data.examples import ArrayExamples
+from fedcare.data.lazy import examples_of
 from fedcare.data.inputs import DEFAULT_KIND, Fitted, InputJob, SiteInput, input_kind, input_kinds
 from fedcare.data.labels import LabelEncoding, label_from_summaries, label_summary
+from fedcare.data.manifest import read_manifest
+from fedcare.data.masks import MaskEncoding, mask_from_summaries, mask_summary
+from fedcare.data.patients import split_patients
 from fedcare.data.raw import RawSite
 from fedcare.data.readers import read_table
 from fedcare.data.splitting import SplitIndices, split_site
@@ -124,9 +131,12 @@ def check_options(spec: DataSpec) -> None:
                             *claims):
             if value:
                 raise ConfigError(f"--{flag} applies to --data files, not to the built-in dataset '{spec.dataset}'")
-        if spec.task is not None and label_rules(spec.task) != builtin.task:
+        if spec.task is not None and label_rules(spec.task) != builtin.task and not (
+                builtin.mask is not None and reads(spec.task) == "mask"):
             raise ConfigError(f"dataset '{spec.dataset}' is a {builtin.task} task, not {spec.task}")
         return
+    if spec.images is not None:
+        return  # the manifest names its own columns (fedcare.data.manifest)
     survival = spec.time is not None or spec.event is not None or reads(spec.task) == "survival"
     if not survival:
         if spec.label is None:
@@ -153,9 +163,11 @@ def require_column(column: str, columns: Sequence[str], source: str) -> None:
         raise DataError(f"column '{column}' not found in {source}; available columns: {columns_text(columns)}")
 
 
-def _encoding_from_json(data: Mapping[str, Any]) -> LabelEncoding | SurvivalEncoding:
+def _encoding_from_json(data: Mapping[str, Any]) -> LabelEncoding | SurvivalEncoding | MaskEncoding:
     if data["kind"] == "survival":
         return SurvivalEncoding.from_json(dict(data))
+    if data["kind"] == "mask":
+        return MaskEncoding.from_json(data)
     if data["kind"] == "label":
         return LabelEncoding.from_json(dict(data))
     raise ValueError(f"unknown target kind {data['kind']!r}")
@@ -195,6 +207,12 @@ class SitePreparation:
         sent in the answers only with `share_name` (a simulation, where every file is the user's)."""
         path = Path(path)
         return cls(RawSite(site_id, read_table(path), path.name), share_name=share_name)
+
+    @classmethod
+    def from_manifest(cls, path: str | Path, site_id: str, skip_bad_images: bool = False) -> SitePreparation:
+        """The hospital's image manifest (fedcare.data.manifest): its files checked, paths made absolute."""
+        manifest = read_manifest(path, None, skip_bad_images)
+        return cls(RawSite(site_id, manifest.frame, Path(path).name))
 
     @classmethod
     def from_builtin(cls, dataset: str, site_id: str) -> SitePreparation:
@@ -265,7 +283,8 @@ class SitePreparation:
         answer: dict[str, Any] = {"rows": len(rows), "dropped": int((~complete).sum()),
                                   "columns": column_counts(rows, features), "label": None, "events": None}
         if label is not None:
-            answer["label"] = label_summary(rows[label_column].tolist(), task)
+            answer["label"] = (mask_summary([str(p) for p in rows[label_column].tolist()]) if reads(task) == "mask"
+                               else label_summary(rows[label_column].tolist(), task))
         if survival is not None:
             check_times(time, self.source, rows)
             answer["events"] = event_summary(rows, event)
@@ -287,17 +306,24 @@ class SitePreparation:
             test_fraction = check_number(question["test_fraction"])
             val_fraction = check_number(question["val_fraction"])
             seed = check_count(question["split_seed"])
+            patient = optional_text(question, "patient") if "patient" in question else None
             if tuple(encoding.columns) != self._target_columns:
                 raise ValueError("its encoding names other columns than the schema's targets")
             arms = None if question.get("treatment") is None else ArmEncoding.from_json(question["treatment"])
-        asked = (encoding.to_json(), test_fraction, val_fraction, seed)
+        asked = (encoding.to_json(), test_fraction, val_fraction, seed, patient)
         if self._split_asked is not None and asked != self._split_asked:
             raise DataError(f"site '{self.site_id}' was asked to split its rows again with other settings; it "
                             "answers one split per run, so that no sums over other training rows can be "
                             f"compared with the first; {AGAIN}")
         self._split_asked = asked
         rows = self._rows
-        self._split = split_site(self.site_id, len(rows), encoding.strata(rows), test_fraction, val_fraction, seed)
+        if patient is not None:
+            require_column(patient, list(rows.columns), self._name)
+            self._split = split_patients(self.site_id, rows[patient].tolist(), encoding.strata(rows), test_fraction,
+                                         val_fraction, seed)
+        else:
+            self._split = split_site(self.site_id, len(rows), encoding.strata(rows), test_fraction, val_fraction,
+                                     seed)
         self._targets = encoding.targets(rows)
         if arms is not None:
             self._targets["treatment"] = arms.encode(rows)
@@ -315,8 +341,8 @@ class SitePreparation:
         splits = {}
         for part in SPLITS:
             rows = getattr(self._split, part)
-            splits[part] = ArrayExamples({**{name: arrays[part] for name, arrays in encoded.items()},
-                                          **{name: values[rows] for name, values in self._targets.items()}})
+            splits[part] = examples_of({**{name: arrays[part] for name, arrays in encoded.items()},
+                                        **{name: values[rows] for name, values in self._targets.items()}})
         self.data = SiteData(self.site_id, splits)
         return {"rows": dict(self.row_counts)}
 
@@ -350,6 +376,8 @@ class _Recipe:
     name_source: bool  # whether a site's error names its file (always, unless one file holds every site)
     treatment: str | None = None  # the arm column (fedcare.data.arms)
     control: str | None = None
+    patient: str | None = None  # a patient's rows stay in one split; not a feature
+    image_size: tuple[int, ...] | None = None  # the common size of images and masks
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -357,13 +385,20 @@ class _Recipe:
 
 
 def _recipe(spec: DataSpec) -> _Recipe:
+    builtin = get_builtin(spec.dataset) if spec.dataset is not None else None
+    return dataclasses.replace(_layout(spec), patient=spec.patient or (builtin.patient if builtin else None),
+                               image_size=spec.image_size or (builtin.image_size if builtin else None))
+
+
+def _layout(spec: DataSpec) -> _Recipe:
     if spec.dataset is not None:
         b = get_builtin(spec.dataset)
         encoding = b.label_encoding  # fixed; a registered task following its rules takes it under its own name
         if encoding is not None and spec.task is not None:
             encoding = dataclasses.replace(encoding, task=spec.task)
-        return _Recipe(b.name, b.label, b.time, b.event, spec.task, (), b.categorical, b.inputs, None, encoding,
-                       True)
+        label = b.mask if b.mask is not None and reads(spec.task) == "mask" else b.label
+        return _Recipe(b.name, label, b.time, b.event, spec.task, b.drop_for(spec.task), b.categorical, b.inputs,
+                       None, encoding if label == b.label else None, True)
     claims = {kind.name: tuple(getattr(spec, kind.columns_key)) for kind in input_kinds() if kind.columns_key}
     return _Recipe(None, spec.label, spec.time, spec.event, spec.task, spec.drop, spec.categorical, claims,
                    spec.site, None, len(spec.files) != 1, spec.treatment, spec.control)
@@ -409,7 +444,8 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
     where = f"'{sources[ids[0]]}'" if sources[ids[0]] else f"the data of site '{ids[0]}'"
     schema = _ask_schema(exchange, recipe, columns, where)
     jobs = {name: InputJob(name, tuple(cols), [{c: counts[c] for c in cols} for counts in schema.counts], ids,
-                           recipe.categorical, recipe.name_source, _asker(exchange, name), _teller(exchange, name))
+                           recipe.categorical, recipe.name_source, _asker(exchange, name), _teller(exchange, name),
+                           spec=spec.model_copy(update={"image_size": recipe.image_size}))
             for name, (_, cols) in schema.inputs.items()}
     kinds = {name: input_kind(kind) for name, (kind, _) in schema.inputs.items()}
     planned = {name: kinds[name].plan_columns(job) for name, job in jobs.items()}
@@ -419,7 +455,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
                             f"{', '.join(recipe.targets)}")
     label = schema.label
     split = {"test_fraction": float(spec.test_fraction), "val_fraction": float(spec.val_fraction),
-             "split_seed": int(spec.split_seed)}
+             "split_seed": int(spec.split_seed), **({"patient": recipe.patient} if recipe.patient else {})}
     site_rows = _ask_split(exchange, label, split, schema.arms)
     train = {site: rows["train"] for site, rows in site_rows.items()}
     fitted: dict[str, Fitted] = {name: kinds[name].fit(dataclasses.replace(job, train_rows=train), planned[name])
@@ -521,6 +557,7 @@ def assign_inputs(features: Sequence[str], claims: Mapping[str, Sequence[str]], 
 def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where: str) -> _Schema:
     """Check the named columns, have the sites drop rows without a target, fix the label encoding."""
     site_column = (recipe.site_column,) if recipe.site_column else ()
+    site_column += (recipe.patient,) if recipe.patient else ()
     arm = (recipe.treatment,) if recipe.treatment else ()
     for column in (*recipe.targets, *site_column, *recipe.drop, *recipe.categorical, *arm):
         require_column(column, columns, where)
@@ -552,11 +589,15 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
             if arm:
                 arm_answers[site] = {str(a): check_count(n) for a, n in answer["arms"].items()}
             if survival or infer:
-                summaries.append((site, read_distinct(answer["events"]) if survival else _label(answer["label"])))
+                summaries.append((site, read_distinct(answer["events"]) if survival
+                                  else answer["label"] if reads(recipe.task) == "mask" else _label(answer["label"])))
     label: LabelEncoding | SurvivalEncoding
     if survival:
         label = survival_from_summaries(recipe.time, recipe.event, [s for _, s in summaries],  # type: ignore[arg-type]
                                         recipe.task)
+    elif infer and reads(recipe.task) == "mask":
+        with reading("the sites' mask summaries"):
+            label = mask_from_summaries(recipe.label, recipe.task, summaries, recipe.image_size)  # type: ignore
     elif infer:
         label = label_from_summaries(recipe.label, summaries, recipe.task)  # type: ignore[arg-type]
     else:

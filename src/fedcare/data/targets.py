@@ -1,7 +1,8 @@
 """Which targets each task reads, as the data layer encodes them.
 
-The data layer knows three kinds of target: a label read as `classes` (binary, multiclass) or as
-`numbers` (regression), and `survival` (time and event). A task registered in the learning layer
+The data layer knows four kinds of target: a label read as `classes` (binary, multiclass) or as
+`numbers` (regression), `survival` (time and event), and `mask` (a segmentation mask file per
+image, fedcare.data.masks). A task registered in the learning layer
 (fedcare.learning.tasks.register_task) tells this table which kind it reads, so `--task NAME` can
 name it and its labels are checked and encoded by the rules of that kind.
 """
@@ -12,16 +13,16 @@ from typing import Literal
 
 from fedcare.core.errors import ConfigError
 
-Reads = Literal["classes", "numbers", "survival"]
+Reads = Literal["classes", "numbers", "survival", "mask"]
 BUILTIN: dict[str, Reads] = {"binary": "classes", "multiclass": "classes", "regression": "numbers",
-                             "survival": "survival"}
+                             "survival": "survival", "segmentation": "mask"}
 _READS: dict[str, Reads] = dict(BUILTIN)
 
 
 def register_task_targets(task: str, reads: Reads) -> None:
     """Let `--task TASK` choose a task that reads a label (as classes or numbers) or a survival target."""
-    if reads not in ("classes", "numbers", "survival"):
-        raise ConfigError(f"task '{task}' must read classes, numbers or survival targets, not {reads!r}")
+    if reads not in ("classes", "numbers", "survival", "mask"):
+        raise ConfigError(f"task '{task}' must read classes, numbers, survival or mask targets, not {reads!r}")
     if task in BUILTIN and BUILTIN[task] != reads:
         raise ConfigError(f"task '{task}' is built in and reads {BUILTIN[task]}")
     _READS[task] = reads
@@ -29,7 +30,7 @@ def register_task_targets(task: str, reads: Reads) -> None:
 
 def check_task(task: str | None) -> None:
     if task is not None and task not in _READS:
-        raise ConfigError(f"unknown task '{task}': use binary, multiclass, regression or survival"
+        raise ConfigError(f"unknown task '{task}': use binary, multiclass, regression, survival or segmentation"
                           + (f" (or a registered one: {', '.join(t for t in _READS if t not in BUILTIN)})"
                              if len(_READS) > len(BUILTIN) else ""))
 
@@ -46,4 +47,4 @@ def label_rules(task: str | None) -> str | None:
     kind = reads(task)
     if task is None or task in BUILTIN:
         return task
-    return "multiclass" if kind == "classes" else "regression" if kind == "numbers" else "survival"
+    return {"classes": "multiclass", "numbers": "regression", "survival": "survival", "mask": "segmentation"}[kind]

@@ -28,7 +28,14 @@ from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
 from fedcare.data.dataset import DataShape, SiteData
 from fedcare.federation.engine import EngineSettings, select_sites, site_seed
-from fedcare.learning.models import ModelFactory, build_model, get_params, head_names, initial_model
+from fedcare.learning.models import (
+    ModelFactory,
+    batch_norm_names,
+    build_model,
+    get_params,
+    head_names,
+    initial_model,
+)
 from fedcare.learning.site import LocalSite
 from fedcare.learning.tasks import Task, make_task
 from fedcare.learning.training import use_threads
@@ -90,6 +97,9 @@ def make_plan(cfg: FederationConfig, shape: DataShape, site_ids: Sequence[str], 
         return initial_model(factory, shape.inputs, task, cfg.run.seed)
 
     _check_shared(cfg, new_model())
+    if cfg.personalization.mode == "fedbn" and not batch_norm_names(new_model()):
+        raise ConfigError("personalization fedbn keeps batch-norm layers local, and this model has none: use model "
+                          "mlp with batch_norm, or an image model")
     algorithm = _algorithm(cfg, len(site_ids))
     if aggregator is not None:
         algorithm = replace(algorithm, strategy=replace_aggregator(algorithm.strategy, aggregator))

@@ -94,7 +94,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
              progress: Progress | None, resume: bool) -> Run:
     load_plugins()  # installed packages' tasks, before the data layer checks the task's name
     dataset = load_dataset(cfg.data)
-    cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files])  # re-runnable anywhere
+    cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files],  # re-runnable anywhere
+                      images=str(Path(cfg.data.images).resolve()) if cfg.data.images else None)
     fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
     plan = fed.plan
     folder = RunFolder(cfg.run_dir)

@@ -30,7 +30,7 @@ def simulate(
     label: Annotated[Optional[str], Opt(help="label column in --data")] = None,
     time: Annotated[Optional[str], Opt(help="survival: time-to-event column (with --event, instead of --label)")] = None,
     event: Annotated[Optional[str], Opt(help="survival: event column (1 = event, 0 = censored)")] = None,
-    task: Annotated[Optional[str], Opt(help="binary | multiclass | regression | survival, or an installed "
+    task: Annotated[Optional[str], Opt(help="binary | multiclass | regression | survival | segmentation, or an installed "
                                             "package's task (default: inferred)")] = None,
     drop: Annotated[Optional[list[str]], Opt(help="identifier column to drop; repeatable")] = None,
     categorical: Annotated[Optional[list[str]], Opt(help="column to treat as categorical; repeatable")] = None,
@@ -44,6 +44,11 @@ def simulate(
                                                     "(default: all three)")] = None,
     outcome_better: Annotated[Optional[str], Opt(help="higher | lower: which outcome the recommended arm aims for "
                                                       "(default higher)")] = None,
+    images: Annotated[Optional[Path], Opt(help="image manifest CSV/Parquet: path, label or mask, site, patient")] = None,
+    image_size: Annotated[Optional[list[int]], Opt(help="resample images to this size; repeat per axis (--image-size 64 --image-size 64)")] = None,
+    skip_bad_images: Annotated[Optional[bool], Opt("--skip-bad-images", help="skip and count unreadable images")] = None,
+    image_model: Annotated[Optional[str], Opt(help="cnn | densenet121 | resnet18 | unet | basicunet")] = None,
+    patient: Annotated[Optional[str], Opt(help="patient id column: a patient's rows stay in one split")] = None,
     partition: Annotated[Optional[str], Opt(help="iid | dirichlet | quantity, for one file without sites")] = None,
     num_sites: Annotated[Optional[int], Opt(help="sites to partition into")] = None,
     alpha: Annotated[Optional[float], Opt(help="skew of dirichlet/quantity partitions")] = None,
@@ -99,6 +104,8 @@ def simulate(
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume") and v is not None}
     if "data" in flags:
         flags["data"] = [str(p) for p in flags["data"]]
+    if "images" in flags:
+        flags["images"] = str(flags["images"])
     if "out" in flags:
         flags["out"] = str(flags["out"])
     if "site_weight" in flags:
@@ -284,13 +291,16 @@ def site_agent(
                                                              "(for an agent run as a service)")] = False,
     policy: Annotated[Optional[Path], Opt(help="YAML file of the runs this site accepts without a person "
                                                "(models, algorithms, max_rounds, privacy)")] = None,
+    images: Annotated[Optional[Path], Opt(help="instead of --data: this hospital's image manifest")] = None,
+    skip_bad_images: Annotated[bool, Opt("--skip-bad-images", help="skip and count unreadable images")] = False,
 ) -> None:
     """Run a site agent inside the hospital: outbound connections only; sends updates and metrics, never rows."""
     from fedcare.transports.network.service import run_site
 
     if insecure:
         print(INSECURE_WARNING, file=sys.stderr)
-    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure, keep_running, policy)
+    run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure, keep_running, policy,
+             images, skip_bad_images)
 
 
 @app.command("demo-network")

@@ -30,7 +30,8 @@ def train_dp(model: nn.Module, data: Batches, *, epochs: int, lr: float, batch_s
         raise ConfigError(f"record-level DP needs a per-patient loss; the {task.name} task's loss couples "
                           "patients in a batch")
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise ConfigError("record-level DP cannot use batch norm (it mixes patients in a batch); drop --batch-norm")
+        raise ConfigError("record-level DP cannot use batch norm (it mixes patients in a batch); drop --batch-norm "
+                          "(the image models have batch norm: they do not take record-level DP)")
     n = len(data)
     q = min(1.0, batch_size / n)
     gen = torch.Generator().manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Evaluation metrics per task (binary, multiclass, regression, survival), in plain numpy.
+"""Evaluation metrics per task (binary, multiclass, regression, survival, segmentation), in plain numpy.
 
 They run for every site on every round, so they avoid per-call validation overhead; the tests check
 them against scikit-learn. A metric that is undefined on a split (ROC-AUC with one class present) is
@@ -143,3 +143,22 @@ def neg_partial_loglik(time: np.ndarray, event: np.ndarray, risk: np.ndarray) ->
 def survival_metrics(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> Metrics:
     """risk = predicted log relative hazard (higher = earlier event); event 1 = observed."""
     return {"c_index": c_index(time, event, risk), "neg_partial_loglik": neg_partial_loglik(time, event, risk)}
+
+
+def segmentation_metrics(mask: np.ndarray, pred: np.ndarray, classes: int) -> Metrics:
+    """Dice and IoU of each foreground class over every voxel of the split (None for a class absent
+    from both the masks and the prediction), their means, and the voxel accuracy."""
+    out: Metrics = {"voxel_accuracy": float(np.mean(mask == pred)) if mask.size else None}
+    dice, iou = [], []
+    for c in range(1, classes):
+        truth, guess = mask == c, pred == c
+        both, either = int(np.sum(truth & guess)), int(np.sum(truth | guess))
+        total = int(truth.sum()) + int(guess.sum())
+        d = 2.0 * both / total if total else None
+        j = both / either if either else None
+        out[f"dice_{c}"], out[f"iou_{c}"] = d, j
+        dice += [d] if d is not None else []
+        iou += [j] if j is not None else []
+    out["dice"] = float(np.mean(dice)) if dice else None
+    out["iou"] = float(np.mean(iou)) if iou else None
+    return out

@@ -23,6 +23,7 @@ from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.data.dataset import InputShape
 from fedcare.data.inputs import input_kind
+from fedcare.learning.imagemodels import build_image_model
 from fedcare.learning.tasks import Task
 
 ModelFactory = Callable[[Mapping[str, InputShape], Task], nn.Module]
@@ -75,6 +76,11 @@ def encoder_layers(spec: ModelSpec, width: int) -> tuple[list[nn.Module], int]:
 def build_model(spec: ModelSpec, inputs: Mapping[str, InputShape], task: Task) -> nn.Module:
     """The model a ModelSpec names for these inputs and this task."""
     other = [name for name, shape in inputs.items() if input_kind(shape.kind).encoder != "vector"]
+    images = [name for name in other if input_kind(inputs[name].kind).encoder == "image"]
+    if images and len(images) == len(other):
+        return build_image_model(spec, inputs, task, images, encoder_layers)
+    if spec.image_model is not None:
+        raise ConfigError(f"image_model '{spec.image_model}' needs an image input, and this data has none")
     if other:
         raise ConfigError(f"input '{other[0]}' needs the '{input_kind(inputs[other[0]].kind).encoder}' encoder, "
                           "which the linear and mlp models do not have")

@@ -101,7 +101,8 @@ class FederationConfig(BaseModel):
                 given[key] = value
         data = parts["data"]
         if "data" not in given and data.get("dataset") is None and not data.get("files") \
-                and not any(data.get(k) for k in COLUMN_KEYS):
+                and not any(data.get(k) for k in COLUMN_KEYS) and not data.get("images") \
+                and not data.get("image_columns"):
             data["dataset"] = DEFAULT_DATASET  # columns described without files: the sites hold the files
         for section, fields in parts.items():
             if section not in given:
@@ -167,6 +168,8 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     if data:
         files = [data] if isinstance(data, str) else list(data)
         values["data"] = [str(f) if Path(f).is_absolute() else str(path.parent / f) for f in files]
+    if isinstance(values.get("images"), str) and not Path(values["images"]).is_absolute():
+        values["images"] = str(path.parent / values["images"])
     values.update(overrides or {})
     return make_config(values)
 

@@ -20,6 +20,7 @@ DEFAULT_DATASET = "heart-disease"
 # whose sites hold the files), they mean own files, never the default built-in dataset
 COLUMN_KEYS = ("site", "label", "time", "event", "drop", "categorical", "omics_columns")
 OWN_DATA = "own-data"  # the name of a dataset of files the sites hold: a site's file name is its own business
+IMAGE_DATASETS = ("synthetic-scans",)  # built-in datasets of images
 
 
 class DataSpec(Section):
@@ -40,6 +41,14 @@ class DataSpec(Section):
     control: str | None = Field(None, description="the control arm (default: the first arm in sorted order)")
     propensity: float | None = Field(None, description="known probability of each treated arm (a randomised "
                                      "trial); without it the propensity is learned")
+    # images (fedcare.data.inputs.image): a manifest of image files, one row per image
+    images: str | None = Field(None, description="image manifest (CSV/Parquet): columns path, label or mask, "
+                               "site, optional patient; relative paths resolve against the manifest")
+    image_columns: tuple[str, ...] = Field((), description="columns whose cells are image files (a manifest: path)")
+    image_size: tuple[int, ...] | None = Field(None, description="every image resampled to this size, e.g. "
+                                               "[64, 64] (default: 64 per axis)")
+    skip_bad_images: bool = Field(False, description="skip and count unreadable images instead of stopping")
+    patient: str | None = Field(None, description="patient id column: a patient's rows stay in one split")
     test_fraction: float = 0.34
     split_seed: int = 43
     val_fraction: float = Field(0.0, description="validation share carved from each site's training split")
@@ -48,7 +57,7 @@ class DataSpec(Section):
     alpha: float = 0.5
     partition_seed: int = 0
 
-    @field_validator("files", "drop", "categorical", "omics_columns", mode="before")
+    @field_validator("files", "drop", "categorical", "omics_columns", "image_columns", "image_size", mode="before")
     @classmethod
     def _one_or_many(cls, v: object) -> object:
         return one_or_many(v)
@@ -68,6 +77,11 @@ class DataSpec(Section):
             raise ConfigError(f"--num-sites must be at least 1, got {self.num_sites}")
         if self.alpha <= 0:
             raise ConfigError(f"--alpha must be positive, got {self.alpha}")
+        if self.image_size is not None and (len(self.image_size) not in (2, 3) or min(self.image_size) < 4
+                                            or max(self.image_size) > 1024):
+            raise ConfigError(f"--image-size takes 2 or 3 sizes between 4 and 1024, got {list(self.image_size)}")
+        if self.images is not None and (self.files or self.dataset is not None):
+            raise ConfigError("pass --images MANIFEST alone, without --data or --dataset")
         self._check_treatment()
 
     def _check_treatment(self) -> None:
@@ -88,13 +102,17 @@ class DataSpec(Section):
 
     def check(self, config: FederationConfig) -> None:
         self.check_values()
-        if self.dataset is None and not self.label and not (self.time or self.event):
+        if self.dataset is None and not self.label and not (self.time or self.event) and not self.images:
             raise ValueError("data needs label: the name of the label column (--label), "
                              "or time and event for survival (--time, --event)")
 
     @property
+    def has_images(self) -> bool:
+        return bool(self.images or self.image_columns or self.dataset in IMAGE_DATASETS)
+
+    @property
     def name(self) -> str:
-        """The dataset's name, the first file's, or OWN_DATA when the sites hold the files."""
-        if self.dataset or not self.files:
+        """The dataset's name, the manifest's or the first file's, or OWN_DATA when the sites hold the files."""
+        if self.dataset or not (self.files or self.images):
             return self.dataset or OWN_DATA
-        return os.path.splitext(os.path.basename(self.files[0]))[0]
+        return os.path.splitext(os.path.basename(self.images or self.files[0]))[0]

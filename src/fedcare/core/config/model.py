@@ -15,6 +15,8 @@ class ModelSpec(Section):
                                                         description="logistic = linear with a sigmoid/softmax loss")
     hidden: tuple[int, ...] = (32,)
     batch_norm: bool = Field(False, description="MLP with batch norm after each hidden layer (for fedbn)")
+    image_model: Literal["cnn", "densenet121", "resnet18", "unet", "basicunet"] | None = Field(
+        None, description="the network of image inputs (default: cnn; unet for segmentation)")
 
     @field_validator("hidden", mode="before")
     @classmethod

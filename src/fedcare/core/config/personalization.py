@@ -19,5 +19,6 @@ class PersonalizationSettings(Section):
     finetune_epochs: int = Field(5, ge=1, description="epochs of local fine-tuning (personalization finetune)")
 
     def check(self, config: FederationConfig) -> None:
-        if self.mode == "fedbn" and not (config.model.name == "mlp" and config.model.batch_norm):
+        images = config.data.has_images or config.model.image_model  # image models: batch norm, checked by the plan
+        if self.mode == "fedbn" and not images and not (config.model.name == "mlp" and config.model.batch_norm):
             raise ValueError("personalization fedbn keeps batch-norm layers local: use model mlp with batch_norm")

@@ -1,12 +1,13 @@
 """Input kinds: the named kinds of patient data a site may hold (see base.py for what a kind is).
 
-`tabular` (the EHR table) and `omics` (gene expression) are built in; a new kind registers here.
+`tabular` (the EHR table), `omics` (gene expression) and `image` (image files) are built in; a new kind registers here.
 """
 
 from __future__ import annotations
 
 from fedcare.core.errors import ConfigError
 from fedcare.data.inputs.base import Fitted, InputJob, InputKind, SiteInput
+from fedcare.data.inputs.image import IMAGE
 from fedcare.data.inputs.omics import OMICS
 from fedcare.data.inputs.tabular import TABULAR
 
@@ -14,7 +15,7 @@ __all__ = ["DEFAULT_KIND", "Fitted", "InputJob", "InputKind", "SiteInput", "inpu
            "register_input_kind"]
 
 DEFAULT_KIND = TABULAR.name  # the columns no other input claims
-_KINDS: dict[str, InputKind] = {TABULAR.name: TABULAR, OMICS.name: OMICS}
+_KINDS: dict[str, InputKind] = {TABULAR.name: TABULAR, OMICS.name: OMICS, IMAGE.name: IMAGE}
 
 
 def register_input_kind(kind: InputKind) -> None:

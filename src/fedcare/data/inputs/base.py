@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from fedcare.data.dataset import InputShape
+from fedcare.data.dataset import DataSpec, InputShape
 from fedcare.data.splitting import SplitIndices
 
 Answers = list[tuple[str, Mapping[str, Any]]]
@@ -39,6 +39,7 @@ class InputJob:
     ask: Callable[[str, dict], Answers]        # this input's question to every site
     tell: Callable[[str, dict], object]        # the same, when only a site's error matters (no answer read)
     train_rows: Mapping[str, int] | None = None  # each site's training rows, once the sites have split
+    spec: DataSpec | None = None                # the data section (an input's own settings: image_size)
 
 
 class Fitted(Protocol):

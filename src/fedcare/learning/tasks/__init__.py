@@ -1,4 +1,4 @@
-"""Tasks: binary, multiclass, regression and survival, four instances of one protocol (base.Task).
+"""Tasks: binary, multiclass, regression, survival and segmentation, instances of one protocol (base.Task).
 
 A new task is one module with a class like these, registered with `register_task`: the round engine,
 the transports and the summary need no change, and `task: NAME` chooses it. The data layer learns
@@ -18,9 +18,10 @@ from fedcare.learning.tasks.base import Task
 from fedcare.learning.tasks.binary import Binary
 from fedcare.learning.tasks.multiclass import Multiclass
 from fedcare.learning.tasks.regression import Regression
+from fedcare.learning.tasks.segmentation import Segmentation
 from fedcare.learning.tasks.survival import Survival
 
-__all__ = ["Binary", "Multiclass", "Regression", "Survival", "Task", "load_plugins", "make_task", "register_task",
+__all__ = ["Binary", "Multiclass", "Regression", "Segmentation", "Survival", "Task", "load_plugins", "make_task", "register_task",
            "task_type"]
 
 ENTRY_POINTS = "fedcare.tasks"
@@ -36,7 +37,7 @@ def register_task(task: type) -> type:
     return task
 
 
-for _builtin in (Binary, Multiclass, Regression, Survival):
+for _builtin in (Binary, Multiclass, Regression, Survival, Segmentation):
     register_task(_builtin)
 
 

@@ -70,12 +70,15 @@ class AgentSettings:
     poll_wait: float = 20.0
     max_backoff: float = 30.0
     keep_running: bool = False       # after a run is over, wait for the coordinator's next run
+    images: Path | None = None       # or: this hospital's image manifest (fedcare.data.manifest)
+    skip_bad_images: bool = False    # with images: skip and count unreadable files instead of stopping
 
 
 class SiteAgent:
     def __init__(self, settings: AgentSettings, say: Callable[[str], None] = print):
-        if (settings.data is None) == (settings.dataset is None):
-            raise ConfigError("give the site's data: --data FILE (or --dataset NAME for a bundled demo dataset)")
+        if sum(x is not None for x in (settings.data, settings.dataset, settings.images)) != 1:
+            raise ConfigError("give the site's data: --data FILE, --images MANIFEST (or --dataset NAME for a bundled "
+                              "demo dataset)")
         self.s = settings
         self.say = say
         self.client = httpx.Client(base_url=settings.coordinator.rstrip("/"), verify=settings.verify,
@@ -219,6 +222,8 @@ class SiteAgent:
     def _prepare(self, task: dict) -> None:
         if self._prep is None:
             self._prep = (SitePreparation.from_file(self.s.data, self.s.site_id) if self.s.data is not None
+                          else SitePreparation.from_manifest(self.s.images, self.s.site_id, self.s.skip_bad_images)
+                          if self.s.images is not None
                           else SitePreparation.from_builtin(self.s.dataset, self.s.site_id))
         try:
             answer = self._prep.answer(task["phase"], task["question"])

@@ -91,7 +91,7 @@ def _check_url(url: str, insecure: bool) -> None:
 
 def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str | None, site_id: str | None,
              state: Path | None, approve: bool, insecure: bool, keep_running: bool = False,
-             policy: Path | None = None) -> None:
+             policy: Path | None = None, images: Path | None = None, skip_bad_images: bool = False) -> None:
     from fedcare.learning.tasks import load_plugins
     from fedcare.transports.network.agent import AgentSettings, SiteAgent
     from fedcare.transports.network.policy import load_policy
@@ -104,6 +104,8 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
         raise ConfigError(f"--site-id '{site_id}' differs from the credential's site '{cred.site_id}'")
     if data is not None and not data.is_file():
         raise ConfigError(f"data file '{data}' not found")
+    if images is not None and not images.is_file():
+        raise ConfigError(f"image manifest '{images}' not found")
     rules = None if policy is None else load_policy(policy)
     if rules is None and not approve:
         logging.getLogger("fedcare.site").warning(
@@ -111,7 +113,8 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
             "here); give --policy policy.yaml to limit what it accepts (docs/deployment.md)")
     settings = AgentSettings(coordinator, cred.site_id, cred.token, state or Path(".fedcare-site") / cred.site_id,
                              _verify(cred.ca_pem, insecure), data, dataset, _ask if approve else None,
-                             rules, policy.name if policy else "the policy", keep_running=keep_running)
+                             rules, policy.name if policy else "the policy", keep_running=keep_running,
+                             images=images, skip_bad_images=skip_bad_images)
     SiteAgent(settings).run()
 
 
