@@ -44,3 +44,12 @@ def test_ovarian_defaults_are_the_validated_ones():
     chosen = get_builtin("ovarian-genomics").defaults["none"]
     flat = with_dataset_defaults(resolve_config({"dataset": "ovarian-genomics"})).flat()
     assert chosen["rounds"] == flat["rounds"] and all(flat[k] == v for k, v in chosen.items())
+
+
+def test_the_network_coordinator_runs_a_bundled_dataset_with_the_same_defaults_as_simulate():
+    from fedcare.core.config import make_config
+    from fedcare.transports.network.coordinator import for_sites
+
+    for given in ({"dataset": "heart-disease", "rounds": 3}, {"dataset": "ovarian-genomics"},
+                  {"dataset": "heart-disease", "personalization": "ditto", "lr": 0.2}):
+        assert for_sites(make_config(given)) == with_dataset_defaults(resolve_config(given)), given

@@ -25,6 +25,7 @@ from fedcare.federation.checkpoint import Checkpoints
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError, DataError, FedcareError
 from fedcare.data.answers import SiteAnswerError
+from fedcare.data.defaults import with_dataset_defaults
 from fedcare.data.prepare import PreparedDataset, prepare
 from fedcare.federation.engine import RoundEngine, RoundRecord
 from fedcare.federation.plan import make_plan
@@ -51,8 +52,10 @@ class ServiceSettings:
 
 
 def for_sites(cfg: FederationConfig) -> FederationConfig:
-    """The config as a coordinator runs it: the sites hold the data files, so a `data` path is dropped
-    (with a warning) rather than naming the run after one hospital's file."""
+    """The config as a coordinator runs it: a bundled dataset's own defaults for the keys it leaves unset
+    (as `fedcare simulate` applies them, so the two runs agree); the sites hold the data files, so a
+    `data` path is dropped (with a warning) rather than naming the run after one hospital's file."""
+    cfg = with_dataset_defaults(cfg)
     if not cfg.data.files:
         return cfg
     log.warning("the config's 'data' key is ignored: each site reads its own file (fedcare site --data)")
