@@ -210,6 +210,18 @@ def test_options_that_cannot_apply_are_refused(tmp_path):
         dataset_of(write_csv(tmp_path / "one.csv", one))
 
 
+def test_the_cgd_trial_without_survset_is_refused_in_one_line(monkeypatch):
+    import sys
+
+    from fedcare.data.trials import CGD_NEEDS, cgd_frame
+
+    monkeypatch.setitem(sys.modules, "SurvSet", None)  # makes `import SurvSet...` fail
+    monkeypatch.setitem(sys.modules, "SurvSet.data", None)
+    with pytest.raises(DataError) as exc:
+        cgd_frame()
+    assert str(exc.value) == CGD_NEEDS and "pip install" in CGD_NEEDS
+
+
 def test_the_cgd_trial_end_to_end_beside_the_published_figure(tmp_path):
     pytest.importorskip("SurvSet")
     from fedcare.data.trials import cgd_frame, published_risk_difference
