@@ -9,7 +9,7 @@ import pytest
 from conftest import write_csv
 
 import fedcare
-from fedcare.algorithms.uplift import _qini, policy_values, qini, value_scores
+from fedcare.algorithms.uplift import _qini, policy_gain, policy_values, qini, value_scores
 from fedcare.core.config import resolve_config
 from fedcare.core.errors import ConfigError
 from fedcare.data import array, load_dataset
@@ -72,6 +72,7 @@ def test_recommended_policy_beats_treating_all_or_none(learners):
     gains = {s: v["policy_gain"]["estimate"] for s, v in result["sites"].items()}
     assert result["worst_site"] == {"site_id": min(gains, key=gains.get), "policy_gain": min(gains.values())}
     assert result["all_sites"]["policy_gain"]["estimate"] > 0.5
+    assert result["all_sites"]["policy_gain"]["ci95"][0] > 0  # paired: the gain is clear, not only the point
     lower = evaluation(model, model.effects("t", "federated"), higher_is_better=False)["all_sites"]
     assert lower["policy_value"]["policy"]["estimate"] < pv["treat_none"]["estimate"] - 0.5  # it aims low
 
@@ -97,6 +98,11 @@ def test_hand_computed_qini_uplift_and_policy_value():
     assert gamma.tolist() == [[0.5, 1.5], [-0.5, 0.5]]
     pv = policy_values(gamma, np.array([1, 0]), ("A", "B"))
     assert pv["policy"]["estimate"] == pytest.approx(0.5) and pv["treat_all"]["B"]["estimate"] == pytest.approx(1.0)
+    # paired gain over always-B: differences 0 and −1, mean −0.5, sd √0.5, se 0.5
+    gain = policy_gain(gamma, np.array([1, 0]), 1, 1.0)
+    assert gain["estimate"] == pytest.approx(-0.5)
+    assert gain["ci95"] == pytest.approx([-0.5 - 1.959964 * 0.5, -0.5 + 1.959964 * 0.5])
+    assert policy_gain(gamma, np.array([1, 0]), 1, -1.0)["estimate"] == pytest.approx(0.5)
     assert recommend(np.array([[0.2], [-0.1]]), True).tolist() == [1, 0]
     assert recommend(np.array([[0.2], [-0.1]]), False).tolist() == [0, 1]
 
