@@ -242,6 +242,17 @@ def test_the_cgd_trial_end_to_end_beside_the_published_figure(tmp_path):
     report = (tmp_path / "run" / "report.html").read_text()
     assert "treatment effects against 'placebo'" in report and "Harvard Medical Sch" in report
     assert "individual effects on held-out rows" in report and "<script" not in report
+    assert "Q 7.77, df 9, p 0.557, I² 0%" in report  # the terminal's wording, from the same function
+
+
+def test_intervals_read_alike_in_the_terminal_and_the_report():
+    from fedcare.interfaces.report import heterogeneity_text, interval
+
+    assert interval({"estimate": -0.2279, "ci95": [-0.3913, -0.0645]}) == "-0.228 [-0.391, -0.065]"
+    assert interval({"estimate": 0.5, "ci95": None}) == "+0.500"  # one row: a value without an interval
+    assert interval({"estimate": None}) == interval(None) == "—"
+    assert heterogeneity_text({"q": None}) == "—"
+    assert heterogeneity_text({"q": 2.0, "df": 1, "p_value": 0.1573, "i2": 0.5}) == "Q 2.00, df 1, p 0.157, I² 50%"
 
 
 def test_the_network_coordinator_refuses_what_it_cannot_estimate(tmp_path):
