@@ -282,6 +282,9 @@ def test_recommend_applies_the_runs_preprocessing_and_the_federated_models(tmp_p
         rows = np.vstack([design[t == a], math.sqrt(OUTCOME_RIDGE) * np.eye(design.shape[1])[1:]])
         coef.append(np.linalg.lstsq(rows, np.concatenate([y[t == a], np.zeros(design.shape[1] - 1)]), rcond=None)[0])
     encoded = recommend_inputs(run.path, patients)
+    # each patient is a training row, so its encoding must be one of the rows the run encoded
+    nearest = np.abs(encoded[:, None, :] - x[None, :, :]).max(axis=2).min(axis=1)
+    assert nearest.max() < 1e-5
     want = np.hstack([np.ones((len(encoded), 1)), encoded]) @ np.array(coef).T
     assert recs["outcome:A"].to_numpy() == pytest.approx(want[:, 0], abs=1e-8)
     assert recs["effect:C"].to_numpy() == pytest.approx(want[:, 2] - want[:, 0], abs=1e-8)
