@@ -194,6 +194,16 @@ def test_bad_treatment_options_are_refused_in_one_line(tmp_path, options, messag
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("privacy", [{"dp_epsilon": 1.0}, {"site_dp_epsilon": 1.0}, {"secure_aggregation": True}])
+def test_privacy_the_effects_cannot_honour_is_refused(privacy):
+    # the effect sums leave each site in clear, so a reported ε or masking would be a false promise
+    with pytest.raises(ConfigError) as err:
+        resolve_config({"data": ["x.csv"], "site": "h", "label": "y", "treatment": "arm", **privacy})
+    assert f"treatment effects do not run with {next(iter(privacy))}" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert resolve_config({"data": ["x.csv"], "site": "h", "label": "y", **privacy})  # alone, each is fine
+
+
 def test_options_that_cannot_apply_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="--control needs --treatment"):
         resolve_config({"data": ["x.csv"], "label": "y", "control": "A"})
