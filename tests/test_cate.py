@@ -77,6 +77,15 @@ def test_recommended_policy_beats_treating_all_or_none(learners):
     assert lower["policy_value"]["policy"]["estimate"] < pv["treat_none"]["estimate"] - 0.5  # it aims low
 
 
+def test_local_learners_whose_training_diverges_have_no_model_and_no_crash(tmp_path):
+    path = write_csv(tmp_path / "t.csv", hetero_frame(rows=60))
+    cfg = resolve_config(dict(data=[str(path)], site="hospital", label="y", treatment="arm", propensity=0.5,
+                              rounds=3, lr=1e12, local_epochs=2))  # a step this large makes every local model non-finite
+    diverged = Learners(cfg, load_dataset(cfg.data))
+    for learner in ("t", "s", "dr"):
+        assert set(diverged.effects(learner, "local").values()) == {None}, learner
+
+
 def test_personalized_learners_give_each_site_its_own_model(learners):
     model, truth = learners
     personal = Learners(model.cfg.replace(personalization="finetune", finetune_epochs=3), model.dataset)

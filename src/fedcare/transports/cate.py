@@ -142,7 +142,7 @@ class Learners:
             n = len(next(iter(x.values())))
             mu = [model.predict(sd.site_id, {**x, ARM_INPUT: one_hot(np.full(n, a), len(self.arms))})
                   for a in range(len(self.arms))]
-            out[sd.site_id] = np.stack(mu[1:], 1) - mu[0][:, None]
+            out[sd.site_id] = None if mu[0] is None else np.stack(mu[1:], 1) - mu[0][:, None]
         return out
 
     def pseudo_outcomes(self, mode: str) -> dict[str, dict[str, np.ndarray]]:
