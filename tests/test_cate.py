@@ -84,6 +84,17 @@ def test_local_learners_whose_training_diverges_have_no_model_and_no_crash(tmp_p
     diverged = Learners(cfg, load_dataset(cfg.data))
     for learner in ("t", "s", "dr"):
         assert set(diverged.effects(learner, "local").values()) == {None}, learner
+    from fedcare.interfaces.htmltreatment import treatment_html
+    from fedcare.interfaces.report import cate_table
+    from fedcare.transports.cate import evaluation
+
+    judged = evaluation(diverged, diverged.effects("t", "local"), higher_is_better=True)
+    assert judged["all_sites"] is None and judged["worst_site"]["site_id"] is None
+    assert all("no model" in v["note"] for v in judged["sites"].values())
+    cate = {"better": "higher", "learners": {"t": {"local": judged}}}
+    assert cate_table(cate).row_count == 1
+    assert "no model at any site" in treatment_html({"treatment": {"control": "A", "control_from": "x", "outcome": "y",
+                                                                   "effects": {}, "cate": cate}})
 
 
 def test_personalized_learners_give_each_site_its_own_model(learners):

@@ -33,6 +33,10 @@ def treatment_html(summary: Mapping) -> str:
         rows = []
         for learner, modes in cate["learners"].items():
             for mode, result in modes.items():
+                if result["all_sites"] is None:
+                    rows.append(f"<tr><td>{learner.upper()}</td><td>{mode}</td><td colspan='4'>no model at any site"
+                                "</td></tr>")
+                    continue
                 pv = result["all_sites"]["policy_value"]
                 fixed = " ".join(f"{e(a)} {interval(v)}" for a, v in pv["treat_all"].items())
                 qini = " ".join("—" if q is None else f"{e(a)} {q['qini']:+.3f}" for a, q in

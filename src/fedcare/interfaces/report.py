@@ -81,6 +81,9 @@ def cate_table(block: Mapping) -> Table:
         table.add_column(column, justify="left" if column in ("learner", "model") else "right")
     for learner, modes in block["learners"].items():
         for mode, result in modes.items():
+            if result["all_sites"] is None:
+                table.add_row(learner.upper(), mode, "no model at any site", "", "", "")
+                continue
             pv, uplift = result["all_sites"]["policy_value"], result["all_sites"]["uplift"]
             treat_all = "  ".join(f"{arm} {interval(v)}" for arm, v in pv["treat_all"].items())
             qinis = "  ".join("—" if q is None else f"{arm} {q['qini']:+.3f} [{q['qini_ci95'][0]:+.3f}, "

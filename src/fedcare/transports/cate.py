@@ -251,7 +251,8 @@ def evaluation(learners: Learners, taus: Mapping[str, np.ndarray | None], higher
         rows = (array(sd.splits["test"], "label"), array(sd.splits["test"], "treatment"), tau, gammas[sd.site_id])
         sites[sd.site_id] = _judge(*rows, learners.arms, higher_is_better)
         held.append(rows)
-    overall = _judge(*(np.concatenate(parts) for parts in zip(*held)), learners.arms, higher_is_better)
+    overall = (_judge(*(np.concatenate(parts) for parts in zip(*held)), learners.arms, higher_is_better)
+               if held else None)  # None: no site has a model for every arm
     judged = {s: v["policy_gain"]["estimate"] for s, v in sites.items() if "policy_gain" in v}
     worst = min(judged, key=judged.__getitem__) if judged else None
     return {"all_sites": overall, "sites": sites,
