@@ -204,6 +204,14 @@ def test_privacy_the_effects_cannot_honour_is_refused(privacy):
     assert resolve_config({"data": ["x.csv"], "site": "h", "label": "y", **privacy})  # alone, each is fine
 
 
+def test_a_propensity_that_cannot_apply_is_refused_before_training(tmp_path):
+    path = write_csv(tmp_path / "t.csv", trial_frame())
+    with pytest.raises(ConfigError, match="leaves no patient for the control"):
+        fedcare.simulate(data=[str(path)], site="hospital", label="y", treatment="arm", propensity=0.5,
+                         out=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # refused before the run folder, so before any training
+
+
 def test_options_that_cannot_apply_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="--control needs --treatment"):
         resolve_config({"data": ["x.csv"], "label": "y", "control": "A"})

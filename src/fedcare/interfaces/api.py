@@ -23,7 +23,7 @@ from fedcare.federation.summary import RunFacts, summarize
 from fedcare.interfaces import htmlreport
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import load_plugins
-from fedcare.transports.effects import simulate_effects
+from fedcare.transports.effects import check_treatment, simulate_effects
 from fedcare.transports.simulated import Federation, attacker_ids, build_federation, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
@@ -91,6 +91,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
              progress: Progress | None, resume: bool) -> Run:
     load_plugins()  # installed packages' tasks, before the data layer checks the task's name
     dataset = load_dataset(cfg.data)
+    if cfg.data.treatment is not None:
+        check_treatment(dataset, cfg.data)  # before training, not after it
     cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files])  # re-runnable anywhere
     fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
     plan = fed.plan
