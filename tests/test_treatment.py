@@ -316,6 +316,20 @@ def test_recommend_applies_the_runs_preprocessing_and_the_federated_models(tmp_p
     assert dataclasses.replace(lower, better="lower").recommend(patients)["recommended"].eq("C").mean() > 0.9
 
 
+def test_a_damaged_recommender_is_refused_in_one_line(tmp_path):
+    from fedcare.core.errors import FedcareError
+    from fedcare.core.serialization import save_params
+    from fedcare.federation.recommender import FILE, Recommender
+
+    save_params(tmp_path / FILE, {"coef": np.zeros((2, 3))}, {"other": 1})  # safetensors, but no recommender
+    with pytest.raises(ConfigError, match="is not a recommender this fedcare version reads"):
+        Recommender.load(tmp_path)
+    (tmp_path / FILE).write_bytes(b"garbage")
+    with pytest.raises(FedcareError) as err:
+        Recommender.load(tmp_path)
+    assert "\n" not in str(err.value)
+
+
 def recommend_inputs(run_dir: Path, patients: pd.DataFrame) -> np.ndarray:
     from fedcare.data.newrows import encode_rows
     from fedcare.federation.recommender import Recommender
