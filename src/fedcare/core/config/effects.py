@@ -35,9 +35,9 @@ class EffectSettings(Section):
     def check(self, config: FederationConfig) -> None:
         """The effects exchange sends each site's sums (XᵀX, Σψ, ...) in clear and the CATE learners
         train more models on the same rows: neither the reported ε nor secure aggregation would cover them."""
-        privacy = config.privacy
         if config.data.treatment is None:
             return
+        privacy = config.privacy
         given = [flag for flag, on in (("dp_epsilon", privacy.dp_epsilon is not None),
                                        ("site_dp_epsilon", privacy.site_dp_epsilon is not None),
                                        ("secure_aggregation", privacy.secure_aggregation)) if on]
