@@ -9,7 +9,7 @@ import pytest
 from conftest import write_csv
 
 import fedcare
-from fedcare.algorithms.uplift import _qini, policy_values, qini, value_scores
+from fedcare.algorithms.uplift import _qini, policy_gain, policy_values, qini, value_scores
 from fedcare.core.config import resolve_config
 from fedcare.core.errors import ConfigError
 from fedcare.data import array, load_dataset
@@ -72,8 +72,29 @@ def test_recommended_policy_beats_treating_all_or_none(learners):
     gains = {s: v["policy_gain"]["estimate"] for s, v in result["sites"].items()}
     assert result["worst_site"] == {"site_id": min(gains, key=gains.get), "policy_gain": min(gains.values())}
     assert result["all_sites"]["policy_gain"]["estimate"] > 0.5
+    assert result["all_sites"]["policy_gain"]["ci95"][0] > 0  # paired: the gain is clear, not only the point
     lower = evaluation(model, model.effects("t", "federated"), higher_is_better=False)["all_sites"]
     assert lower["policy_value"]["policy"]["estimate"] < pv["treat_none"]["estimate"] - 0.5  # it aims low
+
+
+def test_local_learners_whose_training_diverges_have_no_model_and_no_crash(tmp_path):
+    path = write_csv(tmp_path / "t.csv", hetero_frame(rows=60))
+    cfg = resolve_config(dict(data=[str(path)], site="hospital", label="y", treatment="arm", propensity=0.5,
+                              rounds=3, lr=1e12, local_epochs=2))  # a step this large makes every local model non-finite
+    diverged = Learners(cfg, load_dataset(cfg.data))
+    for learner in ("t", "s", "dr"):
+        assert set(diverged.effects(learner, "local").values()) == {None}, learner
+    from fedcare.interfaces.htmltreatment import treatment_html
+    from fedcare.interfaces.report import cate_table
+    from fedcare.transports.cate import evaluation
+
+    judged = evaluation(diverged, diverged.effects("t", "local"), higher_is_better=True)
+    assert judged["all_sites"] is None and judged["worst_site"]["site_id"] is None
+    assert all("no model" in v["note"] for v in judged["sites"].values())
+    cate = {"better": "higher", "learners": {"t": {"local": judged}}}
+    assert cate_table(cate).row_count == 1
+    assert "no model at any site" in treatment_html({"treatment": {"control": "A", "control_from": "x", "outcome": "y",
+                                                                   "effects": {}, "cate": cate}})
 
 
 def test_personalized_learners_give_each_site_its_own_model(learners):
@@ -97,6 +118,11 @@ def test_hand_computed_qini_uplift_and_policy_value():
     assert gamma.tolist() == [[0.5, 1.5], [-0.5, 0.5]]
     pv = policy_values(gamma, np.array([1, 0]), ("A", "B"))
     assert pv["policy"]["estimate"] == pytest.approx(0.5) and pv["treat_all"]["B"]["estimate"] == pytest.approx(1.0)
+    # paired gain over always-B: differences 0 and −1, mean −0.5, sd √0.5, se 0.5
+    gain = policy_gain(gamma, np.array([1, 0]), 1, 1.0)
+    assert gain["estimate"] == pytest.approx(-0.5)
+    assert gain["ci95"] == pytest.approx([-0.5 - 1.959964 * 0.5, -0.5 + 1.959964 * 0.5])
+    assert policy_gain(gamma, np.array([1, 0]), 1, -1.0)["estimate"] == pytest.approx(0.5)
     assert recommend(np.array([[0.2], [-0.1]]), True).tolist() == [1, 0]
     assert recommend(np.array([[0.2], [-0.1]]), False).tolist() == [0, 1]
 

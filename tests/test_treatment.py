@@ -194,6 +194,24 @@ def test_bad_treatment_options_are_refused_in_one_line(tmp_path, options, messag
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("privacy", [{"dp_epsilon": 1.0}, {"site_dp_epsilon": 1.0}, {"secure_aggregation": True}])
+def test_privacy_the_effects_cannot_honour_is_refused(privacy):
+    # the effect sums leave each site in clear, so a reported ε or masking would be a false promise
+    with pytest.raises(ConfigError) as err:
+        resolve_config({"data": ["x.csv"], "site": "h", "label": "y", "treatment": "arm", **privacy})
+    assert f"treatment effects do not run with {next(iter(privacy))}" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert resolve_config({"data": ["x.csv"], "site": "h", "label": "y", **privacy})  # alone, each is fine
+
+
+def test_a_propensity_that_cannot_apply_is_refused_before_training(tmp_path):
+    path = write_csv(tmp_path / "t.csv", trial_frame())
+    with pytest.raises(ConfigError, match="leaves no patient for the control"):
+        fedcare.simulate(data=[str(path)], site="hospital", label="y", treatment="arm", propensity=0.5,
+                         out=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # refused before the run folder, so before any training
+
+
 def test_options_that_cannot_apply_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="--control needs --treatment"):
         resolve_config({"data": ["x.csv"], "label": "y", "control": "A"})
@@ -208,6 +226,18 @@ def test_options_that_cannot_apply_are_refused(tmp_path):
     one["arm"] = "A"
     with pytest.raises(DataError, match="has one arm"):
         dataset_of(write_csv(tmp_path / "one.csv", one))
+
+
+def test_the_cgd_trial_without_survset_is_refused_in_one_line(monkeypatch):
+    import sys
+
+    from fedcare.data.trials import CGD_NEEDS, cgd_frame
+
+    monkeypatch.setitem(sys.modules, "SurvSet", None)  # makes `import SurvSet...` fail
+    monkeypatch.setitem(sys.modules, "SurvSet.data", None)
+    with pytest.raises(DataError) as exc:
+        cgd_frame()
+    assert str(exc.value) == CGD_NEEDS and "pip install" in CGD_NEEDS
 
 
 def test_the_cgd_trial_end_to_end_beside_the_published_figure(tmp_path):
@@ -230,6 +260,17 @@ def test_the_cgd_trial_end_to_end_beside_the_published_figure(tmp_path):
     report = (tmp_path / "run" / "report.html").read_text()
     assert "treatment effects against 'placebo'" in report and "Harvard Medical Sch" in report
     assert "individual effects on held-out rows" in report and "<script" not in report
+    assert "Q 7.77, df 9, p 0.557, I² 0%" in report  # the terminal's wording, from the same function
+
+
+def test_intervals_read_alike_in_the_terminal_and_the_report():
+    from fedcare.interfaces.report import heterogeneity_text, interval
+
+    assert interval({"estimate": -0.2279, "ci95": [-0.3913, -0.0645]}) == "-0.228 [-0.391, -0.065]"
+    assert interval({"estimate": 0.5, "ci95": None}) == "+0.500"  # one row: a value without an interval
+    assert interval({"estimate": None}) == interval(None) == "—"
+    assert heterogeneity_text({"q": None}) == "—"
+    assert heterogeneity_text({"q": 2.0, "df": 1, "p_value": 0.1573, "i2": 0.5}) == "Q 2.00, df 1, p 0.157, I² 50%"
 
 
 def test_the_network_coordinator_refuses_what_it_cannot_estimate(tmp_path):
@@ -259,6 +300,9 @@ def test_recommend_applies_the_runs_preprocessing_and_the_federated_models(tmp_p
         rows = np.vstack([design[t == a], math.sqrt(OUTCOME_RIDGE) * np.eye(design.shape[1])[1:]])
         coef.append(np.linalg.lstsq(rows, np.concatenate([y[t == a], np.zeros(design.shape[1] - 1)]), rcond=None)[0])
     encoded = recommend_inputs(run.path, patients)
+    # each patient is a training row, so its encoding must be one of the rows the run encoded
+    nearest = np.abs(encoded[:, None, :] - x[None, :, :]).max(axis=2).min(axis=1)
+    assert nearest.max() < 1e-5
     want = np.hstack([np.ones((len(encoded), 1)), encoded]) @ np.array(coef).T
     assert recs["outcome:A"].to_numpy() == pytest.approx(want[:, 0], abs=1e-8)
     assert recs["effect:C"].to_numpy() == pytest.approx(want[:, 2] - want[:, 0], abs=1e-8)
@@ -270,6 +314,20 @@ def test_recommend_applies_the_runs_preprocessing_and_the_federated_models(tmp_p
 
     lower = Recommender.load(run.path)
     assert dataclasses.replace(lower, better="lower").recommend(patients)["recommended"].eq("C").mean() > 0.9
+
+
+def test_a_damaged_recommender_is_refused_in_one_line(tmp_path):
+    from fedcare.core.errors import FedcareError
+    from fedcare.core.serialization import save_params
+    from fedcare.federation.recommender import FILE, Recommender
+
+    save_params(tmp_path / FILE, {"coef": np.zeros((2, 3))}, {"other": 1})  # safetensors, but no recommender
+    with pytest.raises(ConfigError, match="is not a recommender this fedcare version reads"):
+        Recommender.load(tmp_path)
+    (tmp_path / FILE).write_bytes(b"garbage")
+    with pytest.raises(FedcareError) as err:
+        Recommender.load(tmp_path)
+    assert "\n" not in str(err.value)
 
 
 def recommend_inputs(run_dir: Path, patients: pd.DataFrame) -> np.ndarray:

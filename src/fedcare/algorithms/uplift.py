@@ -34,14 +34,19 @@ def value_scores(y: np.ndarray, t: np.ndarray, m: np.ndarray, e: np.ndarray) -> 
 
 
 def policy_values(gamma: np.ndarray, choice: np.ndarray, arms: tuple[str, ...]) -> dict[str, Any]:
-    """The recommended policy's value, each fixed arm's, and the policy's gain over the best fixed
-    arm (paired, so its interval is narrower than the difference of two intervals)."""
+    """The recommended policy's value and each fixed arm's, each with its interval."""
     rows = np.arange(len(gamma))
     policy = gamma[rows, choice]
     fixed = {arm: _mean_ci(gamma[:, a]) for a, arm in enumerate(arms)}
     return {"n": len(gamma), "policy": _mean_ci(policy), "treat_none": fixed[arms[0]],
             "treat_all": {arm: fixed[arm] for arm in arms[1:]},
             "recommended_share": {arm: float((choice == a).mean()) for a, arm in enumerate(arms)}}
+
+
+def policy_gain(gamma: np.ndarray, choice: np.ndarray, over: int, sign: float) -> dict[str, Any]:
+    """The policy's value minus that of giving everyone arm `over`, times `sign` (−1 when a lower
+    outcome is better); paired row by row, so its interval is narrower than two values' intervals."""
+    return _mean_ci(sign * (gamma[np.arange(len(gamma)), choice] - gamma[:, over]))
 
 
 def _qini(benefit: np.ndarray, y: np.ndarray, treated: np.ndarray) -> tuple[float, float]:

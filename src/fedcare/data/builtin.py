@@ -93,15 +93,21 @@ OVARIAN_STUDIES = ("4", "9", "13", "16")  # joint.Cox's study codes (`group`), a
 OVARIAN_SOURCE = "survset dataOvarian1"
 
 
-def _survset_ovarian() -> pd.DataFrame:
-    """SurvSet's copy of joint.Cox's dataOvarian1 (the package ships it; nothing is downloaded)."""
+def survset_frame(name: str, needs: str) -> pd.DataFrame:
+    """One of the tables the survset package ships (nothing is downloaded); `needs` is the error
+    when survset is not installed."""
     try:
         from SurvSet.data import SurvLoader
     except ImportError:
-        raise DataError(OVARIAN_NEEDS) from None
+        raise DataError(needs) from None
     with warnings.catch_warnings():  # survset's stored frames trip a numpy deprecation warning on load
         warnings.simplefilter("ignore", DeprecationWarning)
-        frame = SurvLoader().load_dataset("dataOvarian1")["df"]
+        return SurvLoader().load_dataset(name)["df"]
+
+
+def _survset_ovarian() -> pd.DataFrame:
+    """SurvSet's copy of joint.Cox's dataOvarian1."""
+    frame = survset_frame("dataOvarian1", OVARIAN_NEEDS)
     genes = [c for c in frame.columns if c.startswith("num_")]
     for column in (OVARIAN_TIME, OVARIAN_EVENT, OVARIAN_SITE, "fac_debulk"):
         if column not in frame.columns:

@@ -10,11 +10,10 @@ after randomisation, so it is no covariate.
 
 from __future__ import annotations
 
-import warnings
-
 import pandas as pd
 
 from fedcare.core.errors import DataError
+from fedcare.data.builtin import survset_frame
 
 CGD_NEEDS = "the CGD trial needs the survset package: pip install 'fedcare[datasets]'"
 CGD_SOURCE = ("SurvSet (Drysdale 2022), dataset cgd from the R package survival (Therneau), data of the "
@@ -24,13 +23,7 @@ CGD_PUBLISHED = {"rIFN-g": (14, 63), "placebo": (30, 65)}  # serious infections 
 
 def cgd_frame() -> pd.DataFrame:
     """The trial as a table: infection (0/1), center, treat, and the baseline covariates."""
-    try:
-        from SurvSet.data import SurvLoader
-    except ImportError:
-        raise DataError(CGD_NEEDS) from None
-    with warnings.catch_warnings():  # survset's stored frames trip a numpy deprecation warning on load
-        warnings.simplefilter("ignore", DeprecationWarning)
-        raw = SurvLoader().load_dataset("cgd")["df"]
+    raw = survset_frame("cgd", CGD_NEEDS)
     frame = raw.rename(columns=lambda c: c.removeprefix("fac_").removeprefix("num_")).rename(
         columns={"event": "infection"})
     for column in ("infection", "center", "treat", "time"):

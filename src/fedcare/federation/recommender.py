@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from fedcare.algorithms.effects import Z95, predict_outcomes, with_intercept
-from fedcare.core.errors import ConfigError, FedcareError
+from fedcare.core.errors import ConfigError
 from fedcare.core.serialization import load_params, save_params
 from fedcare.data.newrows import encode_rows
 
@@ -50,9 +50,7 @@ class Recommender:
             m = meta["recommender"]
             return cls(tuple(str(a) for a in m["arms"]), str(m["better"]), str(m["outcome"]), dict(m["encoding"]),
                        np.asarray(arrays["coef"], dtype=np.float64), np.asarray(arrays["cov"], dtype=np.float64))
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, FedcareError):
-                raise
+        except (KeyError, TypeError, ValueError):
             raise ConfigError(f"'{path}' is not a recommender this fedcare version reads; run the study again") from None
 
     def recommend(self, frame: pd.DataFrame) -> pd.DataFrame:

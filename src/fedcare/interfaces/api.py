@@ -26,7 +26,7 @@ from fedcare.interfaces import htmlreport
 from fedcare.learning.constant import constant_metrics, constant_output
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import Task, load_plugins
-from fedcare.transports.effects import simulate_effects
+from fedcare.transports.effects import check_treatment, simulate_effects
 from fedcare.transports.simulated import Federation, attacker_ids, build_federation, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
@@ -94,6 +94,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
              progress: Progress | None, resume: bool) -> Run:
     load_plugins()  # installed packages' tasks, before the data layer checks the task's name
     dataset = load_dataset(cfg.data)
+    if cfg.data.treatment is not None:
+        check_treatment(dataset, cfg.data)  # before training, not after it
     cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files],  # re-runnable anywhere
                       images=str(Path(cfg.data.images).resolve()) if cfg.data.images else None)
     fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)

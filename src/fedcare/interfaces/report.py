@@ -33,11 +33,19 @@ def site_table(summary: Mapping) -> Table:
     return table
 
 
-def _interval(entry: Mapping) -> str:
-    if entry.get("estimate") is None:
+def interval(entry: Mapping | None) -> str:
+    """An estimate with its 95 % interval, "—" without an estimate (the terminal and report.html alike)."""
+    if not entry or entry.get("estimate") is None:
         return "—"
+    if not entry.get("ci95"):
+        return f"{entry['estimate']:+.3f}"
     low, high = entry["ci95"]
     return f"{entry['estimate']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def heterogeneity_text(h: Mapping) -> str:
+    """Cochran's Q, its degrees of freedom and p-value, and I²; "—" with fewer than two sites' estimates."""
+    return "—" if h["q"] is None else f"Q {h['q']:.2f}, df {h['df']}, p {h['p_value']:.3f}, I² {h['i2']:.0%}"
 
 
 def treatment_table(block: Mapping) -> Table:
@@ -52,19 +60,15 @@ def treatment_table(block: Mapping) -> Table:
         cells = []
         for e in effects:
             entry = e["sites"][site]
-            cells.append(f"{_interval(entry)}  {'/'.join(str(n) for n in entry['rows'].values())}")
+            cells.append(f"{interval(entry)}  {'/'.join(str(n) for n in entry['rows'].values())}")
         table.add_row(site, *cells)
     table.add_section()
-    table.add_row("federated", *[_interval(e["ate"]) for e in effects])
-    table.add_row("pooled", *[_interval(e["pooled"]) for e in effects])
+    table.add_row("federated", *[interval(e["ate"]) for e in effects])
+    table.add_row("pooled", *[interval(e["pooled"]) for e in effects])
     learned = block.get("cate", {}).get("ate_with_learned_models")
     if learned:
-        table.add_row("federated, DR-learner's models", *[_interval(learned[arm]) for arm in block["effects"]])
-    het = []
-    for e in effects:
-        h = e["heterogeneity"]
-        het.append("—" if h["q"] is None else f"Q {h['q']:.2f}, df {h['df']}, p {h['p_value']:.3f}, I² {h['i2']:.0%}")
-    table.add_row("heterogeneity", *het)
+        table.add_row("federated, DR-learner's models", *[interval(learned[arm]) for arm in block["effects"]])
+    table.add_row("heterogeneity", *[heterogeneity_text(e["heterogeneity"]) for e in effects])
     return table
 
 
@@ -77,9 +81,12 @@ def cate_table(block: Mapping) -> Table:
         table.add_column(column, justify="left" if column in ("learner", "model") else "right")
     for learner, modes in block["learners"].items():
         for mode, result in modes.items():
+            if result["all_sites"] is None:
+                table.add_row(learner.upper(), mode, "no model at any site", "", "", "")
+                continue
             pv, uplift = result["all_sites"]["policy_value"], result["all_sites"]["uplift"]
-            treat_all = "  ".join(f"{arm} {_interval(v)}" for arm, v in pv["treat_all"].items())
+            treat_all = "  ".join(f"{arm} {interval(v)}" for arm, v in pv["treat_all"].items())
             qinis = "  ".join("—" if q is None else f"{arm} {q['qini']:+.3f} [{q['qini_ci95'][0]:+.3f}, "
                               f"{q['qini_ci95'][1]:+.3f}]" for arm, q in uplift.items())
-            table.add_row(learner.upper(), mode, _interval(pv["policy"]), _interval(pv["treat_none"]), treat_all, qinis)
+            table.add_row(learner.upper(), mode, interval(pv["policy"]), interval(pv["treat_none"]), treat_all, qinis)
     return table

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fedcare.algorithms import effects as fx
-from fedcare.algorithms.uplift import policy_values, qini, value_scores
+from fedcare.algorithms.uplift import policy_gain, policy_values, qini, value_scores
 from fedcare.core.config import FederationConfig
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
@@ -142,7 +142,7 @@ class Learners:
             n = len(next(iter(x.values())))
             mu = [model.predict(sd.site_id, {**x, ARM_INPUT: one_hot(np.full(n, a), len(self.arms))})
                   for a in range(len(self.arms))]
-            out[sd.site_id] = np.stack(mu[1:], 1) - mu[0][:, None]
+            out[sd.site_id] = None if mu[0] is None else np.stack(mu[1:], 1) - mu[0][:, None]
         return out
 
     def pseudo_outcomes(self, mode: str) -> dict[str, dict[str, np.ndarray]]:
@@ -251,7 +251,8 @@ def evaluation(learners: Learners, taus: Mapping[str, np.ndarray | None], higher
         rows = (array(sd.splits["test"], "label"), array(sd.splits["test"], "treatment"), tau, gammas[sd.site_id])
         sites[sd.site_id] = _judge(*rows, learners.arms, higher_is_better)
         held.append(rows)
-    overall = _judge(*(np.concatenate(parts) for parts in zip(*held)), learners.arms, higher_is_better)
+    overall = (_judge(*(np.concatenate(parts) for parts in zip(*held)), learners.arms, higher_is_better)
+               if held else None)  # None: no site has a model for every arm
     judged = {s: v["policy_gain"]["estimate"] for s, v in sites.items() if "policy_gain" in v}
     worst = min(judged, key=judged.__getitem__) if judged else None
     return {"all_sites": overall, "sites": sites,
@@ -260,13 +261,13 @@ def evaluation(learners: Learners, taus: Mapping[str, np.ndarray | None], higher
 
 def _judge(y: np.ndarray, t: np.ndarray, tau: np.ndarray, gamma: np.ndarray, arms: tuple[str, ...],
            higher_is_better: bool) -> dict[str, Any]:
-    pv = policy_values(gamma, recommend(tau, higher_is_better), arms)
+    choice = recommend(tau, higher_is_better)
+    pv = policy_values(gamma, choice, arms)
     sign = 1.0 if higher_is_better else -1.0
     fixed = {arms[0]: pv["treat_none"]["estimate"], **{a: v["estimate"] for a, v in pv["treat_all"].items()}}
     best = max(fixed, key=lambda a: sign * fixed[a])
     entry: dict[str, Any] = {"policy_value": pv, "uplift": {},
-                             "policy_gain": {"estimate": sign * (pv["policy"]["estimate"] - fixed[best]),
-                                             "over": best}}
+                             "policy_gain": {**policy_gain(gamma, choice, arms.index(best), sign), "over": best}}
     for j, arm in enumerate(arms[1:]):
         rows = (t == 0) | (t == j + 1)
         benefit = tau[rows, j] if higher_is_better else -tau[rows, j]

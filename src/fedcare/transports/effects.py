@@ -15,7 +15,7 @@ from fedcare.data import FederatedDataset, SiteData
 from fedcare.data.arms import ArmEncoding
 from fedcare.data.dataset import SPLITS
 from fedcare.data.examples import concat
-from fedcare.federation.effects import EffectSite, effects, in_process
+from fedcare.federation.effects import EffectSite, effects, in_process, known_propensity
 from fedcare.federation.recommender import Recommender
 from fedcare.transports.cate import cate_block
 
@@ -28,10 +28,18 @@ def treatment_block(dataset: FederatedDataset, spec: DataSpec) -> dict[str, Any]
     return estimate_treatment(dataset, spec)[0]
 
 
-def estimate_treatment(dataset: FederatedDataset, spec: DataSpec) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The treatment block, and the federated outcome models of every arm (for recommendations)."""
+def check_treatment(dataset: FederatedDataset, spec: DataSpec) -> None:
+    """Refuse, before any training, what the effects cannot estimate: a label that is neither binary
+    nor continuous, or a known propensity that leaves the control no patient."""
     if dataset.task not in OUTCOMES:
         raise ConfigError(f"treatment effects need a binary or continuous --label, not a {dataset.task} one")
+    if spec.propensity is not None:
+        known_propensity(spec.propensity, len(dataset.preprocessing["treatment"]["arms"]))
+
+
+def estimate_treatment(dataset: FederatedDataset, spec: DataSpec) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The treatment block, and the federated outcome models of every arm (for recommendations)."""
+    check_treatment(dataset, spec)
     arms = ArmEncoding.from_json(dataset.preprocessing["treatment"])
     inputs = tuple(dataset.shape.inputs)
     label = dataset.preprocessing["label"]
