@@ -30,7 +30,7 @@ def encode_rows(frame: pd.DataFrame, encoding: Mapping[str, Mapping[str, Any]]) 
                             f"was trained on; its columns must include: {', '.join(transform.order)}")
         types = ColumnTypes(transform.order, tuple(c for c in transform.order if c in transform.numeric),
                             tuple(c for c in transform.order if c in transform.categorical))
-        typed = typed_frame(cells[list(transform.order)], types)
+        typed = typed_frame(cells[list(transform.order)], types, 1)  # new patients: the transform maps any value
         for column in types.numeric:
             bad = typed[column].isna() & cells[column].notna()
             if bad.any():

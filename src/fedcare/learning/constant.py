@@ -19,6 +19,8 @@ def constant_output(task: Task, train: Sequence[Mapping[str, np.ndarray]]) -> to
     whose outputs this does not know (a registered one)."""
     if task.name == "survival":
         return torch.zeros(1, 1, dtype=torch.float64)
+    if task.name not in ("regression", "binary", "multiclass"):
+        return None  # segmentation, a registered task: no constant output known here
     values = np.concatenate([np.asarray(t["label"], np.float64) for t in train]) if train else np.zeros(0)
     if values.size == 0:
         return None
