@@ -108,3 +108,21 @@ def site_y(site, split: str) -> np.ndarray:
 
 # Generated demo data (synthetic-scans) goes to a cache of the tests' own, never the user's home.
 os.environ.setdefault("FEDCARE_CACHE", str(Path(tempfile.gettempdir()) / "fedcare-test-cache"))
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    """`make(config, sites)`: a coordinator and agents on 127.0.0.1 (tests/netutil.py); every process
+    the test started is stopped at its end."""
+    from netutil import Deployment
+
+    made = []
+
+    def make(config: dict, sites: list[str] = HEART_SITES):
+        d = Deployment(tmp_path, sites, config)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()

@@ -9,30 +9,14 @@ import json
 import subprocess
 
 import numpy as np
-import pytest
 from safetensors.numpy import save
 
 from conftest import HEART_SITES
 from fedcare.interfaces.api import simulate
 from fedcare.core.serialization import load_params, params_from_bytes, update_to_bytes
 from fedcare.core.update import Update
-from netutil import Deployment
 
 BASE = {"dataset": "heart-disease", "rounds": 4, "seed": 3, "lr": 0.05, "local_epochs": 1}
-
-
-@pytest.fixture
-def deployment(tmp_path):
-    made: list[Deployment] = []
-
-    def make(config: dict, sites: list[str] = HEART_SITES) -> Deployment:
-        d = Deployment(tmp_path, sites, config)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.close()
 
 
 def _simulated(tmp_path, config: dict) -> dict:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from netutil import Deployment
 
 from fedcare.core.config import make_config
 from fedcare.data.heart_disease import hospital_table
@@ -40,20 +38,6 @@ def _hospital_files(folder, names) -> dict:
         table.to_csv(path, index=False)
         out[site] = path
     return out
-
-
-@pytest.fixture
-def deployment(tmp_path):
-    made: list[Deployment] = []
-
-    def make(config: dict, sites: list[str]) -> Deployment:
-        d = Deployment(tmp_path, sites, config)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.close()
 
 
 def test_three_hospitals_own_csv_files_over_tls_equal_the_simulation(deployment, tmp_path):

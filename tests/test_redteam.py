@@ -85,20 +85,6 @@ class HostileAgent(SiteAgent):
             pass
 
 
-@pytest.fixture
-def deployment(tmp_path):
-    made: list[Deployment] = []
-
-    def make(config: dict, sites: list[str] = HEART_SITES) -> Deployment:
-        d = Deployment(tmp_path, sites, config)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.close()
-
-
 # ----- items 5, 7, 10, 11, 12: hostile answers in preparation, in a round and in the baselines ------
 
 BAD_JSON = {  # each once produced a 500 with no audit line, or reached the run
