@@ -15,7 +15,7 @@ from fedcare.core.errors import ConfigError, FedcareError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Federated learning across hospitals: each site trains on its own patients.")
-console = Console()
+console = Console(soft_wrap=True)  # a long path stays one line a user can copy
 
 Opt = typer.Option
 
