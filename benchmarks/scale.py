@@ -19,7 +19,7 @@ resident size of the run's process tree, sampled every 0.1 s, or the process's o
 larger. CPU seconds are user + system of the run and its children.
 
     python benchmarks/scale.py [--cases 10x20,100x5,1000x2,10000x1] [--repeats 3]
-                               [--backends in-process[,processes,...]] [--workers 2]
+                               [--backends in-process[,processes,...]] [--workers 2] [--also OTHER/src]
 
 `--backends` takes any name `fedcare.simulate(..., backend=NAME, workers=N)` accepts; a name this
 fedcare does not know is skipped with a line saying so.
@@ -116,9 +116,9 @@ def run_fedcare(csv: Path, rounds: int, out: Path, backend: str, workers: int) -
     import fedcare
     from fedcare.core.errors import ConfigError
 
-    cfg = dict(data=[str(csv)], site="site", label="y", task="multiclass", model="mlp", hidden=[HIDDEN],
-               rounds=rounds, local_epochs=1, batch_size=BATCH, lr=LR, seed=SEED, baselines=False,
-               out=str(out.with_suffix("")))
+    cfg = {"data": [str(csv)], "site": "site", "label": "y", "task": "multiclass", "model": "mlp",
+           "hidden": [HIDDEN], "rounds": rounds, "local_epochs": 1, "batch_size": BATCH, "lr": LR, "seed": SEED,
+           "baselines": False, "out": str(out.with_suffix(""))}
     try:
         run = fedcare.simulate(cfg, backend=backend, workers=workers)
     except ConfigError as exc:
@@ -168,17 +168,22 @@ def tree_rss_mb(root: int) -> float:
     return sum(rss.get(p, 0.0) for p in tree)
 
 
-def measure(runner: str, csv: Path, rounds: int, out: Path, workers: int) -> dict | None:
-    cmd = [sys.executable, __file__, "--child", runner, "--csv", str(csv), "--rounds", str(rounds),
-           "--out", str(out), "--workers", str(workers)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def measure(runner: str, csv: Path, rounds: int, out: Path, workers: int, cap_mb: float) -> dict | None:
+    """One run in its own process; `runner` is plain, a backend, or SRC:backend (fedcare from SRC)."""
+    src, _, child = runner.rpartition(":")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", child, "--csv", str(csv), "--rounds",
+           str(rounds), "--out", str(out), "--workers", str(workers)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"PYTHONPATH": src} if src else {})}
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     peak = [0.0]
 
     def sample() -> None:
         while proc.poll() is None:
             peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+            if peak[0] > cap_mb:  # the machine is shared: stop the run rather than swap others out
+                os.killpg(proc.pid, 9)
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -189,6 +194,9 @@ def measure(runner: str, csv: Path, rounds: int, out: Path, workers: int) -> dic
     if proc.returncode == UNKNOWN_BACKEND:
         print(f"skipped backend '{runner}': {stderr.strip().splitlines()[-1]}")
         return None
+    if peak[0] > cap_mb:
+        print(f"  {runner} stopped after {wall:.0f} s: its memory passed --memory-cap-mb {cap_mb:.0f}")
+        return {"wall_s": float("nan"), "cpu_s": float("nan"), "peak_mb": peak[0], "stopped": True}
     if proc.returncode != 0:
         raise SystemExit(f"{runner} failed:\n{stderr}")
     report = json.loads(stdout.strip().splitlines()[-1])
@@ -209,8 +217,12 @@ def main() -> None:
     parser.add_argument("--cases", default="10x20,100x5,1000x2,10000x1", help="sites x rounds, comma-separated")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default="in-process", help="comma-separated fedcare backends")
+    parser.add_argument("--also", default=None, metavar="SRC",
+                        help="also time the in-process run of the fedcare in SRC (a src/ folder of another tree)")
     parser.add_argument("--workers", type=int, default=2, help="workers for a backend that takes them")
     parser.add_argument("--data-dir", default=None, help="where the CSVs are kept between runs (default: temp)")
+    parser.add_argument("--memory-cap-mb", type=float, default=8000,
+                        help="stop a run whose processes pass this much resident memory")
     parser.add_argument("--json", default=None, help="write every measurement to this file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--csv", default=None, help=argparse.SUPPRESS)
@@ -224,6 +236,8 @@ def main() -> None:
     folder = Path(args.data_dir or tempfile.mkdtemp(prefix="fedcare-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
     runners = ["plain", *[b.strip() for b in args.backends.split(",") if b.strip()]]
+    if args.also:
+        runners.append(f"{Path(args.also).resolve()}:in-process")
     results: dict[str, dict[str, list[dict]]] = {}
     print(f"torch {torch.__version__}, OMP_NUM_THREADS=1, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f} at the start; {args.repeats} repeats, runs alternating within each")
@@ -235,13 +249,13 @@ def main() -> None:
         results[case] = {r: [] for r in runners}
         for repeat in range(args.repeats):
             for runner in list(runners):
-                out = folder / f"{runner}-{case}-{repeat}.npz"
-                measured = measure(runner, csv, rounds, out, args.workers)
+                out = folder / f"{runner.replace('/', '_').replace(':', '_')}-{case}-{repeat}.npz"
+                measured = measure(runner, csv, rounds, out, args.workers, args.memory_cap_mb)
                 if measured is None:
                     runners.remove(runner)
                     del results[case][runner]
                     continue
-                if runner != "plain":
+                if runner != "plain" and not measured.get("stopped"):
                     measured["max_param_diff"] = same_model(out, folder / f"plain-{case}-{repeat}.npz")
                 results[case][runner].append(measured)
                 print(f"  {case} repeat {repeat + 1} {runner}: " + ", ".join(f"{k} {v:.4g}" for k, v in measured.items()),
@@ -256,7 +270,9 @@ def main() -> None:
             walls = [m["wall_s"] for m in runs]
             ratios = [m["wall_s"] / p["wall_s"] for m, p in zip(runs, by_runner["plain"])]
             diff = max((m.get("max_param_diff", 0.0) for m in runs), default=0.0)
-            print(f"| {case} | {runner} | {statistics.median(walls):.2f} ({min(walls):.2f}–{max(walls):.2f}) | "
+            src, _, child = runner.rpartition(":")
+            label = f"{child} ({Path(src).parent.name})" if src else runner
+            print(f"| {case} | {label} | {statistics.median(walls):.2f} ({min(walls):.2f}–{max(walls):.2f}) | "
                   f"{statistics.median(walls) / plain:.2f}× (paired {min(ratios):.2f}–{max(ratios):.2f}) | "
                   f"{statistics.median(m['cpu_s'] for m in runs):.1f} | "
                   f"{statistics.median(m['cpu_s'] for m in runs) / plain_cpu:.2f}× | "
