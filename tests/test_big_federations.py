@@ -33,8 +33,8 @@ def test_site_column_groups_rows_by_canonical_id_in_first_appearance_order():
 
 
 def test_eval_every_and_a_sample_of_sites_judge_fewer_rounds_and_train_the_same(tmp_path, cohort_csv):
-    common = dict(data=[str(cohort_csv)], site="hospital", label="y", rounds=3, baselines=False,
-                  checkpoint_every=0, drop=["patient_id"])
+    common = {"data": [str(cohort_csv)], "site": "hospital", "label": "y", "rounds": 3, "baselines": False,
+              "checkpoint_every": 0, "drop": ["patient_id"]}
     full = fedcare.simulate(out=str(tmp_path / "full"), **common)
     cheap = fedcare.simulate(out=str(tmp_path / "cheap"), eval_every=2, eval_sites=2, **common)
     for name, value in full.global_params.items():
