@@ -91,11 +91,11 @@ def _evaluation(cfg: FederationConfig, sites: int) -> dict:
     every, sample = cfg.run.eval_every, cfg.run.eval_sites
     if every == 1 and (not sample or sample >= sites):
         return {}
+    judged = min(sample, sites) if sample else sites
     return {"evaluation": {
-        "every": every, "sites_per_round": min(sample, sites) if sample else sites, "sites": sites,
-        "note": f"the global model was evaluated after every {every} rounds (and the last) on "
-                f"{min(sample, sites) if sample else 'all'} of {sites} sites per evaluated round; the final "
-                "test figures above are every site's"}}
+        "every": every, "sites_per_round": judged, "sites": sites,
+        "note": f"the global model was evaluated after every {every} rounds (and the last) on {judged} of "
+                f"{sites} sites per evaluated round; the final test figures above are every site's"}}
 
 
 def _privacy(cfg: FederationConfig, rows: list[dict]) -> dict:
