@@ -57,10 +57,11 @@ def column_counts(frame: pd.DataFrame, features: Sequence[str]) -> dict[str, dic
     numbers and YYYYMMDD dates, and how many distinct numbers there are (what tells an identifier or a
     date from a measurement, as counts)."""
     counts = {}
-    for column in features:
-        cells = frame[column]
-        present = cells.notna().to_numpy()
-        values = parse_numbers(cells)
+    cells = frame[list(features)]
+    present_all = ~np.equal(cells.to_numpy(dtype=object), None)
+    values_all = parse_numbers(cells)  # every feature in one pass
+    for i, column in enumerate(features):
+        present, values = present_all[:, i], values_all[:, i]
         numbers = values[~np.isnan(values) & present]
         whole = numbers[numbers == np.round(numbers)]
         counts[column] = {"present": int(np.count_nonzero(present)), "numbers": int(numbers.size),
@@ -172,10 +173,9 @@ def check_categories(column: str, summaries: Sequence[dict[str, object]]) -> Non
 def typed_frame(frame: pd.DataFrame, types: ColumnTypes, min_count: int) -> pd.DataFrame:
     """Numeric columns -> float64 with NaN for missing; categorical -> canonical text, OTHER for the
     site's rare values (`suppress_rare`), or None."""
-    out: dict[str, object] = {}
+    numeric = [c for c in frame.columns if c in types.numeric]
+    out: dict[str, object] = dict(zip(numeric, parse_numbers(frame[numeric]).T))  # the numbers in one pass
     for column in frame.columns:
-        if column in types.numeric:
-            out[column] = parse_numbers(frame[column])
-        elif column in types.categorical:
+        if column in types.categorical:
             out[column] = suppress_rare(frame[column], min_count).to_numpy()
     return pd.DataFrame(out, index=frame.index, columns=list(types.order))

@@ -59,9 +59,13 @@ def check_spec(spec: DataSpec) -> None:
 def _sites_from_column(frame: pd.DataFrame, column: str, source: str) -> list[RawSite]:
     """One site per value of the site column, in order of first appearance (rows without one are
     dropped before: `load_files` counts them)."""
-    ids = pd.Series([canonical(v) for v in frame[column].tolist()], index=frame.index)
-    order = list(dict.fromkeys(ids.tolist()))
-    return [RawSite(site_id, frame[ids == site_id], source) for site_id in order]
+    codes, spellings = pd.factorize(frame[column].to_numpy(dtype=object))
+    site_codes, site_ids = pd.factorize(np.array([canonical(v) for v in spellings], dtype=object))
+    rows = site_codes[codes]  # each row's site, numbered in order of first appearance
+    order = np.argsort(rows, kind="stable")  # one grouping pass, however many sites
+    bounds = np.searchsorted(rows[order], np.arange(len(site_ids) + 1))
+    return [RawSite(str(site_id), frame.iloc[order[bounds[i]:bounds[i + 1]]], source)
+            for i, site_id in enumerate(site_ids)]
 
 
 def _partition(frame: pd.DataFrame, spec: DataSpec, source: str) -> list[RawSite]:

@@ -164,12 +164,15 @@ def count_at_most(values: np.ndarray, threshold: float) -> int:
 def apply_transform(frame: pd.DataFrame, transform: Transform) -> np.ndarray:
     """Encode a typed frame (any split) into float32 features, in transform.feature_names order."""
     blocks: list[np.ndarray] = []
+    numeric = [c for c in transform.order if c in transform.numeric]
+    if numeric:  # every numeric column at once, element by element as one column at a time would
+        rules = [transform.numeric[c] for c in numeric]
+        values = frame[numeric].to_numpy(dtype=np.float64)
+        values = np.where(np.isnan(values), np.array([r.median for r in rules]), values)
+        scaled = dict(zip(numeric, ((values - np.array([r.mean for r in rules])) / np.array([r.std for r in rules])).T))
     for column in transform.order:
         if column in transform.numeric:
-            rule = transform.numeric[column]
-            values = frame[column].to_numpy(dtype=np.float64)
-            values = np.where(np.isnan(values), rule.median, values)
-            blocks.append(((values - rule.mean) / rule.std)[:, None])
+            blocks.append(scaled[column][:, None])
         else:
             crule = transform.categorical[column]
             cells = [crule.mode if pd.isna(v) else v for v in frame[column].tolist()]

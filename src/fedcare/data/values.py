@@ -10,23 +10,38 @@ import math
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MISSING_TOKENS: frozenset[str] = frozenset({"", "na", "n/a", "?", "nan", "null", "none"})
+_LONGEST_TOKEN = max(map(len, MISSING_TOKENS))
 
 
 def clean_column(column: pd.Series) -> np.ndarray:
     """Stripped text of each cell, or None where the cell is empty, NaN or a missing token."""
     missing = column.isna().to_numpy().copy()
     text = column.astype(str).str.strip()
-    missing |= text.str.casefold().isin(MISSING_TOKENS).to_numpy()
+    short = (text.str.len() <= _LONGEST_TOKEN).to_numpy()  # only short cells can be a token: casefold those
+    missing[short] |= text[short].str.casefold().isin(MISSING_TOKENS).to_numpy()
     out = text.to_numpy(dtype=object)
     out[missing] = None
     return out
 
 
-def parse_numbers(cells: pd.Series) -> np.ndarray:
-    """`parse_number` for a column of text/None cells: float64, NaN where missing or not a number."""
-    numbers = np.array(pd.to_numeric(cells, errors="coerce"), dtype=np.float64)
+def parse_numbers(cells: pd.Series | pd.DataFrame) -> np.ndarray:
+    """`parse_number` for a column (1-D) or a frame (2-D) of text/None cells: float64, NaN where
+    missing or not a number. One vectorised conversion (Arrow's) when every cell is a number or
+    missing, the usual case, so a site's columns cost one pass; a column holding anything Arrow does
+    not read as a number is parsed cell by cell with `parse_number`, the rule that decides."""
+    values = np.asarray(cells.to_numpy(dtype=object))
+    try:
+        flat = pc.cast(pa.array(values.reshape(-1), type=pa.string()), pa.float64())
+        numbers = flat.to_numpy(zero_copy_only=False, writable=True).reshape(values.shape)  # null: NaN
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # some cell is text: only its column takes the slow path
+        if values.ndim == 2:
+            return np.column_stack([parse_numbers(cells.iloc[:, i]) for i in range(values.shape[1])])
+        parsed = (None if v is None else parse_number(str(v)) for v in values)
+        numbers = np.array([np.nan if n is None else n for n in parsed], dtype=np.float64)
     numbers[~np.isfinite(numbers)] = np.nan
     return numbers
 

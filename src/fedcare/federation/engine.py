@@ -41,6 +41,20 @@ class EngineSettings:
     metric: str = "accuracy"  # the task's headline metric, for early stopping
     higher_is_better: bool = True
     eval_splits: tuple[str, ...] = ("val", "test")
+    eval_every: int = 1  # evaluate the new params every N rounds, and after the last round
+    eval_sites: int = 0  # a seeded sample of this many sites per evaluated round; 0 = every site
+
+
+def evaluated_sites(settings: EngineSettings, rnd: int, site_ids: list[str]) -> list[str]:
+    """The sites that judge round `rnd`'s params: none between evaluated rounds; all of them, or
+    a sample drawn from its own (seed, round) generator, so selection's draws stay as they were."""
+    s = settings
+    if rnd % s.eval_every and rnd != s.rounds:
+        return []
+    if not s.eval_sites or s.eval_sites >= len(site_ids):
+        return site_ids
+    picked = np.random.default_rng([s.seed, rnd, 1]).choice(len(site_ids), size=s.eval_sites, replace=False)
+    return [site_ids[i] for i in sorted(picked)]
 
 
 @dataclass
@@ -153,7 +167,8 @@ class RoundEngine:
                 updates = [u for u in updates if u.site_id not in left_out]
                 train = {sid: values for sid, values in train.items() if sid not in left_out}
             params, states = outcome.params, outcome.states
-            evaluation = self.transport.evaluate(params, site_ids, s.eval_splits)
+            judges = evaluated_sites(s, rnd, site_ids)
+            evaluation = self.transport.evaluate(params, judges, s.eval_splits) if judges else {}
             val = mean_metric(evaluation, "val", s.metric)
             figures = self.algorithm.strategy.round_metrics(states)  # e.g. site-level ε after this round
             train = {sid: {**values, **figures} for sid, values in train.items()}
@@ -163,8 +178,10 @@ class RoundEngine:
             history.append(record)
             if self.on_round:
                 self.on_round(record)
-            if s.patience is None or val is None:
+            if s.patience is None or (val is None and judges):
                 best_params, best_round = params, rnd
+            elif not judges:
+                pass  # a round nobody judged: patience waits for the next evaluated one
             elif best_score is None or (val > best_score if s.higher_is_better else val < best_score):
                 best_params, best_score, best_round = params, val, rnd
             elif rnd - best_round >= s.patience:

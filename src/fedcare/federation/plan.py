@@ -108,7 +108,8 @@ def make_plan(cfg: FederationConfig, shape: DataShape, site_ids: Sequence[str], 
     settings = EngineSettings(rounds=a.rounds, local_epochs=t.local_epochs, lr=t.lr, batch_size=t.batch_size,
                               optimizer=t.optimizer, fraction=a.fraction, min_sites=a.min_sites,
                               patience=a.patience, seed=cfg.run.seed, metric=task.headline,
-                              higher_is_better=task.higher_is_better)
+                              higher_is_better=task.higher_is_better, eval_every=cfg.run.eval_every,
+                              eval_sites=cfg.run.eval_sites)
     return Plan(cfg, shape, task, algorithm, settings, new_model, secure)
 
 

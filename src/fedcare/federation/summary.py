@@ -79,10 +79,23 @@ def summarize(cfg: FederationConfig, facts: RunFacts, task: Task, result: Engine
         "privacy": _privacy(cfg, rows),
         "preprocessing": facts.preprocessing,
         **({"constant": block(constant, metric, task.higher_is_better)} if constant else {}),
+        **_evaluation(cfg, len(facts.site_sizes)),
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
     summary["warnings"] = caveats(summary, task.higher_is_better)
     return summary
+
+
+def _evaluation(cfg: FederationConfig, sites: int) -> dict:
+    """How the per-round curves were judged, when not every site after every round (big federations)."""
+    every, sample = cfg.run.eval_every, cfg.run.eval_sites
+    if every == 1 and (not sample or sample >= sites):
+        return {}
+    judged = min(sample, sites) if sample else sites
+    return {"evaluation": {
+        "every": every, "sites_per_round": judged, "sites": sites,
+        "note": f"the global model was evaluated after every {every} rounds (and the last) on {judged} of "
+                f"{sites} sites per evaluated round; the final test figures above are every site's"}}
 
 
 def _privacy(cfg: FederationConfig, rows: list[dict]) -> dict:

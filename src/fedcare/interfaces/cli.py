@@ -97,6 +97,8 @@ def simulate(
     secagg_max_dropouts: Annotated[Optional[int], Opt(help="secure aggregation: sites that may drop after masking (default 0)")] = None,
     baselines: Annotated[Optional[bool], Opt("--baselines/--no-baselines", help="run local and pooled baselines")] = None,
     checkpoint_every: Annotated[Optional[int], Opt(help="write a resumable checkpoint every N rounds (0 = never)")] = None,
+    eval_every: Annotated[Optional[int], Opt(help="evaluate the global model every N rounds and after the last (default 1)")] = None,
+    eval_sites: Annotated[Optional[int], Opt(help="evaluate a seeded sample of N sites per evaluated round (default 0: all)")] = None,
     seed: Annotated[Optional[int], Opt(help="training seed")] = None,
     out: Annotated[Optional[Path], Opt(help="run folder (default runs/<dataset>-<algorithm>-seed<seed>)")] = None,
 ) -> None:
