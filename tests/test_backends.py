@@ -19,8 +19,13 @@ import pytest
 
 from conftest import summary_without_wall
 from fedcare import simulate
+from fedcare.core.config import resolve_config
 from fedcare.core.errors import ConfigError
-from fedcare.transports.shard import Host, pack, unpack
+from fedcare.core.messages import FitRequest
+from fedcare.core.serialization import params_to_bytes, update_from_bytes
+from fedcare.data import load_dataset
+from fedcare.transports.shard import Host, pack, shard_message, unpack
+from fedcare.transports.simulated import build_federation
 from netutil import free_port
 
 # SCAFFOLD (per-site control state and extra broadcast arrays), a simulated attacker under a norm
@@ -122,3 +127,35 @@ def test_ray_two_node_cluster_matches_in_process(reference, tmp_path, monkeypatc
             node.wait(timeout=30)
         for d in temp:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def test_batched_sites_match_the_loop_within_float32_rounding():
+    """A worker's shard trains its sites together (unequal sizes: padded and masked) and gives the
+    one-site loop's updates; a round batching cannot do trains in the loop, with a warning."""
+    cfg = resolve_config(dict(dataset="heart-disease", algorithm="fedprox", prox_mu=0.1, optimizer="sgd",
+                              model="mlp", hidden=[8], local_epochs=2, backend="processes", batched=True))
+    dataset = load_dataset(cfg.data)
+    fed = build_federation(cfg, dataset)  # the same sites, trained one by one in this process
+    host = Host()
+    host.handle(shard_message(fed.plan, [s.site_id for s in fed.sites], [], dataset.sites))
+    params = fed.initial
+
+    def fit(**changes):
+        base = dict(round=1, mode="local_epochs", local_epochs=2, lr=0.05, batch_size=16, optimizer="sgd", prox_mu=0.1)
+        requests = {s.site_id: FitRequest(**{**base, **changes}, seed=100 + i) for i, s in enumerate(fed.sites)}
+        header, blobs = unpack(host.handle(pack({"op": "fit", "order": list(params), "honest": False,
+                                                 "requests": {k: r.to_json() for k, r in requests.items()}},
+                                                [params_to_bytes(params)])))
+        assert header["declined"] == [None] * len(fed.sites)
+        return requests, [update_from_bytes(b, params) for b in blobs]
+
+    requests, batched = fit()
+    assert len({s.num_train for s in fed.sites}) > 1
+    for site, update in zip(fed.sites, batched, strict=True):
+        loop = site.fit(params, requests[site.site_id])
+        assert update.metrics["train_loss"] == pytest.approx(loop.metrics["train_loss"], rel=1e-5)
+        for name, value in loop.grad.items():
+            assert np.abs(value).max() > 0
+            np.testing.assert_allclose(update.grad[name], value, rtol=1e-4, atol=2e-7)
+    with pytest.warns(UserWarning, match="one by one"):
+        fit(optimizer="adam")

@@ -18,6 +18,7 @@ from fedcare.data import FederatedDataset
 from fedcare.data.examples import ArrayExamples
 from fedcare.federation.plan import make_plan
 from fedcare.federation.transport import Transport
+from fedcare.learning.batched import check_device
 from fedcare.learning.models import ModelFactory
 from fedcare.transports.sharded import Pool, RemoteSite, ShardedTransport, Shards, answer
 from fedcare.transports.shard import shard_message
@@ -57,6 +58,7 @@ def open_backend(cfg: FederationConfig, dataset: FederatedDataset, *, model_fact
 def _check_hostable(cfg: FederationConfig, dataset: FederatedDataset, model_factory: ModelFactory | None) -> None:
     """What a worker cannot be given, refused in one line before any worker starts."""
     name = cfg.backend.backend
+    check_device(cfg.backend.device)
     if model_factory is not None:
         raise ConfigError(f"backend {name} builds each site's model in its worker from the config; a Python "
                           "model_factory cannot be sent there (nothing is pickled): use backend in-process")

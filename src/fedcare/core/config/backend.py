@@ -26,5 +26,8 @@ class BackendSettings(Section):
             raise ValueError("workers needs backend processes or ray; the in-process backend is one process")
         if self.ray_address is not None and self.backend != "ray":
             raise ValueError("ray_address needs backend ray")
+        if self.batched and self.backend == "in-process":
+            raise ValueError("batched sites train in the workers of backend processes or ray (one core: "
+                             "--backend processes --workers 1)")
         if self.device == "cuda" and not self.batched:
             raise ValueError("device cuda runs batched sites only: add batched (--batched)")
