@@ -16,17 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import summary_without_wall
+from netutil import free_port
+
 from fedcare import simulate
 from fedcare.core.config import resolve_config
 from fedcare.core.errors import ConfigError
 from fedcare.core.messages import FitRequest
 from fedcare.core.serialization import params_to_bytes, update_from_bytes
 from fedcare.data import load_dataset
+from fedcare.interfaces.api import resume
 from fedcare.transports.shard import Host, pack, shard_message, unpack
 from fedcare.transports.simulated import build_federation
-from netutil import free_port
 
 # SCAFFOLD (per-site control state and extra broadcast arrays), a simulated attacker under a norm
 # bound, checkpoints (every site's state read back from its worker) and the local and pooled baselines.
@@ -59,10 +60,22 @@ def assert_same_run(reference, run, run_dir: Path) -> None:
     assert differ == []  # metrics.jsonl, the models and every checkpoint (site states among them)
 
 
-def test_processes_match_in_process_bit_for_bit(reference, tmp_path):
-    run = simulate(out=str(tmp_path), backend="processes", workers=2, **RUN)
-    assert_same_run(reference, run, tmp_path)
+class Crash(Exception):
+    pass
+
+
+def crash_in_round_2(name, record):
+    if name == "federated" and record.round == 2:
+        raise Crash
+
+
+def test_processes_match_in_process_bit_for_bit_even_after_a_crash(reference, tmp_path):
+    """Stopped in round 2 (its workers closed), resumed from round 1's checkpoint in new workers given
+    every site's saved state: still the in-process run, bit for bit."""
+    with pytest.raises(Crash):
+        simulate(out=str(tmp_path), backend="processes", workers=2, progress=crash_in_round_2, **RUN)
     assert "backend: processes" in (tmp_path / "config.yaml").read_text()
+    assert_same_run(reference, resume(tmp_path), tmp_path)
 
 
 def test_hosted_backends_refuse_what_they_cannot_host(tmp_path):

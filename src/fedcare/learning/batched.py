@@ -109,5 +109,7 @@ def _epoch(sites: Mapping[str, Batches], ids: Sequence[str], gens: Mapping[str, 
         xs.append(x)
         ys.append(y)
         masks.append(torch.cat([torch.ones(len(data)), torch.zeros(len(pad))]))
-    stack = lambda parts: {k: torch.stack([p[k] for p in parts]).to(device) for k in parts[0]}  # noqa: E731
+    def stack(parts: list[dict]) -> dict:
+        return {k: torch.stack([p[k] for p in parts]).to(device) for k in parts[0]}
+
     return stack(xs), stack(ys), torch.stack(masks).to(device)

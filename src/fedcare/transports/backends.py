@@ -20,8 +20,14 @@ from fedcare.federation.plan import make_plan
 from fedcare.federation.transport import Transport
 from fedcare.learning.batched import check_device
 from fedcare.learning.models import ModelFactory
-from fedcare.transports.sharded import Pool, RemoteSite, ShardedTransport, Shards, answer
 from fedcare.transports.shard import shard_message
+from fedcare.transports.sharded import (
+    Pool,
+    RemoteSite,
+    ShardedTransport,
+    Shards,
+    answer,
+)
 from fedcare.transports.simulated import Federation, attacker_ids, build_federation
 from fedcare.transports.simulation import SimulationTransport
 

@@ -24,7 +24,11 @@ from fedcare.core.config import make_config
 from fedcare.core.errors import SiteDeclined
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
-from fedcare.core.serialization import params_from_bytes, params_to_bytes, update_to_bytes
+from fedcare.core.serialization import (
+    params_from_bytes,
+    params_to_bytes,
+    update_to_bytes,
+)
 from fedcare.data.dataset import SPLITS, DataShape, SiteData
 from fedcare.data.examples import ArrayExamples
 from fedcare.federation.plan import Plan, make_plan
@@ -190,5 +194,5 @@ def serve(work: Callable[[], bytes]) -> bytes:
     except errors.FedcareError as exc:
         kind = next(c.__name__ for c in type(exc).__mro__ if getattr(errors, c.__name__, None) is c)
         return pack({"error": str(exc), "kind": kind})
-    except Exception as exc:  # a bug in a worker: reported in the coordinator's process, not swallowed
+    except Exception as exc:
         return pack({"error": f"{type(exc).__name__}: {exc}", "kind": "internal"})
