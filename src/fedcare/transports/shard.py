@@ -59,34 +59,27 @@ def unpack(message: bytes | memoryview) -> tuple[dict, list[memoryview]]:
     return header, pieces[1:]
 
 
-def site_data_to_bytes(data: SiteData) -> bytes:
-    """A site's examples as safetensors; the names' order travels in the metadata."""
-    arrays = {f"{split}/{name}": np.ascontiguousarray(a) for split in SPLITS
-              for name, a in data.splits[split].arrays.items()}  # type: ignore[attr-defined]
-    return save_arrays(arrays, metadata={"order": json.dumps(list(arrays))})
+def _site_arrays(data: SiteData) -> dict[str, np.ndarray]:
+    """A site's examples as `<split>/<name>` arrays."""
+    return {f"{split}/{name}": np.ascontiguousarray(a) for split in SPLITS
+            for name, a in data.splits[split].arrays.items()}  # type: ignore[attr-defined]
 
 
-def site_data_from_bytes(site_id: str, blob: bytes | memoryview) -> SiteData:
-    arrays = load_arrays(bytes(blob))
-    order = json.loads(_metadata(blob)["order"])
+def _site_data(site_id: str, arrays: Mapping[str, np.ndarray], names: Sequence[str]) -> SiteData:
+    """What _site_arrays gave, in its order (safetensors sorts the names)."""
     splits: dict[str, dict[str, np.ndarray]] = {split: {} for split in SPLITS}
-    for key in order:
+    for key in names:
         split, _, name = key.partition("/")
         splits[split][name] = arrays[key]
     return SiteData(site_id, {split: ArrayExamples(named) for split, named in splits.items()})
 
 
-def _metadata(blob: bytes | memoryview) -> dict:
-    view = memoryview(blob)
-    (size,) = _LEN.unpack_from(view, 0)
-    return json.loads(bytes(view[8:8 + size])).get("__metadata__", {})
-
-
 def shard_message(plan: Plan, site_ids: Sequence[str], hostile: Sequence[str], data: Sequence[SiteData]) -> bytes:
     """What a worker is given once: the plan's declarative parts and its sites' examples."""
+    arrays = [_site_arrays(d) for d in data]
     header = {"config": plan.config.flat(mode="json"), "shape": plan.shape.to_json(), "sites": list(site_ids),
-              "hostile": list(hostile), "shard": [d.site_id for d in data]}
-    return pack(header, [site_data_to_bytes(d) for d in data])
+              "hostile": list(hostile), "shard": [d.site_id for d in data], "names": [list(a) for a in arrays]}
+    return pack(header, [save_arrays(a) for a in arrays])
 
 
 class Shard:
@@ -96,7 +89,8 @@ class Shard:
     def __init__(self, message: bytes | memoryview):
         header, blobs = unpack(message)
         plan = make_plan(make_config(header["config"]), DataShape.from_json(header["shape"]), header["sites"])
-        data = [site_data_from_bytes(sid, blob) for sid, blob in zip(header["shard"], blobs, strict=True)]
+        data = [_site_data(sid, load_arrays(bytes(blob)), names)
+                for sid, blob, names in zip(header["shard"], blobs, header["names"], strict=True)]
         sites = [plan.local_site(d) for d in data]
         self.sites = {s.site_id: s for s in attacked(plan, data, sites, set(header["hostile"]))}
         self.honest = honest(list(self.sites.values()))

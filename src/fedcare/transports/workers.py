@@ -11,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+from pathlib import Path
 from typing import BinaryIO
 
 from fedcare.transports.shard import Host
@@ -39,7 +40,10 @@ class ProcessPool:
     """`count` worker processes; messages to each are answered in the order they were sent."""
 
     def __init__(self, count: int):
-        self._procs = [subprocess.Popen([sys.executable, "-m", "fedcare.transports.workers"],
+        # the workers import this very fedcare, installed or not
+        here = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+        self._procs = [subprocess.Popen([sys.executable, "-m", "fedcare.transports.workers"], env=env,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(count)]
 
     def __len__(self) -> int:
