@@ -4,9 +4,10 @@ The workload of benchmarks/overhead.py (a made-up two-class problem, 20 features
 rows per site, FedAvg, 1 local epoch of SGD, batch 16), at a few sites×rounds sizes, every site
 evaluated every round, no baselines, no checkpoints. Each backend runs `fedcare.simulate` end to
 end; `start` is the part spent starting the workers and giving them their sites (open_backend),
-`rounds` the rest. The backends alternate within each repeat. The script checks that every
-unbatched backend ends with the in-process backend's global model bit for bit, and reports how far
-the batched one is from it.
+`rounds` the rest (loading the data, the rounds, writing the run folder), `steady round` the median
+time of a round after the first (from the progress callback). The backends alternate within each
+repeat. The script checks that every unbatched backend ends with the in-process backend's global
+model bit for bit, and reports how far the batched one is from it.
 
     python benchmarks/backends.py [--sizes 10x5 100x2] [--repeats 2] [--no-ray]
 """
@@ -79,28 +80,33 @@ def main() -> None:
             base = dict(data=[str(csv)], site="site", label="y", model="mlp", hidden=[32], rounds=rounds,
                         optimizer="sgd", lr=0.05, batch_size=16, local_epochs=1, baselines=False,
                         checkpoint_every=0, out=str(Path(tmp) / "run"))
-            times: dict[str, list[tuple[float, float]]] = {name: [] for name in backends}
+            times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in backends}
             finals: dict[str, dict] = {}
             for _ in range(args.repeats):
                 for name, extra in backends.items():
+                    stamps: list[float] = []
                     t = time.perf_counter()
-                    run = fedcare.simulate(**base, **extra)
+                    run = fedcare.simulate(**base, **extra,
+                                           progress=lambda _, __, s=stamps: s.append(time.perf_counter()))
                     wall = time.perf_counter() - t
-                    times[name].append((wall, clock.seconds))
+                    steady = statistics.median(np.diff(stamps)) if len(stamps) > 1 else float("nan")
+                    times[name].append((wall, clock.seconds, steady))
                     finals[name] = run.global_params
             ref = finals["in-process"]
-            ref_wall = statistics.median(w for w, _ in times["in-process"])
+            ref_wall = statistics.median(w for w, _, _ in times["in-process"])
             print(f"\n{sites} sites × {rounds} rounds")
-            print("| backend | wall s (median) | min–max | start s | rounds s | ratio to in-process | final model |")
-            print("|---|---|---|---|---|---|---|")
+            print("| backend | wall s (median) | min–max | start s | rounds s | steady round s | ratio to in-process "
+                  "| final model |")
+            print("|---|---|---|---|---|---|---|---|")
             for name, samples in times.items():
-                walls = [w for w, _ in samples]
-                start = statistics.median(s for _, s in samples)
+                walls = [w for w, _, _ in samples]
+                start = statistics.median(s for _, s, _ in samples)
+                steady = statistics.median(r for _, _, r in samples)
                 wall = statistics.median(walls)
                 diff = max(float(np.max(np.abs(ref[k] - finals[name][k]))) for k in ref)
                 same = "identical" if diff == 0 else f"max abs diff {diff:.1e}"
                 print(f"| {name} | {wall:.2f} | {min(walls):.2f}–{max(walls):.2f} | {start:.2f} | "
-                      f"{wall - start:.2f} | {wall / ref_wall:.2f}× | {same} |")
+                      f"{wall - start:.2f} | {steady:.3f} | {wall / ref_wall:.2f}× | {same} |")
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
