@@ -27,7 +27,9 @@ from fedcare.learning.constant import constant_metrics, constant_output
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import Task, load_plugins
 from fedcare.transports.effects import check_treatment, simulate_effects
-from fedcare.transports.simulated import Federation, attacker_ids, build_federation, honest, personalize, pooled_site
+from fedcare.federation.transport import Transport
+from fedcare.transports.backends import Backend, open_backend
+from fedcare.transports.simulated import Federation, attacker_ids, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
 __all__ = ["Progress", "Run", "recommend", "resolve_config", "resume", "simulate"]
@@ -98,7 +100,16 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
         check_treatment(dataset, cfg.data)  # before training, not after it
     cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files],  # re-runnable anywhere
                       images=str(Path(cfg.data.images).resolve()) if cfg.data.images else None)
-    fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
+    backend = open_backend(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
+    try:
+        return _train(cfg, started, dataset, backend, aggregator, progress, resume)
+    finally:
+        backend.close()
+
+
+def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, backend: Backend,
+           aggregator: object | None, progress: Progress | None, resume: bool) -> Run:
+    fed = backend.federation
     plan = fed.plan
     folder = RunFolder(cfg.run_dir)
     checkpoints = Checkpoints(cfg.run_dir)
@@ -113,7 +124,7 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     else:
         clear_for_new_run(cfg.run_dir)  # a fresh run never mixes with (or resumes) an older one's files
         folder.prepare(cfg)
-    federation = SimulationTransport(fed.federated_sites, start.bytes_sent if start else 0)
+    federation = backend.transport(start.bytes_sent if start else 0)
     pending: list[dict] = []
 
     def on_round(record: RoundRecord) -> None:
@@ -156,7 +167,7 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     return run
 
 
-def _baselines(fed: Federation, federation: SimulationTransport, run: Run, per_model: dict,
+def _baselines(fed: Federation, federation: Transport, run: Run, per_model: dict,
                progress: Progress | None) -> list[dict]:
     """Local (each site alone) and pooled (all training rows in one place): the same engine with one
     site, the same algorithm and budget, no site weights or selection. Fills run and per_model;
@@ -195,6 +206,6 @@ def _constant_metrics(dataset: FederatedDataset, task: Task) -> dict[str, dict] 
             for sd in dataset.sites if len(sd.splits["test"])}
 
 
-def _test_metrics(transport: SimulationTransport, params: Params) -> dict[str, dict]:
+def _test_metrics(transport: Transport, params: Params) -> dict[str, dict]:
     return {sid: m["test"] for sid, m in transport.evaluate(params, transport.site_ids(), ["test"]).items()
             if "test" in m}

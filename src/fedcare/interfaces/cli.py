@@ -101,6 +101,11 @@ def simulate(
     eval_sites: Annotated[Optional[int], Opt(help="evaluate a seeded sample of N sites per evaluated round (default 0: all)")] = None,
     seed: Annotated[Optional[int], Opt(help="training seed")] = None,
     out: Annotated[Optional[Path], Opt(help="run folder (default runs/<dataset>-<algorithm>-seed<seed>)")] = None,
+    backend: Annotated[Optional[str], Opt(help="in-process | processes | ray: where the sites run (see docs/scale.md)")] = None,
+    workers: Annotated[Optional[int], Opt(help="processes/ray: workers, each hosting a shard of sites (default: the CPUs)")] = None,
+    ray_address: Annotated[Optional[str], Opt(help="ray: a running cluster's host:port (default: start one here)")] = None,
+    batched: Annotated[Optional[bool], Opt("--batched/--no-batched", help="train a worker's sites together with torch.func where the algorithm allows")] = None,
+    device: Annotated[Optional[str], Opt(help="cpu | cuda: where batched sites train")] = None,
 ) -> None:
     """Run a federation in this process, with its local and pooled baselines, and write a run folder."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume") and v is not None}

@@ -78,6 +78,10 @@ class LocalSite:
                                  if k.partition("/")[0] == part})
 
     @property
+    def train_data(self) -> Batches:
+        return self._data["train"]
+
+    @property
     def num_train(self) -> int:
         return len(self._data["train"])
 

@@ -46,7 +46,8 @@ def build_federation(cfg: FederationConfig, dataset: FederatedDataset, *, model_
     plan = make_plan(cfg, dataset.shape, [sd.site_id for sd in dataset.sites], model_factory=model_factory,
                      aggregator=aggregator)
     sites = [plan.local_site(sd) for sd in dataset.sites]
-    federated = _attacked(plan, dataset, sites)
+    hostile = set(attacker_ids(cfg, {s.site_id: s.num_train for s in sites}))
+    federated = attacked(plan, dataset.sites, sites, hostile)
     return Federation(plan, dataset, sites,
                       SecureSites(federated, SecureAggregation(plan.secure)) if plan.secure is not None else federated,
                       plan.initial_params())
@@ -69,14 +70,13 @@ def attacker_ids(cfg: FederationConfig, sizes: Mapping[str, int]) -> list[str]:
     return list(r.attackers)
 
 
-def _attacked(plan: Plan, dataset: FederatedDataset, sites: list[LocalSite]) -> list:
-    """The sites as the federation meets them: attackers' updates (or labels) corrupted, if asked."""
+def attacked(plan: Plan, data: Sequence[SiteData], sites: list[LocalSite], hostile: set[str]) -> list:
+    """The sites as the federation meets them: the hostile ones' updates (or labels) corrupted."""
     cfg, task = plan.config, plan.task
-    hostile = set(attacker_ids(cfg, {s.site_id: s.num_train for s in sites}))
     if not hostile:
         return list(sites)
     out: list = []
-    for sd, site in zip(dataset.sites, sites, strict=True):
+    for sd, site in zip(data, sites, strict=True):
         if site.site_id not in hostile:
             out.append(site)
         elif cfg.robustness.attack == "label-flip":

@@ -17,7 +17,7 @@ from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
 from fedcare.core.serialization import params_from_bytes, params_to_bytes, update_from_bytes, update_to_bytes
 from fedcare.core.update import Update
-from fedcare.federation.transport import FitResult, SiteMetrics
+from fedcare.federation.transport import FitResult, SiteMetrics, Transport
 
 
 class Site(Protocol):
@@ -75,16 +75,7 @@ class SimulationTransport:
             except SiteDeclined as exc:
                 result.refused[site_id] = str(exc)
                 continue
-            self._bytes += len(blob)
-            try:
-                update = update_from_bytes(blob, message, round_=request.round)
-            except ParamsError as exc:
-                result.refused[site_id] = str(exc)
-                continue
-            if update.site_id != site_id:
-                result.refused[site_id] = f"update claims to come from '{update.site_id}'"
-                continue
-            result.updates.append(update)
+            self._bytes += receive(result, site_id, blob, message, request.round)
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
@@ -92,11 +83,25 @@ class SimulationTransport:
         return {sid: self._sites[sid].evaluate(received, splits) for sid in site_ids}
 
 
+def receive(result: FitResult, site_id: str, blob: bytes | memoryview, message: Params, round_: int) -> int:
+    """Validate one site's update bytes into `result` (or refuse it there); returns the bytes moved."""
+    try:
+        update = update_from_bytes(blob, message, round_=round_)
+    except ParamsError as exc:
+        result.refused[site_id] = str(exc)
+        return len(blob)
+    if update.site_id != site_id:
+        result.refused[site_id] = f"update claims to come from '{update.site_id}'"
+    else:
+        result.updates.append(update)
+    return len(blob)
+
+
 class TrainHereEvaluateThere:
     """Trains on one transport's sites and judges on another's: the pooled baseline trains on the
     pooled rows but is evaluated on every site's own splits. Its bytes are not the federation's."""
 
-    def __init__(self, train: SimulationTransport, evaluate: SimulationTransport):
+    def __init__(self, train: Transport, evaluate: Transport):
         self._train, self._eval = train, evaluate
 
     def site_ids(self) -> list[str]:

@@ -2,7 +2,7 @@
 
 The CLI flags, the YAML file and the Python API all speak flat keys (`rounds: 30`, `--dp-epsilon 3`,
 `simulate(lr=0.1)`); each key belongs to one section (`data`, `model`, `training`, `algorithm`,
-`personalization`, `robustness`, `privacy`, `deployment`, `run`), which validates it and the rules it shares with
+`personalization`, `robustness`, `privacy`, `deployment`, `run`, `effects`, `backend`), which validates it and the rules it shares with
 other sections. A new capability adds a section module and one line to SECTIONS. Unknown keys are
 refused (a typo must not silently fall back to a default).
 """
@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedcare.core.config.algorithm import AlgorithmSettings
+from fedcare.core.config.backend import BackendSettings
 from fedcare.core.config.base import Section
 from fedcare.core.config.data import COLUMN_KEYS, DEFAULT_DATASET, DataSpec
 from fedcare.core.config.deployment import DeploymentSettings
@@ -29,7 +30,7 @@ from fedcare.core.config.run import RunSettings
 from fedcare.core.config.training import TrainingSettings
 from fedcare.core.errors import ConfigError
 
-__all__ = ["SECTIONS", "AlgorithmSettings", "DataSpec", "DeploymentSettings", "FederationConfig", "ModelSpec",
+__all__ = ["SECTIONS", "AlgorithmSettings", "BackendSettings", "DataSpec", "DeploymentSettings", "FederationConfig", "ModelSpec",
            "PersonalizationSettings", "PrivacySettings", "RobustnessSettings", "RunSettings", "Section", "TrainingSettings", "flat_key",
            "load_config", "make_config", "resolve_config"]
 
@@ -44,6 +45,7 @@ SECTIONS: dict[str, type[Section]] = {
     "deployment": DeploymentSettings,
     "run": RunSettings,
     "effects": EffectSettings,
+    "backend": BackendSettings,
 }
 
 
@@ -81,6 +83,7 @@ class FederationConfig(BaseModel):
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     effects: EffectSettings = Field(default_factory=EffectSettings)
+    backend: BackendSettings = Field(default_factory=BackendSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,115 @@
+"""Many sites' local SGD at once: the sites' params stacked, one step of all of them per minibatch
+(`torch.func.functional_call` + `vmap`), unequal site sizes padded and masked.
+
+Each site sees exactly the minibatches the one-site loop (fedcare.learning.training) gives it: the
+same seeded shuffles, the same batch boundaries, the same steps; only float32 rounding differs (a
+batch's mean loss is a masked sum here). A site with fewer batches than the largest stops stepping
+when its own batches end. What it covers: plain local SGD (FedAvg) with FedProx's proximal term,
+on tasks whose loss is a mean over patients and models without batch norm; `batchable` says why
+anything else trains in the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from fedcare.core.errors import ConfigError
+from fedcare.core.messages import FitRequest
+from fedcare.core.params import Params
+from fedcare.core.update import Update
+from fedcare.learning.batches import Batches
+
+
+def batchable(request: FitRequest, model: nn.Module, data: Batches) -> str | None:
+    """None when this site's round can train batched; otherwise why it trains in the loop."""
+    if request.mode != "local_epochs" or request.optimizer != "sgd":
+        return "batched sites train plain local SGD (fedavg, fedprox)"
+    if request.scaffold or request.dp_epsilon is not None or request.personalization != "none":
+        return "SCAFFOLD, record-level DP and personalization train site by site"
+    if not data.task.per_example:
+        return f"the {data.task.name} task's loss couples patients in a batch"
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return "batch norm trains site by site"
+    if not data.examples.in_memory:
+        return "examples read from files train site by site"
+    return None
+
+
+def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Params,
+                   requests: Mapping[str, FitRequest], device: str = "cpu") -> dict[str, Update]:
+    """Every site's update (params − trained, its training rows, its last epoch's mean loss), trained
+    from the same global `params`. `model` is any of the sites' (identical) modules."""
+    ids = list(sites)
+    first = requests[ids[0]]
+    task = sites[ids[0]].task
+    epochs, lr, bs, mu = first.local_epochs, first.lr, first.batch_size, first.prox_mu
+    names = [k for k, _ in model.named_parameters()]
+    start = {k: torch.tensor(params[k], device=device) for k in names}  # a copy: the message is read-only
+    stacked = {k: v.expand(len(ids), *v.shape).clone() for k, v in start.items()}
+    buffers = {k: v.to(device) for k, v in model.named_buffers()}
+    sizes = torch.tensor([len(sites[s]) for s in ids], device=device)
+    steps = max(math.ceil(len(sites[s]) / bs) for s in ids)
+    gens = {s: torch.Generator().manual_seed(requests[s].seed) for s in ids}
+
+    def site_loss(p, x, y, mask, anchor):
+        def one(xi, yi):  # a patient's loss, as a batch of one
+            out = functional_call(model, (p, buffers), ({k: v.unsqueeze(0) for k, v in xi.items()},))
+            return task.loss(out, {k: v.unsqueeze(0) for k, v in yi.items()})
+
+        losses = vmap(one)(x, y)
+        data_loss = (losses * mask).sum() / mask.sum().clamp(min=1)
+        prox = sum(((p[k] - anchor[k]) ** 2).sum() for k in names) * (mu / 2)
+        return data_loss + prox, data_loss
+
+    step = vmap(grad(site_loss, has_aux=True), in_dims=(0, 0, 0, 0, None))
+    model.train()
+    last = torch.zeros(len(ids), device=device)
+    for _ in range(epochs):
+        x, y, mask = _epoch(sites, ids, gens, steps * bs, device)
+        last = torch.zeros(len(ids), device=device)
+        for t in range(steps):
+            window = slice(t * bs, (t + 1) * bs)
+            m = mask[:, window]
+            g, data_loss = step(stacked, {k: v[:, window] for k, v in x.items()},
+                                {k: v[:, window] for k, v in y.items()}, m, start)
+            active = (m.sum(1) > 0).to(m.dtype)  # a site whose batches have ended takes no step
+            with torch.no_grad():
+                for k in names:
+                    stacked[k] -= lr * g[k] * active.view(-1, *[1] * (g[k].dim() - 1))
+            last += data_loss.detach() * m.sum(1)
+    losses = (last / sizes.clamp(min=1)).tolist()
+    trained = {k: v.detach().cpu().numpy() for k, v in stacked.items()}
+    out = {}
+    for i, s in enumerate(ids):  # float buffers are not trained: their part of the update is 0, as in the loop
+        delta = {k: params[k] - trained[k][i] if k in trained else np.zeros_like(params[k]) for k in params}
+        out[s] = Update(s, delta, len(sites[s]), {"train_loss": losses[i]})
+    return out
+
+
+def check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda: PyTorch sees no GPU on this machine; use device cpu")
+
+
+def _epoch(sites: Mapping[str, Batches], ids: Sequence[str], gens: Mapping[str, torch.Generator], length: int,
+           device: str) -> tuple[dict, dict, torch.Tensor]:
+    """One epoch's rows per site, in each site's own seeded order, padded to `length`, and their mask."""
+    xs, ys, masks = [], [], []
+    for s in ids:
+        data = sites[s]
+        order = torch.randperm(len(data), generator=gens[s])
+        pad = torch.zeros(length - len(data), dtype=order.dtype)
+        x, y = data.take(torch.cat([order, pad]))
+        xs.append(x)
+        ys.append(y)
+        masks.append(torch.cat([torch.ones(len(data)), torch.zeros(len(pad))]))
+    def stack(parts: list[dict]) -> dict:
+        return {k: torch.stack([p[k] for p in parts]).to(device) for k in parts[0]}
+
+    return stack(xs), stack(ys), torch.stack(masks).to(device)

@@ -1,0 +1,174 @@
+"""The process and Ray backends give the in-process backend's results bit for bit, and refuse what
+they cannot host in one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import summary_without_wall
+from netutil import free_port
+
+from fedcare import simulate
+from fedcare.core.config import resolve_config
+from fedcare.core.errors import ConfigError
+from fedcare.core.messages import FitRequest
+from fedcare.core.serialization import params_to_bytes, update_from_bytes
+from fedcare.data import load_dataset
+from fedcare.interfaces.api import resume
+from fedcare.transports.shard import Host, pack, shard_message, unpack
+from fedcare.transports.simulated import build_federation
+
+# SCAFFOLD (per-site control state and extra broadcast arrays), a simulated attacker under a norm
+# bound, checkpoints (every site's state read back from its worker) and the local and pooled baselines.
+RUN = dict(dataset="heart-disease", rounds=2, algorithm="scaffold", attack="sign-flip", attackers=1,
+           norm_bound=3.0, checkpoint_every=1)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("in-process")
+    return simulate(out=str(out), **RUN), out
+
+
+def files(run_dir: Path) -> dict[str, bytes]:
+    skip = {"summary.json", "report.html"}  # hold the wall time
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.name not in skip}
+
+
+def assert_same_run(reference, run, run_dir: Path) -> None:
+    ref, ref_dir = reference
+    for name, value in ref.global_params.items():
+        assert np.array_equal(value, run.global_params[name]), name
+    for site, params in ref.local_params.items():
+        assert all(np.array_equal(v, run.local_params[site][k]) for k, v in params.items()), site
+    assert summary_without_wall(run_dir) == summary_without_wall(ref_dir)
+    ref_files, run_files = files(ref_dir), files(run_dir)
+    assert ref_files.keys() == run_files.keys()
+    differ = [name for name in ref_files if ref_files[name] != run_files[name] and name != "config.yaml"]
+    assert differ == []  # metrics.jsonl, the models and every checkpoint (site states among them)
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_in_round_2(name, record):
+    if name == "federated" and record.round == 2:
+        raise Crash
+
+
+def test_processes_match_in_process_bit_for_bit_even_after_a_crash(reference, tmp_path):
+    """Stopped in round 2 (its workers closed), resumed from round 1's checkpoint in new workers given
+    every site's saved state: still the in-process run, bit for bit."""
+    with pytest.raises(Crash):
+        simulate(out=str(tmp_path), backend="processes", workers=2, progress=crash_in_round_2, **RUN)
+    assert "backend: processes" in (tmp_path / "config.yaml").read_text()
+    assert_same_run(reference, resume(tmp_path), tmp_path)
+
+
+def test_hosted_backends_refuse_what_they_cannot_host(tmp_path):
+    with pytest.raises(ConfigError, match="model_factory"):
+        simulate(out=str(tmp_path), backend="processes", rounds=1, model_factory=lambda inputs, task: None)
+    with pytest.raises(ConfigError, match="secure aggregation"):
+        simulate(out=str(tmp_path), backend="processes", rounds=1, secure_aggregation=True)
+    with pytest.raises(ConfigError, match="ray_address needs backend ray"):
+        simulate(out=str(tmp_path), ray_address="127.0.0.1:6379")
+    with pytest.raises(ConfigError, match="workers needs backend"):
+        simulate(out=str(tmp_path), workers=2)
+    # a worker's own failure comes back as a message, not a dead process
+    header, _ = unpack(Host().handle(pack({"op": "fit"})))
+    assert header["kind"] == "internal" and "KeyError" in header["error"]
+
+
+RAY = str(Path(sys.executable).parent / "ray")  # the command beside this interpreter
+
+
+def _start_node(args: list[str], temp_dir: str, env: dict) -> subprocess.Popen:
+    """One Ray node in the foreground (--block) and its own process group, so the test stops
+    exactly the processes it started."""
+    return subprocess.Popen([RAY, "start", *args, "--num-cpus", "1", "--temp-dir", temp_dir, "--block",
+                             "--disable-usage-stats", "--object-store-memory", str(100 * 2**20)],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=open(Path(temp_dir) / "start.log", "wb"))
+
+
+def test_ray_two_node_cluster_matches_in_process(reference, tmp_path, monkeypatch):
+    if importlib.util.find_spec("ray") is None or not Path(RAY).is_file():
+        pytest.skip("ray is not installed (pip install 'fedcare[ray]')")
+    # the cluster's own token (not ~/.ray's), for its nodes and this process, the driver: set
+    # before Ray is imported, which reads it once
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    import ray
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    temp = [tempfile.mkdtemp(prefix="ray", dir="/tmp") for _ in range(2)]  # short: Ray's socket paths
+    nodes = [_start_node(["--head", "--port", str(port), "--include-dashboard=false"], temp[0], dict(os.environ))]
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                ray.init(address=address, logging_level="ERROR")
+                break
+            except ConnectionError:
+                assert time.monotonic() < deadline, "the Ray head did not start in 120 s"
+                time.sleep(1)
+        nodes.append(_start_node(["--address", address], temp[1], dict(os.environ)))
+        while sum(n["Alive"] for n in ray.nodes()) < 2:
+            assert time.monotonic() < deadline, "the second Ray node did not join in 120 s"
+            time.sleep(0.5)
+        ray.shutdown()
+        # one CPU per node and one per worker: the two workers are on two nodes
+        run = simulate(out=str(tmp_path), backend="ray", ray_address=address, workers=2, **RUN)
+        assert_same_run(reference, run, tmp_path)
+    finally:
+        ray.shutdown()
+        for node in nodes:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait(timeout=30)
+        for d in temp:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_batched_sites_match_the_loop_within_float32_rounding():
+    """A worker's shard trains its sites together (unequal sizes: padded and masked) and gives the
+    one-site loop's updates; a round batching cannot do trains in the loop, with a warning."""
+    cfg = resolve_config(dict(dataset="heart-disease", algorithm="fedprox", prox_mu=0.1, optimizer="sgd",
+                              model="mlp", hidden=[8], local_epochs=2, backend="processes", batched=True))
+    dataset = load_dataset(cfg.data)
+    fed = build_federation(cfg, dataset)  # the same sites, trained one by one in this process
+    host = Host()
+    host.handle(shard_message(fed.plan, [s.site_id for s in fed.sites], [], dataset.sites))
+    params = fed.initial
+
+    def fit(**changes):
+        base = dict(round=1, mode="local_epochs", local_epochs=2, lr=0.05, batch_size=16, optimizer="sgd", prox_mu=0.1)
+        requests = {s.site_id: FitRequest(**{**base, **changes}, seed=100 + i) for i, s in enumerate(fed.sites)}
+        header, blobs = unpack(host.handle(pack({"op": "fit", "order": list(params), "honest": False,
+                                                 "requests": {k: r.to_json() for k, r in requests.items()}},
+                                                [params_to_bytes(params)])))
+        assert header["declined"] == [None] * len(fed.sites)
+        return requests, [update_from_bytes(b, params) for b in blobs]
+
+    requests, batched = fit()
+    assert len({s.num_train for s in fed.sites}) > 1
+    for site, update in zip(fed.sites, batched, strict=True):
+        loop = site.fit(params, requests[site.site_id])
+        assert update.metrics["train_loss"] == pytest.approx(loop.metrics["train_loss"], rel=1e-5)
+        for name, value in loop.grad.items():
+            assert np.abs(value).max() > 0
+            np.testing.assert_allclose(update.grad[name], value, rtol=1e-4, atol=2e-7)
+    with pytest.warns(UserWarning, match="one by one"):
+        fit(optimizer="adam")
