@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fedcare.core.config.algorithm import AlgorithmSettings
 from fedcare.core.config.base import Section
+from fedcare.core.config.compression import CompressionSettings
 from fedcare.core.config.data import COLUMN_KEYS, DEFAULT_DATASET, DataSpec
 from fedcare.core.config.deployment import DeploymentSettings
 from fedcare.core.config.effects import EffectSettings
@@ -29,7 +30,7 @@ from fedcare.core.config.run import RunSettings
 from fedcare.core.config.training import TrainingSettings
 from fedcare.core.errors import ConfigError
 
-__all__ = ["SECTIONS", "AlgorithmSettings", "DataSpec", "DeploymentSettings", "FederationConfig", "ModelSpec",
+__all__ = ["SECTIONS", "AlgorithmSettings", "CompressionSettings", "DataSpec", "DeploymentSettings", "FederationConfig", "ModelSpec",
            "PersonalizationSettings", "PrivacySettings", "RobustnessSettings", "RunSettings", "Section", "TrainingSettings", "flat_key",
            "load_config", "make_config", "resolve_config"]
 
@@ -44,6 +45,7 @@ SECTIONS: dict[str, type[Section]] = {
     "deployment": DeploymentSettings,
     "run": RunSettings,
     "effects": EffectSettings,
+    "compression": CompressionSettings,
 }
 
 
@@ -81,6 +83,7 @@ class FederationConfig(BaseModel):
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     effects: EffectSettings = Field(default_factory=EffectSettings)
+    compression: CompressionSettings = Field(default_factory=CompressionSettings)
 
     @model_validator(mode="before")
     @classmethod
