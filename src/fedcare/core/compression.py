@@ -12,7 +12,9 @@ A scheme is `none`, or a sparsifier and/or a quantizer joined by `+` (sparsifier
             entries with `int8:B`; rounding is stochastic (unbiased: E[decoded] = x) when the encoder
             is given a random generator, to nearest otherwise (a broadcast is one model, not a mean)
 
-e.g. `topk:0.01+int8` keeps 1 % of the entries as int8 with their indices. Compression happens at
+e.g. `topk:0.01+int8` keeps 1 % of the entries as int8 with their indices. Arrays of fewer than
+`MIN_ENTRIES` entries (biases, a logistic model's few weights) travel as they are: the header that
+describes a compressed array would cost more than it saves. Compression happens at
 the wire (core/serialization.py): the receiver decodes every array back to its dense float shape
 before anything else sees it, so clipping, noise and the robust rules work on decoded updates.
 
@@ -38,6 +40,8 @@ PART = "#"
 QUANTIZERS = ("fp16", "bf16", "int8")
 #: The largest int8 scale: 127 · scale stays below float32's maximum.
 MAX_SCALE = float(np.finfo(np.float32).max) / 128
+#: Smaller arrays are sent uncompressed (their description would outweigh the bytes saved).
+MIN_ENTRIES = 128
 _INDEX_DTYPES = (np.dtype("<u1"), np.dtype("<u2"), np.dtype("<u4"))
 _FLOATS = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 
@@ -125,6 +129,9 @@ def encode(arrays: Mapping[str, np.ndarray], scheme: Scheme,
         if PART in name:
             raise ParamsError(f"array '{name}' has '{PART}' in its name, which compressed messages reserve")
         arr = np.asarray(value)
+        if arr.size < MIN_ENTRIES:
+            parts[name] = arr
+            continue
         flat = arr.reshape(-1)
         if scheme.topk is not None:
             index = np.sort(np.argpartition(-np.abs(flat), kept(scheme.topk, flat.size) - 1)
@@ -195,10 +202,15 @@ def decode(parts: Mapping[str, np.ndarray], codec: object, what: str = "message"
             dense = np.zeros(size, np.float64)
             dense[index] = values
         out[name] = dense.astype(dtype).reshape(shape)
-    extra = sorted(set(parts) - expected)
-    if extra:
-        raise ParamsError(f"{what} holds part '{extra[0][:64]}', which its compression description does not name")
-    return out
+    for name, arr in parts.items():  # the arrays that travel as they are
+        if name in expected:
+            continue
+        if PART in name:
+            raise ParamsError(f"{what} holds part '{name[:64]}', which its compression description does not name")
+        if arr.dtype not in _FLOATS.values():
+            raise ParamsError(f"{what} array '{name[:64]}' has dtype {arr.dtype}; expected float32 or float64")
+        out[name] = arr
+    return {name: out[name] for name in parts if name in out}
 
 
 def _described(name: str, desc: object, what: str) -> tuple[tuple[int, ...], np.dtype]:
