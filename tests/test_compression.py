@@ -232,3 +232,42 @@ def test_the_coordinator_sees_decoded_updates_under_site_dp_and_robust_rules(tmp
     assert {k: (v.shape, v.dtype) for k, v in update.grad.items()} == {k: (v.shape, v.dtype) for k, v in ARRAYS.items()}
     assert np.count_nonzero(update.grad["layer.0.weight"]) == 800 and update.grad["layer.0.bias"].tolist() == [3, 3, 3]
     assert transport.bytes_upload < len(update_to_bytes(update, 1)) < transport.bytes_sent
+
+
+def test_over_the_network_the_bytes_on_the_wire_are_what_bytes_sent_says(deployment, tmp_path):
+    """Real processes over TLS: compressed broadcasts and updates cross the wire at the sizes the run
+    counts (the coordinator's audit logs each update's size on arrival), corrupt compressed updates
+    are a 422 with an audit line, and the run equals the simulation."""
+    import subprocess
+
+    from conftest import HEART_SITES
+
+    config = dict(RUN, rounds=2, seed=3, model="mlp", hidden=[64], compress_updates="topk:0.1+int8",
+                  error_feedback=True, compress_broadcast="fp16")
+    d = deployment(config)
+    d.start_coordinator("--start")
+    for site in HEART_SITES[:3]:
+        d.start_agent(site)
+    agent = d.start_agent("va", "--approve", stdin=subprocess.PIPE)  # waits for approval: we speak first
+    d.wait_for(lambda s: (s.get("open_task") or {}).get("id") == "1.fit", what="round 1")
+    va = d.site_client("va")
+    assert va.get("/v1/task", params={"wait": 5}).json()["id"] == "1.fit"
+    blob = va.get("/v1/tasks/1.fit/params").content
+    message, _ = params_from_bytes(blob)
+    assert len(blob) < 0.65 * len(params_to_bytes(message))  # the broadcast crossed as fp16 (biases as they are)
+    corrupt = _corrupt_updates(dict(sorted(message.items(), key=lambda kv: -kv[1].size)))
+    for what, (body, words) in corrupt.items():
+        response = va.put("/v1/tasks/1.fit/update", content=body)
+        assert response.status_code == 422 and words in response.json()["detail"], (what, response.text)
+    agent.stdin.write(b"y\n")
+    agent.stdin.flush()
+    status = d.wait_completed()
+    net = json.loads((d.run_dir(status) / "summary.json").read_text())
+    sim = fedcare.simulate(out=str(tmp_path / "simulated"), **config).summary
+    assert net["federated"] == sim["federated"] and net["communication"] == sim["communication"]
+    audit = d.client.get("/v1/audit").json()
+    arrived = [int(a["detail"].split()[0]) for a in audit if a["action"].startswith("update") and a["status"] == 200]
+    assert len(arrived) == 8 and sum(arrived) == net["communication"]["upload"]
+    assert max(arrived) < 0.5 * len(params_to_bytes(message))  # each update crossed at under half a model
+    refused = [a["detail"] for a in audit if a["site_id"] == "va" and a["status"] == 422]  # repeats: one line
+    assert all(any(words in line for line in refused) for _, words in corrupt.values())
