@@ -14,7 +14,12 @@ import fedcare
 from fedcare.core.compression import encode, index_dtype, parse_scheme, roundtrip
 from fedcare.core.config import make_config
 from fedcare.core.errors import ConfigError, ParamsError
-from fedcare.core.serialization import params_from_bytes, params_to_bytes, update_from_bytes, update_to_bytes
+from fedcare.core.serialization import (
+    params_from_bytes,
+    params_to_bytes,
+    update_from_bytes,
+    update_to_bytes,
+)
 from fedcare.core.update import Update
 
 RNG = np.random.default_rng(7)
@@ -189,6 +194,7 @@ def test_error_feedback_sends_in_total_what_the_site_computed():
 def test_record_level_dp_the_site_compresses_after_dp_sgd():
     """Compression is post-processing of the DP-SGD update: the same training, the same ε."""
     from conftest import examples
+
     from fedcare.core.messages import FitRequest
     from fedcare.learning import LocalSite, make_task
     from fedcare.learning.models import LinearModel
