@@ -315,7 +315,8 @@ class SiteAgent:
         site = self._local_site()
         algorithm, settings = self._plan.baseline()
         result = RoundEngine(algorithm, SimulationTransport([site]), settings).run(self._plan.initial_params())
-        rows = list(metric_rows("local", result.history))
+        # rows about this site's local model only: the in-process baseline's byte counts crossed no wire
+        rows = [row for row in metric_rows("local", result.history) if row["split"] != "bytes"]
         self._post_json(task, {"metrics": site.evaluate(result.params, task["splits"]), "rows": rows})
 
     # ----- wire ---------------------------------------------------------------------------------
