@@ -38,8 +38,11 @@ Setup (the deployment issue): 4 sites, a model of about 1,000,000 parameters (he
   200), each uploaded to alone and by 4 streams at once. MB = 10^6 bytes.
 
     PYTHONPATH=src python benchmarks/network.py [--rounds 30] [--repeats 3] [--no-what-if] [--no-profile]
+        [--compress-updates SCHEME] [--compress-broadcast SCHEME]
 
-Writes benchmarks/results/network.md (the tables) and network.json (every raw number).
+Writes benchmarks/results/network.md (the tables) and network.json (every raw number); with
+compression (the sites' precomputed update is then sent compressed, as a real site's would be, and
+the coordinator compresses its broadcasts) network-compressed.md and .json instead.
 """
 
 from __future__ import annotations
@@ -70,7 +73,10 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 import fedcare  # noqa: E402
+from fedcare.core.compression import parse_scheme, update_rng  # noqa: E402
 from fedcare.core.serialization import params_from_bytes, update_to_bytes  # noqa: E402
+
+COMPRESS: dict[str, str] = {}  # --compress-updates / --compress-broadcast: config keys of every run
 from fedcare.core.update import Update  # noqa: E402
 from fedcare.data.prepare import SitePreparation  # noqa: E402
 from fedcare.transports.network.credentials import (AdminCredential, SiteCredential, client_ssl_context,  # noqa: E402
@@ -191,7 +197,7 @@ class Federation:
     def config(self) -> dict:
         return {"dataset": "heart-disease", "model": "mlp", "hidden": [HIDDEN, HIDDEN], "rounds": self.rounds,
                 "algorithm": "fedavg", "lr": 0.05, "local_epochs": 1, "seed": 0, "baselines": False,
-                "personalization": "none", "val_fraction": 0.0}
+                "personalization": "none", "val_fraction": 0.0, **COMPRESS}
 
     def run(self) -> dict:
         self.root.mkdir(parents=True)
@@ -316,7 +322,9 @@ class Federation:
                         grad = {k: (rng.standard_normal(v.shape) * 1e-3).astype(v.dtype) for k, v in message.items()}
                         examples = max(1, int(prep.row_counts.get("train", 100)))
                     # serialized each round: an update says which round it was trained for
-                    blob = update_to_bytes(Update(site, grad, examples, {"train_loss": 0.0}), round_=task["round"])
+                    scheme = parse_scheme(COMPRESS.get("compress_updates", "none"))
+                    blob = update_to_bytes(Update(site, grad, examples, {"train_loss": 0.0}), round_=task["round"],
+                                           scheme=scheme, rng=update_rng(task["round"]) if scheme.active else None)
                     self.update_bytes = len(blob)
                     if self.mode == "serial":
                         self.barrier.wait(timeout=60)  # every download done: nothing else on the wire
@@ -1028,6 +1036,8 @@ def main() -> None:
     parser.add_argument("--http-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-profile", action="store_true", help="skip the instrumented extra run")
     parser.add_argument("--no-what-if", action="store_true", help="skip the what-if runs (patched coordinator)")
+    parser.add_argument("--compress-updates", help="compress the sites' updates with this scheme")
+    parser.add_argument("--compress-broadcast", help="compress the coordinator's broadcasts with this scheme")
     parser.add_argument("--serve-patched", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
@@ -1035,6 +1045,8 @@ def main() -> None:
     parser.add_argument("--state", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    COMPRESS.update({k: v for k, v in (("compress_updates", args.compress_updates),
+                                       ("compress_broadcast", args.compress_broadcast)) if v})
     if args.serve_reference:
         serve_reference(args.cert, args.key, args.raw_port, args.http_port)
         return
@@ -1115,10 +1127,12 @@ def main() -> None:
     print(table)
     OUT.mkdir(parents=True, exist_ok=True)
     command = f"python benchmarks/network.py --rounds {args.rounds} --repeats {args.repeats}"
-    (OUT / "network.md").write_text(f"<!-- {command} -->\n\n{table}")
+    command += "".join(f" --{k.replace('_', '-')} {v}" for k, v in COMPRESS.items())
+    name = "network-compressed" if COMPRESS else "network"
+    (OUT / f"{name}.md").write_text(f"<!-- {command} -->\n\n{table}")
     raw = {k: v for k, v in data.items() if k != "reference"}  # "reference" is reference_repeats pooled
-    (OUT / "network.json").write_text(json.dumps(_rounded(raw), indent=1))
-    print(f"wrote {OUT / 'network.md'} and {OUT / 'network.json'}")
+    (OUT / f"{name}.json").write_text(json.dumps(_rounded({**raw, "compression": COMPRESS}), indent=1))
+    print(f"wrote {OUT / f'{name}.md'} and {OUT / f'{name}.json'}")
 
 
 def _rounded(value: object) -> object:

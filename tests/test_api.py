@@ -86,8 +86,11 @@ def test_metrics_jsonl_rows(heart_run):
     for row in rows:
         assert {"round", "model", "site", "split"} <= set(row)
         assert 1 <= row["round"] <= 5
-        assert row["split"] in ("train", "val", "test", "update")
+        assert row["split"] in ("train", "val", "test", "update", "bytes")
     assert {r["model"] for r in rows} == {"federated", "local", "pooled"}
+    sent = [r for r in rows if r["model"] == "federated" and r["split"] == "bytes"]  # each round, each way
+    assert [r["round"] for r in sent] == [1, 2, 3, 4, 5] and all(r["upload"] > 0 < r["broadcast"] for r in sent)
+    assert sum(r["upload"] + r["broadcast"] for r in sent) == heart_run.summary["bytes_sent"]
     fed_train = [r for r in rows if r["model"] == "federated" and r["split"] == "train"]
     assert len(fed_train) == 5 * 4 and all("train_loss" in r and "num_examples" in r for r in fed_train)
     fed_test = [r for r in rows if r["model"] == "federated" and r["split"] == "test"]

@@ -124,6 +124,10 @@ class _Recording:
     def bytes_sent(self):
         return self.inner.bytes_sent
 
+    @property
+    def bytes_upload(self):
+        return self.inner.bytes_upload
+
     def fit(self, params, requests, extras=None):
         self.broadcasts.append(dict(extras or {}))
         result = self.inner.fit(params, requests, extras)

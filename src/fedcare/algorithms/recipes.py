@@ -63,6 +63,8 @@ class Algorithm:
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
     scaffold: bool = False  # site-side SCAFFOLD correction (the server side is the scaffold_control piece)
+    compress_updates: str = "none"  # site-side: how updates travel (core/compression.py)
+    error_feedback: bool = False  # site-side: carry what compression dropped into the next update
 
 
 def build_algorithm(name: str, *, lr: float, server_lr: float | None = None, server_momentum: float = 0.0,

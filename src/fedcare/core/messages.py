@@ -44,6 +44,8 @@ class FitRequest:
     dp_delta: float = 1e-5
     dp_clip: float = 1.0  # per-patient gradient norm bound C
     planned_rounds: int = 0  # rounds the budget must cover (the site calibrates its noise to them)
+    compress: str = "none"  # how the update travels (core/compression.py); the site compresses after training
+    error_feedback: bool = False  # the site adds what compression left out of its last update to this one
 
     def to_json(self) -> dict:
         return asdict(self)

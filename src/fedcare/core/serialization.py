@@ -13,7 +13,7 @@ Writing and reading are deliberately asymmetric:
   hundreds of sites would otherwise pay twice the update's size per message; with views it pays the
   message once. Parsing ourselves also lets us check the header strictly before touching the data:
   header length within bounds (and below `MAX_HEADER_BYTES`), a JSON object without duplicate keys,
-  only F32/F64 tensors, shapes of non-negative integers, and data offsets that match each tensor's
+  only F32/F64 tensors (and, in a compressed message, the parts core/compression.py decodes), shapes of non-negative integers, and data offsets that match each tensor's
   size and tile the data section exactly (no overlaps, no holes, nothing past the end), as the
   safetensors specification requires. The values are then checked by `validate_params` (names,
   shapes and dtypes against the model, all finite).
@@ -35,17 +35,24 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save
 
+from fedcare.core import compression
 from fedcare.core.errors import ParamsError
+from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params, validate_params
 from fedcare.core.update import Update
 
 _META_KEY = "fedcare"
+_CODEC_KEY = "codec"  # in a compressed message's metadata: how its arrays decode (core/compression.py)
 
 #: Largest JSON header accepted (the safetensors library uses the same bound).
 MAX_HEADER_BYTES = 100_000_000
 
 #: The only tensor dtypes a model may hold, as safetensors spells them -> little-endian numpy dtype.
 _DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+#: What a compressed message's parts may be besides (core/compression.py): values, scales, indices.
+_PART_DTYPES = {"F16": np.dtype("<f2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "U16": np.dtype("<u2"),
+                "U32": np.dtype("<u4")}
+_WIRE_DTYPES = _DTYPES | _PART_DTYPES
 
 #: What each safetensors dtype is called in an error message (the other names mean nothing to a user).
 _DTYPE_WORDS = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16",
@@ -57,11 +64,17 @@ class _Malformed(ValueError):
     """A structural problem with the bytes; reported as 'not valid safetensors bytes (...)'."""
 
 
-def params_to_bytes(params: Mapping[str, np.ndarray], meta: Mapping[str, object] | None = None) -> bytes:
+def params_to_bytes(params: Mapping[str, np.ndarray], meta: Mapping[str, object] | None = None,
+                    scheme: compression.Scheme = compression.NONE, rng: np.random.Generator | None = None) -> bytes:
+    """With an active `scheme`, the arrays travel compressed (see core/compression.py; `rng` makes
+    int8 rounding stochastic) and the metadata's `codec` says how to decode them."""
     # Structure only: refusing NaN/Inf is the receiver's job (a sender is not trusted to check), and
     # a simulated corrupt site must be able to send what a broken one would.
     validate_params(params, finite=False)
-    header = {_META_KEY: json.dumps(dict(meta or {}), sort_keys=True)}
+    meta = dict(meta or {})
+    if scheme.active:
+        params, meta[_CODEC_KEY] = compression.encode(params, scheme, rng)
+    header = {_META_KEY: json.dumps(meta, sort_keys=True)}
     # np.asarray(order="C"), not np.ascontiguousarray, which would turn a 0-d array into shape (1,)
     return save({k: np.asarray(v, order="C") for k, v in params.items()}, metadata=header)
 
@@ -70,12 +83,19 @@ def params_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, n
                       what: str = "params") -> tuple[Params, dict]:
     """Decode and validate; the returned order follows `like` when given (the model's order).
 
-    The arrays are read-only views into `data` (no copy of the tensors is made).
+    The arrays are read-only views into `data` (no copy of the tensors is made), except those of a
+    compressed message, which are decoded (and checked part by part) into new dense arrays.
     """
     try:
         arrays, meta = _decode(data, what)
     except _Malformed as exc:
         raise ParamsError(f"{what} are not valid safetensors bytes ({exc})") from None
+    if _CODEC_KEY in meta:
+        arrays = compression.decode(arrays, meta.pop(_CODEC_KEY), what)
+    else:
+        for name, arr in arrays.items():
+            if arr.dtype not in _DTYPES.values():
+                raise ParamsError(f"{what} array '{name}' has dtype {arr.dtype}; expected float32 or float64")
     validate_params(arrays, like, what)
     if like is not None:
         arrays = {k: arrays[k] for k in like}
@@ -109,7 +129,7 @@ def _decode(data: bytes | bytearray | memoryview, what: str) -> tuple[Params, di
         dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(dtype_name, str):
             raise _Malformed(f"entry '{name}' has a non-string dtype")
-        if dtype_name not in _DTYPES:
+        if dtype_name not in _WIRE_DTYPES:
             word = _DTYPE_WORDS.get(dtype_name, dtype_name)
             raise ParamsError(f"{what} array '{name}' has dtype {word}; expected float32 or float64")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
@@ -120,7 +140,7 @@ def _decode(data: bytes | bytearray | memoryview, what: str) -> tuple[Params, di
         if not 0 <= begin <= end <= data_len:
             raise _Malformed(f"entry '{name}' has data_offsets {offsets} outside the "
                              f"{data_len}-byte data section")
-        dtype = _DTYPES[dtype_name]
+        dtype = _WIRE_DTYPES[dtype_name]
         if end - begin != math.prod(shape) * dtype.itemsize:
             raise _Malformed(f"entry '{name}' spans {end - begin} bytes but shape {shape} of "
                              f"{_DTYPE_WORDS[dtype_name]} needs {math.prod(shape) * dtype.itemsize}")
@@ -218,12 +238,21 @@ MAX_EXAMPLES = 2 ** 53
 METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
-def update_to_bytes(update: Update, round_: int | None = None) -> bytes:
+def update_to_bytes(update: Update, round_: int | None = None, scheme: compression.Scheme = compression.NONE,
+                    rng: np.random.Generator | None = None) -> bytes:
     """`round_`, when given, travels with the update, so that it cannot be replayed in another round."""
     meta = {"site_id": update.site_id, "num_examples": update.num_examples, "metrics": update.metrics}
     if round_ is not None:
         meta["round"] = round_
-    return params_to_bytes(update.grad, meta)
+    return params_to_bytes(update.grad, meta, scheme, rng)
+
+
+def fit_reply_to_bytes(update: Update, request: FitRequest) -> bytes:
+    """A site's answer to a fit request: its update for the request's round, compressed as the
+    request says (int8 rounds stochastically with the generator `compression.update_rng` gives, so
+    a site keeping error feedback knows exactly what arrived)."""
+    scheme = compression.parse_scheme(request.compress)
+    return update_to_bytes(update, request.round, scheme, compression.update_rng(request.seed) if scheme.active else None)
 
 
 def update_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, np.ndarray],

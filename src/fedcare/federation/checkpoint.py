@@ -42,6 +42,7 @@ class EngineCheckpoint:
     best_round: int
     best_score: float | None
     bytes_sent: int = 0
+    bytes_upload: int = 0      # the part of bytes_sent the sites sent
 
     def save(self, path: Path, extra: Mapping[str, object] | None = None) -> None:
         """`extra`: more counters for the metadata (Checkpoints adds the rows' digest)."""
@@ -53,6 +54,7 @@ class EngineCheckpoint:
             arrays |= {f"state/{i}/{k}": v for k, v in state.items()}
         save_checked(path, arrays, {"round": self.round, "best_round": self.best_round, "best_score": self.best_score,
                                     "pieces": len(self.states), "bytes_sent": self.bytes_sent,
+                                    "bytes_upload": self.bytes_upload,
                                     "best_is_params": same, **(extra or {})})
 
     @classmethod
@@ -80,7 +82,7 @@ class EngineCheckpoint:
             if meta.get("best_is_params"):
                 best = params
             return cls(int(meta["round"]), params, states, best, int(meta["best_round"]), meta["best_score"],
-                       int(meta.get("bytes_sent", 0))), meta
+                       int(meta.get("bytes_sent", 0)), int(meta.get("bytes_upload", 0))), meta
         except (KeyError, ValueError, IndexError, TypeError) as exc:
             raise ConfigError(f"checkpoint '{path}' cannot be read ({exc}); start the run again") from None
 

@@ -65,6 +65,7 @@ class RoundRecord:
     evaluation: dict[str, SiteMetrics]          # site -> split -> metrics of the new global params
     val_score: float | None
     anomalies: dict[str, dict] = field(default_factory=dict)  # site -> anomaly report (see anomalies.py)
+    bytes: dict[str, int] = field(default_factory=dict)  # what crossed this round: upload, broadcast
 
 
 @dataclass
@@ -110,6 +111,12 @@ def _model_part(updates: list[Update], params: Params) -> list[Update]:
     return [Update(u.site_id, {k: u.grad[k] for k in params}, u.num_examples, u.metrics) for u in updates]
 
 
+def _byte_counts(transport: Transport) -> tuple[int, int]:
+    """(upload, broadcast) bytes moved so far."""
+    upload = transport.bytes_upload
+    return upload, transport.bytes_sent - upload
+
+
 class RoundEngine:
     def __init__(self, algorithm: Algorithm, transport: Transport, settings: EngineSettings,
                  on_round: Callable[[RoundRecord], None] | None = None,
@@ -147,7 +154,8 @@ class RoundEngine:
             requests = {sid: FitRequest(rnd, a.site_mode, s.local_epochs, s.lr, s.batch_size, s.optimizer,
                                         site_seed(s.seed, rnd, index[sid]), a.prox_mu, a.personalization,
                                         a.ditto_lambda, a.scaffold, dp_epsilon=a.dp_epsilon, dp_delta=a.dp_delta,
-                                        dp_clip=a.dp_clip, planned_rounds=s.rounds)
+                                        dp_clip=a.dp_clip, planned_rounds=s.rounds, compress=a.compress_updates,
+                                        error_feedback=a.error_feedback)
                         for sid in selected}
             # arrays some pieces send beside the params (SCAFFOLD's c); each update then mirrors the
             # whole message: the params' names plus these, validated on arrival like the rest
@@ -155,6 +163,7 @@ class RoundEngine:
             clash = [k for k in extras if k in params]
             if clash:
                 raise ConfigError(f"the strategy broadcasts '{clash[0]}', which is also a model array's name")
+            before = _byte_counts(self.transport)
             fitted = self.transport.fit(params, requests, extras) if extras else self.transport.fit(params, requests)
             updates = fitted.updates
             train = _train_metrics(fitted)
@@ -174,7 +183,9 @@ class RoundEngine:
             train = {sid: {**values, **figures} for sid, values in train.items()}
             report = anomaly_report(_model_part(updates, params), outcome.aggregate, outcome.decisions,
                                     {**fitted.refused, **left_out})
-            record = RoundRecord(rnd, selected, train, evaluation, val, report)
+            after = _byte_counts(self.transport)
+            moved = {"upload": after[0] - before[0], "broadcast": after[1] - before[1]}
+            record = RoundRecord(rnd, selected, train, evaluation, val, report, moved)
             history.append(record)
             if self.on_round:
                 self.on_round(record)
@@ -188,7 +199,7 @@ class RoundEngine:
                 stopped_early = True
             if self.on_checkpoint:
                 self.on_checkpoint(EngineCheckpoint(rnd, params, states, best_params, best_round, best_score,
-                                                    self.transport.bytes_sent))
+                                                    self.transport.bytes_sent, self.transport.bytes_upload))
             if stopped_early:
                 break
         rounds_run = (resume.round if resume else 0) + len(history)

@@ -143,7 +143,8 @@ def _algorithm(cfg: FederationConfig, num_sites: int) -> Algorithm:
     if algorithm.scaffold and p.mode != "none":
         raise ConfigError("scaffold does not combine with personalization; use personalization none")
     return replace(algorithm, personalization=p.mode, ditto_lambda=p.ditto_lambda, dp_epsilon=dp.dp_epsilon,
-                   dp_delta=dp.dp_delta, dp_clip=dp.dp_clip)
+                   dp_delta=dp.dp_delta, dp_clip=dp.dp_clip, compress_updates=cfg.compression.compress_updates,
+                   error_feedback=cfg.compression.error_feedback)
 
 
 def _site_privacy(cfg: FederationConfig, algorithm: Algorithm, site_ids: Sequence[str],

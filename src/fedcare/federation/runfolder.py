@@ -42,6 +42,8 @@ def metric_rows(model: str, records: Iterable[RoundRecord]) -> Iterable[dict]:
         for site, splits in rec.evaluation.items():
             for split, values in splits.items():
                 yield {"round": rec.round, "model": model, "site": site, "split": split, **values}
+        if rec.bytes:  # what crossed the wire this round, each direction (the whole federation's)
+            yield {"round": rec.round, "model": model, "site": "all", "split": "bytes", **rec.bytes}
 
 
 # what a run (and `fedcare audit` on it) leaves in its folder: a new run into it removes exactly these

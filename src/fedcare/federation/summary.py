@@ -76,6 +76,7 @@ def summarize(cfg: FederationConfig, facts: RunFacts, task: Task, result: Engine
         "attack": {"kind": cfg.robustness.attack, "sites": attacked},
         "anomalies": flagged_sites(_anomalies(rows)),
         "bytes_sent": bytes_sent,
+        "communication": _communication(cfg, rows),
         "privacy": _privacy(cfg, rows),
         "preprocessing": facts.preprocessing,
         **({"constant": block(constant, metric, task.higher_is_better)} if constant else {}),
@@ -96,6 +97,16 @@ def _evaluation(cfg: FederationConfig, sites: int) -> dict:
         "every": every, "sites_per_round": judged, "sites": sites,
         "note": f"the global model was evaluated after every {every} rounds (and the last) on {judged} of "
                 f"{sites} sites per evaluated round; the final test figures above are every site's"}}
+
+
+def _communication(cfg: FederationConfig, rows: list[dict]) -> dict:
+    """The schemes, and the federated run's bytes by direction: in total and round by round."""
+    per_round = [{"round": r["round"], "upload": r["upload"], "broadcast": r["broadcast"]}
+                 for r in rows if r.get("split") == "bytes" and r.get("model") == "federated"]
+    c = cfg.compression
+    return {"compress_updates": c.compress_updates, "compress_broadcast": c.compress_broadcast,
+            "error_feedback": c.error_feedback, "upload": sum(r["upload"] for r in per_round),
+            "broadcast": sum(r["broadcast"] for r in per_round), "per_round": per_round}
 
 
 def _privacy(cfg: FederationConfig, rows: list[dict]) -> dict:

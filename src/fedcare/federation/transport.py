@@ -42,3 +42,8 @@ class Transport(Protocol):
     def bytes_sent(self) -> int:
         """Bytes of params and updates moved so far, both directions."""
         ...
+
+    @property
+    def bytes_upload(self) -> int:
+        """The part of bytes_sent the sites sent: updates (and their side of a secure round)."""
+        ...

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedcare.core.compression import NONE, parse_scheme
 from fedcare.core.config import FederationConfig, load_config, resolve_config
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
@@ -124,7 +125,9 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
     else:
         clear_for_new_run(cfg.run_dir)  # a fresh run never mixes with (or resumes) an older one's files
         folder.prepare(cfg)
-    federation = backend.transport(start.bytes_sent if start else 0)
+    federation = backend.transport(start.bytes_sent if start else 0, start.bytes_upload if start else 0,
+                                   parse_scheme(cfg.compression.compress_broadcast))
+    judge = backend.transport(0, 0, NONE)  # final models are judged as saved: at full precision
     pending: list[dict] = []
 
     def on_round(record: RoundRecord) -> None:
@@ -142,7 +145,7 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
     result = RoundEngine(plan.algorithm, federation, plan.settings, on_round, on_checkpoint).run(fed.initial, start)
     bytes_sent = federation.bytes_sent  # before baselines reuse the transport for evaluation
     run = Run(cfg.run_dir, cfg, {}, result.params, history=result.history)
-    per_model = {"federated": _test_metrics(federation, result.params)}
+    per_model = {"federated": _test_metrics(judge, result.params)}
     if cfg.personalization.mode != "none":
         personal = personalize(fed, result.params)
         run.site_params = personal
@@ -150,7 +153,7 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
         per_model["personalized"] = {sid: m["test"] for sid, m in scores.items() if "test" in m}
         run.personal_val_score = mean_metric(scores, "val", plan.task.headline)
     if cfg.run.baselines:
-        rows += _baselines(fed, federation, run, per_model, progress)
+        rows += _baselines(fed, judge, run, per_model, progress)
     facts = RunFacts(dataset.name, dataset.task, tuple(dataset.feature_names), dataset.preprocessing,
                      {sd.site_id: sd.sizes() for sd in dataset.sites})
     aggregator_name = cfg.robustness.aggregator if aggregator is None else type(aggregator).__name__

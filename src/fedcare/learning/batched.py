@@ -32,6 +32,8 @@ def batchable(request: FitRequest, model: nn.Module, data: Batches) -> str | Non
         return "batched sites train plain local SGD (fedavg, fedprox)"
     if request.scaffold or request.dp_epsilon is not None or request.personalization != "none":
         return "SCAFFOLD, record-level DP and personalization train site by site"
+    if request.error_feedback:
+        return "error feedback keeps each site's own residual: sites train one by one"
     if not data.task.per_example:
         return f"the {data.task.name} task's loss couples patients in a batch"
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):

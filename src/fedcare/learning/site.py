@@ -15,6 +15,11 @@ Personalization is site state that never travels (`self.personal`):
 
 SCAFFOLD (request.scaffold) is site state too: the site's control variate cᵢ (`self.control`, zeros
 at start) survives rounds and only its change Δcᵢ is ever sent (see fedcare.algorithms.scaffold).
+
+Error feedback (request.error_feedback) is site state as well: what compression left out of the last
+update (`self.residual`, e = target − decoded) is added to the next one, so nothing is lost for good
+(Seide et al. 2014; Karimireddy et al., ICML 2019). The site computes exactly what its wire encoder
+will send (the same seeded rounding, core/compression.py) and never sends the residual itself.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedcare.core import compression
 from fedcare.core.errors import ConfigError, ParamsError, SiteDeclined
 from fedcare.core.messages import FitRequest, Split, control_name, split_controls
 from fedcare.core.params import Params
@@ -64,8 +70,9 @@ class LocalSite:
         self.control: Params = {}  # SCAFFOLD's cᵢ: never sent, only its change Δcᵢ
         self.dp: Params = {}  # record-level DP: this site's noise multiplier and steps taken (its accountant)
         self.dp_spent: float | None = None  # ε spent so far
+        self.residual: Params = {}  # error feedback: what compression left out of the last update; never sent
 
-    _STATE = ("personal", "ditto", "control", "dp")
+    _STATE = ("personal", "ditto", "control", "dp", "residual")
 
     def site_state(self) -> Params:
         """Everything this site keeps between rounds, as named arrays for its own checkpoint."""
@@ -89,6 +96,20 @@ class LocalSite:
         return len(self._data[split]) if split in self._data else 0
 
     def fit(self, params: Params, request: FitRequest) -> Update:
+        update = self._fit(params, request)
+        return self._with_residual(update, request) if request.error_feedback else update
+
+    def _with_residual(self, update: Update, request: FitRequest) -> Update:
+        """The update plus the last residual: what this round's compressed message should carry.
+        Keeps the new residual, the part of it that the compressed message will not."""
+        target = {k: (v + self.residual[k]).astype(v.dtype, copy=False) if k in self.residual else v
+                  for k, v in update.grad.items()}
+        sent = compression.roundtrip(target, compression.parse_scheme(request.compress),
+                                     compression.update_rng(request.seed))
+        self.residual = {k: target[k] - sent[k] for k in target}
+        return Update(update.site_id, target, update.num_examples, update.metrics)
+
+    def _fit(self, params: Params, request: FitRequest) -> Update:
         params, controls = split_controls(params)  # control/<name>: arrays broadcast beside the model
         if request.scaffold:
             return self._fit_scaffold(params, controls, request)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fedcare.core.compression import Scheme
 from fedcare.core.config import FederationConfig
 from fedcare.core.errors import ConfigError
 from fedcare.data import FederatedDataset
@@ -35,7 +36,8 @@ from fedcare.transports.simulation import SimulationTransport
 @dataclass
 class Backend:
     federation: Federation
-    transport: Callable[[int], Transport]  # bytes already sent (a resumed run) -> the federation's transport
+    # (bytes already sent, the sites' part of them: a resumed run's counts; the broadcast's compression)
+    transport: Callable[[int, int, Scheme], Transport]
     close: Callable[[], None] = lambda: None
 
 
@@ -44,7 +46,8 @@ def open_backend(cfg: FederationConfig, dataset: FederatedDataset, *, model_fact
     b = cfg.backend
     if b.backend == "in-process":
         fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
-        return Backend(fed, lambda sent: SimulationTransport(fed.federated_sites, sent))
+        return Backend(fed, lambda sent, upload, scheme: SimulationTransport(fed.federated_sites, sent, broadcast=scheme,
+                                                                         bytes_upload=upload))
     _check_hostable(cfg, dataset, model_factory)
     if b.backend == "processes":
         from fedcare.transports.workers import ProcessPool
@@ -93,4 +96,5 @@ def _hosted(cfg: FederationConfig, dataset: FederatedDataset, pool: Pool, aggreg
     honest = [RemoteSite(shards, sd) for sd in dataset.sites]
     federated = [RemoteSite(shards, sd, honest=False) for sd in dataset.sites]
     fed = Federation(plan, dataset, honest, federated, plan.initial_params())  # type: ignore[arg-type]
-    return Backend(fed, lambda sent: ShardedTransport(shards, sent), pool.close)
+    return Backend(fed, lambda sent, upload, scheme: ShardedTransport(shards, sent, broadcast=scheme, bytes_upload=upload),
+                   pool.close)

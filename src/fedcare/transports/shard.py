@@ -27,7 +27,7 @@ from fedcare.core.params import Params
 from fedcare.core.serialization import (
     params_from_bytes,
     params_to_bytes,
-    update_to_bytes,
+    fit_reply_to_bytes,
 )
 from fedcare.data.dataset import SPLITS, DataShape, SiteData
 from fedcare.data.examples import ArrayExamples
@@ -132,7 +132,7 @@ class Shard:
         for sid, request in requests.items():
             try:
                 update = together[sid] if sid in together else sites[sid].fit(received, request)
-                out.append(update_to_bytes(update, round_=request.round))
+                out.append(fit_reply_to_bytes(update, request))
                 answers.append(None)
             except SiteDeclined as exc:
                 answers.append(str(exc))

@@ -18,6 +18,7 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from fedcare.core import errors
+from fedcare.core.compression import NONE, Scheme
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
 from fedcare.core.serialization import params_from_bytes, params_to_bytes
@@ -69,11 +70,13 @@ class Shards:
 
 
 class ShardedTransport:
-    def __init__(self, shards: Shards, bytes_sent: int = 0, honest: bool = False):
+    def __init__(self, shards: Shards, bytes_sent: int = 0, honest: bool = False, broadcast: Scheme = NONE,
+                 bytes_upload: int = 0):
         """`honest`: reach the sites themselves, not the simulated attackers among them."""
         self._shards = shards
-        self._bytes = bytes_sent
+        self._bytes, self._upload = bytes_sent, bytes_upload
         self._honest = honest
+        self._scheme = broadcast
 
     def site_ids(self) -> list[str]:
         return list(self._shards.owner)
@@ -82,8 +85,12 @@ class ShardedTransport:
     def bytes_sent(self) -> int:
         return self._bytes
 
+    @property
+    def bytes_upload(self) -> int:
+        return self._upload
+
     def _broadcast(self, params: Params, count: int) -> bytes:
-        blob = params_to_bytes(params)
+        blob = params_to_bytes(params, scheme=self._scheme)
         self._bytes += len(blob) * count
         return blob
 
@@ -103,7 +110,9 @@ class ShardedTransport:
                 if declined is not None:
                     result.refused[sid] = declined
                 else:
-                    self._bytes += receive(result, sid, next(arrived), message, requests[sid].round)
+                    size = receive(result, sid, next(arrived), message, requests[sid].round)
+                    self._bytes += size
+                    self._upload += size
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:

@@ -1,6 +1,8 @@
 """In-process simulation: every site lives in this process, and every message still goes through
 the wire format (safetensors bytes, validated on arrival) so a simulated run exercises exactly what
 a deployed one sends, and counts its bytes honestly. Deterministic for a seed: sites run in order.
+With compression (core/compression.py), updates travel as the request says and broadcasts as
+`broadcast` says, compressed on the sender's side and decoded and checked on the receiver's.
 
 With a `secure` round runner (transports/secure.py: given here, or carried by a SecureSites list),
 every fit round is a secure-aggregation protocol among the selected sites instead, and the engine
@@ -12,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from fedcare.core.compression import NONE, Scheme
 from fedcare.core.errors import ParamsError, SiteDeclined
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
-from fedcare.core.serialization import params_from_bytes, params_to_bytes, update_from_bytes, update_to_bytes
+from fedcare.core.serialization import fit_reply_to_bytes, params_from_bytes, params_to_bytes, update_from_bytes
 from fedcare.core.update import Update
 from fedcare.federation.transport import FitResult, SiteMetrics, Transport
 
@@ -41,9 +44,12 @@ class SecureRounds(Protocol):
 
 
 class SimulationTransport:
-    def __init__(self, sites: Sequence[Site], bytes_sent: int = 0, secure: SecureRounds | None = None):
+    def __init__(self, sites: Sequence[Site], bytes_sent: int = 0, secure: SecureRounds | None = None,
+                 broadcast: Scheme = NONE, bytes_upload: int = 0):
         self._sites = {site.site_id: site for site in sites}
         self._bytes = bytes_sent  # a resumed run continues the count
+        self._upload = bytes_upload
+        self._scheme = broadcast
         # secure aggregation: given here, or carried by the list of sites (transports.secure.SecureSites)
         self._secure = secure if secure is not None else getattr(sites, "secure", None)
 
@@ -54,9 +60,17 @@ class SimulationTransport:
     def bytes_sent(self) -> int:
         return self._bytes
 
+    @property
+    def bytes_upload(self) -> int:
+        return self._upload
+
+    def _count_upload(self, size: int) -> None:
+        self._bytes += size
+        self._upload += size
+
     def broadcast(self, params: Params, count: int) -> Params:
         """Serialize params once, count them as sent to `count` sites, and return what a site decodes."""
-        blob = params_to_bytes(params)
+        blob = params_to_bytes(params, scheme=self._scheme)
         self._bytes += len(blob) * count
         received, _ = params_from_bytes(blob, params)
         return received
@@ -64,18 +78,18 @@ class SimulationTransport:
     def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
         if self._secure is not None:
             result, sent = self._secure.fit(self._sites, self.broadcast, params, requests, extras)
-            self._bytes += sent
+            self._count_upload(sent)
             return result
         message = {**params, **extras} if extras else params  # an update mirrors the message it answers
         received = self.broadcast(message, len(requests))
         result = FitResult([])
         for site_id, request in requests.items():
             try:
-                blob = update_to_bytes(self._sites[site_id].fit(received, request), round_=request.round)
+                blob = fit_reply_to_bytes(self._sites[site_id].fit(received, request), request)
             except SiteDeclined as exc:
                 result.refused[site_id] = str(exc)
                 continue
-            self._bytes += receive(result, site_id, blob, message, request.round)
+            self._count_upload(receive(result, site_id, blob, message, request.round))
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
@@ -109,6 +123,10 @@ class TrainHereEvaluateThere:
 
     @property
     def bytes_sent(self) -> int:
+        return 0
+
+    @property
+    def bytes_upload(self) -> int:
         return 0
 
     def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fedcare.core.config.algorithm import AlgorithmSettings
 from fedcare.core.config.backend import BackendSettings
 from fedcare.core.config.base import Section
+from fedcare.core.config.compression import CompressionSettings
 from fedcare.core.config.data import COLUMN_KEYS, DEFAULT_DATASET, DataSpec
 from fedcare.core.config.deployment import DeploymentSettings
 from fedcare.core.config.effects import EffectSettings
@@ -30,7 +31,8 @@ from fedcare.core.config.run import RunSettings
 from fedcare.core.config.training import TrainingSettings
 from fedcare.core.errors import ConfigError
 
-__all__ = ["SECTIONS", "AlgorithmSettings", "BackendSettings", "DataSpec", "DeploymentSettings", "FederationConfig", "ModelSpec",
+__all__ = ["SECTIONS", "AlgorithmSettings", "BackendSettings", "CompressionSettings", "DataSpec", "DeploymentSettings",
+           "FederationConfig", "ModelSpec",
            "PersonalizationSettings", "PrivacySettings", "RobustnessSettings", "RunSettings", "Section", "TrainingSettings", "flat_key",
            "load_config", "make_config", "resolve_config"]
 
@@ -46,6 +48,7 @@ SECTIONS: dict[str, type[Section]] = {
     "run": RunSettings,
     "effects": EffectSettings,
     "backend": BackendSettings,
+    "compression": CompressionSettings,
 }
 
 
@@ -84,6 +87,7 @@ class FederationConfig(BaseModel):
     run: RunSettings = Field(default_factory=RunSettings)
     effects: EffectSettings = Field(default_factory=EffectSettings)
     backend: BackendSettings = Field(default_factory=BackendSettings)
+    compression: CompressionSettings = Field(default_factory=CompressionSettings)
 
     @model_validator(mode="before")
     @classmethod

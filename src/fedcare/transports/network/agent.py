@@ -34,7 +34,7 @@ from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError, FedcareError, SiteDeclined
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
-from fedcare.core.serialization import params_from_bytes, save_params, update_from_bytes, update_to_bytes
+from fedcare.core.serialization import fit_reply_to_bytes, params_from_bytes, save_params, update_from_bytes
 from fedcare.data.dataset import DataShape, SiteData
 from fedcare.data.storage import load_site_data, save_site_data
 from fedcare.data.prepare import SitePreparation
@@ -254,7 +254,7 @@ class SiteAgent:
         request = FitRequest(**task["request"])
         self.say(f"round {request.round}: training {request.local_epochs} local epoch(s) on {site.num_train} rows")
         try:
-            blob = update_to_bytes(site.fit(params, request), round_=request.round)
+            blob = fit_reply_to_bytes(site.fit(params, request), request)
         except SiteDeclined as exc:
             self.say(f"round {request.round}: declined: {exc}")
             self._post_json(task, {"declined": str(exc)})
@@ -315,7 +315,8 @@ class SiteAgent:
         site = self._local_site()
         algorithm, settings = self._plan.baseline()
         result = RoundEngine(algorithm, SimulationTransport([site]), settings).run(self._plan.initial_params())
-        rows = list(metric_rows("local", result.history))
+        # rows about this site's local model only: the in-process baseline's byte counts crossed no wire
+        rows = [row for row in metric_rows("local", result.history) if row["split"] != "bytes"]
         self._post_json(task, {"metrics": site.evaluate(result.params, task["splits"]), "rows": rows})
 
     # ----- wire ---------------------------------------------------------------------------------

@@ -22,8 +22,10 @@ from pathlib import Path
 import yaml
 
 from fedcare.federation.checkpoint import Checkpoints
+from fedcare.core.compression import parse_scheme
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError, DataError, FedcareError
+from fedcare.core.serialization import params_to_bytes
 from fedcare.data.answers import SiteAnswerError
 from fedcare.data.defaults import with_dataset_defaults
 from fedcare.data.prepare import PreparedDataset, prepare
@@ -249,7 +251,8 @@ class Coordinator:
         start, rows = (loaded[0], loaded[2]) if loaded else (None, [])
         message = plan_message(cfg, run_id, sites, prepared)
         transport = NetworkTransport(self.board, sites, timing, message, start.bytes_sent if start else 0,
-                                     secure=plan.secure)
+                                     secure=plan.secure, broadcast=parse_scheme(cfg.compression.compress_broadcast),
+                                     bytes_upload=start.bytes_upload if start else 0)
         pending: list[dict] = []
 
         def on_round(record: RoundRecord) -> None:
@@ -270,7 +273,7 @@ class Coordinator:
 
         result = RoundEngine(plan.algorithm, transport, plan.settings, on_round, on_checkpoint).run(initial, start)
         bytes_sent = transport.bytes_sent
-        final = transport.params_bytes(result.params)[0]
+        final = params_to_bytes(result.params)  # the final model goes out at full precision, as it is saved
         quorum = min(cfg.algorithm.min_sites, len(sites))  # a site lost late in the run leaves a gap, not a hang
         per_model = {"federated": _metric(transport.ask_all("final.test", "evaluate", {"splits": ["test"]}, final,
                                                             quorum=quorum), "test")}

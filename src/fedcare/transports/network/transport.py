@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from fedcare.core.compression import NONE, Scheme
 from fedcare.core.messages import FitRequest, Split
 from fedcare.core.params import Params
 from fedcare.core.serialization import params_to_bytes
@@ -28,13 +29,15 @@ class Timing:
 
 class NetworkTransport:
     def __init__(self, board: Board, site_ids: Sequence[str], timing: Timing, plan: dict, bytes_sent: int = 0,
-                 secure: SecurePlan | None = None):
+                 secure: SecurePlan | None = None, broadcast: Scheme = NONE, bytes_upload: int = 0):
         self._board = board
         self._secure = None if secure is None else SecureRounds(self.ask_all, secure, timing.min_sites)
         self._sites = list(site_ids)
         self._timing = timing
         self._plan = plan  # the declarative run plan every task carries (model, recipe): data, never code
         self._bytes = bytes_sent
+        self._upload = bytes_upload  # the part of _bytes the sites sent
+        self._scheme = broadcast  # how params travel to the sites (core/compression.py)
         self._round = 0
         self._evaluations = 0
         self._last: tuple[Params, bytes, str] | None = None
@@ -45,6 +48,10 @@ class NetworkTransport:
     @property
     def bytes_sent(self) -> int:
         return self._bytes + (self._secure.bytes if self._secure else 0)
+
+    @property
+    def bytes_upload(self) -> int:
+        return self._upload + (self._secure.bytes if self._secure else 0)
 
     def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
         message = {**params, **extras} if extras else params
@@ -63,6 +70,7 @@ class NetworkTransport:
             if isinstance(answer, tuple):
                 update, size = answer
                 self._bytes += size
+                self._upload += size
                 result.updates.append(update)
             elif isinstance(answer, str):  # the site declined the round, and said why
                 result.refused[sid] = answer
@@ -82,7 +90,7 @@ class NetworkTransport:
         """The params as bytes, and their digest; the model evaluated after a round is the next
         round's broadcast (the same object), so it is serialized and hashed once."""
         if self._last is None or self._last[0] is not params:
-            blob = params_to_bytes(params)
+            blob = params_to_bytes(params, scheme=self._scheme)
             self._last = (params, blob, hashlib.sha256(blob).hexdigest())
         return self._last[1], self._last[2]
 

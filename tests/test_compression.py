@@ -1,0 +1,279 @@
+"""Compressed updates and broadcasts (core/compression.py): the codecs, their strict decoding, error
+feedback kept in the site's state, the bytes counted per direction, and how compression composes
+with privacy, robust rules and secure aggregation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import save
+
+import fedcare
+from fedcare.core.compression import encode, index_dtype, parse_scheme, roundtrip
+from fedcare.core.config import make_config
+from fedcare.core.errors import ConfigError, ParamsError
+from fedcare.core.serialization import (
+    params_from_bytes,
+    params_to_bytes,
+    update_from_bytes,
+    update_to_bytes,
+)
+from fedcare.core.update import Update
+
+RNG = np.random.default_rng(7)
+ARRAYS = {"layer.0.weight": RNG.normal(size=(100, 80)).astype(np.float32), "layer.0.bias": RNG.normal(size=3).astype(np.float32),
+          "scalar": np.array(1.5)}
+RUN = dict(dataset="heart-disease", rounds=3, baselines=False, seed=1)
+
+
+@pytest.mark.parametrize("text, bound", [("fp16", 1e-3), ("bf16", 8e-3), ("int8", 1 / 127), ("int8:64", 1 / 127)])
+def test_quantizers_shrink_the_bytes_within_their_precision(text, bound):
+    plain = len(params_to_bytes(ARRAYS))
+    blob = params_to_bytes(ARRAYS, scheme=parse_scheme(text), rng=np.random.default_rng(0))
+    got, _ = params_from_bytes(blob, ARRAYS)
+    assert len(blob) < plain * (0.52 if text in ("fp16", "bf16") else 0.29)
+    for k, v in ARRAYS.items():
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape
+        assert np.abs(got[k] - v).max() <= bound * np.abs(v).max() * 1.01
+
+
+def test_int8_stochastic_rounding_is_unbiased_and_nearest_without_a_generator():
+    x = {"w": RNG.normal(size=500).astype(np.float32)}
+    scheme = parse_scheme("int8")
+    rng = np.random.default_rng(1)
+    mean = np.mean([roundtrip(x, scheme, rng)["w"] for _ in range(1500)], axis=0)
+    step = np.abs(x["w"]).max() / 127
+    assert np.abs(mean - x["w"]).max() < 0.1 * step  # a biased rounding is off by up to half a step
+    nearest = roundtrip(x, scheme, None)["w"]
+    assert np.abs(nearest - x["w"]).max() <= step / 2 * 1.001
+
+
+def test_topk_keeps_the_largest_entries_exactly_with_compact_indices():
+    x = {"w": RNG.normal(size=(300,)).astype(np.float32)}
+    got = roundtrip(x, parse_scheme("topk:0.1"), None)["w"]
+    top = np.argsort(-np.abs(x["w"]))[:30]
+    assert np.count_nonzero(got) == 30 and np.array_equal(got[top], x["w"][top])
+    parts, _ = encode(x, parse_scheme("topk:0.1+int8"))
+    assert parts["w#index"].dtype == np.uint16 and parts["w"].dtype == np.int8
+    assert index_dtype(256) == np.uint8 and index_dtype(257) == np.uint16 and index_dtype(70_000) == np.uint32
+
+
+@pytest.mark.parametrize("text, words", [("topk:2", "between 0 and 1"), ("int8+topk:0.1", "sparsifier first"),
+                                         ("fp16:3", "block size"), ("zip", "not a scheme")])
+def test_bad_schemes_are_refused_in_one_line(text, words):
+    with pytest.raises(ConfigError, match=words):
+        make_config({"compress_updates": text})
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"compress_broadcast": "topk:0.1"}, "zero most of its weights"),
+    ({"error_feedback": True}, "set compress_updates"),
+    ({"compress_updates": "topk:0.01+int8", "secure_aggregation": True}, "common index set"),
+    ({"compress_updates": "int8", "secure_aggregation": True}, "64-bit masked field words"),
+])
+def test_combinations_compression_cannot_honour_are_refused(settings, words):
+    with pytest.raises(ConfigError, match=words):
+        make_config(settings)
+    assert "\n" not in words
+
+
+def _tampered(grad, scheme: str, change) -> bytes:
+    parts, codec = encode(grad, parse_scheme(scheme), np.random.default_rng(0))
+    parts = {k: v.copy() for k, v in parts.items()}
+    change(parts, codec)
+    meta = {"site_id": "s", "num_examples": 5, "metrics": {}, "codec": codec}
+    return save(parts, metadata={"fedcare": json.dumps(meta)})
+
+
+def _corrupt_updates(grad) -> dict[str, tuple[bytes, str]]:
+    """Each corrupt compressed update and the words its refusal must hold (also used over the network)."""
+    name = next(iter(grad))
+
+    def at(key, value):
+        def change(parts, codec):
+            parts[key][-1 if key.endswith("index") else 0] = value
+        return change
+
+    def resized(key, n):
+        def change(parts, codec):
+            parts[key] = parts[key][:n] if n >= 0 else np.concatenate([parts[key], parts[key][:1]])
+        return change
+
+    def unsorted(parts, codec):
+        parts[name + "#index"] = parts[name + "#index"][::-1].copy()
+
+    def lied(parts, codec):
+        codec["arrays"][name]["shape"] = [1]
+
+    return {
+        "index past the end": (_tampered(grad, "topk:0.2+int8", at(name + "#index", 60_000)), "below"),
+        "indices not increasing": (_tampered(grad, "topk:0.2+int8", unsorted), "strictly increasing"),
+        "negative scale": (_tampered(grad, "int8", at(name + "#scale", -1.0)), "scales"),
+        "infinite scale": (_tampered(grad, "int8:16", at(name + "#scale", np.inf)), "scales"),
+        "huge scale": (_tampered(grad, "int8", at(name + "#scale", 1e38)), "scales"),
+        "int8 value -128": (_tampered(grad, "int8", at(name, -128)), "−127…127"),
+        "values too short": (_tampered(grad, "fp16", resized(name, 3)), "expected"),
+        "one index too many": (_tampered(grad, "topk:0.2", resized(name + "#index", -1)), "index must be"),
+        "scale count wrong": (_tampered(grad, "int8:16", resized(name + "#scale", 1)), "scale"),
+        "shape that lies": (_tampered(grad, "bf16", lied), "expected"),
+        "fp16 overflow": (_tampered({**grad, name: np.full_like(grad[name], 1e6)}, "fp16", lambda p, c: None), "65504"),
+    }
+
+
+@pytest.mark.parametrize("what", list(_corrupt_updates(ARRAYS)))
+def test_corrupt_compressed_updates_are_refused_naming_the_problem(what):
+    blob, words = _corrupt_updates(ARRAYS)[what]
+    with pytest.raises(ParamsError, match=words):
+        update_from_bytes(blob, ARRAYS)
+
+
+def test_a_run_counts_the_compressed_bytes_per_direction_and_round(tmp_path):
+    run = fedcare.simulate(out=str(tmp_path / "small"), model="mlp", hidden=[64], compress_updates="topk:0.1+int8",
+                           compress_broadcast="int8", **RUN)
+    s, c = run.summary, run.summary["communication"]
+    assert [r["round"] for r in c["per_round"]] == [1, 2, 3]
+    assert c["upload"] + c["broadcast"] == s["bytes_sent"] == sum(r["upload"] + r["broadcast"] for r in c["per_round"])
+    plain = len(params_to_bytes(run.global_params))  # one uncompressed message (a model-sized update is as big)
+    for r in c["per_round"]:  # 4 updates, 4 fit and 4 evaluation broadcasts a round
+        assert r["upload"] < 4 * plain / 2 and r["broadcast"] < 8 * plain / 2
+    assert s["federated"]["mean"]["accuracy"] > 0.6
+
+
+def test_error_feedback_resumes_from_the_checkpointed_residual(tmp_path):
+    """The residual is site state: a run cut after round 2 and resumed equals an uninterrupted one
+    (it would not if the residual restarted at zero); and each site sends what it did not before."""
+    from fedcare.interfaces.api import resume
+
+    class Crash(Exception):
+        pass
+
+    def crash(name, record):
+        if name == "federated" and record.round == 2:
+            raise Crash()
+
+    settings = dict(RUN, rounds=4, model="mlp", hidden=[64], compress_updates="topk:0.1", error_feedback=True)
+    whole = fedcare.simulate(out=str(tmp_path / "whole"), **settings)
+    with pytest.raises(Crash):
+        fedcare.simulate(out=str(tmp_path / "cut"), progress=crash, **settings)
+    from fedcare.federation.checkpoint import load_checked
+
+    saved, _ = load_checked(next((tmp_path / "cut" / "checkpoints" / "sites").glob("cleveland*")))
+    assert any(k.startswith("residual/") and np.abs(v).sum() > 0 for k, v in saved.items())
+    resumed = resume(tmp_path / "cut")
+    for k in whole.global_params:
+        np.testing.assert_array_equal(resumed.global_params[k], whole.global_params[k])
+    assert resumed.summary["communication"] == whole.summary["communication"]
+    without = fedcare.simulate(out=str(tmp_path / "without"), **dict(settings, error_feedback=False))
+    assert any(not np.array_equal(without.global_params[k], whole.global_params[k]) for k in whole.global_params)
+
+
+def test_error_feedback_sends_in_total_what_the_site_computed():
+    """Σ decoded messages + last residual = Σ raw updates: compression delays, never drops."""
+    from fedcare.core.messages import FitRequest
+    from fedcare.learning.site import LocalSite
+
+    class Raw(LocalSite):
+        def __init__(self):
+            self.site_id, self.residual, self.raw = "s", {}, []
+
+        def _fit(self, params, request):
+            grad = {"w": RNG.normal(size=50).astype(np.float32)}
+            self.raw.append(grad["w"])
+            return Update("s", grad, 5)
+
+    site, sent = Raw(), []
+    for rnd in range(1, 6):
+        request = FitRequest(rnd, "local_epochs", 1, 0.1, 8, "sgd", seed=rnd, compress="topk:0.1+int8", error_feedback=True)
+        blob = fedcare.core.serialization.fit_reply_to_bytes(site.fit({}, request), request)
+        sent.append(update_from_bytes(blob, {"w": np.zeros(50, np.float32)}, round_=rnd).grad["w"])
+    np.testing.assert_allclose(np.sum(sent, axis=0) + site.residual["w"], np.sum(site.raw, axis=0), atol=1e-5)
+
+
+def test_record_level_dp_the_site_compresses_after_dp_sgd():
+    """Compression is post-processing of the DP-SGD update: the same training, the same ε."""
+    from conftest import examples
+
+    from fedcare.core.messages import FitRequest
+    from fedcare.learning import LocalSite, make_task
+    from fedcare.learning.models import LinearModel
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 200)).astype(np.float32)
+    rows = examples(tabular=x, label=(x[:, 0] > 0).astype(np.float32))
+    params = {"weight": np.zeros((1, 200), np.float32), "bias": np.zeros(1, np.float32)}
+    got = []
+    for scheme in ("none", "topk:0.05+int8"):
+        site = LocalSite("s", make_task("binary"), LinearModel(["tabular"], 200, 1), {"train": rows, "test": rows})
+        request = FitRequest(1, "local_epochs", 1, 0.1, 8, "sgd", 1, dp_epsilon=3.0, planned_rounds=1,
+                             compress=scheme, error_feedback=scheme != "none")
+        update = site.fit(params, request)
+        got.append((update, fedcare.core.serialization.fit_reply_to_bytes(update, request), site))
+    (plain, plain_blob, _), (small, small_blob, site) = got
+    assert small.metrics["epsilon"] == plain.metrics["epsilon"] <= 3.0
+    np.testing.assert_array_equal(small.grad["weight"], plain.grad["weight"])  # training untouched
+    assert len(small_blob) < len(plain_blob) / 1.8 and np.abs(site.residual["weight"]).sum() > 0
+
+
+def test_the_coordinator_sees_decoded_updates_under_site_dp_and_robust_rules(tmp_path):
+    """Site-level DP's clipping and noise, and the robust rules, work on dense decoded updates."""
+    for extra in ({"site_dp_epsilon": 20.0}, {"aggregator": "median"}):
+        run = fedcare.simulate(out=str(tmp_path / "x"), compress_updates="topk:0.3+int8", model="mlp", hidden=[64],
+                               **dict(RUN, rounds=2), **extra)
+        updates = [r for r in run.history[-1].anomalies.values()]
+        assert updates and all(np.isfinite(u["norm_ratio"]) and u["norm_ratio"] > 0 for u in updates)
+    from fedcare.core.messages import FitRequest
+    from fedcare.transports.simulation import SimulationTransport
+
+    class Site:
+        site_id = "s"
+
+        def fit(self, params, request):
+            return Update("s", {k: np.full_like(v, 3) for k, v in params.items()}, 4)
+
+    request = FitRequest(1, "local_epochs", 1, 0.1, 8, "sgd", seed=0, compress="topk:0.1+fp16")
+    transport = SimulationTransport([Site()])
+    update = transport.fit(ARRAYS, {"s": request}).updates[0]
+    assert {k: (v.shape, v.dtype) for k, v in update.grad.items()} == {k: (v.shape, v.dtype) for k, v in ARRAYS.items()}
+    assert np.count_nonzero(update.grad["layer.0.weight"]) == 800 and update.grad["layer.0.bias"].tolist() == [3, 3, 3]
+    assert transport.bytes_upload < len(update_to_bytes(update, 1)) < transport.bytes_sent
+
+
+def test_over_the_network_the_bytes_on_the_wire_are_what_bytes_sent_says(deployment, tmp_path):
+    """Real processes over TLS: compressed broadcasts and updates cross the wire at the sizes the run
+    counts (the coordinator's audit logs each update's size on arrival), corrupt compressed updates
+    are a 422 with an audit line, and the run equals the simulation."""
+    import subprocess
+
+    from conftest import HEART_SITES
+
+    config = dict(RUN, rounds=2, seed=3, model="mlp", hidden=[64], compress_updates="topk:0.1+int8",
+                  error_feedback=True, compress_broadcast="fp16")
+    d = deployment(config)
+    d.start_coordinator("--start")
+    for site in HEART_SITES[:3]:
+        d.start_agent(site)
+    agent = d.start_agent("va", "--approve", stdin=subprocess.PIPE)  # waits for approval: we speak first
+    d.wait_for(lambda s: (s.get("open_task") or {}).get("id") == "1.fit", what="round 1")
+    va = d.site_client("va")
+    assert va.get("/v1/task", params={"wait": 5}).json()["id"] == "1.fit"
+    blob = va.get("/v1/tasks/1.fit/params").content
+    message, _ = params_from_bytes(blob)
+    assert len(blob) < 0.65 * len(params_to_bytes(message))  # the broadcast crossed as fp16 (biases as they are)
+    corrupt = _corrupt_updates(dict(sorted(message.items(), key=lambda kv: -kv[1].size)))
+    for what, (body, words) in corrupt.items():
+        response = va.put("/v1/tasks/1.fit/update", content=body)
+        assert response.status_code == 422 and words in response.json()["detail"], (what, response.text)
+    agent.stdin.write(b"y\n")
+    agent.stdin.flush()
+    status = d.wait_completed()
+    net = json.loads((d.run_dir(status) / "summary.json").read_text())
+    sim = fedcare.simulate(out=str(tmp_path / "simulated"), **config).summary
+    assert net["federated"] == sim["federated"] and net["communication"] == sim["communication"]
+    audit = d.client.get("/v1/audit").json()
+    arrived = [int(a["detail"].split()[0]) for a in audit if a["action"].startswith("update") and a["status"] == 200]
+    assert len(arrived) == 8 and sum(arrived) == net["communication"]["upload"]
+    assert max(arrived) < 0.5 * len(params_to_bytes(message))  # each update crossed at under half a model
+    refused = [a["detail"] for a in audit if a["site_id"] == "va" and a["status"] == 422]  # repeats: one line
+    assert all(any(words in line for line in refused) for _, words in corrupt.values())
