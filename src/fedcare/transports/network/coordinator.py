@@ -284,7 +284,7 @@ class Coordinator:
             per_model["local"] = _metric(answers, "test")
             rows += [row for a in answers.values() for row in a.get("rows", [])]
         facts = RunFacts(prepared.name, prepared.shape.task, prepared.shape.feature_names, prepared.preprocessing,
-                         prepared.preprocessing.get("site_rows", {}))
+                         prepared.preprocessing.get("site_rows", {}), prepared.shape)
         summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, cfg.robustness.aggregator,
                             attacked=[])
         summary["baselines"] = {"pooled": "not run: pooling patient rows is what a federation avoids"}
