@@ -25,6 +25,7 @@ from fedcare.federation.summary import RunFacts, summarize
 from fedcare.federation.tracking import Trackers
 from fedcare.interfaces import htmlreport
 from fedcare.interfaces.trackers import open_trackers
+from fedcare.learning.calibration import calibration
 from fedcare.learning.constant import constant_metrics, constant_output
 from fedcare.learning.modelfile import load_model
 from fedcare.learning.models import ModelFactory
@@ -157,6 +158,9 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, fed
         scores = {sid: site.evaluate(personal[sid], ["val", "test"]) for sid, site in sites.items()}
         per_model["personalized"] = {sid: m["test"] for sid, m in scores.items() if "test" in m}
         run.personal_val_score = mean_metric(scores, "val", plan.task.headline)
+    calibrated = {"federated": calibration(sites, {sid: result.params for sid in sites})}
+    if run.site_params:
+        calibrated["personalized"] = calibration(sites, run.site_params)
     if cfg.run.baselines:
         rows += _baselines(fed, federation, run, per_model, progress, trackers.log)
     facts = RunFacts(dataset.name, dataset.task, tuple(dataset.feature_names), dataset.preprocessing,
@@ -165,6 +169,8 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, fed
     run.summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, aggregator_name,
                             attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}),
                             constant=_constant_metrics(dataset, plan.task))
+    if calibrated["federated"] is not None:  # binary tasks: Brier and reliability bins for the report
+        run.summary["calibration"] = calibrated
     effects = simulate_effects(cfg, dataset) if cfg.data.treatment is not None else None
     if effects is not None:
         run.summary["treatment"] = effects.block

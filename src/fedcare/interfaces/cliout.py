@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-NOISY = ("absl",)  # loggers whose records stay out of the terminal (they still reach --log-file)
+# loggers whose records stay out of the terminal (they still reach --log-file): dp-accounting's RDP
+# orders (absl), the ONNX exporter's notes on operators of packages not installed
+NOISY = ("absl", "torch.onnx")
 
 
 @dataclass

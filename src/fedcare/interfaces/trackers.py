@@ -38,6 +38,13 @@ def _name(text: object) -> str:
     return re.sub(r"[^A-Za-z0-9_.\- ]", "_", str(text))  # what MLflow accepts in a key, slashes aside
 
 
+def _artefacts_beside(uri: str) -> str | None:
+    """A SQLite store's artefacts in `mlartifacts/` beside its file (MLflow would use the working folder)."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server decides
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+
+
 class MlflowTracker:
     def __init__(self, uri: str, run_dir: Path):
         try:
@@ -52,7 +59,8 @@ class MlflowTracker:
         from mlflow.entities import Param
 
         experiment = self.client.get_experiment_by_name("fedcare")
-        eid = experiment.experiment_id if experiment else self.client.create_experiment("fedcare")
+        eid = experiment.experiment_id if experiment else self.client.create_experiment(
+            "fedcare", artifact_location=_artefacts_beside(self.uri))
         self.run_id = self.client.create_run(eid, run_name=self.run_dir.name,
                                              tags={"fedcare.run_folder": str(self.run_dir.resolve())}).info.run_id
         params = [Param(k, json.dumps(v) if not isinstance(v, str) else v)

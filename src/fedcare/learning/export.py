@@ -50,5 +50,5 @@ def export_model(model: LoadedModel, fmt: str, target: Path) -> Path:
         else:
             batch = torch.export.Dim("patients")
             torch.onnx.export(scorer, example, str(target), input_names=names, output_names=["output"],
-                              dynamic_shapes=tuple({0: batch} for _ in names), dynamo=True, verbose=False)
+                              dynamic_shapes=(tuple({0: batch} for _ in names),), dynamo=True, verbose=False)
     return target
