@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,7 +72,7 @@ def test_predict_gives_the_runs_own_probabilities(trained):
 
 
 def test_model_files_refused_in_one_line(trained, tmp_path):
-    folder, frame, run = trained
+    _, frame, run = trained
     (tmp_path / "junk.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
     for path, said in ((tmp_path / "junk.safetensors", "not a readable model file"),
                        (run.path / "checkpoints" / "coordinator.safetensors", "not a model file this fedcare"),
@@ -114,7 +113,7 @@ def test_mlflow_and_tensorboard_hold_the_runs_metrics(trained):
     from mlflow import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    folder, frame, run = trained
+    folder, _, run = trained
     rows = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
     wanted = {(r["round"], r["site"]): r["accuracy"] for r in rows
               if r["model"] == "federated" and r["split"] == "test" and "accuracy" in r}
@@ -203,7 +202,7 @@ def test_clinical_metrics_agree_with_scikit_learn():
     assert M.sensitivity_specificity(np.zeros(4), np.ones(4), 0.5)["sensitivity"] is None
 
 
-def test_cli_version_help_defaults_and_quiet_log_file(tmp_path):
+def test_cli_version_and_defaults_in_help(tmp_path):
     version = run_cli("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.strip() == f"fedcare {fedcare.__version__}"
     helped = run_cli("simulate", "--help", cwd=tmp_path)
@@ -223,6 +222,9 @@ def restored_logging():
         root.addHandler(h)
     root.setLevel(level)
     logging.captureWarnings(False)
+    from fedcare.interfaces.cliout import OUTPUT
+
+    OUTPUT.quiet = OUTPUT.verbose = False
 
 
 def test_dp_accounting_noise_goes_to_the_log_file_not_the_terminal(tmp_path, capfd, restored_logging):
@@ -236,3 +238,21 @@ def test_dp_accounting_noise_goes_to_the_log_file_not_the_terminal(tmp_path, cap
     assert "absl" not in err and "a warning of our own" in err
     log = (tmp_path / "run.log").read_text()
     assert "WARNING absl: _compute_log_a_frac failed to converge" in log and "a warning of our own" in log
+
+
+def test_progress_is_a_line_per_round_off_a_terminal_and_nothing_when_quiet(tmp_path, capsys, restored_logging):
+    import io
+
+    from rich.console import Console
+
+    from fedcare.federation.engine import RoundRecord
+    from fedcare.interfaces.cliout import RoundProgress, setup
+
+    record = RoundRecord(2, ["a", "b"], {"a": {"train_loss": 0.5}, "b": {"train_loss": 0.7}}, {}, 0.8125)
+    piped = Console(file=io.StringIO())  # not a terminal
+    setup(quiet=False, verbose=False, log_file=None)
+    RoundProgress(piped, 5, "roc_auc")("federated", record)
+    assert capsys.readouterr().out == "federated round 2/5 · val roc_auc 0.812 · train loss 0.600\n"
+    setup(quiet=True, verbose=False, log_file=None)
+    RoundProgress(piped, 5)("federated", record)
+    assert capsys.readouterr().out == ""

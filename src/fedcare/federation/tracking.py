@@ -15,8 +15,8 @@ from fedcare.core.config import FederationConfig
 
 
 class Tracker(Protocol):
-    def start(self, config: FederationConfig) -> None:
-        """The run's settings, before the first round."""
+    def start(self, config: FederationConfig, rows: Sequence[Mapping]) -> None:
+        """The run's settings before its first round, and the rows a resumed run already has."""
 
     def log(self, rows: Sequence[Mapping]) -> None:
         """Metric rows (one per round, site, split and model) as they are made."""
@@ -28,14 +28,13 @@ class Tracker(Protocol):
 class JsonlTracker:
     """metrics.jsonl, grown round by round (a resumed run first writes back the rows it resumes from)."""
 
-    def __init__(self, path: Path, rows: Sequence[Mapping] = ()):
+    def __init__(self, path: Path):
         self.path = path
-        self._rows = list(rows)
 
-    def start(self, config: FederationConfig) -> None:
+    def start(self, config: FederationConfig, rows: Sequence[Mapping]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("w") as f:
-            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in self._rows)
+            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
 
     def log(self, rows: Sequence[Mapping]) -> None:
         with self.path.open("a") as f:
@@ -51,9 +50,9 @@ class Trackers:
     def __init__(self, trackers: Sequence[Tracker]):
         self.trackers = list(trackers)
 
-    def start(self, config: FederationConfig) -> None:
+    def start(self, config: FederationConfig, rows: Sequence[Mapping] = ()) -> None:
         for t in self.trackers:
-            t.start(config)
+            t.start(config, rows)
 
     def log(self, rows: Sequence[Mapping]) -> None:
         if rows:

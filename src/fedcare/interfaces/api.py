@@ -103,6 +103,7 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files],  # re-runnable anywhere
                       images=str(Path(cfg.data.images).resolve()) if cfg.data.images else None)
     fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
+    trackers = open_trackers(cfg)  # metrics.jsonl grows round by round; --track adds MLflow, TensorBoard
     folder = RunFolder(cfg.run_dir)
     checkpoints = Checkpoints(cfg.run_dir)
     sites = honest(fed.federated_sites)
@@ -116,8 +117,7 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     else:
         clear_for_new_run(cfg.run_dir)  # a fresh run never mixes with (or resumes) an older one's files
         folder.prepare(cfg)
-    trackers = open_trackers(cfg, rows)  # metrics.jsonl grows round by round; --track adds MLflow, TensorBoard
-    trackers.start(cfg)
+    trackers.start(cfg, rows)
     try:
         run = _train(cfg, started, dataset, fed, aggregator, progress, trackers, start, rows)
     except BaseException:

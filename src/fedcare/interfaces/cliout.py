@@ -15,7 +15,13 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 # loggers whose records stay out of the terminal (they still reach --log-file): dp-accounting's RDP
 # orders (absl), the ONNX exporter's notes on operators of packages not installed
@@ -41,7 +47,7 @@ def setup(quiet: bool, verbose: bool, log_file: Path | None) -> None:
     terminal = logging.StreamHandler(sys.stderr)
     terminal.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     terminal.addFilter(lambda record: not record.name.startswith(NOISY))
-    terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    terminal.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))  # as the services log
     root.addHandler(terminal)
     if log_file is not None:
         to_file = logging.FileHandler(log_file, encoding="utf-8")
@@ -49,7 +55,7 @@ def setup(quiet: bool, verbose: bool, log_file: Path | None) -> None:
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(to_file)
     root.setLevel(logging.DEBUG if verbose or log_file is not None else logging.INFO)
-    for name in ("httpx", "httpcore", "urllib3", "matplotlib", "PIL", "alembic", "filelock"):
+    for name in ("httpx", "httpcore", "urllib3", "matplotlib", "PIL", "alembic", "filelock", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)  # a line per request or file drowns what matters
     logging.captureWarnings(True)  # Python warnings become records: on the terminal once, in the file too
 

@@ -55,7 +55,7 @@ class MlflowTracker:
         self.client, self.uri, self.run_dir = MlflowClient(uri), uri, run_dir
         self.run_id: str | None = None
 
-    def start(self, config: FederationConfig) -> None:
+    def start(self, config: FederationConfig, rows: Sequence[Mapping]) -> None:
         from mlflow.entities import Param
 
         experiment = self.client.get_experiment_by_name("fedcare")
@@ -67,6 +67,7 @@ class MlflowTracker:
                   for k, v in config.flat(mode="json").items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i:i + 100])
+        self.log(rows)
 
     def log(self, rows: Sequence[Mapping]) -> None:
         from mlflow.entities import Metric
@@ -98,8 +99,9 @@ class TensorboardTracker:
             raise ConfigError("--track tensorboard needs TensorBoard: pip install 'fedcare[tracking]'") from None
         self.writer = SummaryWriter(str(log_dir))
 
-    def start(self, config: FederationConfig) -> None:
+    def start(self, config: FederationConfig, rows: Sequence[Mapping]) -> None:
         self.writer.add_text("config", "```\n" + config.to_yaml() + "```")
+        self.log(rows)
 
     def log(self, rows: Sequence[Mapping]) -> None:
         for r in rows:
@@ -113,10 +115,11 @@ class TensorboardTracker:
         self.writer.close()
 
 
-def open_trackers(config: FederationConfig, rows: Sequence[Mapping] = ()) -> Trackers:
-    """metrics.jsonl and every tracker the config names; `rows`: those of a resumed run so far."""
+def open_trackers(config: FederationConfig) -> Trackers:
+    """metrics.jsonl and every tracker the config names (one that is not installed: one line, before
+    anything is written)."""
     run_dir = config.run_dir
-    out: list[Tracker] = [JsonlTracker(run_dir / "metrics.jsonl", rows)]
+    out: list[Tracker] = [JsonlTracker(run_dir / "metrics.jsonl")]
     for item in config.tracking.track:
         kind, _, where = item.partition(":")
         if kind == "mlflow":

@@ -97,7 +97,7 @@ def load_model(path: str | Path) -> LoadedModel:
 def _load_into(module: torch.nn.Module, params: Params, path: Path) -> None:
     expected = {k for k, v in module.state_dict().items() if v.is_floating_point()}
     if set(params) != expected:
-        odd = sorted(set(params) ^ expected)[0]
+        odd = min(set(params) ^ expected)
         raise ConfigError(f"'{path}' does not match the architecture it describes (tensor '{odd}'); the file is damaged")
     for k, v in params.items():
         if tuple(module.state_dict()[k].shape) != tuple(np.shape(v)):

@@ -32,7 +32,8 @@ from fedcare.core.config.tracking import TrackingSettings
 from fedcare.core.config.training import TrainingSettings
 from fedcare.core.errors import ConfigError
 
-__all__ = ["SECTIONS", "AlgorithmSettings", "DataSpec", "DeploymentSettings", "FederationConfig", "ModelSpec",
+__all__ = ["SECTIONS", "AlgorithmSettings", "DataSpec", "DeploymentSettings", "EvaluationSettings",
+           "FederationConfig", "ModelSpec", "TrackingSettings",
            "PersonalizationSettings", "PrivacySettings", "RobustnessSettings", "RunSettings", "Section", "TrainingSettings", "flat_key",
            "load_config", "make_config", "resolve_config"]
 
