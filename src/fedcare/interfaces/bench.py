@@ -81,7 +81,8 @@ def _run(job: tuple[dict, str]) -> dict:
         val = run.personal_val_score
     else:
         val = run.history[-1].val_score if run.history else None
-    return {"summary": {k: s[k] for k in ("task", "metric", "rounds", "bytes_sent", "local", "pooled", model) if k in s},
+    return {"summary": {k: s[k] for k in ("task", "metric", "higher_is_better", "rounds", "bytes_sent", "local", "pooled",
+                                          model) if k in s},
             "curve": {r: statistics.mean(v) for r, v in curve.items()}, "val": val,
             "seconds": time.perf_counter() - started}
 
