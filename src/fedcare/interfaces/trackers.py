@@ -97,9 +97,10 @@ class TensorboardTracker:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ConfigError("--track tensorboard needs TensorBoard: pip install 'fedcare[tracking]'") from None
-        self.writer = SummaryWriter(str(log_dir))
+        self.log_dir, self.make = log_dir, SummaryWriter
 
     def start(self, config: FederationConfig, rows: Sequence[Mapping]) -> None:
+        self.writer = self.make(str(self.log_dir))  # here, not before: a new run first clears its folder
         self.writer.add_text("config", "```\n" + config.to_yaml() + "```")
         self.log(rows)
 
