@@ -116,6 +116,8 @@ def test_coordinator_killed_and_restarted_resumes_without_losing_a_round(deploym
     d.start_all()
     before = d.wait_for(lambda s: len(s.get("rounds", [])) >= 3, what="three rounds")
     d.kill("coordinator")
+    killed = (d.run_dir(before) / "metrics.jsonl").read_text().splitlines()  # grown round by round
+    assert {1, 2} <= {json.loads(line)["round"] for line in killed if line.endswith("}")}  # round 3 may be mid-write
     d.start_coordinator()  # no --start: it finds the interrupted run and resumes it
     assert "resuming run" in d.log("coordinator")
     status = d.wait_completed()

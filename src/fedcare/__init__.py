@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["FederationConfig", "Run", "resume", "simulate", "__version__"]
+__all__ = ["FederationConfig", "Run", "load_model", "resume", "simulate", "__version__"]
 
 if TYPE_CHECKING:
     from fedcare.core.config import FederationConfig
-    from fedcare.interfaces.api import Run, resume, simulate
+    from fedcare.interfaces.api import Run, load_model, resume, simulate
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("simulate", "resume", "Run"):
+    if name in ("simulate", "resume", "Run", "load_model"):
         from fedcare.interfaces import api
 
         return getattr(api, name)

@@ -23,7 +23,7 @@ def encode_rows(frame: pd.DataFrame, encoding: Mapping[str, Mapping[str, Any]]) 
         try:
             transform = transform_from_json(fitted)
         except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"recommendations encode table inputs only; the run's '{name}' input is not one") from None
+            raise ConfigError(f"new patients are encoded for table inputs only; the run's '{name}' input is not one") from None
         missing = [c for c in transform.order if c not in cells.columns]
         if missing:
             raise DataError(f"the patients' table lacks column '{missing[0]}', which the run's {name} input "

@@ -474,8 +474,8 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
             **({"stratified_by": "event"} if isinstance(label, SurvivalEncoding) else {}),
         },
         "site_rows": site_rows,
-        **({"treatment": {**schema.arms.to_json(), "encoding": {n: f.to_json() for n, f in fitted.items()}}}
-           if schema.arms is not None else {}),
+        "encoding": {n: f.to_json() for n, f in fitted.items()},  # loadable: what encodes new patients
+        **({"treatment": schema.arms.to_json()} if schema.arms is not None else {}),
         **_extra(recipe, ids, sources, dropped_on_read, schema.dropped),
     }
     shape = DataShape(label.task, label.classes, {name: f.shape for name, f in fitted.items()})

@@ -413,7 +413,14 @@ def transform_to_json(transform: Transform) -> dict[str, Any]:
 
 
 def transform_from_json(data: Mapping[str, Any]) -> Transform:
-    """The inverse of transform_to_json."""
+    """The inverse of transform_to_json. Also takes summary.json's `preprocessing` block, which holds
+    each input's transform under `encoding`, when it has exactly one table input."""
+    if "order" not in data and isinstance(data.get("encoding"), Mapping):
+        inputs = dict(data["encoding"])
+        if len(inputs) != 1:
+            raise ValueError(f"the preprocessing holds {len(inputs)} inputs ({', '.join(inputs)}); pass "
+                             "its ['encoding'][NAME] for one of them")
+        data = next(iter(inputs.values()))
     numeric = {str(c): NumericRule(check_number(r["mean"]), check_number(r["std"]), check_number(r["median"]))
                for c, r in data["numeric"].items()}
     categorical = {str(c): CategoricalRule(tuple(str(v) for v in r["categories"]), str(r["mode"]))

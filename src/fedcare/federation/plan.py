@@ -28,6 +28,7 @@ from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
 from fedcare.data.dataset import DataShape, SiteData
 from fedcare.federation.engine import EngineSettings, select_sites, site_seed
+from fedcare.learning.headline import choose_metric
 from fedcare.learning.models import (
     ModelFactory,
     batch_norm_names,
@@ -87,7 +88,7 @@ def make_plan(cfg: FederationConfig, shape: DataShape, site_ids: Sequence[str], 
     if unknown:
         raise ConfigError(f"site_weights names unknown site '{unknown[0]}'; the sites are {', '.join(site_ids)}")
     use_threads(cfg.training.threads)
-    task = make_task(shape)
+    task = choose_metric(make_task(shape), cfg.evaluation)
     if cfg.privacy.dp_epsilon is not None and not task.per_example:
         raise ConfigError(f"record-level DP needs a per-patient loss; the {task.name} task's loss couples "
                           "patients in a batch")

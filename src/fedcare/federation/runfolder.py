@@ -19,6 +19,7 @@ from fedcare.core.config import FederationConfig
 from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.core.serialization import save_params
+from fedcare.data.modelcard import model_card
 
 if TYPE_CHECKING:
     from fedcare.federation.engine import RoundRecord
@@ -48,7 +49,8 @@ def metric_rows(model: str, records: Iterable[RoundRecord]) -> Iterable[dict]:
 
 # what a run (and `fedcare audit` on it) leaves in its folder: a new run into it removes exactly these
 RUN_ENTRIES = frozenset({"config.yaml", "metrics.jsonl", "summary.json", "global.safetensors", "report.html",
-                         "sites", "checkpoints", "rounds", "audit.json"})
+                         "sites", "checkpoints", "rounds", "audit.json",
+                         "tensorboard", "predictions.csv", "model.onnx", "model.pt"})  # --track, predict, export
 
 
 def clear_for_new_run(path: Path) -> None:
@@ -107,8 +109,10 @@ class RunFolder:
                      global_params: Params, site_params: Mapping[str, Params]) -> None:
         """Everything a finished run leaves but report.html: metric rows, models, summary."""
         self.write_metrics(rows)
+        described = model_card(cfg.model, facts.shape, facts.preprocessing).to_meta() if facts.shape else {}
         self.write_global(global_params, {"dataset": facts.name, "algorithm": cfg.algorithm.name,
-                                          "feature_names": list(facts.feature_names)})
+                                          "feature_names": list(facts.feature_names), **described})
         for sid, params in site_params.items():
-            self.write_site(sid, params, {"dataset": facts.name, "personalization": cfg.personalization.mode})
+            self.write_site(sid, params, {"dataset": facts.name, "personalization": cfg.personalization.mode,
+                                          **described})
         self.write_summary(summary)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedcare.core.config import FederationConfig
+from fedcare.data.dataset import DataShape
 from fedcare.federation.anomalies import flagged_sites
 from fedcare.federation.caveats import caveats
 from fedcare.federation.engine import EngineResult
@@ -52,6 +53,7 @@ class RunFacts:
     feature_names: tuple[str, ...]
     preprocessing: dict
     site_sizes: dict[str, dict[str, int]]
+    shape: DataShape | None = None  # what the model files describe (with the ModelSpec), to be loadable
 
 
 def summarize(cfg: FederationConfig, facts: RunFacts, task: Task, result: EngineResult, per_model: dict,
@@ -68,6 +70,7 @@ def summarize(cfg: FederationConfig, facts: RunFacts, task: Task, result: Engine
         "best_round": result.best_round,
         "stopped_early": result.stopped_early,
         "metric": metric,
+        "higher_is_better": task.higher_is_better,
         "seed": cfg.run.seed,
         "num_features": len(facts.feature_names),
         "site_sizes": facts.site_sizes,

@@ -18,22 +18,26 @@ from fedcare.core.params import Params
 from fedcare.data import load_dataset
 from fedcare.data.dataset import FederatedDataset
 from fedcare.data.defaults import with_dataset_defaults
-from fedcare.federation.checkpoint import Checkpoints
+from fedcare.federation.checkpoint import Checkpoints, EngineCheckpoint
 from fedcare.federation.engine import EngineResult, RoundEngine, RoundRecord, mean_metric
 from fedcare.federation.recommender import Recommender
 from fedcare.federation.runfolder import RunFolder, clear_for_new_run, metric_rows
 from fedcare.federation.summary import RunFacts, summarize
+from fedcare.federation.tracking import Trackers
+from fedcare.federation.transport import Transport
 from fedcare.interfaces import htmlreport
+from fedcare.interfaces.trackers import open_trackers
+from fedcare.learning.calibration import calibration
 from fedcare.learning.constant import constant_metrics, constant_output
+from fedcare.learning.modelfile import load_model
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import Task, load_plugins
 from fedcare.transports.effects import check_treatment, simulate_effects
-from fedcare.federation.transport import Transport
 from fedcare.transports.backends import Backend, open_backend
 from fedcare.transports.simulated import Federation, attacker_ids, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
-__all__ = ["Progress", "Run", "recommend", "resolve_config", "resume", "simulate"]
+__all__ = ["Progress", "Run", "load_model", "recommend", "resolve_config", "resume", "simulate"]
 
 Progress = Callable[[str, RoundRecord], None]
 """Called after every round with the model being trained ("federated", "local:<site>", "pooled")."""
@@ -103,15 +107,15 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
                       images=str(Path(cfg.data.images).resolve()) if cfg.data.images else None)
     backend = open_backend(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
     try:
-        return _train(cfg, started, dataset, backend, aggregator, progress, resume)
+        return _tracked(cfg, started, dataset, backend, aggregator, progress, resume)
     finally:
         backend.close()
 
 
-def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, backend: Backend,
-           aggregator: object | None, progress: Progress | None, resume: bool) -> Run:
+def _tracked(cfg: FederationConfig, started: float, dataset: FederatedDataset, backend: Backend,
+             aggregator: object | None, progress: Progress | None, resume: bool) -> Run:
     fed = backend.federation
-    plan = fed.plan
+    trackers = open_trackers(cfg)  # metrics.jsonl grows round by round; --track adds MLflow, TensorBoard
     folder = RunFolder(cfg.run_dir)
     checkpoints = Checkpoints(cfg.run_dir)
     sites = honest(fed.federated_sites)
@@ -125,6 +129,22 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
     else:
         clear_for_new_run(cfg.run_dir)  # a fresh run never mixes with (or resumes) an older one's files
         folder.prepare(cfg)
+    trackers.start(cfg, rows)
+    try:
+        run = _train(cfg, started, dataset, backend, aggregator, progress, trackers, start, rows)
+    except BaseException:
+        trackers.finish(None, cfg.run_dir)
+        raise
+    trackers.finish(run.summary, cfg.run_dir)
+    return run
+
+
+def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, backend: Backend,
+           aggregator: object | None, progress: Progress | None, trackers: Trackers,
+           start: EngineCheckpoint | None, rows: list[dict]) -> Run:
+    """The rounds, the final models, the baselines and the run folder's files (from `start` on a resume)."""
+    fed = backend.federation
+    plan, folder, checkpoints, sites = fed.plan, RunFolder(cfg.run_dir), Checkpoints(cfg.run_dir), honest(fed.federated_sites)
     federation = backend.transport(start.bytes_sent if start else 0, start.bytes_upload if start else 0,
                                    parse_scheme(cfg.compression.compress_broadcast))
     judge = backend.transport(0, 0, NONE)  # final models are judged as saved: at full precision
@@ -140,6 +160,7 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
         if every and (checkpoint.round % every == 0 or last):
             checkpoints.save(checkpoint, {sid: site.site_state() for sid, site in sites.items()}, pending)
         rows.extend(pending)
+        trackers.log(pending)
         pending.clear()
 
     result = RoundEngine(plan.algorithm, federation, plan.settings, on_round, on_checkpoint).run(fed.initial, start)
@@ -152,14 +173,21 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
         scores = {sid: site.evaluate(personal[sid], ["val", "test"]) for sid, site in sites.items()}
         per_model["personalized"] = {sid: m["test"] for sid, m in scores.items() if "test" in m}
         run.personal_val_score = mean_metric(scores, "val", plan.task.headline)
+    calibrated = {"federated": None}  # the bins read each site's outputs: sites in this process only
+    if cfg.backend.backend == "in-process":
+        calibrated["federated"] = calibration(sites, {sid: result.params for sid in sites})
+        if run.site_params:
+            calibrated["personalized"] = calibration(sites, run.site_params)
     if cfg.run.baselines:
-        rows += _baselines(fed, judge, run, per_model, progress)
+        rows += _baselines(fed, judge, run, per_model, progress, trackers.log)
     facts = RunFacts(dataset.name, dataset.task, tuple(dataset.feature_names), dataset.preprocessing,
-                     {sd.site_id: sd.sizes() for sd in dataset.sites})
+                     {sd.site_id: sd.sizes() for sd in dataset.sites}, dataset.shape)
     aggregator_name = cfg.robustness.aggregator if aggregator is None else type(aggregator).__name__
     run.summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, aggregator_name,
                             attacked=attacker_ids(cfg, {s.site_id: s.num_train for s in fed.sites}),
                             constant=_constant_metrics(dataset, plan.task))
+    if calibrated["federated"] is not None:  # binary tasks: Brier and reliability bins for the report
+        run.summary["calibration"] = calibrated
     effects = simulate_effects(cfg, dataset) if cfg.data.treatment is not None else None
     if effects is not None:
         run.summary["treatment"] = effects.block
@@ -171,7 +199,7 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
 
 
 def _baselines(fed: Federation, federation: Transport, run: Run, per_model: dict,
-               progress: Progress | None) -> list[dict]:
+               progress: Progress | None, log: Callable[[list[dict]], None]) -> list[dict]:
     """Local (each site alone) and pooled (all training rows in one place): the same engine with one
     site, the same algorithm and budget, no site weights or selection. Fills run and per_model;
     returns the metrics.jsonl rows. SCAFFOLD with one site is FedAvg (c = cᵢ every round), so the
@@ -187,12 +215,14 @@ def _baselines(fed: Federation, federation: Transport, run: Run, per_model: dict
     for site in fed.sites:
         local = engine(f"local:{site.site_id}", SimulationTransport([site]))
         run.local_params[site.site_id] = local.params
-        rows += metric_rows("local", local.history)
+        rows += (done := list(metric_rows("local", local.history)))
+        log(done)
         if site.num_examples("test"):  # a site too small to split trains, and has nothing to test on
             per_model["local"][site.site_id] = site.evaluate(local.params, ["test"])["test"]
     pooled = engine("pooled", TrainHereEvaluateThere(SimulationTransport([pooled_site(fed)]), federation))
     run.pooled_params = pooled.params
-    rows += metric_rows("pooled", pooled.history)
+    rows += (done := list(metric_rows("pooled", pooled.history)))
+    log(done)
     per_model["pooled"] = _test_metrics(federation, pooled.params)
     return rows
 

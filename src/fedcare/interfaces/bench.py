@@ -21,7 +21,6 @@ from pathlib import Path
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError
 from fedcare.interfaces.htmlreport import svg_curves
-from fedcare.learning.tasks import task_type
 
 # Candidates tried on validation with `tune`: small on purpose (every point costs seeds × a run).
 GRIDS: dict[str, dict[str, list]] = {
@@ -82,7 +81,8 @@ def _run(job: tuple[dict, str]) -> dict:
         val = run.personal_val_score
     else:
         val = run.history[-1].val_score if run.history else None
-    return {"summary": {k: s[k] for k in ("task", "metric", "rounds", "bytes_sent", "local", "pooled", model) if k in s},
+    return {"summary": {k: s[k] for k in ("task", "metric", "higher_is_better", "rounds", "bytes_sent", "local", "pooled",
+                                          model) if k in s},
             "curve": {r: statistics.mean(v) for r, v in curve.items()}, "val": val,
             "seconds": time.perf_counter() - started}
 
@@ -117,7 +117,7 @@ def run_benchmark(base: FederationConfig, entries: Sequence[str], seeds: int, wo
             scores: dict[tuple[str, str], list[float]] = {}
             for (e, point, _), res in zip(jobs, results, strict=True):
                 scores.setdefault((e.name, repr(point)), []).append(res["val"] if res["val"] is not None else float("nan"))
-            higher = task_type(results[0]["summary"]["task"]).higher_is_better
+            higher = results[0]["summary"]["higher_is_better"]
             for e in parsed:
                 best = None
                 for point in _grid(e):

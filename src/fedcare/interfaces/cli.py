@@ -9,15 +9,34 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedcare.core.errors import ConfigError, FedcareError
+from fedcare.interfaces.cliout import OUTPUT, RoundProgress, setup as setup_output, with_config_defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Federated learning across hospitals: each site trains on its own patients.")
 console = Console(soft_wrap=True)  # a long path stays one line a user can copy
 
 Opt = typer.Option
+
+
+# ----- CLI manners: --version, --quiet, --verbose, --log-file (interfaces/cliout.py) -----
+def _version(value: bool) -> None:
+    if value:
+        from fedcare import __version__
+
+        print(f"fedcare {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, Opt("--version", callback=_version, is_eager=True, help="print the version and exit")] = False,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress and no tables: warnings, errors and the result's place")] = False,
+    verbose: Annotated[bool, Opt("--verbose", "-v", help="debug messages on the terminal")] = False,
+    log_file: Annotated[Optional[Path], Opt(help="also write every message (third-party warnings included) to this file")] = None,
+) -> None:
+    setup_output(quiet, verbose, log_file)
 
 
 @app.command()
@@ -109,6 +128,14 @@ def simulate(
     ray_address: Annotated[Optional[str], Opt(help="ray: a running cluster's host:port (default: start one here)")] = None,
     batched: Annotated[Optional[bool], Opt("--batched/--no-batched", help="train a worker's sites together with torch.func where the algorithm allows")] = None,
     device: Annotated[Optional[str], Opt(help="cpu | cuda: where batched sites train")] = None,
+    # ----- headline metric and tracking (core/config/evaluation.py, tracking.py) -----
+    metric: Annotated[Optional[str], Opt(help="headline and early-stopping metric: accuracy | balanced_accuracy | "
+                                             "roc_auc | log_loss | brier | sensitivity | specificity | c_index | "
+                                             "rmse | mae (default: the task's own)")] = None,
+    threshold: Annotated[Optional[float], Opt(help="binary: probability from which sensitivity and specificity "
+                                                  "call a patient positive")] = None,
+    track: Annotated[Optional[list[str]], Opt(help="also send every round's metrics to mlflow[:URI] or "
+                                                  "tensorboard[:DIR]; repeatable")] = None,
 ) -> None:
     """Run a federation in this process, with its local and pooled baselines, and write a run folder."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume") and v is not None}
@@ -127,23 +154,14 @@ def simulate(
         cfg = load_config(resume / "config.yaml", {"out": str(resume)})
     else:
         cfg = resolve_config(config, **flags) if config else resolve_config(flags)
-    bar = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[score]}"), TimeElapsedColumn(), console=console, transient=True)
-    bars: dict[str, int] = {}
-
-    def on_round(name: str, record) -> None:
-        if not bars:
-            bar.start()  # only once training runs, so an early error prints nothing else
-        if name not in bars:
-            bars[name] = bar.add_task(name, total=cfg.algorithm.rounds, score="")
-        val = "" if record.val_score is None else f"val {record.val_score:.3f}"
-        bar.update(bars[name], completed=record.round, score=val)
-
+    on_round = RoundProgress(console, cfg.algorithm.rounds, cfg.evaluation.metric or "")
     try:
         run = resume_run(resume, progress=on_round) if resume is not None else run_simulation(cfg, progress=on_round)
     finally:
-        if bars:
-            bar.stop()
+        on_round.stop()
+    if OUTPUT.quiet:
+        console.print(f"run folder: {run.path}")
+        return
     console.print(site_table(run.summary))
     if "treatment" in run.summary:
         console.print(treatment_table(run.summary["treatment"]))
@@ -478,9 +496,17 @@ def _fmt3(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+# ----- using a run's model: predict, export (interfaces/modelcli.py) -----
+from fedcare.interfaces import modelcli  # noqa: E402
+
+modelcli.register(app, console)
+
+
 def main() -> None:
     try:
-        app()
+        command = typer.main.get_command(app)
+        with_config_defaults(command.commands["simulate"])  # type: ignore[attr-defined]
+        command()
     except FedcareError as exc:
         print(f"error: {exc}", file=sys.stderr)  # one line, never wrapped
         sys.exit(2)

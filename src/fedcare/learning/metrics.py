@@ -1,4 +1,5 @@
-"""Evaluation metrics per task (binary, multiclass, regression, survival, segmentation), in plain numpy.
+"""Evaluation metrics per task (binary, multiclass, regression, survival, segmentation), in plain numpy;
+the clinical ones (Brier, sensitivity and specificity at a threshold, reliability bins) in their own block.
 
 They run for every site on every round, so they avoid per-call validation overhead; the tests check
 them against scikit-learn. A metric that is undefined on a split (ROC-AUC with one class present) is
@@ -30,8 +31,8 @@ def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray) -> Metrics:
-    """y in {0,1}, p = predicted probability of class 1."""
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> Metrics:
+    """y in {0,1}, p = predicted probability of class 1; sensitivity and specificity at `threshold`."""
     y = y.astype(np.int64)
     pred = (p >= 0.5).astype(np.int64)
     pc = np.clip(p, _EPS, 1 - _EPS)
@@ -40,6 +41,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> Metrics:
         "balanced_accuracy": balanced_accuracy(y, pred),
         "roc_auc": roc_auc(y, p),
         "log_loss": float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc))),
+        "brier": brier(y, p),
+        **sensitivity_specificity(y, p, threshold),
     }
 
 
@@ -55,6 +58,7 @@ def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> Metrics:
         "balanced_accuracy": balanced_accuracy(y, pred),
         "roc_auc": float(np.mean(aucs)) if all(a is not None for a in aucs) else None,
         "log_loss": float(-np.mean(np.log(picked))),
+        "brier": brier(y, proba),
     }
 
 
@@ -162,3 +166,44 @@ def segmentation_metrics(mask: np.ndarray, pred: np.ndarray, classes: int) -> Me
     out["dice"] = float(np.mean(dice)) if dice else None
     out["iou"] = float(np.mean(iou)) if iou else None
     return out
+
+
+# ----- clinical metrics and calibration (--metric; summary.json's calibration) -----------------------
+
+# Which metrics each built-in task reports, and which way is better: what --metric may choose.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("accuracy", "balanced_accuracy", "roc_auc", "log_loss", "brier", "sensitivity", "specificity"),
+    "multiclass": ("accuracy", "balanced_accuracy", "roc_auc", "log_loss", "brier"),
+    "regression": ("rmse", "mae"),
+    "survival": ("c_index", "neg_partial_loglik"),
+    "segmentation": ("dice", "iou", "voxel_accuracy"),
+}
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae", "neg_partial_loglik"})
+RELIABILITY_BINS = 10
+
+
+def brier(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean squared distance between the predicted probabilities and the outcome: for a binary task
+    (proba of class 1) (p − y)², for k classes the sum over classes (Brier's original score)."""
+    if proba.ndim == 1:
+        return float(np.mean((proba - y) ** 2))
+    onehot = np.eye(proba.shape[1])[y.astype(np.int64)]
+    return float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
+
+
+def sensitivity_specificity(y: np.ndarray, p: np.ndarray, threshold: float) -> Metrics:
+    """Recall of the positives and of the negatives when p ≥ threshold is called positive; None for
+    a class absent from y."""
+    pos, called = y == 1, p >= threshold
+    return {"sensitivity": float(np.mean(called[pos])) if pos.any() else None,
+            "specificity": float(np.mean(~called[~pos])) if (~pos).any() else None}
+
+
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = RELIABILITY_BINS) -> dict[str, list]:
+    """Equal-width bins of the predicted probability of class 1: per bin the rows, the sum of the
+    predictions and the sum of the outcomes. Sums, so sites' bins add up to the pooled ones."""
+    index = np.minimum((np.asarray(p) * bins).astype(np.int64), bins - 1)
+    return {"edges": [k / bins for k in range(bins + 1)],
+            "count": np.bincount(index, minlength=bins).tolist(),
+            "sum_predicted": np.bincount(index, weights=p, minlength=bins).tolist(),
+            "sum_observed": np.bincount(index, weights=np.asarray(y, dtype=np.float64), minlength=bins).tolist()}

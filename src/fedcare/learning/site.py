@@ -276,14 +276,19 @@ class LocalSite:
 
     def evaluate(self, params: Params, splits: Sequence[Split]) -> dict[str, Metrics]:
         """Metrics of the given params on each named split this site holds (empty splits skipped)."""
+        out: dict[str, Metrics] = {}
+        for split in splits:
+            if self.num_examples(split) == 0:
+                continue
+            outputs, targets = self.outputs(params, split)
+            out[split] = self.task.metrics(outputs, targets)
+        return out
+
+    def outputs(self, params: Params, split: Split) -> tuple[torch.Tensor, Mapping[str, np.ndarray]]:
+        """The model's raw outputs on a split's rows and their targets: what its metrics are made of
+        (and the reliability bins of a classifier, which need more than one number per split)."""
         set_params(self.model, params)
         self.model.eval()
-        out: dict[str, Metrics] = {}
+        data = self._data[split]
         with torch.no_grad():
-            for split in splits:
-                if self.num_examples(split) == 0:
-                    continue
-                data = self._data[split]
-                outputs = torch.cat([self.model(inputs) for inputs, _, _ in data.chunks()])
-                out[split] = self.task.metrics(outputs, data.targets)
-        return out
+            return torch.cat([self.model(inputs) for inputs, _, _ in data.chunks()]), data.targets

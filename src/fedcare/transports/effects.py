@@ -74,5 +74,5 @@ def simulate_effects(cfg: FederationConfig, dataset: FederatedDataset) -> Simula
     if cfg.effects.learners:
         block["cate"] = cate_block(cfg, dataset)
     recommender = Recommender(tuple(block["arms"]), cfg.effects.outcome_better, block["outcome"],
-                              dataset.preprocessing["treatment"]["encoding"], models["coef"], models["cov"])
+                              dataset.preprocessing["encoding"], models["coef"], models["cov"])
     return SimulatedEffects(block, recommender)

@@ -9,6 +9,7 @@ refused (a typo must not silently fall back to a default).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,16 +24,18 @@ from fedcare.core.config.compression import CompressionSettings
 from fedcare.core.config.data import COLUMN_KEYS, DEFAULT_DATASET, DataSpec
 from fedcare.core.config.deployment import DeploymentSettings
 from fedcare.core.config.effects import EffectSettings
+from fedcare.core.config.evaluation import EvaluationSettings
 from fedcare.core.config.model import ModelSpec
 from fedcare.core.config.personalization import PersonalizationSettings
 from fedcare.core.config.privacy import PrivacySettings
 from fedcare.core.config.robustness import RobustnessSettings
 from fedcare.core.config.run import RunSettings
+from fedcare.core.config.tracking import TrackingSettings
 from fedcare.core.config.training import TrainingSettings
 from fedcare.core.errors import ConfigError
 
 __all__ = ["SECTIONS", "AlgorithmSettings", "BackendSettings", "CompressionSettings", "DataSpec", "DeploymentSettings",
-           "FederationConfig", "ModelSpec",
+           "EvaluationSettings", "FederationConfig", "ModelSpec", "TrackingSettings",
            "PersonalizationSettings", "PrivacySettings", "RobustnessSettings", "RunSettings", "Section", "TrainingSettings", "flat_key",
            "load_config", "make_config", "resolve_config"]
 
@@ -49,6 +52,8 @@ SECTIONS: dict[str, type[Section]] = {
     "effects": EffectSettings,
     "backend": BackendSettings,
     "compression": CompressionSettings,
+    "evaluation": EvaluationSettings,
+    "tracking": TrackingSettings,
 }
 
 
@@ -88,6 +93,8 @@ class FederationConfig(BaseModel):
     effects: EffectSettings = Field(default_factory=EffectSettings)
     backend: BackendSettings = Field(default_factory=BackendSettings)
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -156,7 +163,9 @@ def make_config(values: Mapping[str, Any]) -> FederationConfig:
         where = ".".join(loc) or "config"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            raise ConfigError(f"unknown config key '{where}'; see `fedcare simulate --help` for the keys") from None
+            close = difflib.get_close_matches(where.replace("-", "_"), KEYS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"unknown config key '{where}'; {hint}see `fedcare simulate --help` for the keys") from None
         raise ConfigError(f"{where}: {msg}" if where != "config" else msg) from None
 
 

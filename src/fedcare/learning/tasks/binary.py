@@ -22,6 +22,7 @@ class Binary:
     higher_is_better: ClassVar[bool] = True
     per_example: ClassVar[bool] = True
     classes: tuple[str, ...] = ()
+    threshold: float = 0.5  # where sensitivity and specificity call a patient positive (--threshold)
 
     @property
     def num_outputs(self) -> int:
@@ -34,4 +35,4 @@ class Binary:
         return F.binary_cross_entropy_with_logits(out.squeeze(-1), targets["label"])
 
     def metrics(self, out: torch.Tensor, targets: Mapping[str, np.ndarray]) -> M.Metrics:
-        return M.binary_metrics(targets["label"], torch.sigmoid(out.squeeze(-1)).double().numpy())
+        return M.binary_metrics(targets["label"], torch.sigmoid(out.squeeze(-1)).double().numpy(), self.threshold)

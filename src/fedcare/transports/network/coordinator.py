@@ -32,6 +32,7 @@ from fedcare.data.prepare import PreparedDataset, prepare
 from fedcare.federation.engine import RoundEngine, RoundRecord
 from fedcare.federation.plan import make_plan
 from fedcare.federation.runfolder import RunFolder, metric_rows
+from fedcare.federation.tracking import JsonlTracker
 from fedcare.federation.summary import RunFacts, summarize
 from fedcare.transports.network.board import Board, Refused, RunStopped
 from fedcare.transports.network.store import Store
@@ -58,6 +59,9 @@ def for_sites(cfg: FederationConfig) -> FederationConfig:
     (as `fedcare simulate` applies them, so the two runs agree); the sites hold the data files, so a
     `data` path is dropped (with a warning) rather than naming the run after one hospital's file."""
     cfg = with_dataset_defaults(cfg)
+    if cfg.tracking.track:
+        raise ConfigError("track (MLflow, TensorBoard) covers fedcare simulate for now; a networked run's "
+                          "metrics.jsonl grows round by round in its run folder: drop the track key")
     if not cfg.data.files:
         return cfg
     log.warning("the config's 'data' key is ignored: each site reads its own file (fedcare site --data)")
@@ -67,9 +71,18 @@ def for_sites(cfg: FederationConfig) -> FederationConfig:
 def plan_message(cfg: FederationConfig, run_id: str, sites: list[str], prepared: PreparedDataset | None) -> dict:
     """The declarative plan every task carries: the config (no file paths) and the data's shape.
     A site builds its model and training from it; no code is ever sent."""
-    config = {k: v for k, v in cfg.flat(mode="json").items() if k not in ("data", "out")}
+    config = {k: v for k, v in cfg.flat(mode="json").items() if k not in ("data", "out", "track")}
     shape = None if prepared is None else prepared.shape.to_json()
     return {"run": run_id, "config": config, "shape": shape, "sites": list(sites)}
+
+
+def _appended(write) -> None:
+    """metrics.jsonl as the run goes is a convenience (the checkpoints hold the rows, and the run folder
+    writes the whole file at the end): a disk that refuses it is a warning, not a pause."""
+    try:
+        write()
+    except OSError as exc:
+        log.warning("cannot extend metrics.jsonl (%s); the run goes on and writes it whole at the end", exc.strerror)
 
 
 class Coordinator:
@@ -269,8 +282,11 @@ class Coordinator:
             self._durably(run_id, f"round {checkpoint.round}'s checkpoint",
                           lambda: (checkpoints.save_round(checkpoint.round, blob), checkpoints.save(checkpoint, {}, pending)))
             rows.extend(pending)
+            _appended(lambda: history.log(pending))
             pending.clear()
 
+        history = JsonlTracker(folder.path / "metrics.jsonl")  # grows round by round, so a crash leaves it
+        _appended(lambda: history.start(cfg, rows))
         result = RoundEngine(plan.algorithm, transport, plan.settings, on_round, on_checkpoint).run(initial, start)
         bytes_sent = transport.bytes_sent
         final = params_to_bytes(result.params)  # the final model goes out at full precision, as it is saved
@@ -287,7 +303,7 @@ class Coordinator:
             per_model["local"] = _metric(answers, "test")
             rows += [row for a in answers.values() for row in a.get("rows", [])]
         facts = RunFacts(prepared.name, prepared.shape.task, prepared.shape.feature_names, prepared.preprocessing,
-                         prepared.preprocessing.get("site_rows", {}))
+                         prepared.preprocessing.get("site_rows", {}), prepared.shape)
         summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, cfg.robustness.aggregator,
                             attacked=[])
         summary["baselines"] = {"pooled": "not run: pooling patient rows is what a federation avoids"}
