@@ -36,7 +36,7 @@ from fedcare.transports.network.store import Store
 from fedcare.transports.network.transport import NetworkTransport, Timing
 
 log = logging.getLogger("fedcare.coordinator")
-ReportRenderer = Callable[[Mapping, list[dict]], str]
+ReportRenderer = Callable[[Mapping, list[dict], Mapping], str]
 DISK_RETRY = 5.0  # seconds between attempts at a write the disk refused
 
 
@@ -291,7 +291,7 @@ class Coordinator:
         self._durably(run_id, "the run's results", lambda: folder.write_result(cfg, facts, summary, rows,
                                                                                result.params, {}))
         if self.render_report is not None:
-            html = self.render_report(summary, rows)
+            html = self.render_report(summary, rows, cfg.flat(mode="json"))
             self._durably(run_id, "report.html", lambda: folder.write_report(html))
         self.board.finish({"run": run_id, "status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
 
