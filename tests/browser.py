@@ -56,7 +56,7 @@ def assert_no_overlap(driver) -> list[dict]:
 
 def screenshot(driver, path: Path) -> None:
     """The whole page: the window grown to its height first."""
-    height = driver.execute_script("return document.body.scrollHeight")
-    driver.set_window_size(1280, min(height + 40, 12000))
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(height + 400, 12000))  # the window's own frame takes some of it
     driver.save_screenshot(str(path))
     driver.set_window_size(1280, 1000)
