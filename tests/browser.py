@@ -5,6 +5,7 @@ chromium, chromedriver or selenium skips these tests (CI installs them: see .ci/
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +48,7 @@ def chromium(*, ignore_cert_errors: bool = False) -> Iterator:
 def assert_no_overlap(driver) -> list[dict]:
     """No two of body's children overlap, and nothing is wider than the window."""
     boxes = driver.execute_script(BOXES_JS)
-    for a, b in zip(boxes, boxes[1:]):
+    for a, b in itertools.pairwise(boxes):
         assert a["bottom"] <= b["top"] + 0.5, f"{a['tag']}#{a['id']} overlaps {b['tag']}#{b['id']}"
     width = driver.execute_script("return window.innerWidth")
     assert all(box["right"] <= width + 0.5 for box in boxes), "an element is wider than the window"

@@ -11,8 +11,10 @@ import time
 import httpx
 import pytest
 
+pytest.importorskip("selenium")
 from browser import chromium, screenshot
 from conftest import HEART_SITES
+from selenium.common.exceptions import WebDriverException
 
 CONFIG = {"dataset": "heart-disease", "rounds": 3, "seed": 3, "lr": 0.05, "local_epochs": 1, "baselines": False}
 
@@ -28,8 +30,8 @@ def _wait_text(driver, css: str, predicate, timeout: float = 120.0) -> str:
             text = _text(driver, css)
             if predicate(text):
                 return text
-        except Exception:  # the page is reloading itself
-            pass
+        except WebDriverException:  # the page is reloading itself
+            text = None
         time.sleep(0.3)
     raise AssertionError(f"{css} never matched; last page:\n{driver.page_source[:3000]}")
 

@@ -8,10 +8,10 @@ import json
 import math
 
 import pytest
-
-import fedcare
 from browser import assert_no_overlap, chromium, screenshot
 from conftest import cohort_frame, write_csv
+
+import fedcare
 from fedcare.core.config import resolve_config
 from fedcare.interfaces import figures
 from fedcare.interfaces.bench import run_benchmark
@@ -26,8 +26,9 @@ def browser():
     yield from chromium()
 
 
-def _check_page(driver, run_dir, shot) -> dict:
-    """Load one run's report.html; return its summary after checking the page against it."""
+def _check_page(driver, run_dir, shot) -> tuple[dict, set[str]]:
+    """Load one run's report.html; after checking the page against it, return its summary and the
+    models its table shows."""
     summary = json.loads((run_dir / "summary.json").read_text())
     driver.get((run_dir / "report.html").as_uri())
     assert driver.title == f"{summary['dataset']} · {summary['algorithm']}"
@@ -46,25 +47,26 @@ def _check_page(driver, run_dir, shot) -> dict:
         if low is not None:  # a site's interval is shown beside its value, and holds it
             assert f"[{low:.3f}, " in text and low <= expected <= block["sites"][site][f"{metric}_high"]
     screenshot(driver, shot)
-    return summary
+    return summary, {c[0] for c in cells}
 
 
 def test_reports_of_dp_attack_personalized_and_200_site_runs_and_a_benchmark_page(tmp_path, browser, monkeypatch):
     monkeypatch.setenv("FEDCARE_REPORT_FIGURES", "1")
     runs = {
-        "dp": dict(rounds=2, site_dp_epsilon=5.0, baselines=False),  # record-level DP costs ~30 s of accounting
-        "attack": dict(rounds=2, attack="sign-flip", attackers=1, aggregator="median", baselines=False),
-        "personalized": dict(rounds=2, personalization="ditto"),
-        "sites200": dict(data=str(write_csv(tmp_path / "c200.csv", cohort_frame(sites=200, rows_per_site=20))),
-                         label="y", site="hospital", drop=["patient_id"], rounds=1, baselines=False),
+        "dp": {"rounds": 2, "site_dp_epsilon": 5.0, "baselines": False},  # record-level DP costs ~30 s of accounting
+        "attack": {"rounds": 2, "attack": "sign-flip", "attackers": 1, "aggregator": "median", "baselines": False},
+        "personalized": {"rounds": 2, "personalization": "ditto"},
+        "sites200": {"data": str(write_csv(tmp_path / "c200.csv", cohort_frame(sites=200, rows_per_site=20))),
+                     "label": "y", "site": "hospital", "drop": ["patient_id"], "rounds": 1, "baselines": False},
     }
     pages = {}
     for name, settings in runs.items():
         fedcare.simulate(out=str(tmp_path / name), **settings)
-        pages[name] = _check_page(browser, tmp_path / name, tmp_path / f"{name}.png")
+        summary, models = _check_page(browser, tmp_path / name, tmp_path / f"{name}.png")
         ids = set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
         assert {"fig-sites", "fig-baselines", "fig-rounds", "fig-train-loss", "config"} <= ids, ids
-        pages[name] = (pages[name], ids, browser.find_element("tag name", "body").text)
+        assert models == {m for m in ("local", "federated", "personalized", "pooled", "constant") if m in summary}
+        pages[name] = (summary, ids, browser.find_element("tag name", "body").text)
 
     summary, ids, text = pages["dp"]
     assert "fig-epsilon" in ids
@@ -77,7 +79,10 @@ def test_reports_of_dp_attack_personalized_and_200_site_runs_and_a_benchmark_pag
     assert f"flagged sites: {', '.join(summary['anomalies']['flagged_sites'])}" in text
 
     summary, ids, text = pages["personalized"]
-    assert "personalized" in summary and "\npersonalized" not in text.split("test accuracy per site")[0]
+    swiss, cleveland = (summary["federated"]["sites"][s] for s in ("switzerland", "cleveland"))  # 16 test rows, 104
+    assert swiss["accuracy_high"] - swiss["accuracy_low"] > 1.5 * (cleveland["accuracy_high"] - cleveland["accuracy_low"])
+    assert all(v["roc_auc_low"] <= v["roc_auc"] <= v["roc_auc_high"] for v in summary["federated"]["sites"].values())
+    assert "personalized" in summary and "fig-sites" in ids  # its column and forest rows: checked in the loop
 
     summary, ids, text = pages["sites200"]
     assert len(summary["federated"]["sites"]) == 200 and "H200" in text

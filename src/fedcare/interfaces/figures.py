@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # no display: reports are written by servers and test runners
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 COLORS = {"federated": "#1f77b4", "local": "#ff7f0e", "pooled": "#2ca02c", "personalized": "#9467bd",
           "constant": "#7f7f7f"}

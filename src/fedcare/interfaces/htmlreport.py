@@ -30,9 +30,9 @@ def _fmt(value: float | None) -> str:
 
 
 def _cell(values: Mapping, metric: str, model: str, site: str) -> str:
-    """A site's value with its interval; a mean over sites without one (a mean of bounds is none)."""
+    """A value, with its 95 % interval when it has one (a site's, not a mean over sites)."""
     value = values.get(metric)
-    low, high = (None, None) if site == "mean" else (values.get(f"{metric}_low"), values.get(f"{metric}_high"))
+    low, high = values.get(f"{metric}_low"), values.get(f"{metric}_high")
     text = _fmt(value) + (f" [{low:.3f}, {high:.3f}]" if value is not None and low is not None else "")
     data = "" if value is None else f" data-value='{value!r}'"
     return f"<td data-model='{e(model)}' data-site='{e(site)}' data-metric='{e(metric)}'{data}>{text}</td>"
@@ -78,7 +78,7 @@ def site_table(summary: Mapping) -> str:
 def means_table(summary: Mapping) -> str:
     """Every metric's mean over sites, per model (Brier, log loss, ... beside the headline)."""
     models = _models(summary)
-    names = sorted({k for m in models for k in summary[m]["mean"] if not k.endswith(("_low", "_high"))})
+    names = sorted({k for m in models for k in summary[m]["mean"]})
     rows = "".join(f"<tr><td>{e(n)}</td>" + "".join(_cell(summary[m]["mean"], n, m, "mean") for m in models) + "</tr>"
                    for n in names)
     return (f"<h2>every test metric, mean over sites</h2><table id='means'><tr><th>metric</th>"
