@@ -48,9 +48,10 @@ def test_live_view_shows_a_running_federation(deployment, tmp_path):
     assert driver.find_elements("id", "token") and not driver.find_elements("id", "sites")  # a login form only
     driver.find_element("id", "token").send_keys("not-the-token")
     driver.find_element("id", "login").click()
-    assert "not the admin token" in _text(driver, "#error")
+    _wait_text(driver, "#error", lambda t: "not the admin token" in t, timeout=30)
     driver.find_element("id", "token").send_keys(d.admin.token)
     driver.find_element("id", "login").click()
+    _wait_text(driver, "#updated", lambda t: t.startswith("as of"), timeout=30)  # redirected to the live page
     assert driver.current_url == f"{d.url}/live" and d.admin.token not in driver.current_url
 
     (cookie,) = driver.get_cookies()

@@ -29,13 +29,13 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def _cell(values: Mapping, metric: str, model: str, site: str) -> str:
+def _cell(values: Mapping, metric: str, model: str, site: str, note: str = "") -> str:
     """A value, with its 95 % interval when it has one (a site's, not a mean over sites)."""
     value = values.get(metric)
     low, high = values.get(f"{metric}_low"), values.get(f"{metric}_high")
     text = _fmt(value) + (f" [{low:.3f}, {high:.3f}]" if value is not None and low is not None else "")
     data = "" if value is None else f" data-value='{value!r}'"
-    return f"<td data-model='{e(model)}' data-site='{e(site)}' data-metric='{e(metric)}'{data}>{text}</td>"
+    return f"<td data-model='{e(model)}' data-site='{e(site)}' data-metric='{e(metric)}'{data}>{text}{e(note)}</td>"
 
 
 def figures_wanted() -> bool:
@@ -69,8 +69,8 @@ def site_table(summary: Mapping) -> str:
     body.append("<tr><th>mean</th><td></td>" + "".join(_cell(summary[m]["mean"], metric, m, "mean")
                                                       for m in models) + "</tr>")
     body.append("<tr><th>worst</th><td></td>" + "".join(
-        f"{_cell(summary[m]['worst_site'], metric, m, 'worst')[:-5]} ({e(str(summary[m]['worst_site']['site_id']))})</td>"
-        for m in models) + "</tr>")
+        _cell(summary[m]["worst_site"], metric, m, "worst", f" ({summary[m]['worst_site']['site_id']})") for m in models)
+        + "</tr>")
     return (f"<h2>test {e(metric)} per site (95 % interval)</h2><div class='scroll'><table id='sites'>"
             f"<tr><th>site</th><th>test rows</th>{head}</tr>{''.join(body)}</table></div>")
 
@@ -196,6 +196,7 @@ def render(summary: Mapping, rows: Iterable[Mapping], config: Mapping | None = N
             f"<span data-value='{summary['rounds']}'>{summary['rounds']}</span> rounds · "
             f"{summary['bytes_sent'] / 1e6:.2f} MB sent · {summary['wall_seconds']:.1f} s</p>"
             + (f"<ul id='warnings'>{warnings}</ul>" if warnings else "")
+            + ("" if figures_wanted() else "<p id='no-figures'>figures left out (FEDCARE_REPORT_FIGURES=0)</p>")
             + site_table(summary) + forest_html(summary) + baselines_html(summary) + means_table(summary)
             + curves_html(summary, rows) + privacy_html(summary, rows) + anomalies_html(summary, rows)
             + reliability_html(summary) + treatment_html(summary) + config_html(config) + "</body></html>\n")
