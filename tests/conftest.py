@@ -106,6 +106,10 @@ def site_y(site, split: str) -> np.ndarray:
     """A prepared site's encoded labels of one split."""
     return named(site, split)["label"]
 
+# report.html without its matplotlib figures (~1 s a run) in every run of the suite, this process's
+# and its subprocesses' alike; the page tests (test_report_pages.py) turn them back on.
+os.environ.setdefault("FEDCARE_REPORT_FIGURES", "0")
+
 # Generated demo data (synthetic-scans) goes to a cache of the tests' own, never the user's home.
 os.environ.setdefault("FEDCARE_CACHE", str(Path(tempfile.gettempdir()) / "fedcare-test-cache"))
 

@@ -153,7 +153,7 @@ def test_survival_task_wiring():
     out = torch.log(torch.tensor([[1.0], [2.0], [3.0], [4.0]]))
     assert float(task.loss(out, yt)) == pytest.approx(math.log(135) / 3, rel=1e-6)
     metrics = task.metrics(out, y)
-    assert set(metrics) == {"c_index", "neg_partial_loglik"}
+    assert set(metrics) == {"c_index", "neg_partial_loglik", "c_index_low", "c_index_high"}
     assert metrics["neg_partial_loglik"] == pytest.approx(math.log(135) / 3, rel=1e-6)
     # pairs: A<B, A<C, A<D, B<D, C<D; risk orders them wrongly except none -> all discordant
     assert metrics["c_index"] == 0.0

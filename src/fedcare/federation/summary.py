@@ -28,8 +28,9 @@ SiteValues = Mapping[str, Mapping[str, float | None]]
 
 def block(per_site: SiteValues, metric: str, higher_is_better: bool) -> dict:
     """{"sites": site -> metrics, "mean": metric -> mean over sites, "worst_site": the site that is
-    worst on the headline metric, with its metrics}."""
-    names = sorted({m for values in per_site.values() for m in values})
+    worst on the headline metric, with its metrics}. A site's interval bounds (`accuracy_low`, ...)
+    have no mean: a mean of bounds is no interval of the mean."""
+    names = sorted({m for values in per_site.values() for m in values if not m.endswith(("_low", "_high"))})
     mean = {}
     for name in names:
         vals = [v[name] for v in per_site.values() if v.get(name) is not None]

@@ -192,7 +192,7 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
     if effects is not None:
         run.summary["treatment"] = effects.block
     folder.write_result(cfg, facts, run.summary, rows, result.params, run.site_params)
-    folder.write_report(htmlreport.render(run.summary, rows))
+    folder.write_report(htmlreport.render(run.summary, rows, cfg.flat(mode="json")))
     if effects is not None:
         effects.recommender.save(cfg.run_dir)
     return run

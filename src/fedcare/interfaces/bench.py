@@ -1,5 +1,6 @@
 """`fedcare benchmark`: a grid of algorithms × seeds on one dataset, run in parallel, summarised as
-the evidence table a clinical researcher reads (Markdown and CSV) and a plot of the metric per round.
+the evidence table a clinical researcher reads (Markdown and CSV) and a page (report.html) with the
+metric per round, mean over seeds with a band of ± one sd across seeds.
 
 An entry is ALGORITHM[+PERSONALIZATION][@AGGREGATOR], e.g. `fedavg`, `fedavg+ditto`,
 `fedavg@median`. With `tune`, each entry's learning rates are chosen on validation rows carved from
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError
-from fedcare.interfaces.htmlreport import svg_curves
+from fedcare.interfaces import benchpage
 
 # Candidates tried on validation with `tune`: small on purpose (every point costs seeds × a run).
 GRIDS: dict[str, dict[str, list]] = {
@@ -68,6 +70,7 @@ def _run(job: tuple[dict, str]) -> dict:
 
     values, model = job
     started = time.perf_counter()
+    os.environ["FEDCARE_REPORT_FIGURES"] = "0"  # each run's own figures: the benchmark page draws them all
     run = simulate(values)
     s = run.summary
     curve: dict[int, list[float]] = {}
@@ -81,9 +84,11 @@ def _run(job: tuple[dict, str]) -> dict:
         val = run.personal_val_score
     else:
         val = run.history[-1].val_score if run.history else None
+    worst = min if s["higher_is_better"] else max
     return {"summary": {k: s[k] for k in ("task", "metric", "higher_is_better", "rounds", "bytes_sent", "local", "pooled",
                                           model) if k in s},
-            "curve": {r: statistics.mean(v) for r, v in curve.items()}, "val": val,
+            "curve": {r: statistics.mean(v) for r, v in curve.items()},
+            "worst": {r: worst(v) for r, v in curve.items()}, "val": val,
             "seconds": time.perf_counter() - started}
 
 
@@ -94,7 +99,8 @@ def _grid(entry: Entry) -> list[dict]:
 
 def run_benchmark(base: FederationConfig, entries: Sequence[str], seeds: int, workers: int, out: Path,
                   tune: bool = False, progress=None) -> dict:
-    """Run every entry × seed (after tuning, if asked) and write table.md, table.csv, curves.svg."""
+    """Run every entry × seed (after tuning, if asked) and write table.md, table.csv, report.html and
+    curves.svg."""
     parsed = [Entry.parse(e) for e in entries]
     if not parsed:
         raise ConfigError("benchmark needs at least one entry, e.g. --algorithms fedavg,fedprox")
@@ -171,9 +177,7 @@ def _write(parsed, jobs, results, chosen, tuning_rows, out: Path) -> dict:
     md = [f"Test {metric} per site of each entry's model: mean over sites and worst site, "
           f"mean ± sd across {len(first)} seeds.", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for r in rows:
-        md.append("| " + " | ".join([r["entry"], str(r["hyperparameters"] or "defaults"), r["mean"], r["worst_site"],
-                                     r["worst_sites"], _num(r["rounds"], 0), _num(r["mb_sent"], 2),
-                                     _num(r["seconds"], 1)]) + " |")
+        md.append("| " + " | ".join(_cells(r)) + " |")
     if tuning_rows:
         md += ["", "Validation score of each candidate (val = 20 % of each site's training rows):", "",
                "| entry | candidate | mean validation " + metric + " |", "|---|---|---|"]
@@ -184,13 +188,26 @@ def _write(parsed, jobs, results, chosen, tuning_rows, out: Path) -> dict:
         writer.writeheader()
         for r in rows:
             writer.writerow({**r, "hyperparameters": repr(r["hyperparameters"])})
-    curves = {}
-    for e in parsed:
-        runs = by_entry[e.name]
-        rounds = sorted(set.intersection(*(set(r["curve"]) for r in runs)))
-        curves[e.name] = [(rnd, statistics.mean(r["curve"][rnd] for r in runs)) for rnd in rounds]
-    (out / "curves.svg").write_text(svg_curves(curves, metric) + "\n")
+    bands = {kind: {e.name: _band(by_entry[e.name], kind) for e in parsed} for kind in ("curve", "worst")}
+    page = benchpage.render(metric, header, [_cells(r) for r in rows], bands, len(first))
+    (out / "report.html").write_text(page.html)
+    (out / "curves.svg").write_text(page.curves_svg)
     return {"rows": rows, "table": "\n".join(md)}
+
+
+def _band(runs: list[dict], key: str) -> list[tuple[int, float, float]]:
+    """(round, mean over seeds, sd over seeds) for the rounds every seed ran."""
+    rounds = sorted(set.intersection(*(set(r[key]) for r in runs)))
+    out = []
+    for rnd in rounds:
+        values = [r[key][rnd] for r in runs]
+        out.append((rnd, statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0))
+    return out
+
+
+def _cells(r: dict) -> list[str]:
+    return [r["entry"], str(r["hyperparameters"] or "defaults"), r["mean"], r["worst_site"], r["worst_sites"],
+            _num(r["rounds"], 0), _num(r["mb_sent"], 2), _num(r["seconds"], 1)]
 
 
 def _num(value, digits: int) -> str:

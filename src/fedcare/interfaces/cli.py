@@ -202,7 +202,7 @@ def benchmark(
     seeds: Annotated[int, Opt(help="training seeds per entry")] = 5,
     workers: Annotated[int, Opt(help="processes in parallel (default: the machine's cores)")] = 0,
     tune: Annotated[bool, Opt("--tune/--no-tune", help="choose learning rates on validation rows first")] = False,
-    out: Annotated[Path, Opt(help="folder for table.md, table.csv, curves.svg and the runs")] = Path("runs/benchmark"),
+    out: Annotated[Path, Opt(help="folder for table.md, table.csv, report.html, curves.svg and the runs")] = Path("runs/benchmark"),
     config: Annotated[Optional[Path], Opt("--config", help="YAML with the shared settings (dataset, rounds, ...)")] = None,
     dataset: Annotated[Optional[str], Opt(help="built-in dataset")] = None,
     data: Annotated[Optional[list[Path]], Opt(help="CSV/Parquet file(s)")] = None,
@@ -231,7 +231,7 @@ def benchmark(
     with console.status(f"running {len(entries)} entries × {seeds} seeds"):
         result = run_benchmark(base, entries, seeds, workers or os.cpu_count() or 1, out, tune=tune)
     print(result["table"])  # Markdown: printed as is, never wrapped
-    console.print(f"written: {out / 'table.md'}, {out / 'table.csv'}, {out / 'curves.svg'}")
+    console.print(f"written: {out / 'table.md'}, {out / 'table.csv'}, {out / 'report.html'}, {out / 'curves.svg'}")
 
 
 @app.command()

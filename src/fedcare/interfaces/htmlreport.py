@@ -1,82 +1,202 @@
-"""report.html: the run's per-site table and the headline metric per round, for a person.
+"""report.html: what a run did, for a person: per-site results with intervals, every model's curves,
+the training loss, the baselines, privacy spent, anomalies and attacks, and the config.
 
-Self-contained (inline SVG, no scripts, no external assets) so it opens offline inside a hospital.
+One self-contained file (figures as PNG data URIs, no scripts, no external assets) so it opens
+offline inside a hospital. Every number a table shows carries its exact value from summary.json in
+`data-value`, so a test can check the page against the summary.
 """
 
 from __future__ import annotations
 
 import html
-from collections import defaultdict
+import importlib
+import json
+import os
 from collections.abc import Iterable, Mapping
 
 from fedcare.interfaces.htmltreatment import treatment_html
 from fedcare.interfaces.report import MODELS
 
-COLORS = {"federated": "#1f77b4", "local": "#ff7f0e", "pooled": "#2ca02c", "personalized": "#9467bd"}
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf")
-W, H, PAD = 640, 280, 40
+e = html.escape
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}td,th{padding:3px 10px;text-align:right}"
+         "table{border-collapse:collapse;margin:0.5em 0}tr:nth-child(even){background:#f3f3f3}"
+         "td:first-child,th:first-child{text-align:left}figure{margin:1em 0}img{max-width:100%;height:auto}"
+         "figcaption{color:#444;font-size:0.9em}.warn{color:#a40}.scroll{max-height:32em;overflow:auto;"
+         "display:inline-block}")
 
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def _curves(rows: Iterable[Mapping], metric: str) -> dict[str, list[tuple[int, float]]]:
-    """Mean over sites of the test metric, per round, for each model."""
-    acc: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        if row.get("split") == "test" and row.get(metric) is not None:
-            acc[row["model"]][row["round"]].append(row[metric])
-    return {m: sorted((r, sum(v) / len(v)) for r, v in by_round.items()) for m, by_round in acc.items()}
+def _cell(values: Mapping, metric: str, model: str, site: str, note: str = "") -> str:
+    """A value, with its 95 % interval when it has one (a site's, not a mean over sites)."""
+    value = values.get(metric)
+    low, high = values.get(f"{metric}_low"), values.get(f"{metric}_high")
+    text = _fmt(value) + (f" [{low:.3f}, {high:.3f}]" if value is not None and low is not None else "")
+    data = "" if value is None else f" data-value='{value!r}'"
+    return f"<td data-model='{e(model)}' data-site='{e(site)}' data-metric='{e(metric)}'{data}>{text}{e(note)}</td>"
 
 
-def svg_curves(curves: dict[str, list[tuple[int, float]]], metric: str) -> str:
-    points = [p for c in curves.values() for p in c]
-    if not points:
+def figures_wanted() -> bool:
+    """FEDCARE_REPORT_FIGURES=0 writes report.html with its tables only: the figures cost about a
+    second of matplotlib per run, which sweeps and test suites of many small runs skip."""
+    return os.environ.get("FEDCARE_REPORT_FIGURES", "1") != "0"
+
+
+def _figure(name: str, caption: str, kind: str, *args, **kwargs) -> str:
+    """One figure drawn by `figures.<kind>(*args)`; matplotlib is imported only when one is drawn."""
+    if not figures_wanted():
         return ""
-    r_max = max(r for r, _ in points)
-    lo, hi = min(v for _, v in points), max(v for _, v in points)
-    hi = hi if hi > lo else lo + 1e-9
+    figures = importlib.import_module("fedcare.interfaces.figures")
+    uri = figures.data_uri(getattr(figures, kind)(*args, **kwargs))
+    return (f"<figure id='fig-{name}'><img alt='{e(caption)}' src='{uri}'>"
+            f"<figcaption>{e(caption)}</figcaption></figure>")
 
-    def xy(r: int, v: float) -> str:
-        x = PAD + (W - 2 * PAD) * (r - 1) / max(r_max - 1, 1)
-        y = H - PAD - (H - 2 * PAD) * (v - lo) / (hi - lo)
-        return f"{x:.1f},{y:.1f}"
 
-    height = max(H, 50 + 16 * len(curves))
-    parts = [f'<svg width="{W}" height="{height}" xmlns="http://www.w3.org/2000/svg" role="img">',
-             f'<rect width="{W}" height="{height}" fill="white"/>',
-             f'<text x="{PAD}" y="20">mean test {html.escape(metric)} over sites, per round</text>',
-             f'<text x="4" y="{PAD}">{hi:.3f}</text><text x="4" y="{H - PAD}">{lo:.3f}</text>',
-             f'<text x="{W - PAD}" y="{H - 10}">round {r_max}</text>']
-    for i, (model, curve) in enumerate(sorted(curves.items())):
-        color = COLORS.get(model, PALETTE[i % len(PALETTE)])
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" '
-                     f'points="{" ".join(xy(r, v) for r, v in curve)}"/>')
-        parts.append(f'<text x="{W - 150}" y="{40 + 16 * i}" fill="{color}">{html.escape(model)}</text>')
-    parts.append("</svg>")
+def _models(summary: Mapping) -> list[str]:
+    return [m for m in (*MODELS, "constant") if m in summary and "mean" in summary[m]]
+
+
+def site_table(summary: Mapping) -> str:
+    metric, models = summary["metric"], _models(summary)
+    sizes = summary.get("site_sizes", {})
+    head = "".join(f"<th>{e(m)}</th>" for m in models)
+    body = []
+    for site in summary["federated"]["sites"]:
+        cells = "".join(_cell(summary[m]["sites"].get(site, {}), metric, m, site) for m in models)
+        body.append(f"<tr><td>{e(site)}</td><td>{sizes.get(site, {}).get('test', '')}</td>{cells}</tr>")
+    body.append("<tr><th>mean</th><td></td>" + "".join(_cell(summary[m]["mean"], metric, m, "mean")
+                                                      for m in models) + "</tr>")
+    body.append("<tr><th>worst</th><td></td>" + "".join(
+        _cell(summary[m]["worst_site"], metric, m, "worst", f" ({summary[m]['worst_site']['site_id']})") for m in models)
+        + "</tr>")
+    return (f"<h2>test {e(metric)} per site (95 % interval)</h2><div class='scroll'><table id='sites'>"
+            f"<tr><th>site</th><th>test rows</th>{head}</tr>{''.join(body)}</table></div>")
+
+
+def means_table(summary: Mapping) -> str:
+    """Every metric's mean over sites, per model (Brier, log loss, ... beside the headline)."""
+    models = _models(summary)
+    names = sorted({k for m in models for k in summary[m]["mean"]})
+    rows = "".join(f"<tr><td>{e(n)}</td>" + "".join(_cell(summary[m]["mean"], n, m, "mean") for m in models) + "</tr>"
+                   for n in names)
+    return (f"<h2>every test metric, mean over sites</h2><table id='means'><tr><th>metric</th>"
+            f"{''.join(f'<th>{e(m)}</th>' for m in models)}</tr>{rows}</table>")
+
+
+def _series(rows: list[Mapping], split: str, key: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """model -> site -> [(round, value)] of one metric on one split."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for row in rows:
+        if row.get("split") == split and row.get(key) is not None:
+            out.setdefault(row["model"], {}).setdefault(row["site"], []).append((row["round"], row[key]))
+    return {m: {s: sorted(c) for s, c in sites.items()} for m, sites in out.items()}
+
+
+def curves_html(summary: Mapping, rows: list[Mapping]) -> str:
+    metric = summary["metric"]
+    parts = ["<h2>per round</h2>"]
+    test = _series(rows, "test", metric)
+    if test:
+        parts.append(_figure("rounds", f"test {metric} of each site per round (thick: mean over sites), for "
+                             "every model evaluated in rounds", "per_site_rounds", test, f"test {metric}"))
+    loss = _series(rows, "train", "train_loss")
+    if loss:
+        parts.append(_figure("train-loss", "each site's training loss per round, as it reported it",
+                             "per_site_rounds", loss, "train loss"))
     return "".join(parts)
 
 
-def render(summary: Mapping, rows: Iterable[Mapping]) -> str:
-    metric = summary["metric"]
-    models = [m for m in MODELS if m in summary]
-    head = "".join(f"<th>{m}</th>" for m in models)
-    body = []
-    for site in summary["federated"]["sites"]:
-        cells = "".join(f"<td>{_fmt(summary[m]['sites'].get(site, {}).get(metric))}</td>" for m in models)
-        body.append(f"<tr><td>{html.escape(site)}</td>{cells}</tr>")
-    body.append("<tr><th>mean</th>" + "".join(f"<td>{_fmt(summary[m]['mean'].get(metric))}</td>" for m in models) + "</tr>")
-    body.append("<tr><th>worst</th>" + "".join(
-        f"<td>{_fmt(summary[m]['worst_site'].get(metric))} ({html.escape(str(summary[m]['worst_site']['site_id']))})</td>"
-        for m in models) + "</tr>")
-    title = html.escape(f"{summary['dataset']} · {summary['algorithm']}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:right}"
-            "table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}</style></head><body>"
-            f"<h1>{title}</h1><p>task {html.escape(summary['task'])} · {summary['rounds']} rounds · "
+def forest_html(summary: Mapping) -> str:
+    metric, models = summary["metric"], [m for m in _models(summary) if m != "constant"]
+    sites = list(summary["federated"]["sites"])
+    values = {m: [tuple(summary[m]["sites"].get(s, {}).get(k) for k in (metric, f"{metric}_low", f"{metric}_high"))
+                  for s in sites] for m in models}
+    return _figure("sites", f"each site's test {metric} with its 95 % interval (Wilson for accuracy, bootstrap "
+                   "for ROC-AUC and C-index, computed at the site)", "forest", sites, values, f"test {metric}")
+
+
+def baselines_html(summary: Mapping) -> str:
+    metric, models = summary["metric"], _models(summary)
+    groups = {m: {"mean over sites": summary[m]["mean"].get(metric), "worst site": summary[m]["worst_site"].get(metric)}
+              for m in models}
+    return _figure("baselines", f"test {metric} of every model and baseline: mean over sites and worst site",
+                   "bars", groups, f"test {metric}")
+
+
+def privacy_html(summary: Mapping, rows: list[Mapping]) -> str:
+    p = summary.get("privacy") or {}
+    if p.get("epsilon") is None:
+        return ""
+    key = "site_epsilon" if p.get("level") == "site" else "epsilon"
+    spent = _series(rows, "train", key).get("federated", {})
+    if key == "site_epsilon":  # one figure for the whole federation
+        spent = {"federation": next(iter(spent.values()), [])}
+    text = (f"<h2>privacy</h2><p id='privacy'>{e(str(p.get('level', 'record')))}-level DP: ε spent "
+            f"<span data-value='{p['epsilon']!r}'>{p['epsilon']:.3f}</span> of {p.get('budget')}, δ {p.get('delta')}</p>")
+    if not spent:
+        return text
+    return text + _figure("epsilon", "ε spent after each round (each site's own accountant, or the federation's "
+                          "under site-level DP)", "lines", spent, "ε spent", budget=p.get("budget"))
+
+
+def anomalies_html(summary: Mapping, rows: list[Mapping]) -> str:
+    updates = [r for r in rows if r.get("split") == "update" and r.get("model") == "federated"]
+    attack, anomalies = summary.get("attack") or {}, summary.get("anomalies") or {}
+    flagged = anomalies.get("flagged_sites", [])
+    seen = anomalies.get("rounds_flagged", {})
+    parts = ["<h2>updates, anomalies and attacks</h2>",
+             f"<p id='attack'>simulated attack: {e(str(attack.get('kind') or 'none'))}"
+             + (f" by {e(', '.join(attack.get('sites', [])))}" if attack.get("sites") else "")
+             + f" · aggregator {e(str(summary.get('aggregator')))} · flagged sites: "
+             + (", ".join(f"<b class='flagged'>{e(s)}</b>" for s in flagged) or "none") + "</p>"]
+    if seen:
+        parts.append("<div class='scroll'><table id='flags'><tr><th>site</th><th>rounds flagged</th>"
+                     "<th>rounds seen</th></tr>" + "".join(
+                         f"<tr><td>{e(s)}</td><td data-value='{n}'>{n}</td>"
+                         f"<td>{anomalies.get('rounds_seen', {}).get(s, '')}</td></tr>" for s, n in seen.items())
+                     + "</table></div>")
+    for key, label in (("cosine_consensus", "cosine to the round's median update"), ("norm_ratio", "norm / median norm")):
+        curves: dict[str, list[tuple[int, float]]] = {}
+        marks: dict[str, list[tuple[int, float]]] = {}
+        for r in updates:
+            if r.get(key) is not None:
+                curves.setdefault(r["site"], []).append((r["round"], r[key]))
+                if r.get("flagged"):
+                    marks.setdefault(r["site"], []).append((r["round"], r[key]))
+        if curves:
+            parts.append(_figure(f"anomaly-{key}", f"{label} of each site's update per round; red crosses: flagged",
+                                 "lines", curves, label, marks=marks))
+    return "".join(parts) if updates or seen else ""
+
+
+def reliability_html(summary: Mapping) -> str:
+    """Drawn when the summary holds reliability bins: {model: [{mean_predicted, observed, count}]}."""
+    bins = summary.get("reliability")
+    if not bins:
+        return ""
+    return _figure("reliability", "reliability: observed share of positives against the mean predicted "
+                   "probability, per bin", "reliability", bins)
+
+
+def config_html(config: Mapping | None) -> str:
+    if not config:
+        return ""
+    rows = "".join(f"<tr><td>{e(k)}</td><td>{e(json.dumps(v))}</td></tr>" for k, v in sorted(config.items()))
+    return f"<h2>config</h2><details><summary>every setting of this run</summary><table id='config'>{rows}</table></details>"
+
+
+def render(summary: Mapping, rows: Iterable[Mapping], config: Mapping | None = None) -> str:
+    rows = list(rows)
+    title = e(f"{summary['dataset']} · {summary['algorithm']}")
+    warnings = "".join(f"<li class='warn'>{e(str(w))}</li>" for w in summary.get("warnings", []))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
+            f"</head><body><h1>{title}</h1><p id='facts'>task {e(summary['task'])} · "
+            f"<span data-value='{summary['rounds']}'>{summary['rounds']}</span> rounds · "
             f"{summary['bytes_sent'] / 1e6:.2f} MB sent · {summary['wall_seconds']:.1f} s</p>"
-            f"<h2>test {html.escape(metric)} per site</h2><table><tr><th>site</th>{head}</tr>{''.join(body)}</table>"
-            f"<h2>per round</h2>{svg_curves(_curves(rows, metric), metric)}{treatment_html(summary)}"
-            "</body></html>\n")
+            + (f"<ul id='warnings'>{warnings}</ul>" if warnings else "")
+            + ("" if figures_wanted() else "<p id='no-figures'>figures left out (FEDCARE_REPORT_FIGURES=0)</p>")
+            + site_table(summary) + forest_html(summary) + baselines_html(summary) + means_table(summary)
+            + curves_html(summary, rows) + privacy_html(summary, rows) + anomalies_html(summary, rows)
+            + reliability_html(summary) + treatment_html(summary) + config_html(config) + "</body></html>\n")

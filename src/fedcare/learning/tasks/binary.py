@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from fedcare.learning import metrics as M
+from fedcare.learning.intervals import classification_intervals
 
 
 @dataclass(frozen=True)
@@ -35,4 +36,5 @@ class Binary:
         return F.binary_cross_entropy_with_logits(out.squeeze(-1), targets["label"])
 
     def metrics(self, out: torch.Tensor, targets: Mapping[str, np.ndarray]) -> M.Metrics:
-        return M.binary_metrics(targets["label"], torch.sigmoid(out.squeeze(-1)).double().numpy(), self.threshold)
+        y, p = targets["label"], torch.sigmoid(out.squeeze(-1)).double().numpy()
+        return {**M.binary_metrics(y, p, self.threshold), **classification_intervals(y, (p >= 0.5) == (y == 1), p)}

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from fedcare.learning import metrics as M
+from fedcare.learning.intervals import classification_intervals
 
 
 @dataclass(frozen=True)
@@ -34,4 +35,5 @@ class Multiclass:
         return F.cross_entropy(out, targets["label"])
 
     def metrics(self, out: torch.Tensor, targets: Mapping[str, np.ndarray]) -> M.Metrics:
-        return M.multiclass_metrics(targets["label"], torch.softmax(out.double(), dim=-1).numpy())
+        y, proba = targets["label"], torch.softmax(out.double(), dim=-1).numpy()
+        return {**M.multiclass_metrics(y, proba), **classification_intervals(y, proba.argmax(axis=1) == y, None)}

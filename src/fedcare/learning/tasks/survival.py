@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from fedcare.learning import metrics as M
+from fedcare.learning.intervals import survival_intervals
 from fedcare.learning.tasks.cox import cox_loss
 
 
@@ -37,4 +38,6 @@ class Survival:
         return cox_loss(out.squeeze(-1), targets["time"], targets["event"])
 
     def metrics(self, out: torch.Tensor, targets: Mapping[str, np.ndarray]) -> M.Metrics:
-        return M.survival_metrics(targets["time"], targets["event"], out.squeeze(-1).double().numpy())
+        risk = out.squeeze(-1).double().numpy()
+        return {**M.survival_metrics(targets["time"], targets["event"], risk),
+                **survival_intervals(targets["time"], targets["event"], risk)}

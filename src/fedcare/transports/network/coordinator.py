@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,8 @@ from fedcare.transports.network.store import Store
 from fedcare.transports.network.transport import NetworkTransport, Timing
 
 log = logging.getLogger("fedcare.coordinator")
-ReportRenderer = Callable[[Mapping, list[dict]], str]
+ReportRenderer = Callable[[Mapping, list[dict], Mapping], str]
+LIVE_ROUNDS = 50  # rounds the live view shows (the run folder holds them all)
 DISK_RETRY = 5.0  # seconds between attempts at a write the disk refused
 
 
@@ -102,6 +104,7 @@ class Coordinator:
         self._thread: threading.Thread | None = None
         self._run_id: str | None = None
         self._halt = threading.Event()  # set by stop(): ends a wait for the disk too
+        self.recent: deque[RoundRecord] = deque(maxlen=LIVE_ROUNDS)  # the live view's rounds of this run
 
     def participants(self) -> list[str]:
         return list(self.settings.sites)
@@ -180,6 +183,7 @@ class Coordinator:
 
     def _launch(self, run_id: str, resume: bool) -> None:
         self._run_id = run_id
+        self.recent.clear()
         self._train_rows = {}
         self.board = Board(on_status=lambda status, reason: self._status(run_id, status, reason))
         self._halt = threading.Event()
@@ -269,6 +273,7 @@ class Coordinator:
         pending: list[dict] = []
 
         def on_round(record: RoundRecord) -> None:
+            self.recent.append(record)
             pending.extend(metric_rows("federated", [record]))
             answered = sorted(record.train)
             self.store.close_round(run_id, record.round, record.selected, answered,
@@ -310,7 +315,7 @@ class Coordinator:
         self._durably(run_id, "the run's results", lambda: folder.write_result(cfg, facts, summary, rows,
                                                                                result.params, {}))
         if self.render_report is not None:
-            html = self.render_report(summary, rows)
+            html = self.render_report(summary, rows, cfg.flat(mode="json"))
             self._durably(run_id, "report.html", lambda: folder.write_report(html))
         self.board.finish({"run": run_id, "status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
 

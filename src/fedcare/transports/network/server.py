@@ -6,10 +6,12 @@ before they are read whole, and are parsed strictly (jsonbody.py).
 
 Sites: GET /v1/task (long-poll) · GET /v1/tasks/{id}/params · PUT /v1/tasks/{id}/update ·
 POST /v1/tasks/{id}/answer. Admin: POST /v1/run · POST /v1/run/stop · GET /v1/status · GET /v1/audit.
+A browser: GET /live, the live view behind the admin credential (liveview.py).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time,
 # and they name aliases local to create_app
+from collections.abc import Sequence
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -22,6 +24,7 @@ from fedcare.core.serialization import MAX_METRICS, MAX_SCALAR, METRIC_NAME, fin
 from fedcare.transports.network.auditlog import RefusalLog
 from fedcare.transports.network.board import Board, Refused
 from fedcare.transports.network.jsonbody import BadJson, parse
+from fedcare.transports.network.liveview import add_live_view
 from fedcare.transports.network.secure import ANSWERS, check_answer
 from fedcare.transports.network.store import Store
 
@@ -45,6 +48,7 @@ class Control(Protocol):
     max_body: int
     max_json: int     # largest JSON answer, bytes: far below max_body (parsed JSON takes ~20x its size)
     poll_wait: float
+    recent: Sequence[Any]  # the latest rounds' records, for the live view
 
     def participants(self) -> list[str]: ...
     def train_rows(self, site_id: str) -> int | None: ...  # the training rows it declared in preparation
@@ -213,6 +217,7 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
         refusals.flush()
         return control.store.audit_log(limit)
 
+    add_live_view(app, control, lambda token: bool(_registry(credentials.is_admin, token)), refusals.refused, _read)
     return app
 
 

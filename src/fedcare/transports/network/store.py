@@ -109,6 +109,10 @@ class Store:
         self._run("INSERT INTO sites VALUES (?, ?, ?) ON CONFLICT(site_id) DO UPDATE SET last_seen = ?",
                   (site_id, now, now, now))
 
+    def sites_seen(self) -> dict[str, float]:
+        """site -> when it last called (seconds since the epoch)."""
+        return dict(self._run("SELECT site_id, last_seen FROM sites ORDER BY site_id"))
+
     def audit(self, site_id: str | None, action: str, status: int, detail: str) -> None:
         self._run("INSERT INTO audit (at, site_id, action, status, detail) VALUES (?, ?, ?, ?, ?)",
                   (time.time(), site_id, action, status, detail[:1000]))
