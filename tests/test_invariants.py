@@ -23,7 +23,7 @@ def messages(monkeypatch):
         return wrapper
 
     monkeypatch.setattr(simulation, "params_to_bytes", record("params", serialization.params_to_bytes))
-    monkeypatch.setattr(simulation, "update_to_bytes", record("update", serialization.update_to_bytes))
+    monkeypatch.setattr(simulation, "fit_reply_to_bytes", record("update", serialization.fit_reply_to_bytes))
     return sent
 
 

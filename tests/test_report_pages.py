@@ -83,6 +83,8 @@ def test_reports_of_dp_attack_personalized_and_200_site_runs_and_a_benchmark_pag
     assert swiss["accuracy_high"] - swiss["accuracy_low"] > 1.5 * (cleveland["accuracy_high"] - cleveland["accuracy_low"])
     assert all(v["roc_auc_low"] <= v["roc_auc"] <= v["roc_auc_high"] for v in summary["federated"]["sites"].values())
     assert "personalized" in summary and "fig-sites" in ids  # its column and forest rows: checked in the loop
+    assert "fig-reliability" in ids  # a binary task: calibration of the federated and personalized models
+    assert f"federated {summary['calibration']['federated']['pooled']['brier']:.3f}" in text
 
     summary, ids, text = pages["sites200"]
     assert len(summary["federated"]["sites"]) == 200 and "H200" in text

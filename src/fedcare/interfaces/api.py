@@ -173,11 +173,10 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
         scores = {sid: site.evaluate(personal[sid], ["val", "test"]) for sid, site in sites.items()}
         per_model["personalized"] = {sid: m["test"] for sid, m in scores.items() if "test" in m}
         run.personal_val_score = mean_metric(scores, "val", plan.task.headline)
-    calibrated = {"federated": None}  # the bins read each site's outputs: sites in this process only
-    if cfg.backend.backend == "in-process":
-        calibrated["federated"] = calibration(sites, {sid: result.params for sid in sites})
-        if run.site_params:
-            calibrated["personalized"] = calibration(sites, run.site_params)
+    calibrated = {"federated": calibration({sid: site.calibration_bins(result.params) for sid, site in sites.items()})}
+    if run.site_params:
+        calibrated["personalized"] = calibration({sid: site.calibration_bins(run.site_params[sid])
+                                                  for sid, site in sites.items()})
     if cfg.run.baselines:
         rows += _baselines(fed, judge, run, per_model, progress, trackers.log)
     facts = RunFacts(dataset.name, dataset.task, tuple(dataset.feature_names), dataset.preprocessing,

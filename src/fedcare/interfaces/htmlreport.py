@@ -172,12 +172,19 @@ def anomalies_html(summary: Mapping, rows: list[Mapping]) -> str:
 
 
 def reliability_html(summary: Mapping) -> str:
-    """Drawn when the summary holds reliability bins: {model: [{mean_predicted, observed, count}]}."""
-    bins = summary.get("reliability")
+    """Drawn from summary.json's `calibration` (binary tasks): each model's bins pooled over the sites,
+    and its Brier score in the caption."""
+    calibration = {model: c for model, c in (summary.get("calibration") or {}).items() if c}
+    bins = {model: [
+                {"mean_predicted": m, "observed": o, "count": n}
+                for m, o, n in zip(c["pooled"]["mean_predicted"], c["pooled"]["observed_rate"], c["pooled"]["count"],
+                                   strict=True)]
+            for model, c in calibration.items()}
     if not bins:
         return ""
-    return _figure("reliability", "reliability: observed share of positives against the mean predicted "
-                   "probability, per bin", "reliability", bins)
+    brier = ", ".join(f"{model} {c['pooled']['brier']:.3f}" for model, c in calibration.items())
+    return _figure("reliability", "reliability on the test rows of every site: observed share of positives "
+                   f"against the mean predicted probability, per bin (Brier: {brier})", "reliability", bins)
 
 
 def config_html(config: Mapping | None) -> str:

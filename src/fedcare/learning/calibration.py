@@ -7,11 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import torch
 
-from fedcare.core.params import Params
-from fedcare.learning.metrics import RELIABILITY_BINS, brier, reliability
-from fedcare.learning.site import LocalSite
+from fedcare.learning.metrics import RELIABILITY_BINS
 
 
 def _finish(bins: Mapping[str, list]) -> dict[str, list]:
@@ -25,21 +22,18 @@ def _finish(bins: Mapping[str, list]) -> dict[str, list]:
             "observed_rate": [None if c == 0 else float(v) for c, v in zip(count, rate)]}
 
 
-def calibration(sites: Mapping[str, LocalSite], params: Mapping[str, Params], split: str = "test") -> dict | None:
-    """`params` per site (the global model everywhere, or each site's own); None for a task that is
-    not binary."""
+def calibration(bins: Mapping[str, dict | None], split: str = "test") -> dict | None:
+    """Each site's bins (`LocalSite.calibration_bins`) as summary.json's block: per site and pooled; None when no
+    site had any."""
     per_site, pooled, squares, rows = {}, None, 0.0, 0
-    for sid, site in sites.items():
-        if site.task.name != "binary" or site.num_examples(split) == 0:
+    for sid, b in bins.items():
+        if b is None:
             continue
-        out, targets = site.outputs(params[sid], split)
-        p = torch.sigmoid(out.squeeze(-1)).double().numpy()
-        y = np.asarray(targets["label"], dtype=np.float64)
-        bins = reliability(y, p)
-        per_site[sid] = {"brier": brier(y, p), **_finish(bins)}
-        squares, rows = squares + float(np.sum((p - y) ** 2)), rows + len(y)
-        pooled = bins if pooled is None else {k: v if k == "edges" else list(np.add(pooled[k], v))
-                                              for k, v in bins.items()}
+        sums = {k: v for k, v in b.items() if k not in ("squares", "rows")}
+        per_site[sid] = {"brier": b["squares"] / b["rows"], **_finish(sums)}
+        squares, rows = squares + b["squares"], rows + b["rows"]
+        pooled = sums if pooled is None else {k: v if k == "edges" else list(np.add(pooled[k], v))
+                                              for k, v in sums.items()}
     if pooled is None:
         return None
     return {"split": split, "bins": RELIABILITY_BINS, "sites": per_site,

@@ -39,7 +39,7 @@ from fedcare.core.params import Params
 from fedcare.core.update import Update
 from fedcare.data.examples import Examples
 from fedcare.learning.batches import Batches
-from fedcare.learning.metrics import Metrics
+from fedcare.learning.metrics import Metrics, reliability
 from fedcare.learning.models import batch_norm_names, get_params, head_names, set_params
 from fedcare.learning.dpsgd import dp_steps, train_dp
 from fedcare.learning.tasks import Task
@@ -283,6 +283,16 @@ class LocalSite:
             outputs, targets = self.outputs(params, split)
             out[split] = self.task.metrics(outputs, targets)
         return out
+
+    def calibration_bins(self, params: Params, split: Split = "test") -> dict | None:
+        """A binary model's reliability bins and squared error on a split, as sums (so sites add up,
+        learning/calibration.py); None for another task or a split with no rows."""
+        if self.task.name != "binary" or self.num_examples(split) == 0:
+            return None
+        out, targets = self.outputs(params, split)
+        p = torch.sigmoid(out.squeeze(-1)).double().numpy()
+        y = np.asarray(targets["label"], dtype=np.float64)
+        return {**reliability(y, p), "squares": float(np.sum((p - y) ** 2)), "rows": len(y)}
 
     def outputs(self, params: Params, split: Split) -> tuple[torch.Tensor, Mapping[str, np.ndarray]]:
         """The model's raw outputs on a split's rows and their targets: what its metrics are made of

@@ -114,6 +114,8 @@ class Shard:
         if op == "load_state":
             site.load_site_state(load_arrays(bytes(blobs[0])))
             return pack({})
+        if op == "calibration":
+            return pack({"bins": site.calibration_bins(_params(blobs[0], header["order"]), header["split"])})
         if op == "personal":
             personal = site.personal_params(_params(blobs[0], header["order"]), FitRequest(**header["request"]))
             return pack({"order": list(personal)}, [params_to_bytes(personal)])

@@ -160,6 +160,10 @@ class RemoteSite:
         self._shards.call(self.site_id, {"op": "load_state"},
                           [save_arrays({k: np.ascontiguousarray(v) for k, v in state.items()})])
 
+    def calibration_bins(self, params: Params, split: Split = "test") -> dict | None:
+        return self._shards.call(self.site_id, {"op": "calibration", "order": list(params), "split": split},
+                                 [params_to_bytes(params)])[0]["bins"]
+
     def personal_params(self, global_params: Params, request: FitRequest) -> Params:
         header, blobs = self._shards.call(self.site_id, {"op": "personal", "order": list(global_params),
                                                          "request": request.to_json()},
