@@ -114,3 +114,8 @@ def test_legends_sit_outside_the_axes_and_rounds_are_whole_numbers():
     assert all(float(t).is_integer() for t in ax.get_xticks() if 1 <= t <= 3)
     assert len(ax.get_legend().get_texts()) == 7  # five sites, the budget, the flagged rounds
     assert not math.isnan(ax.get_ylim()[0])
+    one = figures.per_site_rounds({"federated": {"a": [(1, 0.5)], "b": [(1, 0.7)]}}, "test accuracy")
+    one.canvas.draw()
+    ax = one.axes[0]
+    assert list(ax.get_xticks()) == [1]  # a one-round run: round 1, not 0.95 ... 1.05
+    assert all(line.get_marker() == "o" for line in ax.get_lines())  # one point per line, drawn as a point

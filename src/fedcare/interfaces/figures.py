@@ -39,6 +39,11 @@ def _rounds_axis(ax, ylabel: str) -> None:
     ax.set_xlabel("round")
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lo, hi = ax.get_xlim()
+    if hi - lo < 2:  # one round: a whole-number tick, not matplotlib's fractions around it
+        centre = round((lo + hi) / 2)
+        ax.set_xlim(centre - 1, centre + 1)
+        ax.set_xticks([centre])
     ax.grid(alpha=0.3)
 
 
@@ -56,10 +61,12 @@ def per_site_rounds(series: Mapping[str, Mapping[str, Curve]], ylabel: str) -> F
         for i, (site, curve) in enumerate(sorted(sites.items())):
             rounds, values = zip(*curve, strict=True) if curve else ((), ())
             ax.plot(rounds, values, lw=1, alpha=0.8 if len(sites) <= MAX_LEGEND else 0.2,
-                    color=f"C{i % 10}" if len(sites) <= MAX_LEGEND else color(model, 0), label=site)
+                    color=f"C{i % 10}" if len(sites) <= MAX_LEGEND else color(model, 0), label=site,
+                    marker="o" if len(rounds) == 1 else None, ms=3)  # a one-round line is a point
         mean = _mean_curve(sites.values())
         if mean:
-            ax.plot(*zip(*mean, strict=True), lw=2.5, color="black", label="mean over sites")
+            ax.plot(*zip(*mean, strict=True), lw=2.5, color="black", label="mean over sites",
+                    marker="o" if len(mean) == 1 else None, ms=5)
         ax.set_title(model, fontsize=10)
         _rounds_axis(ax, ylabel)
     widest = max(range(len(series)), key=lambda k: len(list(series.values())[k]))
@@ -88,7 +95,7 @@ def lines(curves: Mapping[str, Curve], ylabel: str, budget: float | None = None,
         if curve:
             ax.plot(*zip(*curve, strict=True), lw=1, alpha=0.25 if many else 0.9,
                     color="#1f77b4" if many else color(name, i),
-                    marker=None if many else "o", ms=3, label=name)
+                    marker=None if many and len(curve) > 1 else "o", ms=3, label=name)
     if budget is not None:
         ax.axhline(budget, ls="--", color="black", lw=1, label=f"budget {budget:g}")
     flagged = [p for points in (marks or {}).values() for p in points]
