@@ -16,14 +16,16 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SRC, cohort_frame, run_cli
+from conftest import SRC, cohort_frame, named, run_cli
 
 import fedcare
 from fedcare.core.config import make_config
 from fedcare.core.errors import ConfigError
+from fedcare.data import DataSpec, load_dataset
 from fedcare.data.preprocessing import transform_from_json
 from fedcare.data.splitting import split_site
 from fedcare.learning import metrics as M
+from fedcare.learning.baseline_hazard import GRID_POINTS
 
 SITE = "H2"
 
@@ -69,6 +71,90 @@ def test_predict_gives_the_runs_own_probabilities(trained):
     # summary.json's preprocessing loads back and is the transform that encoded the rows
     pre = json.loads((run.path / "summary.json").read_text())["preprocessing"]
     assert list(transform_from_json(pre).feature_names) == pre["feature_names"]
+
+
+@pytest.fixture(scope="module")
+def survival_run(tmp_path_factory):
+    """A user's own survival CSV (hazard rising with bp), a 3-round federated run."""
+    folder = tmp_path_factory.mktemp("cox")
+    frame = cohort_frame("binary", sites=3, rows_per_site=50, seed=7).drop(columns=["y"])
+    rng = np.random.default_rng(7)
+    hazard = np.exp((frame["bp"].to_numpy() - 130) / 15)
+    event_time, censor = rng.exponential(12 / hazard), rng.uniform(2, 40, len(frame))
+    frame["months"] = np.round(np.minimum(event_time, censor), 2)
+    frame["died"] = (event_time <= censor).astype(int)
+    frame.to_csv(folder / "cohort.csv", index=False)
+    run = fedcare.simulate(data=[str(folder / "cohort.csv")], site="hospital", time="months", event="died",
+                           drop=["patient_id"], rounds=3, baselines=False, out=str(folder / "run"))
+    return folder, frame, run
+
+
+def test_predict_writes_survival_curves_from_the_federated_breslow_hazard(survival_run):
+    folder, frame, run = survival_run
+    frame.drop(columns=["months", "died"]).to_csv(folder / "new.csv", index=False)
+    done = run_cli("predict", str(run.path), "--data", "new.csv", "--out", "preds.csv", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    assert "no baseline hazard" not in done.stdout
+    preds = pd.read_csv(folder / "preds.csv")
+    model = fedcare.load_model(run.path)
+    baseline = model.card.baseline_hazard
+    grid = np.asarray(baseline["times"])
+    columns = [c for c in preds.columns if c.startswith("survival@")]
+    assert len(columns) == len(grid) == GRID_POINTS and np.allclose([float(c[9:]) for c in columns], grid)
+    # (1) probabilities, non-increasing in t for each patient, lower for a higher risk
+    curves, risk = preds[columns].to_numpy(), preds["risk"].to_numpy()
+    assert ((curves >= 0) & (curves <= 1)).all() and (np.diff(curves, axis=1) <= 0).all()
+    order = np.argsort(risk)
+    assert (np.diff(curves[order], axis=0) <= 1e-12).all()
+    assert curves[:, -1].min() < 1.0  # the curves do fall
+    np.testing.assert_allclose(curves, np.exp(-np.outer(np.exp(risk), baseline["cumulative_hazard"])))
+    # (2) the federated H0 is Breslow's (events binned to the grid) on all sites' training rows pooled,
+    # the grid running to the longest training follow-up, with the final model's risks
+    ds = load_dataset(DataSpec(data=(str(folder / "cohort.csv"),), site="hospital", time="months", event="died",
+                               drop=("patient_id",)))
+    pooled = [named(site, "train") for site in ds.sites]
+    time = np.concatenate([a["time"] for a in pooled]).astype(np.float64)
+    event = np.concatenate([a["event"] for a in pooled]).astype(np.float64)
+    w = np.exp(np.concatenate([model.raw({k: v for k, v in a.items() if k not in ("time", "event")})
+                               .squeeze(-1).double().numpy() for a in pooled]))
+    expected = time.max() * np.arange(1, GRID_POINTS + 1) / GRID_POINTS
+    np.testing.assert_allclose(grid, expected, rtol=0, atol=1e-12)
+    h, total = [], 0.0
+    for k, t in enumerate(grid):
+        start = grid[k - 1] if k else -np.inf
+        d = event[(time > start) & (time <= t)].sum()
+        total += d / w[time > start].sum() if d else 0.0
+        h.append(total)
+    np.testing.assert_allclose(baseline["cumulative_hazard"], h, rtol=0, atol=1e-9)
+
+
+def test_sites_in_worker_processes_give_the_same_baseline_hazard(survival_run, tmp_path):
+    folder = survival_run[0]
+
+    def card(**backend):
+        run = fedcare.simulate(data=[str(folder / "cohort.csv")], site="hospital", time="months", event="died",
+                               drop=["patient_id"], rounds=1, baselines=False, out=str(tmp_path / "run"), **backend)
+        return fedcare.load_model(run.path).card.baseline_hazard
+
+    here = card()
+    assert here is not None and card(backend="processes", workers=1) == here
+
+
+def test_a_card_without_baseline_hazard_predicts_risk_only(survival_run, tmp_path):
+    from fedcare.core.serialization import load_params, save_params
+
+    _, frame, run = survival_run
+    params, meta = load_params(run.path / "global.safetensors")
+    card = json.loads(meta["model"]) if isinstance(meta["model"], str) else dict(meta["model"])
+    card.pop("baseline_hazard")  # as a networked run's card is
+    bare = tmp_path / "run"
+    bare.mkdir()
+    save_params(bare / "global.safetensors", params, {**meta, "model": card})
+    frame.drop(columns=["months", "died"]).to_csv(tmp_path / "new.csv", index=False)
+    done = run_cli("predict", str(bare), "--data", "new.csv", "--out", "preds.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert list(pd.read_csv(tmp_path / "preds.csv").columns) == ["risk"]
+    assert sum("no baseline hazard" in line for line in done.stdout.splitlines()) == 1
 
 
 def test_model_files_refused_in_one_line(trained, tmp_path):

@@ -22,11 +22,15 @@ class ModelCard:
     shape: DataShape
     label: Mapping[str, Any]     # the label's column, task and classes (summary.json's preprocessing.label)
     encoding: Mapping[str, Any]  # each input's fitted preprocessing (transform_to_json and the like)
+    # a survival run's Breslow cumulative baseline hazard: {"times": [...], "cumulative_hazard": [...]}
+    # (learning/baseline_hazard.py); None where the run did not collect it (a networked run, another task)
+    baseline_hazard: Mapping[str, Any] | None = None
 
     def to_meta(self) -> dict[str, Any]:
         return {KEY: {"format": FORMAT, "spec": self.spec.model_dump(mode="json", by_alias=True),
                       "shape": self.shape.to_json(features=True), "label": dict(self.label),
-                      "encoding": dict(self.encoding)}}
+                      "encoding": dict(self.encoding),
+                      **({"baseline_hazard": dict(self.baseline_hazard)} if self.baseline_hazard else {})}}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> ModelCard:
@@ -35,9 +39,12 @@ class ModelCard:
         if m["format"] != FORMAT:
             raise ValueError(f"format {m['format']!r}")
         return cls(ModelSpec.model_validate(m["spec"]), DataShape.from_json(m["shape"]), dict(m["label"]),
-                   dict(m["encoding"]))
+                   dict(m["encoding"]), m.get("baseline_hazard"))
 
 
-def model_card(spec: ModelSpec, shape: DataShape, preprocessing: Mapping[str, Any]) -> ModelCard:
-    """A run's card, from its model section, its data's shape and summary.json's preprocessing block."""
-    return ModelCard(spec, shape, dict(preprocessing.get("label", {})), dict(preprocessing.get("encoding", {})))
+def model_card(spec: ModelSpec, shape: DataShape, preprocessing: Mapping[str, Any],
+               baseline_hazard: Mapping[str, Any] | None = None) -> ModelCard:
+    """A run's card, from its model section, its data's shape, summary.json's preprocessing block and
+    (a simulated survival run's global model) its baseline hazard."""
+    return ModelCard(spec, shape, dict(preprocessing.get("label", {})), dict(preprocessing.get("encoding", {})),
+                     baseline_hazard)

@@ -106,12 +106,16 @@ class RunFolder:
         tmp.replace(self.path / name)
 
     def write_result(self, cfg: FederationConfig, facts: RunFacts, summary: Mapping, rows: list[dict],
-                     global_params: Params, site_params: Mapping[str, Params]) -> None:
-        """Everything a finished run leaves but report.html: metric rows, models, summary."""
+                     global_params: Params, site_params: Mapping[str, Params],
+                     baseline_hazard: Mapping | None = None) -> None:
+        """Everything a finished run leaves but report.html: metric rows, models, summary. A survival
+        run's baseline hazard (of the global model) goes in the global model's card only."""
         self.write_metrics(rows)
         described = model_card(cfg.model, facts.shape, facts.preprocessing).to_meta() if facts.shape else {}
+        card = (model_card(cfg.model, facts.shape, facts.preprocessing, baseline_hazard).to_meta()
+                if facts.shape else {})
         self.write_global(global_params, {"dataset": facts.name, "algorithm": cfg.algorithm.name,
-                                          "feature_names": list(facts.feature_names), **described})
+                                          "feature_names": list(facts.feature_names), **card})
         for sid, params in site_params.items():
             self.write_site(sid, params, {"dataset": facts.name, "personalization": cfg.personalization.mode,
                                           **described})

@@ -27,6 +27,7 @@ from fedcare.federation.tracking import Trackers
 from fedcare.federation.transport import Transport
 from fedcare.interfaces import htmlreport
 from fedcare.interfaces.trackers import open_trackers
+from fedcare.learning import baseline_hazard
 from fedcare.learning.calibration import calibration
 from fedcare.learning.constant import constant_metrics, constant_output
 from fedcare.learning.modelfile import load_model
@@ -177,6 +178,7 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
     if run.site_params:
         calibrated["personalized"] = calibration({sid: site.calibration_bins(run.site_params[sid])
                                                   for sid, site in sites.items()})
+    baseline = _baseline_hazard(sites, result.params)  # survival: the federated Breslow H0, for the card
     if cfg.run.baselines:
         rows += _baselines(fed, judge, run, per_model, progress, trackers.log)
     facts = RunFacts(dataset.name, dataset.task, tuple(dataset.feature_names), dataset.preprocessing,
@@ -190,11 +192,21 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
     effects = simulate_effects(cfg, dataset) if cfg.data.treatment is not None else None
     if effects is not None:
         run.summary["treatment"] = effects.block
-    folder.write_result(cfg, facts, run.summary, rows, result.params, run.site_params)
+    folder.write_result(cfg, facts, run.summary, rows, result.params, run.site_params, baseline)
     folder.write_report(htmlreport.render(run.summary, rows, cfg.flat(mode="json")))
     if effects is not None:
         effects.recommender.save(cfg.run_dir)
     return run
+
+
+def _baseline_hazard(sites: Mapping, params: Params) -> dict | None:
+    """A survival run's Breslow cumulative baseline hazard of the final model, from the sites' sums on
+    their training rows (learning/baseline_hazard.py): first each site's longest follow-up makes the
+    common grid, then each site's per-interval events and at-risk sums are added. None for another task."""
+    grid = baseline_hazard.time_grid(site.follow_up() for site in sites.values())
+    if grid is None:
+        return None
+    return baseline_hazard.breslow((site.hazard_sums(params, grid) for site in sites.values()), grid)
 
 
 def _baselines(fed: Federation, federation: Transport, run: Run, per_model: dict,

@@ -37,7 +37,8 @@ def register(app: typer.Typer, console: Console) -> None:
         out: Annotated[Optional[Path], Opt(help="CSV to write (default <run>/predictions.csv)")] = None,
     ) -> None:
         """Score new patients with the run's model: class probabilities and the predicted class, a value
-        (regression) or the log relative hazard (survival); the run's own preprocessing encodes them."""
+        (regression) or the log relative hazard and survival curves (survival); the run's own
+        preprocessing encodes them."""
         from fedcare.data.readers import read_table
         from fedcare.learning.modelfile import load_model
 
@@ -46,6 +47,10 @@ def register(app: typer.Typer, console: Console) -> None:
         target = out or run / "predictions.csv"
         table.to_csv(target, index=False)
         console.print(escape(table.head(10).to_string(float_format=lambda v: f"{v:.3f}")))
+        if model.card.shape.task == "survival" and not model.card.baseline_hazard:
+            why = "personalized models do not carry one" if site else "networked runs do not collect it yet"
+            console.print(f"this run has no baseline hazard ({why}): risk only, no survival curves",
+                          soft_wrap=True)
         console.print(f"{len(table)} patients scored with the {escape(site or 'global')} model · written to "
                       f"{escape(str(target))}")
 

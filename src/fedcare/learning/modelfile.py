@@ -18,6 +18,7 @@ from fedcare.core.params import Params
 from fedcare.core.serialization import load_params
 from fedcare.data.modelcard import FORMAT, KEY, ModelCard
 from fedcare.data.newrows import encode_rows
+from fedcare.learning import baseline_hazard
 from fedcare.learning.models import build_model, set_params
 from fedcare.learning.tasks import Task, make_task
 
@@ -48,7 +49,8 @@ class LoadedModel:
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One row per patient: `probability:<class>` for every class and `predicted` (classifiers),
-        `predicted` (regression) or `risk`, the log relative hazard (survival)."""
+        `predicted` (regression) or `risk`, the log relative hazard, and (a card with the run's baseline
+        hazard) `survival@<t>`, S(t | x) = exp(−H0(t)·exp(risk)) at each of its grid times (survival)."""
         out = self.raw(self.inputs(frame))
         table = pd.DataFrame(index=frame.index)
         classes = self.card.shape.classes
@@ -65,7 +67,12 @@ class LoadedModel:
         elif self.task.name == "regression":
             table["predicted"] = out.squeeze(-1).double().numpy()
         else:
-            table["risk"] = out.squeeze(-1).double().numpy()
+            table["risk"] = risk = out.squeeze(-1).double().numpy()
+            baseline = self.card.baseline_hazard
+            if baseline:
+                curves = baseline_hazard.survival_curves(risk, baseline)
+                for k, t in enumerate(baseline["times"]):
+                    table[baseline_hazard.column(t)] = curves[:, k]
         return table
 
 

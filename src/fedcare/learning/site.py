@@ -38,6 +38,7 @@ from fedcare.core.messages import FitRequest, Split, control_name, split_control
 from fedcare.core.params import Params
 from fedcare.core.update import Update
 from fedcare.data.examples import Examples
+from fedcare.learning import baseline_hazard
 from fedcare.learning.batches import Batches
 from fedcare.learning.metrics import Metrics, reliability
 from fedcare.learning.models import batch_norm_names, get_params, head_names, set_params
@@ -293,6 +294,23 @@ class LocalSite:
         p = torch.sigmoid(out.squeeze(-1)).double().numpy()
         y = np.asarray(targets["label"], dtype=np.float64)
         return {**reliability(y, p), "squares": float(np.sum((p - y) ** 2)), "rows": len(y)}
+
+    def follow_up(self, split: Split = "train") -> float | None:
+        """A survival site's longest follow-up time on a split (an aggregate: the common time grid of
+        the baseline hazard is made from these, learning/baseline_hazard.py); None otherwise."""
+        if self.task.name != "survival" or self.num_examples(split) == 0:
+            return None
+        return float(np.max(self._data[split].targets["time"]))
+
+    def hazard_sums(self, params: Params, grid: Sequence[float], split: Split = "train") -> dict | None:
+        """A survival site's per-interval events and at-risk sums of exp(risk) on the grid, on its
+        training rows (sums, so sites add up to Breslow's baseline hazard, learning/baseline_hazard.py);
+        None for another task or a split with no rows."""
+        if self.task.name != "survival" or self.num_examples(split) == 0:
+            return None
+        out, targets = self.outputs(params, split)
+        return baseline_hazard.site_sums(targets["time"], targets["event"], out.squeeze(-1).double().numpy(),
+                                         np.asarray(grid, dtype=np.float64))
 
     def outputs(self, params: Params, split: Split) -> tuple[torch.Tensor, Mapping[str, np.ndarray]]:
         """The model's raw outputs on a split's rows and their targets: what its metrics are made of

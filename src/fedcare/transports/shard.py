@@ -116,6 +116,11 @@ class Shard:
             return pack({})
         if op == "calibration":
             return pack({"bins": site.calibration_bins(_params(blobs[0], header["order"]), header["split"])})
+        if op == "follow_up":
+            return pack({"time": site.follow_up(header["split"])})
+        if op == "hazard":
+            return pack({"sums": site.hazard_sums(_params(blobs[0], header["order"]), header["grid"],
+                                                  header["split"])})
         if op == "personal":
             personal = site.personal_params(_params(blobs[0], header["order"]), FitRequest(**header["request"]))
             return pack({"order": list(personal)}, [params_to_bytes(personal)])

@@ -164,6 +164,14 @@ class RemoteSite:
         return self._shards.call(self.site_id, {"op": "calibration", "order": list(params), "split": split},
                                  [params_to_bytes(params)])[0]["bins"]
 
+    def follow_up(self, split: Split = "train") -> float | None:
+        return self._shards.call(self.site_id, {"op": "follow_up", "split": split})[0]["time"]
+
+    def hazard_sums(self, params: Params, grid: Sequence[float], split: Split = "train") -> dict | None:
+        return self._shards.call(self.site_id, {"op": "hazard", "order": list(params), "split": split,
+                                                "grid": [float(t) for t in grid]},
+                                 [params_to_bytes(params)])[0]["sums"]
+
     def personal_params(self, global_params: Params, request: FitRequest) -> Params:
         header, blobs = self._shards.call(self.site_id, {"op": "personal", "order": list(global_params),
                                                          "request": request.to_json()},
