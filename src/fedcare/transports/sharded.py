@@ -26,7 +26,7 @@ from fedcare.core.update import Update
 from fedcare.data.dataset import SiteData
 from fedcare.federation.transport import FitResult, SiteMetrics
 from fedcare.transports.shard import pack, unpack
-from fedcare.transports.simulation import receive
+from fedcare.transports.simulation import Traffic, receive
 
 
 class Pool(Protocol):
@@ -74,29 +74,23 @@ class ShardedTransport:
                  bytes_upload: int = 0):
         """`honest`: reach the sites themselves, not the simulated attackers among them."""
         self._shards = shards
-        self._bytes, self._upload = bytes_sent, bytes_upload
+        self._traffic = Traffic(bytes_sent, bytes_upload, broadcast)
         self._honest = honest
-        self._scheme = broadcast
 
     def site_ids(self) -> list[str]:
         return list(self._shards.owner)
 
     @property
     def bytes_sent(self) -> int:
-        return self._bytes
+        return self._traffic.sent
 
     @property
     def bytes_upload(self) -> int:
-        return self._upload
-
-    def _broadcast(self, params: Params, count: int) -> bytes:
-        blob = params_to_bytes(params, scheme=self._scheme)
-        self._bytes += len(blob) * count
-        return blob
+        return self._traffic.uploaded
 
     def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
         message = {**params, **extras} if extras else params
-        blob = self._broadcast(message, len(requests))
+        blob = self._traffic.broadcast(message, len(requests))
         groups = self._shards.by_worker(list(requests))
         pool = self._shards.pool
         for worker, sids in groups.items():  # every worker trains its sites at once ...
@@ -110,13 +104,11 @@ class ShardedTransport:
                 if declined is not None:
                     result.refused[sid] = declined
                 else:
-                    size = receive(result, sid, next(arrived), message, requests[sid].round)
-                    self._bytes += size
-                    self._upload += size
+                    self._traffic.upload(receive(result, sid, next(arrived), message, requests[sid].round))
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
-        blob = self._broadcast(params, len(site_ids))
+        blob = self._traffic.broadcast(params, len(site_ids))
         groups = self._shards.by_worker(site_ids)
         for worker, sids in groups.items():
             self._shards.pool.send(worker, pack({"op": "evaluate", "order": list(params), "sites": sids,

@@ -43,13 +43,30 @@ class SecureRounds(Protocol):
             requests: Mapping[str, FitRequest], extras: Params | None) -> tuple[FitResult, int]: ...
 
 
+class Traffic:
+    """The bytes a simulated transport has moved, both directions together (`sent`) and the sites'
+    part (`uploaded`); a resumed run continues the counts. Broadcasts are encoded here, compressed
+    as `scheme` says, so every transport counts them the same way."""
+
+    def __init__(self, sent: int = 0, uploaded: int = 0, scheme: Scheme = NONE):
+        self.sent, self.uploaded, self.scheme = sent, uploaded, scheme
+
+    def broadcast(self, params: Params, count: int) -> bytes:
+        """Serialize params once, counted as sent to `count` sites."""
+        blob = params_to_bytes(params, scheme=self.scheme)
+        self.sent += len(blob) * count
+        return blob
+
+    def upload(self, size: int) -> None:
+        self.sent += size
+        self.uploaded += size
+
+
 class SimulationTransport:
     def __init__(self, sites: Sequence[Site], bytes_sent: int = 0, secure: SecureRounds | None = None,
                  broadcast: Scheme = NONE, bytes_upload: int = 0):
         self._sites = {site.site_id: site for site in sites}
-        self._bytes = bytes_sent  # a resumed run continues the count
-        self._upload = bytes_upload
-        self._scheme = broadcast
+        self._traffic = Traffic(bytes_sent, bytes_upload, broadcast)
         # secure aggregation: given here, or carried by the list of sites (transports.secure.SecureSites)
         self._secure = secure if secure is not None else getattr(sites, "secure", None)
 
@@ -58,27 +75,21 @@ class SimulationTransport:
 
     @property
     def bytes_sent(self) -> int:
-        return self._bytes
+        return self._traffic.sent
 
     @property
     def bytes_upload(self) -> int:
-        return self._upload
-
-    def _count_upload(self, size: int) -> None:
-        self._bytes += size
-        self._upload += size
+        return self._traffic.uploaded
 
     def broadcast(self, params: Params, count: int) -> Params:
         """Serialize params once, count them as sent to `count` sites, and return what a site decodes."""
-        blob = params_to_bytes(params, scheme=self._scheme)
-        self._bytes += len(blob) * count
-        received, _ = params_from_bytes(blob, params)
+        received, _ = params_from_bytes(self._traffic.broadcast(params, count), params)
         return received
 
     def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
         if self._secure is not None:
             result, sent = self._secure.fit(self._sites, self.broadcast, params, requests, extras)
-            self._count_upload(sent)
+            self._traffic.upload(sent)
             return result
         message = {**params, **extras} if extras else params  # an update mirrors the message it answers
         received = self.broadcast(message, len(requests))
@@ -89,7 +100,7 @@ class SimulationTransport:
             except SiteDeclined as exc:
                 result.refused[site_id] = str(exc)
                 continue
-            self._count_upload(receive(result, site_id, blob, message, request.round))
+            self._traffic.upload(receive(result, site_id, blob, message, request.round))
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
