@@ -30,13 +30,14 @@ from fedcare.core.config.personalization import PersonalizationSettings
 from fedcare.core.config.privacy import PrivacySettings
 from fedcare.core.config.robustness import RobustnessSettings
 from fedcare.core.config.run import RunSettings
+from fedcare.core.config.stream import StreamSettings
 from fedcare.core.config.tracking import TrackingSettings
 from fedcare.core.config.training import TrainingSettings
 from fedcare.core.errors import ConfigError
 
 __all__ = ["SECTIONS", "AlgorithmSettings", "BackendSettings", "CompressionSettings", "DataSpec", "DeploymentSettings",
            "EvaluationSettings", "FederationConfig", "ModelSpec", "TrackingSettings",
-           "PersonalizationSettings", "PrivacySettings", "RobustnessSettings", "RunSettings", "Section", "TrainingSettings", "flat_key",
+           "PersonalizationSettings", "PrivacySettings", "RobustnessSettings", "RunSettings", "Section", "StreamSettings", "TrainingSettings", "flat_key",
            "load_config", "make_config", "resolve_config"]
 
 SECTIONS: dict[str, type[Section]] = {
@@ -54,6 +55,7 @@ SECTIONS: dict[str, type[Section]] = {
     "compression": CompressionSettings,
     "evaluation": EvaluationSettings,
     "tracking": TrackingSettings,
+    "stream": StreamSettings,
 }
 
 
@@ -95,6 +97,7 @@ class FederationConfig(BaseModel):
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
 
     @model_validator(mode="before")
     @classmethod
