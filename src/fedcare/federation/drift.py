@@ -34,7 +34,7 @@ class DriftConfig:
     drift_threshold: float = 0.05  # a metric drop beyond this fires
     drift_smd: float = 0.5         # a standardised mean difference at least this large ...
     drift_z: float = 4.0           # ... and this many standard errors away fires
-    min_rows: int = 20             # fewer new rows than this: too few to judge, no notice
+    min_rows: int = 30             # fewer rows than this on either side: too few to judge, no notice
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def detect_drift(reference: DriftStats, new: DriftStats, config: DriftConfig) ->
     """A notice when the metric drops beyond the threshold or the inputs shift; None otherwise."""
     if reference.site_id != new.site_id:
         raise DataError(f"drift compares one site with itself, not '{reference.site_id}' with '{new.site_id}'")
-    if new.rows < config.min_rows:
+    if min(reference.rows, new.rows) < config.min_rows:
         return None
     drop = metric_drop(reference, new)
     shifted = shifted_features(reference, new, config)

@@ -26,6 +26,7 @@ from fedcare.federation.summary import RunFacts, summarize
 from fedcare.federation.tracking import Trackers
 from fedcare.federation.transport import Transport
 from fedcare.interfaces import htmlreport
+from fedcare.interfaces.streamrun import simulate_stream
 from fedcare.interfaces.trackers import open_trackers
 from fedcare.learning import baseline_hazard
 from fedcare.learning.calibration import calibration
@@ -83,6 +84,11 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     if isinstance(aggregator, str):
         overrides["aggregator"], aggregator = aggregator, None
     cfg = with_dataset_defaults(resolve_config(config, **overrides))  # a bundled dataset's validated settings
+    if cfg.stream.active:  # --time-column: a replay window by window (interfaces/streamrun.py)
+        if model_factory is not None or aggregator is not None:
+            raise ConfigError("a stream replay builds its model and rule from the config; drop model_factory "
+                              "and aggregator, or --time-column")
+        return simulate_stream(cfg, Run)
     return _execute(cfg, started, model_factory, aggregator, progress, resume=False)
 
 

@@ -136,6 +136,16 @@ def simulate(
                                                   "call a patient positive")] = None,
     track: Annotated[Optional[list[str]], Opt(help="also send every round's metrics to mlflow[:URI] or "
                                                   "tensorboard[:DIR]; repeatable")] = None,
+    # ----- streams and drift (core/config/stream.py, federation/stream.py) -----
+    time_column: Annotated[Optional[str], Opt(help="replay --data in the order of this column, window by window: "
+                                                   "frozen, continued and retrained compared")] = None,
+    windows: Annotated[Optional[int], Opt(help="with --time-column: this many windows of about equal rows")] = None,
+    window: Annotated[Optional[str], Opt(help="with --time-column holding dates: a window's length (90d, 12w, 1y)")] = None,
+    rounds_per_window: Annotated[Optional[int], Opt(help="continued: at most this many rounds per window (default 5)")] = None,
+    replay_windows: Annotated[Optional[int], Opt(help="a site trains only on its last N windows (default: all)")] = None,
+    drift_threshold: Annotated[Optional[float], Opt(help="drift notice when a site's metric drops by more (default 0.05)")] = None,
+    drift_smd: Annotated[Optional[float], Opt(help="drift notice when a feature's standardised mean difference "
+                                                   "reaches this (default 0.5)")] = None,
 ) -> None:
     """Run a federation in this process, with its local and pooled baselines, and write a run folder."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume") and v is not None}
@@ -161,6 +171,15 @@ def simulate(
         on_round.stop()
     if OUTPUT.quiet:
         console.print(f"run folder: {run.path}")
+        return
+    if "stream" in run.summary:
+        from fedcare.interfaces.streamrun import stream_table
+
+        console.print(stream_table(run.summary))
+        for notice in run.summary["drift"]["notices"]:
+            console.print(f"[yellow]drift:[/] window {notice['window']} at {escape(notice['site_id'])}: "
+                          f"{', '.join(notice['tests'])}")
+        console.print(f"run folder: {run.path}  ·  {run.summary['wall_seconds']:.1f} s")
         return
     console.print(site_table(run.summary))
     if "treatment" in run.summary:

@@ -1,0 +1,176 @@
+"""A federation that keeps learning, replayed in simulation: window by window, new rows arrive at
+their sites and three strategies are compared over the same round engine.
+
+Each window, before anyone trains on it, every strategy's current model scores each site's newly
+arrived rows (prequential evaluation: the rows of window k judge the model of window k-1), and the
+`continued` model -- the one a live federation would have deployed -- is checked for drift
+(federation/drift.py) against the held-out rows it was last scored on. Then:
+
+frozen      trains on the first window only and is never updated;
+continued   warm-starts from its last model and runs at most `rounds_per_window` rounds;
+retrained   starts from the initial model and runs the full `rounds` on everything seen so far.
+
+All three share the first window's training (the same rounds from the same start). With
+`replay_windows N`, a site trains only on its last N windows' rows (continued and retrained alike).
+The summary's `stream` block has, per window and site, each strategy's prequential metric and rows
+seen, and per window each strategy's rounds and bytes; the `drift` block has the notices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from fedcare.core.config.stream import StreamSettings
+from fedcare.core.params import Params
+from fedcare.data.dataset import SPLITS, SiteData
+from fedcare.data.examples import concat
+from fedcare.data.stream import StreamData
+from fedcare.federation.drift import DriftConfig, DriftNotice, DriftStats, detect_drift, feature_stats
+from fedcare.federation.engine import EngineSettings, RoundEngine
+from fedcare.federation.plan import Plan
+from fedcare.federation.transport import Transport
+
+STRATEGIES = ("frozen", "continued", "retrained")
+TransportFor = Callable[[Sequence[Any]], Transport]  # the sites of one training -> a fresh transport
+OnWindow = Callable[[dict, list[DriftNotice]], None]
+
+
+@dataclass
+class StreamResult:
+    block: dict[str, Any]
+    drift: dict[str, Any]
+    models: dict[str, Params]  # each strategy's model after the last window
+    rows: list[dict] = field(default_factory=list)  # metrics.jsonl rows: one per window, site, strategy
+
+
+def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settings: StreamSettings,
+               on_window: OnWindow | None = None) -> StreamResult:
+    task, base = plan.task, replace(plan.settings, eval_splits=("val",))  # the new rows judge; test waits
+    drift_config = DriftConfig(drift_threshold=settings.drift_threshold, drift_smd=settings.drift_smd)
+    initial = plan.initial_params()
+    models: dict[str, Params] = {}
+    seen: dict[str, list[SiteData]] = {sid: [] for sid in data.site_ids}
+    windows, notices, rows = [], [], []
+    for k, arrived in enumerate(data.windows):
+        sites: dict[str, dict[str, Any]] = {sid: {"rows_new": sum(sd.sizes().values())} for sid, sd in arrived.items()}
+        found: list[DriftNotice] = []
+        if k:
+            for sid, sd in arrived.items():
+                scorer = plan.local_site(_all_rows(sd))
+                sites[sid]["prequential"] = {s: _metric(scorer.evaluate(models[s], ["test"]), task.headline)
+                                             for s in STRATEGIES}
+                notice = _drift(plan, data.windows, k, sid, models["continued"], sites[sid]["prequential"]["continued"],
+                                drift_config)
+                if notice is not None:
+                    found.append(notice)
+        for sid, sd in arrived.items():
+            seen[sid].append(sd)
+        kept = {sid: parts[-settings.replay_windows:] if settings.replay_windows else parts for sid, parts in seen.items()}
+        spent: dict[str, dict[str, int]] = {}
+        if k == 0:
+            models["continued"], spent["continued"] = _train(plan, kept, initial, base, transport_for)
+            models["frozen"] = models["retrained"] = models["continued"]
+            spent["frozen"] = spent["retrained"] = spent["continued"]
+        else:
+            window_settings = replace(base, seed=base.seed + k)  # each window's shuffles are its own
+            spent["frozen"] = {"rounds": 0, "bytes": 0}
+            models["continued"], spent["continued"] = _train(
+                plan, kept, models["continued"], replace(window_settings, rounds=settings.rounds_per_window),
+                transport_for)
+            models["retrained"], spent["retrained"] = _train(plan, kept, initial, window_settings, transport_for)
+        for sid in data.site_ids:  # frozen trained on the first window; the others on what the site keeps
+            sites.setdefault(sid, {"rows_new": 0})["rows_seen"] = {
+                s: _train_rows(seen[sid][:1] if s == "frozen" else kept[sid]) for s in STRATEGIES}
+        record = {"window": k + 1, "from": data.bounds[k][0], "to": data.bounds[k][1], "sites": sites,
+                  "mean": _means(sites), "rounds": {s: v["rounds"] for s, v in spent.items()},
+                  "bytes": {s: v["bytes"] for s, v in spent.items()}}
+        windows.append(record)
+        notices += [{"window": k + 1, **n.to_json()} for n in found]
+        rows += [{"model": f"stream:{s}", "window": k + 1, "site": sid, "split": "prequential",
+                  task.headline: v["prequential"][s]} for sid, v in sites.items() if "prequential" in v for s in STRATEGIES]
+        if on_window:
+            on_window(record, found)
+    block = {"time_column": settings.time_column, "metric": task.headline, "higher_is_better": task.higher_is_better,
+             "strategies": list(STRATEGIES), "rounds": plan.settings.rounds,
+             "rounds_per_window": settings.rounds_per_window, "replay_windows": settings.replay_windows,
+             "windows": windows, "totals": _totals(windows), **data.notes}
+    drift = {"metric": task.headline, "drift_threshold": settings.drift_threshold, "drift_smd": settings.drift_smd,
+             "drift_z": drift_config.drift_z, "model": "continued", "notices": notices}
+    return StreamResult(block, drift, models, rows)
+
+
+def _all_rows(sd: SiteData) -> SiteData:
+    """A site whose 'test' split is all of a window's rows: what the previous model never saw."""
+    every = concat([sd.splits[s] for s in SPLITS if len(sd.splits[s])])
+    return SiteData(sd.site_id, {"train": sd.splits["train"], "val": sd.splits["val"], "test": every})
+
+
+def _accumulated(site_id: str, parts: Sequence[SiteData]) -> SiteData:
+    return SiteData(site_id, {s: concat([p.splits[s] for p in parts]) for s in SPLITS})
+
+
+def _train(plan: Plan, kept: Mapping[str, Sequence[SiteData]], start: Params, settings: EngineSettings,
+           transport_for: TransportFor) -> tuple[Params, dict[str, int]]:
+    sites = [plan.local_site(_accumulated(sid, parts)) for sid, parts in kept.items() if _train_rows(parts)]
+    transport = transport_for(sites)
+    result = RoundEngine(plan.algorithm, transport, settings).run(start)
+    return result.params, {"rounds": result.rounds_run, "bytes": int(transport.bytes_sent)}
+
+
+def _train_rows(parts: Sequence[SiteData]) -> int:
+    return sum(len(p.splits["train"]) for p in parts)
+
+
+def _metric(metrics: Mapping[str, Mapping[str, float | None]], name: str) -> float | None:
+    value = metrics.get("test", {}).get(name)
+    return None if value is None else float(value)
+
+
+def _means(sites: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
+    out = {}
+    for s in STRATEGIES:
+        values = [v["prequential"][s] for v in sites.values() if v.get("prequential", {}).get(s) is not None]
+        out[s] = float(np.mean(values)) if values else None
+    return out
+
+
+def _totals(windows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | int | None]]:
+    """Per strategy: rounds and bytes over all windows, and the mean prequential metric of windows 2+."""
+    out = {}
+    for s in STRATEGIES:
+        scored = [w["mean"][s] for w in windows[1:] if w["mean"][s] is not None]
+        out[s] = {"rounds": sum(w["rounds"][s] for w in windows), "bytes": sum(w["bytes"][s] for w in windows),
+                  "mean_prequential": float(np.mean(scored)) if scored else None}
+    return out
+
+
+def _vector_stats(sd: SiteData, plan: Plan, splits: Sequence[str]) -> dict[str, dict[str, float]]:
+    """count, mean and variance of every encoded vector feature over the given splits' rows."""
+    out: dict[str, dict[str, float]] = {}
+    for name, shape in plan.shape.inputs.items():
+        if len(shape.shape) != 1 or not shape.features:
+            continue
+        parts = [sd.splits[s].take(np.arange(len(sd.splits[s])), [name])[name] for s in splits if len(sd.splits[s])]
+        if parts:
+            out.update(feature_stats(np.concatenate(parts), list(shape.features)))
+    return out
+
+
+def _drift(plan: Plan, windows: Sequence[Mapping[str, SiteData]], k: int, site_id: str, model: Params,
+           after: float | None, config: DriftConfig) -> DriftNotice | None:
+    """The current model on the site's newly arrived rows against its held-out rows of the last window
+    the site had rows in (the rows it was last scored on); `after` is its metric on the new rows."""
+    previous = next((w[site_id] for w in reversed(windows[:k]) if site_id in w), None)
+    if previous is None or not len(previous.splits["test"]):
+        return None
+    task, new = plan.task, windows[k][site_id]
+    before = _metric(plan.local_site(previous).evaluate(model, ["test"]), task.headline)
+    reference = DriftStats(site_id, len(previous.splits["test"]), task.headline, before, task.higher_is_better,
+                           _vector_stats(previous, plan, SPLITS))
+    now = DriftStats(site_id, sum(new.sizes().values()), task.headline, after, task.higher_is_better,
+                     _vector_stats(new, plan, SPLITS))
+    return detect_drift(reference, now, config)
