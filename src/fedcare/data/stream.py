@@ -123,7 +123,8 @@ def _replay(rows: RawSite, asked: Mapping[str, dict]) -> SiteData:
 
 def unseen_categories(frame: pd.DataFrame, encoding: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     """Per categorical column, the rows whose value the fitted transform has never seen: values held by
-    at least MIN_CATEGORY_COUNT rows by name, rarer ones together as "(other)"."""
+    at least MIN_CATEGORY_COUNT rows by name (the site encodes them as all zeros), rarer ones together
+    as "(other)" (the site lumps them into its "(other)" category, as in the first window)."""
     cells = pd.DataFrame({str(c): clean_column(frame[c]) for c in frame.columns}, dtype=object)
     out: dict[str, dict[str, int]] = {}
     for fitted in encoding.values():
@@ -137,7 +138,8 @@ def unseen_categories(frame: pd.DataFrame, encoding: Mapping[str, Mapping[str, A
         typed = typed_frame(cells[columns], ColumnTypes(tuple(columns), (), tuple(columns)), 1)
         for column in columns:
             known = set(transform.categorical[column].categories)
-            counts = typed[column].dropna().loc[lambda v: ~v.isin(known)].value_counts()
+            values = typed[column].dropna()
+            counts = values[~values.isin(known)].value_counts()
             if len(counts):
                 named = {str(k): int(n) for k, n in counts.items() if n >= MIN_CATEGORY_COUNT}
                 rare = int(counts[counts < MIN_CATEGORY_COUNT].sum())

@@ -1,0 +1,163 @@
+"""Streams in simulation and drift (issue #16): time windows, the drift contract, and replays of a
+real cohort (SurvSet's Dialysis: 6,805 Brazilian dialysis patients, their real centres as sites)."""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fedcare.core.errors import ConfigError, DataError
+from fedcare.data.windows import cut_windows
+from fedcare.federation.drift import DriftConfig, DriftNotice, DriftStats, detect_drift, feature_stats
+
+
+def test_windows_keep_ties_together_and_cut_dates_by_length():
+    years = pd.Series(["2001", "2001", "2001", "2002", "2003", "2004", None, "2004"], dtype=object)
+    cut = cut_windows(years, "year", windows=2)
+    assert cut.index.tolist() == [0, 0, 0, 0, 1, 1, -1, 1]  # 2001's three rows stay in one window
+    assert cut.bounds == [("2001", "2002"), ("2003", "2004")]
+    dates = pd.Series(["2020-01-01", "2020-03-30", "2020-04-01", "2020-12-31"], dtype=object)
+    by_length = cut_windows(dates, "seen", window="90d")
+    assert by_length.index.tolist() == [0, 0, 1, 2]  # day 89 is window 0's last; the empty windows are left out
+    assert by_length.bounds[2] == ("2020-12-31", "2020-12-31")
+    with pytest.raises(DataError, match="row 2.*not a number"):
+        cut_windows(pd.Series(["1", "soon"], dtype=object), "t", windows=2)
+    with pytest.raises(DataError, match="row 1.*not a date"):
+        cut_windows(pd.Series(["yesterday", "2020-01-01"], dtype=object), "t", window="1y")
+    with pytest.raises(DataError, match="too few for 3 windows"):
+        cut_windows(pd.Series(["1", "1", "2"], dtype=object), "t", windows=3)
+
+
+def _stats(site: str, value: float, x: np.ndarray) -> DriftStats:
+    return DriftStats(site, len(x), "roc_auc", value, True, feature_stats(x, ["age", "bmi"]))
+
+
+def test_drift_contract_fires_on_a_drop_or_a_shift_and_travels_as_json():
+    rng = np.random.default_rng(0)
+    before, same = rng.normal(size=(300, 2)), rng.normal(size=(300, 2))
+    config = DriftConfig(drift_threshold=0.05, drift_smd=0.5)
+    assert detect_drift(_stats("a", 0.80, before), _stats("a", 0.78, same), config) is None
+    dropped = detect_drift(_stats("a", 0.80, before), _stats("a", 0.70, same), config)
+    assert dropped.tests == ["metric"] and dropped.drop == pytest.approx(0.10)
+    shifted = same + np.array([0.0, 1.0])  # bmi moves by one SD
+    notice = detect_drift(_stats("a", 0.80, before), _stats("a", 0.80, shifted), config)
+    assert notice.tests == ["inputs"] and list(notice.shifted) == ["bmi"]
+    assert notice.shifted["bmi"]["smd"] == pytest.approx(1.0, abs=0.2)
+    assert DriftNotice.from_json(json.loads(json.dumps(notice.to_json()))) == notice
+    sent = _stats("a", 0.8, shifted)
+    assert DriftStats.from_json(json.loads(json.dumps(sent.to_json()))) == sent
+    lower = DriftStats("a", 300, "rmse", 1.0, False, {})  # a metric where lower is better: a rise is the drop
+    assert detect_drift(lower, DriftStats("a", 300, "rmse", 1.2, False, {}), config).tests == ["metric"]
+    assert detect_drift(_stats("a", 0.8, before), _stats("a", 0.1, same[:10]), config) is None  # too few rows
+    with pytest.raises(DataError, match="compares one site"):
+        detect_drift(_stats("a", 0.8, before), _stats("b", 0.8, same), config)
+    with pytest.raises(DataError, match="cannot be read"):
+        DriftStats.from_json({"site_id": "a", "rows": 3, "metric": "auc", "value": float("nan")})
+
+
+def test_stream_options_refuse_what_they_cannot_do():
+    from fedcare.core.config import resolve_config
+
+    base = {"data": ["x.csv"], "label": "y", "site": "s"}
+    with pytest.raises(ConfigError, match="set --time-column too"):
+        resolve_config({**base, "windows": 3})
+    with pytest.raises(ConfigError, match="one of --windows K"):
+        resolve_config({**base, "time_column": "t", "windows": 3, "window": "90d"})
+    with pytest.raises(ConfigError, match="not a length like 90d"):
+        resolve_config({**base, "time_column": "t", "window": "3 months"})
+    with pytest.raises(ConfigError, match="secure aggregation is not carried"):
+        resolve_config({**base, "time_column": "t", "windows": 3, "secure_aggregation": True})
+    with pytest.raises(ConfigError, match="built-in"):
+        resolve_config({"dataset": "heart-disease", "time_column": "t", "windows": 3})
+
+
+def _dialysis(tmp_path: Path) -> pd.DataFrame:
+    """Three real centres of SurvSet's Dialysis cohort (600 patients)."""
+    pytest.importorskip("SurvSet")
+    from SurvSet.data import SurvLoader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        frame = SurvLoader().load_dataset("Dialysis")["df"]
+    frame = frame[frame["fac_center"].isin([2844, 562, 561])].drop(columns=["pid"])
+    frame = frame.rename(columns=lambda c: c.removeprefix("num_").removeprefix("fac_")).reset_index(drop=True)
+    return frame.astype({"disease": str, "center": int})
+
+
+def _run(path: Path, out: Path, **extra) -> dict:
+    import fedcare
+
+    run = fedcare.simulate({"data": [str(path)], "time": "time", "event": "event", "site": "center",
+                            "categorical": ["disease"], "time_column": "arrival", "windows": 2, "rounds": 4,
+                            "rounds_per_window": 2, "out": str(out), **extra})
+    return run.summary
+
+
+def test_a_shifted_site_raises_a_drift_notice_and_the_unshifted_control_does_not(tmp_path: Path):
+    frame = _dialysis(tmp_path)
+    # arrival: a seeded random half of each centre's patients arrives second, so both windows come from
+    # one distribution (the control); the shifted copy then changes only centre 562's second window
+    frame["arrival"] = np.random.default_rng(0).permutation(np.arange(len(frame)) % 2) + 1
+    control = tmp_path / "control.csv"
+    frame.to_csv(control, index=False)
+    later = (frame["center"] == 562) & (frame["arrival"] == 2)
+    shifted = frame.copy()
+    shifted.loc[later, "age"] += 20  # SHIFTED: these patients made 20 years older
+    shifted.loc[shifted.index[later][:6], "disease"] = "newcode"  # a coding the first window never saw
+    shifted_csv = tmp_path / "shifted.csv"
+    shifted.to_csv(shifted_csv, index=False)
+
+    quiet = _run(control, tmp_path / "control", replay_windows=1)
+    moved = _run(shifted_csv, tmp_path / "shifted")
+    assert quiet["drift"]["notices"] == []
+    [notice] = moved["drift"]["notices"]
+    assert notice["site_id"] == "562" and notice["window"] == 2 and "inputs" in notice["tests"]
+    assert "age" in notice["shifted"] and notice["shifted"]["age"]["smd"] > 1
+    assert moved["stream"]["new_categories"]["2"]["562"]["disease"]["newcode"] == 6  # reported, not dropped
+    assert "newcode" not in json.dumps(quiet["stream"]["new_categories"])
+
+    # the stream block: per window and site each strategy's prequential metric, rows seen, rounds, bytes
+    first, second = moved["stream"]["windows"]
+    assert first["rounds"] == {"frozen": 4, "continued": 4, "retrained": 4}  # window 1 trains all alike
+    assert second["rounds"] == {"frozen": 0, "continued": 2, "retrained": 4}
+    assert second["bytes"]["frozen"] == 0 < second["bytes"]["continued"] < second["bytes"]["retrained"]
+    for sid, site in second["sites"].items():
+        assert set(site["prequential"]) == {"frozen", "continued", "retrained"}
+        assert all(0 <= v <= 1 for v in site["prequential"].values())
+        assert site["prequential"]["frozen"] == site["prequential"]["continued"]  # one model until window 2 trains
+        seen, kept = site["rows_seen"], quiet["stream"]["windows"][1]["sites"][sid]["rows_seen"]
+        assert seen["frozen"] == kept["frozen"] and seen["continued"] == seen["retrained"]
+        assert seen["continued"] == kept["frozen"] + kept["continued"]  # replay_windows 1 keeps only window 2
+    run_dir = tmp_path / "shifted"
+    assert json.loads((run_dir / "summary.json").read_text())["drift"] == moved["drift"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["model"] for r in rows} == {"stream:frozen", "stream:continued", "stream:retrained"}
+    assert "drift at 562" in (run_dir / "report.html").read_text()
+
+
+def test_cli_replays_real_time_order_and_prints_the_windows(tmp_path: Path):
+    from fedcare.interfaces.cli import app
+
+    frame = _dialysis(tmp_path)
+    path = tmp_path / "dialysis.csv"
+    frame.to_csv(path, index=False)
+    result = CliRunner().invoke(app, ["simulate", "--data", str(path), "--time", "time", "--event", "event",
+                                      "--site", "center", "--categorical", "disease", "--time-column", "begin",
+                                      "--windows", "3", "--rounds", "3", "--rounds-per-window", "1",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "prequential c_index" in result.output and "windows 2+" in result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    windows = summary["stream"]["windows"]
+    assert [w["from"] for w in windows] == sorted((w["from"] for w in windows), key=int)  # in time order
+    assert sum(site["rows_new"] for w in windows for site in w["sites"].values()) == len(frame)
+    assert summary["stream"]["totals"]["continued"]["rounds"] == 3 + 2 * 1
+    bad = CliRunner().invoke(app, ["simulate", "--data", str(path), "--time", "time", "--event", "event",
+                                   "--site", "center", "--time-column", "nope", "--windows", "3",
+                                   "--out", str(tmp_path / "bad")])
+    assert isinstance(bad.exception, DataError) and "column 'nope' not found" in str(bad.exception)
+    assert not (tmp_path / "bad").exists()  # refused before any file is written
