@@ -6,7 +6,8 @@ variance of each encoded input feature (what preparation's `stats` answer holds)
 with the newly arrived ones (`new`) and returns a `DriftNotice` when either test fires:
 
 metric   the model's headline metric on the new rows is worse than on the reference rows by more
-         than `drift_threshold` (in the metric's direction).
+         than `drift_threshold` (in the metric's direction); judged only when both sides scored at
+         least `min_rows` rows.
 inputs   a feature's standardised mean difference |m_new - m_ref| / sqrt((v_ref + v_new) / 2) is at
          least `drift_smd` *and* the difference is beyond sampling noise (|z| >= `drift_z`, the
          Welch statistic), so a small window's chance wobble over many features does not fire.
@@ -34,7 +35,7 @@ class DriftConfig:
     drift_threshold: float = 0.05  # a metric drop beyond this fires
     drift_smd: float = 0.5         # a standardised mean difference at least this large ...
     drift_z: float = 4.0           # ... and this many standard errors away fires
-    min_rows: int = 30             # fewer rows than this on either side: too few to judge, no notice
+    min_rows: int = 30             # fewer scored rows on either side: the metric is not judged
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,11 @@ def metric_drop(reference: DriftStats, new: DriftStats) -> float | None:
     return drop if reference.higher_is_better else -drop
 
 
+def metric_judged(reference: DriftStats, new: DriftStats, config: DriftConfig) -> bool:
+    """Whether both sides scored enough rows for a metric drop to mean something."""
+    return min(reference.rows, new.rows) >= config.min_rows
+
+
 def shifted_features(reference: DriftStats, new: DriftStats, config: DriftConfig) -> dict[str, dict[str, float]]:
     """The features whose mean moved by at least `drift_smd` pooled SDs and `drift_z` standard errors."""
     out: dict[str, dict[str, float]] = {}
@@ -134,11 +140,10 @@ def detect_drift(reference: DriftStats, new: DriftStats, config: DriftConfig) ->
     """A notice when the metric drops beyond the threshold or the inputs shift; None otherwise."""
     if reference.site_id != new.site_id:
         raise DataError(f"drift compares one site with itself, not '{reference.site_id}' with '{new.site_id}'")
-    if min(reference.rows, new.rows) < config.min_rows:
-        return None
     drop = metric_drop(reference, new)
-    shifted = shifted_features(reference, new, config)
-    tests = (["metric"] if drop is not None and drop > config.drift_threshold else []) + (["inputs"] if shifted else [])
+    shifted = shifted_features(reference, new, config)  # its own guard against noise: the z statistic
+    dropped = metric_judged(reference, new, config) and drop is not None and drop > config.drift_threshold
+    tests = (["metric"] if dropped else []) + (["inputs"] if shifted else [])
     if not tests:
         return None
     return DriftNotice(new.site_id, tests, new.metric, reference.value, new.value, drop, reference.rows, new.rows,

@@ -29,7 +29,7 @@ from fedcare.core.params import Params
 from fedcare.data.dataset import SPLITS, SiteData
 from fedcare.data.examples import concat
 from fedcare.data.stream import StreamData
-from fedcare.federation.drift import DriftConfig, DriftNotice, DriftStats, detect_drift, feature_stats
+from fedcare.federation.drift import DriftConfig, DriftNotice, DriftStats, detect_drift, feature_stats, metric_judged
 from fedcare.federation.engine import EngineSettings, RoundEngine
 from fedcare.federation.plan import Plan
 from fedcare.federation.transport import Transport
@@ -54,7 +54,7 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
     initial = plan.initial_params()
     models: dict[str, Params] = {}
     seen: dict[str, list[SiteData]] = {sid: [] for sid in data.site_ids}
-    windows, notices, rows = [], [], []
+    windows, notices, rows, unjudged = [], [], [], []
     for k, arrived in enumerate(data.windows):
         sites: dict[str, dict[str, Any]] = {sid: {"rows_new": sum(sd.sizes().values())} for sid, sd in arrived.items()}
         found: list[DriftNotice] = []
@@ -63,9 +63,15 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
                 scorer = plan.local_site(_all_rows(sd))
                 sites[sid]["prequential"] = {s: _metric(scorer.evaluate(models[s], ["test"]), task.headline)
                                              for s in STRATEGIES}
-                notice = _drift(plan, data.windows, k, sid, models["continued"], sites[sid]["prequential"]["continued"],
-                                drift_config)
-                if notice is not None:
+                checked = _drift_stats(plan, data.windows, k, sid, models["continued"],
+                                       sites[sid]["prequential"]["continued"])
+                if checked is None:
+                    continue
+                reference, now = checked
+                if not metric_judged(reference, now, drift_config):
+                    unjudged.append({"window": k + 1, "site_id": sid, "reference_rows": reference.rows,
+                                     "new_rows": now.rows})
+                if (notice := detect_drift(reference, now, drift_config)) is not None:
                     found.append(notice)
         for sid, sd in arrived.items():
             seen[sid].append(sd)
@@ -99,7 +105,8 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
              "rounds_per_window": settings.rounds_per_window, "replay_windows": settings.replay_windows,
              "windows": windows, "totals": _totals(windows), **data.notes}
     drift = {"metric": task.headline, "drift_threshold": settings.drift_threshold, "drift_smd": settings.drift_smd,
-             "drift_z": drift_config.drift_z, "model": "continued", "notices": notices}
+             "drift_z": drift_config.drift_z, "min_rows": drift_config.min_rows, "model": "continued",
+             "notices": notices, "metric_not_judged": unjudged}
     return StreamResult(block, drift, models, rows)
 
 
@@ -160,17 +167,18 @@ def _vector_stats(sd: SiteData, plan: Plan, splits: Sequence[str]) -> dict[str, 
     return out
 
 
-def _drift(plan: Plan, windows: Sequence[Mapping[str, SiteData]], k: int, site_id: str, model: Params,
-           after: float | None, config: DriftConfig) -> DriftNotice | None:
-    """The current model on the site's newly arrived rows against its held-out rows of the last window
-    the site had rows in (the rows it was last scored on); `after` is its metric on the new rows."""
+def _drift_stats(plan: Plan, windows: Sequence[Mapping[str, SiteData]], k: int, site_id: str, model: Params,
+                 after: float | None) -> tuple[DriftStats, DriftStats] | None:
+    """What the site shares for a drift check: the current model's metric on its held-out rows of the
+    last window it had rows in (the rows the model was last scored on) and on its newly arrived rows
+    (`after`); each window's input statistics over all its rows."""
     previous = next((w[site_id] for w in reversed(windows[:k]) if site_id in w), None)
-    if previous is None or not len(previous.splits["test"]):
+    if previous is None:
         return None
     task, new = plan.task, windows[k][site_id]
-    before = _metric(plan.local_site(previous).evaluate(model, ["test"]), task.headline)
+    before = _metric(plan.local_site(previous).evaluate(model, ["test"]), task.headline)  # None: no test rows
     reference = DriftStats(site_id, len(previous.splits["test"]), task.headline, before, task.higher_is_better,
                            _vector_stats(previous, plan, SPLITS))
     now = DriftStats(site_id, sum(new.sizes().values()), task.headline, after, task.higher_is_better,
                      _vector_stats(new, plan, SPLITS))
-    return detect_drift(reference, now, config)
+    return reference, now

@@ -1,0 +1,112 @@
+"""Streams: frozen, continued and retrained replayed over a real cohort in time order.
+
+SurvSet's Dialysis (Sa Carvalho et al. 2003): 6,805 hemodialysis patients of the federally funded
+clinics of Rio de Janeiro State; `begin` is the month treatment began (1 = January 1998, the study
+ends in month 44); the sites are the real centres (those with at least MIN_PATIENTS patients); the
+task is survival (time to death, censored), scored by the C-index of each window's new patients under
+the previous window's model (prequential). Default settings throughout (FedAvg, lr 0.05, one local
+epoch, the linear Cox model) except the ones named in SETTINGS; nothing is tuned here.
+
+    python benchmarks/stream.py [--seeds 3] [--windows 4]
+
+Writes benchmarks/results/stream.md (the tables of RESULTS §17) and stream.json (every run's
+`stream` and `drift` blocks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import fedcare
+
+MIN_PATIENTS = 150
+SETTINGS = dict(time="time", event="event", site="center", categorical=["disease"], time_column="begin",
+                rounds=50, rounds_per_window=5)
+STRATEGIES = ("frozen", "continued", "retrained")
+OUT = Path(__file__).parent / "results"
+
+
+def cohort(folder: Path) -> tuple[Path, int, int]:
+    """The Dialysis table as a CSV, its centres of MIN_PATIENTS+ patients (count, patients)."""
+    from SurvSet.data import SurvLoader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        frame = SurvLoader().load_dataset("Dialysis")["df"]
+    frame = frame.rename(columns=lambda c: c.removeprefix("num_").removeprefix("fac_")).drop(columns=["pid"])
+    sizes = frame["center"].value_counts()
+    frame = frame[frame["center"].isin(sizes[sizes >= MIN_PATIENTS].index)]
+    path = folder / "dialysis.csv"
+    frame.to_csv(path, index=False)
+    return path, int((sizes >= MIN_PATIENTS).sum()), len(frame)
+
+
+def one(job: tuple) -> dict:
+    path, windows, seed, out = job
+    run = fedcare.simulate(data=[str(path)], windows=windows, seed=seed, out=out, **SETTINGS)
+    return {"seed": seed, "stream": run.summary["stream"], "drift": run.summary["drift"],
+            "wall_seconds": run.summary["wall_seconds"]}
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def tables(results: list[dict], sites: int, patients: int, windows: int) -> str:
+    first = results[0]["stream"]
+    lines = [f"Dialysis, {sites} centres ({patients} patients), {windows} windows of `begin`, "
+             f"{len(results)} seeds; prequential C-index (mean over centres), mean ± sd across seeds", "",
+             "| window | months | " + " | ".join(STRATEGIES) + " | continued − retrained |", "|---|---|---|---|---|---|"]
+    for k, w in enumerate(first["windows"][1:], start=1):
+        per = {s: [r["stream"]["windows"][k]["mean"][s] for r in results] for s in STRATEGIES}
+        gap = [c - r for c, r in zip(per["continued"], per["retrained"])]
+        lines.append(f"| {w['window']} | {w['from']}–{w['to']} | " + " | ".join(_ms(per[s]) for s in STRATEGIES)
+                     + f" | {_ms(gap)} |")
+    totals = {s: [r["stream"]["totals"][s]["mean_prequential"] for r in results] for s in STRATEGIES}
+    gap = [c - r for c, r in zip(totals["continued"], totals["retrained"])]
+    lines.append("| windows 2+ | | " + " | ".join(_ms(totals[s]) for s in STRATEGIES) + f" | {_ms(gap)} |")
+    lines += ["", "| strategy | rounds (all windows) | MB sent (all windows) | rounds per later window |", "|---|---|---|---|"]
+    for s in STRATEGIES:
+        t = first["totals"][s]
+        later = sorted({w["rounds"][s] for w in first["windows"][1:]})
+        lines.append(f"| {s} | {t['rounds']} | {t['bytes'] / 1e6:.2f} | {', '.join(map(str, later))} |")
+    worst = {s: [min(v["prequential"][s] for v in r["stream"]["windows"][k]["sites"].values()
+                     if v.get("prequential", {}).get(s) is not None)
+                 for r in results for k in range(1, len(r["stream"]["windows"]))] for s in STRATEGIES}
+    lines += ["", "Worst centre per window (min over centres, pooled over windows 2+ and seeds): "
+              + ", ".join(f"{s} {_ms(worst[s])}" for s in STRATEGIES)]
+    drift = results[0]["drift"]
+    notices = [f"w{n['window']} {n['site_id']} ({'+'.join(n['tests'])}: {', '.join(n['shifted']) or n['metric']})"
+               for n in drift["notices"]]
+    lines += ["", f"Drift notices (seed {results[0]['seed']}, continued model): {len(notices)} — {'; '.join(notices)}. "
+              f"Metric drops not judged (fewer than {drift['min_rows']} scored rows on a side): "
+              f"{len(drift['metric_not_judged'])} of {len(first['windows'][1:]) * sites} checks."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--windows", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp())
+    path, sites, patients = cohort(scratch)
+    jobs = [(path, args.windows, seed, str(scratch / f"seed{seed}")) for seed in range(args.seeds)]
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = list(pool.map(one, jobs))
+    text = tables(results, sites, patients, args.windows)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "stream.md").write_text(text)
+    (OUT / "stream.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
