@@ -4,7 +4,9 @@ their sites and three strategies are compared over the same round engine.
 Each window, before anyone trains on it, every strategy's current model scores each site's newly
 arrived rows (prequential evaluation: the rows of window k judge the model of window k-1), and the
 `continued` model -- the one a live federation would have deployed -- is checked for drift
-(federation/drift.py) against the held-out rows it was last scored on. Then:
+(federation/drift.py): its metric on the new rows against its metric on the site's held-out rows of
+the earlier windows (each window's test split is never trained on, so it stays a fair reference),
+and the new rows' input statistics against the earlier rows'. Then:
 
 frozen      trains on the first window only and is never updated;
 continued   warm-starts from its last model and runs at most `rounds_per_window` rounds;
@@ -169,16 +171,17 @@ def _vector_stats(sd: SiteData, plan: Plan, splits: Sequence[str]) -> dict[str, 
 
 def _drift_stats(plan: Plan, windows: Sequence[Mapping[str, SiteData]], k: int, site_id: str, model: Params,
                  after: float | None) -> tuple[DriftStats, DriftStats] | None:
-    """What the site shares for a drift check: the current model's metric on its held-out rows of the
-    last window it had rows in (the rows the model was last scored on) and on its newly arrived rows
-    (`after`); each window's input statistics over all its rows."""
-    previous = next((w[site_id] for w in reversed(windows[:k]) if site_id in w), None)
-    if previous is None:
+    """What the site shares for a drift check. Reference: the current model's metric on the site's
+    held-out (test) rows of every earlier window -- rows no strategy trained on -- and the input
+    statistics of all its earlier rows. New: the metric on its newly arrived rows (`after`) and their
+    input statistics."""
+    earlier = [w[site_id] for w in windows[:k] if site_id in w]
+    if not earlier:
         return None
-    task, new = plan.task, windows[k][site_id]
-    before = _metric(plan.local_site(previous).evaluate(model, ["test"]), task.headline)  # None: no test rows
-    reference = DriftStats(site_id, len(previous.splits["test"]), task.headline, before, task.higher_is_better,
-                           _vector_stats(previous, plan, SPLITS))
+    task, new, history = plan.task, windows[k][site_id], _accumulated(site_id, earlier)
+    before = _metric(plan.local_site(history).evaluate(model, ["test"]), task.headline)  # None: no test rows
+    reference = DriftStats(site_id, len(history.splits["test"]), task.headline, before, task.higher_is_better,
+                           _vector_stats(history, plan, SPLITS))
     now = DriftStats(site_id, sum(new.sizes().values()), task.headline, after, task.higher_is_better,
                      _vector_stats(new, plan, SPLITS))
     return reference, now
