@@ -7,10 +7,10 @@ task is survival (time to death, censored), scored by the C-index of each window
 the previous window's model (prequential). Default settings throughout (FedAvg, lr 0.05, one local
 epoch, the linear Cox model) except the ones named in SETTINGS; nothing is tuned here.
 
-    python benchmarks/stream.py [--seeds 3] [--windows 4]
+    python benchmarks/stream.py [--seeds 3] [--windows 4] [--replay-windows N]
 
-Writes benchmarks/results/stream.md (the tables of RESULTS §17) and stream.json (every run's
-`stream` and `drift` blocks).
+Writes benchmarks/results/stream.md (stream-replayN.md with --replay-windows; the tables of RESULTS
+§17) and stream.json (every run's `stream` and `drift` blocks).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def cohort(folder: Path) -> tuple[Path, int, int]:
 
 
 def one(job: tuple) -> dict:
-    path, windows, seed, out = job
-    run = fedcare.simulate(data=[str(path)], windows=windows, seed=seed, out=out, **SETTINGS)
+    path, windows, replay, seed, out = job
+    run = fedcare.simulate(data=[str(path)], windows=windows, replay_windows=replay, seed=seed, out=out, **SETTINGS)
     return {"seed": seed, "stream": run.summary["stream"], "drift": run.summary["drift"],
             "wall_seconds": run.summary["wall_seconds"]}
 
@@ -60,7 +60,9 @@ def _ms(values: list[float]) -> str:
 
 def tables(results: list[dict], sites: int, patients: int, windows: int) -> str:
     first = results[0]["stream"]
+    replay = first["replay_windows"]
     lines = [f"Dialysis, {sites} centres ({patients} patients), {windows} windows of `begin`, "
+             f"{'all rows kept' if replay is None else f'sites keep their last {replay} window(s)'}, "
              f"{len(results)} seeds; prequential C-index (mean over centres), mean ± sd across seeds", "",
              "| window | months | " + " | ".join(STRATEGIES) + " | continued − retrained |", "|---|---|---|---|---|---|"]
     for k, w in enumerate(first["windows"][1:], start=1):
@@ -94,17 +96,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--windows", type=int, default=4)
+    parser.add_argument("--replay-windows", type=int, default=None, help="sites keep only their last N windows")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp())
     path, sites, patients = cohort(scratch)
-    jobs = [(path, args.windows, seed, str(scratch / f"seed{seed}")) for seed in range(args.seeds)]
+    jobs = [(path, args.windows, args.replay_windows, seed, str(scratch / f"seed{seed}")) for seed in range(args.seeds)]
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(one, jobs))
     text = tables(results, sites, patients, args.windows)
     OUT.mkdir(exist_ok=True)
-    (OUT / "stream.md").write_text(text)
-    (OUT / "stream.json").write_text(json.dumps(results, indent=1) + "\n")
+    name = "stream" if args.replay_windows is None else f"stream-replay{args.replay_windows}"
+    (OUT / f"{name}.md").write_text(text)
+    (OUT / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     print(text)
 
 

@@ -53,43 +53,26 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
                on_window: OnWindow | None = None) -> StreamResult:
     task, base = plan.task, replace(plan.settings, eval_splits=("val",))  # the new rows judge; test waits
     drift_config = DriftConfig(drift_threshold=settings.drift_threshold, drift_smd=settings.drift_smd)
-    initial = plan.initial_params()
     models: dict[str, Params] = {}
     seen: dict[str, list[SiteData]] = {sid: [] for sid in data.site_ids}
     windows, notices, rows, unjudged = [], [], [], []
     for k, arrived in enumerate(data.windows):
         sites: dict[str, dict[str, Any]] = {sid: {"rows_new": sum(sd.sizes().values())} for sid, sd in arrived.items()}
         found: list[DriftNotice] = []
-        if k:
-            for sid, sd in arrived.items():
-                scorer = plan.local_site(_all_rows(sd))
-                sites[sid]["prequential"] = {s: _metric(scorer.evaluate(models[s], ["test"]), task.headline)
-                                             for s in STRATEGIES}
-                checked = _drift_stats(plan, data.windows, k, sid, models["continued"],
-                                       sites[sid]["prequential"]["continued"])
-                if checked is None:
-                    continue
-                reference, now = checked
-                if not metric_judged(reference, now, drift_config):
-                    unjudged.append({"window": k + 1, "site_id": sid, "reference_rows": reference.rows,
-                                     "new_rows": now.rows})
-                if (notice := detect_drift(reference, now, drift_config)) is not None:
-                    found.append(notice)
+        for sid, sd in arrived.items() if k else ():
+            scorer = plan.local_site(_all_rows(sd))
+            sites[sid]["prequential"] = {s: _metric(scorer.evaluate(models[s], ["test"]), task.headline)
+                                         for s in STRATEGIES}
+            reference, now = _drift_stats(plan, data.windows, k, sid, models["continued"],
+                                          sites[sid]["prequential"]["continued"])
+            if not metric_judged(reference, now, drift_config):
+                unjudged.append({"window": k + 1, "site_id": sid, "reference_rows": reference.rows, "new_rows": now.rows})
+            if (notice := detect_drift(reference, now, drift_config)) is not None:
+                found.append(notice)
         for sid, sd in arrived.items():
             seen[sid].append(sd)
         kept = {sid: parts[-settings.replay_windows:] if settings.replay_windows else parts for sid, parts in seen.items()}
-        spent: dict[str, dict[str, int]] = {}
-        if k == 0:
-            models["continued"], spent["continued"] = _train(plan, kept, initial, base, transport_for)
-            models["frozen"] = models["retrained"] = models["continued"]
-            spent["frozen"] = spent["retrained"] = spent["continued"]
-        else:
-            window_settings = replace(base, seed=base.seed + k)  # each window's shuffles are its own
-            spent["frozen"] = {"rounds": 0, "bytes": 0}
-            models["continued"], spent["continued"] = _train(
-                plan, kept, models["continued"], replace(window_settings, rounds=settings.rounds_per_window),
-                transport_for)
-            models["retrained"], spent["retrained"] = _train(plan, kept, initial, window_settings, transport_for)
+        spent = _train_window(plan, kept, models, base, k, settings.rounds_per_window, transport_for)
         for sid in data.site_ids:  # frozen trained on the first window; the others on what the site keeps
             sites.setdefault(sid, {"rows_new": 0})["rows_seen"] = {
                 s: _train_rows(seen[sid][:1] if s == "frozen" else kept[sid]) for s in STRATEGIES}
@@ -110,6 +93,22 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
              "drift_z": drift_config.drift_z, "min_rows": drift_config.min_rows, "model": "continued",
              "notices": notices, "metric_not_judged": unjudged}
     return StreamResult(block, drift, models, rows)
+
+
+def _train_window(plan: Plan, kept: Mapping[str, Sequence[SiteData]], models: dict[str, Params],
+                  base: EngineSettings, k: int, rounds_per_window: int,
+                  transport_for: TransportFor) -> dict[str, dict[str, int]]:
+    """Each strategy's training on window k (0-based), updating `models`; its rounds and bytes."""
+    if k == 0:  # one training that all three share
+        models["continued"], spent = _train(plan, kept, plan.initial_params(), base, transport_for)
+        models["frozen"] = models["retrained"] = models["continued"]
+        return {s: spent for s in STRATEGIES}
+    settings = replace(base, seed=base.seed + k)  # each window's shuffles are its own
+    out = {"frozen": {"rounds": 0, "bytes": 0}}
+    models["continued"], out["continued"] = _train(plan, kept, models["continued"],
+                                                   replace(settings, rounds=rounds_per_window), transport_for)
+    models["retrained"], out["retrained"] = _train(plan, kept, plan.initial_params(), settings, transport_for)
+    return out
 
 
 def _all_rows(sd: SiteData) -> SiteData:
@@ -170,14 +169,12 @@ def _vector_stats(sd: SiteData, plan: Plan, splits: Sequence[str]) -> dict[str, 
 
 
 def _drift_stats(plan: Plan, windows: Sequence[Mapping[str, SiteData]], k: int, site_id: str, model: Params,
-                 after: float | None) -> tuple[DriftStats, DriftStats] | None:
+                 after: float | None) -> tuple[DriftStats, DriftStats]:
     """What the site shares for a drift check. Reference: the current model's metric on the site's
     held-out (test) rows of every earlier window -- rows no strategy trained on -- and the input
     statistics of all its earlier rows. New: the metric on its newly arrived rows (`after`) and their
     input statistics."""
-    earlier = [w[site_id] for w in windows[:k] if site_id in w]
-    if not earlier:
-        return None
+    earlier = [w[site_id] for w in windows[:k] if site_id in w]  # never empty: every site has window 1's rows
     task, new, history = plan.task, windows[k][site_id], _accumulated(site_id, earlier)
     before = _metric(plan.local_site(history).evaluate(model, ["test"]), task.headline)  # None: no test rows
     reference = DriftStats(site_id, len(history.splits["test"]), task.headline, before, task.higher_is_better,
