@@ -156,6 +156,10 @@ def test_cli_replays_real_time_order_and_prints_the_windows(tmp_path: Path):
     assert [w["from"] for w in windows] == sorted((w["from"] for w in windows), key=int)  # in time order
     assert sum(site["rows_new"] for w in windows for site in w["sites"].values()) == len(frame)
     assert summary["stream"]["totals"]["continued"]["rounds"] == 3 + 2 * 1
+    import fedcare
+
+    risk = fedcare.load_model(tmp_path / "run")(frame.head(20))  # the continued model, with its card
+    assert risk.shape == (20, 1) and np.isfinite(risk.to_numpy()).all()
     bad = CliRunner().invoke(app, ["simulate", "--data", str(path), "--time", "time", "--event", "event",
                                    "--site", "center", "--time-column", "nope", "--windows", "3",
                                    "--out", str(tmp_path / "bad")])

@@ -1,7 +1,9 @@
 """`fedcare simulate --time-column ...`: a stream replay (federation/stream.py) in this process, and
 its run folder: config.yaml, metrics.jsonl (one row per window, site and strategy), summary.json
 (the `stream` and `drift` blocks), global.safetensors (the continued model after the last window)
-and report.html. Each window and each drift notice is logged as it happens."""
+and report.html. Each window and each drift notice is logged as it happens. The comparison is the
+three strategies on the same windows: the local and pooled baselines are not run, and a replay
+writes no checkpoints (a stopped replay is run again)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from pathlib import Path
 
 from rich.table import Table
 
+from fedcare.core.compression import parse_scheme
 from fedcare.core.config import FederationConfig
+from fedcare.data.modelcard import model_card
 from fedcare.data.stream import load_stream
 from fedcare.federation.drift import DriftNotice
 from fedcare.federation.plan import make_plan
@@ -35,14 +39,16 @@ def simulate_stream(cfg: FederationConfig, run_type: type):
     clear_for_new_run(cfg.run_dir)
     folder = RunFolder(cfg.run_dir)
     folder.prepare(cfg)
-    result = run_stream(plan, data, SimulationTransport, s, _log_window)
+    scheme = parse_scheme(cfg.compression.compress_broadcast)  # update compression travels in each request
+    result = run_stream(plan, data, lambda sites: SimulationTransport(sites, broadcast=scheme), s, _log_window)
     summary = {"dataset": cfg.data.name, "task": data.shape.task, "sites": data.site_ids,
                "feature_names": list(data.shape.feature_names), "stream": result.block, "drift": result.drift,
                "preprocessing": data.preprocessing, "wall_seconds": time.perf_counter() - started}
     folder.write_metrics(result.rows)
+    card = model_card(cfg.model, data.shape, data.preprocessing).to_meta()  # fedcare predict reads it
     folder.write_global(result.models["continued"], {"dataset": cfg.data.name, "algorithm": cfg.algorithm.name,
                                                      "stream_strategy": "continued",
-                                                     "feature_names": list(data.shape.feature_names)})
+                                                     "feature_names": list(data.shape.feature_names), **card})
     folder.write_summary(summary)
     folder.write_report(report(summary))
     return run_type(cfg.run_dir, cfg, summary, result.models["continued"])

@@ -60,7 +60,8 @@ class StreamSettings(Section):
                    "personalization": config.personalization.mode != "none",
                    "a treatment column": config.data.treatment is not None,
                    f"the {config.backend.backend} backend": config.backend.backend != "in-process",
-                   "an image manifest": config.data.images is not None}
+                   "an image manifest": config.data.images is not None,
+                   "--track": bool(config.tracking.track)}
         for what, asked in refused.items():
             if asked:
                 raise ValueError(f"a stream replay trains the plain federated model in this process; {what} is not "
