@@ -61,9 +61,9 @@ def _ms(values: list[float]) -> str:
 def tables(results: list[dict], sites: int, patients: int, windows: int) -> str:
     first = results[0]["stream"]
     replay = first["replay_windows"]
-    lines = [f"Dialysis, {sites} centres ({patients} patients), {windows} windows of `begin`, "
-             f"{'all rows kept' if replay is None else f'sites keep their last {replay} window(s)'}, "
-             f"{len(results)} seeds; prequential C-index (mean over centres), mean ± sd across seeds", "",
+    lines = [(f"Dialysis, {sites} centres ({patients} patients), {windows} windows of `begin`, "
+              f"{'all rows kept' if replay is None else f'sites keep their last {replay} window(s)'}, "
+              f"{len(results)} seeds; prequential C-index (mean over centres), mean ± sd across seeds"), "",
              "| window | months | " + " | ".join(STRATEGIES) + " | continued − retrained |", "|---|---|---|---|---|---|"]
     for k, w in enumerate(first["windows"][1:], start=1):
         per = {s: [r["stream"]["windows"][k]["mean"][s] for r in results] for s in STRATEGIES}
@@ -86,9 +86,9 @@ def tables(results: list[dict], sites: int, patients: int, windows: int) -> str:
     drift = results[0]["drift"]
     notices = [f"w{n['window']} {n['site_id']} ({'+'.join(n['tests'])}: {', '.join(n['shifted']) or n['metric']})"
                for n in drift["notices"]]
-    lines += ["", f"Drift notices (seed {results[0]['seed']}, continued model): {len(notices)} — {'; '.join(notices)}. "
-              f"Metric drops not judged (fewer than {drift['min_rows']} scored rows on a side): "
-              f"{len(drift['metric_not_judged'])} of {len(first['windows'][1:]) * sites} checks."]
+    lines += ["", (f"Drift notices (seed {results[0]['seed']}, continued model): {len(notices)} — {'; '.join(notices)}. "
+                   f"Metric drops not judged (fewer than {drift['min_rows']} scored rows on a side): "
+                   f"{len(drift['metric_not_judged'])} of {len(first['windows'][1:]) * sites} checks.")]
     return "\n".join(lines) + "\n"
 
 

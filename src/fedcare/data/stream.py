@@ -55,7 +55,7 @@ def load_stream(spec: DataSpec, time_column: str, windows: int | None, window: s
     if spec.partition is not None:
         raise DataError("a stream keeps each site's own rows in time order; --partition is not supported with "
                         "--time-column: give one file per site or --site COLUMN")
-    raw = _raw_sites(spec)
+    raw, no_site = _raw_sites(spec)
     for site in raw:
         require_column(time_column, list(site.frame.columns), f"'{site.source}'")
     cells = pd.concat([s.frame[time_column] for s in raw], ignore_index=True)
@@ -85,21 +85,24 @@ def load_stream(spec: DataSpec, time_column: str, windows: int | None, window: s
         unseen = {sid: found for sid, rows in arrived.items() if (found := unseen_categories(rows.frame, encoding))}
         if unseen:
             new_categories[str(w + 1)] = unseen
-    notes = {"rows_without_time": int((cut.index < 0).sum()), "sites_not_in_first_window": left_out,
+    notes = {"rows_without_time": int((cut.index < 0).sum()), "rows_without_site": no_site,
+             "sites_not_in_first_window": left_out,
              "new_categories": new_categories,
              "transform": "fitted on the first window's training rows and kept for every later window"}
     return StreamData(prepared.shape, prepared.preprocessing, ids, prepared_windows, cut.bounds, notes)
 
 
-def _raw_sites(spec: DataSpec) -> list[RawSite]:
+def _raw_sites(spec: DataSpec) -> tuple[list[RawSite], int]:
+    """The sites' rows, and how many rows were left out for an empty site cell."""
     paths = [Path(p) for p in spec.files]
     if len(paths) > 1:
-        return [RawSite(p.stem, read_table(p), p.name) for p in paths]
+        return [RawSite(p.stem, read_table(p), p.name) for p in paths], 0
     frame = read_table(paths[0])
     if spec.site is None:
         raise DataError(f"'{paths[0].name}' is one file without sites: pass --site COLUMN, or one file per site")
     require_column(spec.site, list(frame.columns), f"'{paths[0].name}'")
-    return sites_from_column(frame[frame[spec.site].notna()], spec.site, paths[0].name)
+    has_site = frame[spec.site].notna()
+    return sites_from_column(frame[has_site], spec.site, paths[0].name), int((~has_site).sum())
 
 
 def _split_by_window(raw: list[RawSite], cut: Windows) -> dict[str, dict[int, RawSite]]:
