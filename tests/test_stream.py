@@ -57,6 +57,8 @@ def test_drift_contract_fires_on_a_drop_or_a_shift_and_travels_as_json():
         detect_drift(_stats("a", 0.8, before), _stats("b", 0.8, same), config)
     with pytest.raises(DataError, match="cannot be read"):
         DriftStats.from_json({"site_id": "a", "rows": 3, "metric": "auc", "value": float("nan")})
+    with pytest.raises(DataError, match="negative"):
+        DriftStats.from_json({**sent.to_json(), "features": {"age": {"count": 5, "mean": 0, "var": -1}}})
 
 
 def test_stream_options_refuse_what_they_cannot_do():

@@ -57,6 +57,8 @@ class DriftStats:
         try:
             features = {str(k): {s: _finite(v[s], f"{k}.{s}") for s in ("count", "mean", "var")}
                         for k, v in dict(data.get("features", {})).items()}
+            if any(f["count"] < 0 or f["var"] < 0 for f in features.values()) or int(data["rows"]) < 0:
+                raise ValueError("a count or a variance is negative")
             value = data.get("value")
             return cls(str(data["site_id"]), int(data["rows"]), str(data["metric"]),
                        None if value is None else _finite(value, "value"), bool(data.get("higher_is_better", True)),
