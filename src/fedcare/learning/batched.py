@@ -2,8 +2,9 @@
 (`torch.func.functional_call` + `vmap`), unequal site sizes padded and masked.
 
 Each site sees exactly the minibatches the one-site loop (fedcare.learning.training) gives it: the
-same seeded shuffles, the same batch boundaries, the same steps; only float32 rounding differs (a
-batch's mean loss is a masked sum here). A site with fewer batches than the largest stops stepping
+same seeded shuffles, the same batch boundaries, the same steps; only float32 rounding differs. A minibatch every site fills
+(or has ended) takes the loop's mean loss over the whole batch; only a window some site fills in
+part (its last batch) takes a masked mean of per-patient losses. A site with fewer batches than the largest stops stepping
 when its own batches end. What it covers: plain local SGD (FedAvg) with FedProx's proximal term,
 on tasks whose loss is a mean over patients and models without batch norm; `batchable` says why
 anything else trains in the loop.
@@ -59,17 +60,22 @@ def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Param
     steps = max(math.ceil(len(sites[s]) / bs) for s in ids)
     gens = {s: torch.Generator().manual_seed(requests[s].seed) for s in ids}
 
-    def site_loss(p, x, y, mask, anchor):
+    def prox(p):
+        return sum(((p[k] - anchor_k) ** 2).sum() for k, anchor_k in start.items()) * (mu / 2)
+
+    def whole_loss(p, x, y):  # a full window: the loop's own mean loss over the minibatch
+        data_loss = task.loss(functional_call(model, (p, buffers), (x,)), y)
+        return data_loss + prox(p), data_loss
+
+    def masked_loss(p, x, y, mask):  # a window some site fills only in part: a masked mean
         def one(xi, yi):  # a patient's loss, as a batch of one
             out = functional_call(model, (p, buffers), ({k: v.unsqueeze(0) for k, v in xi.items()},))
             return task.loss(out, {k: v.unsqueeze(0) for k, v in yi.items()})
 
-        losses = vmap(one)(x, y)
-        data_loss = (losses * mask).sum() / mask.sum().clamp(min=1)
-        prox = sum(((p[k] - anchor[k]) ** 2).sum() for k in names) * (mu / 2)
-        return data_loss + prox, data_loss
+        data_loss = (vmap(one)(x, y) * mask).sum() / mask.sum().clamp(min=1)
+        return data_loss + prox(p), data_loss
 
-    step = vmap(grad(site_loss, has_aux=True), in_dims=(0, 0, 0, 0, None))
+    whole, masked = vmap(grad(whole_loss, has_aux=True)), vmap(grad(masked_loss, has_aux=True))
     model.train()
     last = torch.zeros(len(ids), device=device)
     for _ in range(epochs):
@@ -78,13 +84,16 @@ def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Param
         for t in range(steps):
             window = slice(t * bs, (t + 1) * bs)
             m = mask[:, window]
-            g, data_loss = step(stacked, {k: v[:, window] for k, v in x.items()},
-                                {k: v[:, window] for k, v in y.items()}, m, start)
-            active = (m.sum(1) > 0).to(m.dtype)  # a site whose batches have ended takes no step
+            xw, yw = {k: v[:, window] for k, v in x.items()}, {k: v[:, window] for k, v in y.items()}
+            counts = m.sum(1)
+            # every site's window full or empty (an empty one takes no step): no mask needed
+            g, data_loss = (whole(stacked, xw, yw) if bool(((counts == 0) | (counts == bs)).all())
+                            else masked(stacked, xw, yw, m))
+            active = (counts > 0).to(m.dtype)  # a site whose batches have ended takes no step
             with torch.no_grad():
                 for k in names:
                     stacked[k] -= lr * g[k] * active.view(-1, *[1] * (g[k].dim() - 1))
-            last += data_loss.detach() * m.sum(1)
+            last += data_loss.detach() * counts
     losses = (last / sizes.clamp(min=1)).tolist()
     trained = {k: v.detach().cpu().numpy() for k, v in stacked.items()}
     out = {}
@@ -115,3 +124,21 @@ def _epoch(sites: Mapping[str, Batches], ids: Sequence[str], gens: Mapping[str, 
         return {k: torch.stack([p[k] for p in parts]).to(device) for k in parts[0]}
 
     return stack(xs), stack(ys), torch.stack(masks).to(device)
+
+
+def warm_up() -> None:
+    """Pay PyTorch's first-use costs (the optimizer's first step imports torch._dynamo; torch.func's
+    first vmapped grad sets itself up: about 1.5 s together) on a throwaway model, so that a worker
+    started before the data is read pays them while the data is prepared, not in its first round."""
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.zeros(3, 4, 2)
+    model(x[0]).sum().backward()
+    opt.step()
+
+    def loss(p, xb):
+        return functional_call(model, p, (xb,)).mean()
+
+    stacked = {k: v.detach().expand(3, *v.shape).clone() for k, v in model.named_parameters()}
+    vmap(grad(loss))(stacked, x)
+    vmap(grad(lambda p, xb: vmap(lambda xi: loss(p, xi.unsqueeze(0)))(xb).sum()))(stacked, x)
