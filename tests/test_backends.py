@@ -167,7 +167,7 @@ def test_batched_sites_match_the_loop_within_float32_rounding():
     params = fed.initial
 
     def fit(**changes):
-        base = dict(round=1, local_epochs=2, lr=0.05, batch_size=16, optimizer="sgd", prox_mu=0.1)
+        base = {"round": 1, "local_epochs": 2, "lr": 0.05, "batch_size": 16, "optimizer": "sgd", "prox_mu": 0.1}
         requests = {s.site_id: FitRequest(**{**base, **changes}, seed=100 + i) for i, s in enumerate(fed.sites)}
         header, blobs = unpack(host.handle(pack({"op": "fit", "order": list(params), "honest": False,
                                                  "requests": {k: r.to_json() for k, r in requests.items()}},
