@@ -18,7 +18,7 @@ from fedcare.interfaces.htmltreatment import treatment_html
 from fedcare.interfaces.report import MODELS
 
 e = html.escape
-BAND_SITES, WORST_NAMED = 50, 3  # figures' own (not imported here: matplotlib loads only to draw)
+BAND_SITES, WORST_NAMED = 50, 3  # as in figures, for the captions (not imported: matplotlib loads only to draw)
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}td,th{padding:3px 10px;text-align:right}"
          "table{border-collapse:collapse;margin:0.5em 0}tr:nth-child(even){background:#f3f3f3}"
          "td:first-child,th:first-child{text-align:left}figure{margin:1em 0}img{max-width:100%;height:auto}"
@@ -110,12 +110,12 @@ def curves_html(summary: Mapping, rows: list[Mapping]) -> str:
     if test:
         parts.append(_figure("rounds", f"test {metric} of each site per round (thick: mean over sites), for "
                              f"every model evaluated in rounds{_spread_note(test.values())}", "per_site_rounds",
-                             test, f"test {metric}", higher_is_better=better, band_above=BAND_SITES))
+                             test, f"test {metric}", higher_is_better=better))
     loss = _series(rows, "train", "train_loss")
     if loss:
         parts.append(_figure("train-loss", f"each site's training loss per round, as it reported it"
                              f"{_spread_note(loss.values())}", "per_site_rounds", loss, "train loss",
-                             higher_is_better=False, band_above=BAND_SITES))
+                             higher_is_better=False))
     return "".join(parts)
 
 
@@ -150,7 +150,7 @@ def privacy_html(summary: Mapping, rows: list[Mapping]) -> str:
         return text
     return text + _figure("epsilon", "ε spent after each round (each site's own accountant, or the federation's "
                           f"under site-level DP){_spread_note([spent])}", "lines", spent, "ε spent",
-                          budget=p.get("budget"), higher_is_better=False, band_above=BAND_SITES)
+                          budget=p.get("budget"), higher_is_better=False)
 
 
 def anomalies_html(summary: Mapping, rows: list[Mapping]) -> str:
@@ -181,7 +181,7 @@ def anomalies_html(summary: Mapping, rows: list[Mapping]) -> str:
         if curves:
             parts.append(_figure(f"anomaly-{key}", f"{label} of each site's update per round; red crosses: flagged"
                                  f"{_spread_note([curves])}", "lines", curves, label, marks=marks,
-                                 higher_is_better=better, band_above=BAND_SITES))
+                                 higher_is_better=better))
     return "".join(parts) if updates or seen else ""
 
 
