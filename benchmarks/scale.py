@@ -21,8 +21,8 @@ larger. CPU seconds are user + system of the run and its children.
     python benchmarks/scale.py [--cases 10x20,100x5,1000x2,10000x1] [--repeats 3]
                                [--backends in-process[,processes,...]] [--workers 2] [--also OTHER/src]
 
-`--backends` takes any name `fedcare.simulate(..., backend=NAME, workers=N)` accepts; a name this
-fedcare does not know is skipped with a line saying so.
+`--backends` takes any name `fedcare.simulate(..., backend=NAME, workers=N)` accepts (NAME+batched adds
+`batched=True`); a name this fedcare does not know is skipped with a line saying so.
 """
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ def run_fedcare(csv: Path, rounds: int, out: Path, backend: str, workers: int) -
     cfg = {"data": [str(csv)], "site": "site", "label": "y", "task": "multiclass", "model": "mlp",
            "hidden": [HIDDEN], "rounds": rounds, "local_epochs": 1, "batch_size": BATCH, "lr": LR, "seed": SEED,
            "baselines": False, "out": str(out.with_suffix(""))}
+    backend, _, batched = backend.partition("+")  # processes+batched: the workers train their sites batched
     try:
-        run = fedcare.simulate(cfg, backend=backend, workers=workers)
+        run = fedcare.simulate(cfg, backend=backend, workers=workers, **({"batched": True} if batched else {}))
     except ConfigError as exc:
         if "backend" not in str(exc):
             raise

@@ -167,7 +167,7 @@ def test_batched_sites_match_the_loop_within_float32_rounding():
     params = fed.initial
 
     def fit(**changes):
-        base = dict(round=1, mode="local_epochs", local_epochs=2, lr=0.05, batch_size=16, optimizer="sgd", prox_mu=0.1)
+        base = {"round": 1, "local_epochs": 2, "lr": 0.05, "batch_size": 16, "optimizer": "sgd", "prox_mu": 0.1}
         requests = {s.site_id: FitRequest(**{**base, **changes}, seed=100 + i) for i, s in enumerate(fed.sites)}
         header, blobs = unpack(host.handle(pack({"op": "fit", "order": list(params), "honest": False,
                                                  "requests": {k: r.to_json() for k, r in requests.items()}},
@@ -175,13 +175,15 @@ def test_batched_sites_match_the_loop_within_float32_rounding():
         assert header["declined"] == [None] * len(fed.sites)
         return requests, [update_from_bytes(b, params) for b in blobs]
 
-    requests, batched = fit()
     assert len({s.num_train for s in fed.sites}) > 1
-    for site, update in zip(fed.sites, batched, strict=True):
-        loop = site.fit(params, requests[site.site_id])
-        assert update.metrics["train_loss"] == pytest.approx(loop.metrics["train_loss"], rel=1e-5)
-        for name, value in loop.grad.items():
-            assert np.abs(value).max() > 0
-            np.testing.assert_allclose(update.grad[name], value, rtol=1e-4, atol=2e-7)
+    for mode in ("local_epochs", "gradient"):  # FedProx's local SGD, FedSGD's one gradient
+        requests, batched = fit(mode=mode)
+        for site, update in zip(fed.sites, batched, strict=True):
+            loop = site.fit(params, requests[site.site_id])
+            assert update.metrics["train_loss"] == pytest.approx(loop.metrics["train_loss"], rel=1e-5)
+            assert update.grad.keys() == loop.grad.keys()
+            for name, value in loop.grad.items():
+                assert np.abs(value).max() > 0
+                np.testing.assert_allclose(update.grad[name], value, rtol=1e-4, atol=2e-7)
     with pytest.warns(UserWarning, match="one by one"):
-        fit(optimizer="adam")
+        fit(mode="local_epochs", optimizer="adam")

@@ -13,7 +13,7 @@ from conftest import cohort_frame, write_csv
 
 import fedcare
 from fedcare.core.config import resolve_config
-from fedcare.interfaces import figures
+from fedcare.interfaces import figures, htmlreport
 from fedcare.interfaces.bench import run_benchmark
 
 IMAGES_JS = "return Array.from(document.images).map(i => [i.closest('figure').id, i.naturalWidth, i.width]);"
@@ -88,6 +88,7 @@ def test_reports_of_dp_attack_personalized_and_200_site_runs_and_a_benchmark_pag
 
     summary, ids, text = pages["sites200"]
     assert len(summary["federated"]["sites"]) == 200 and "H200" in text
+    assert "spread per round as a band" in browser.find_element("css selector", "#fig-rounds figcaption").text
 
     bench = tmp_path / "bench"
     run_benchmark(resolve_config({"rounds": 2}), ["fedavg"], seeds=2, workers=2, out=bench)
@@ -119,3 +120,19 @@ def test_legends_sit_outside_the_axes_and_rounds_are_whole_numbers():
     ax = one.axes[0]
     assert list(ax.get_xticks()) == [1]  # a one-round run: round 1, not 0.95 ... 1.05
     assert all(line.get_marker() == "o" for line in ax.get_lines())  # one point per line, drawn as a point
+
+
+def test_many_sites_are_one_artist_and_beyond_the_threshold_a_band_with_the_worst_named():
+    curves = {f"s{i:02d}": [(1, 0.5 + i / 100), (2, 0.6 + i / 100)] for i in range(30)}
+    ax = figures.per_site_rounds({"federated": curves}, "test accuracy").axes[0]
+    assert [len(c.get_segments()) for c in ax.collections] == [30]  # one artist, a LineCollection
+    assert [line.get_label() for line in ax.get_lines()] == ["mean over sites"]
+    curves |= {f"s{i:02d}": [(1, 0.5 + i / 100), (2, 0.6 + i / 100)] for i in range(30, 60)}
+    curves["s07"] = [(1, 0.1), (2, 0.95)]  # lowest once, but not at the end: not among the worst
+    ax = figures.per_site_rounds({"federated": curves}, "test accuracy", band_above=50).axes[0]
+    span, quartiles = (c.get_paths()[0].vertices[:, 1] for c in ax.collections)
+    assert (span.min(), span.max()) == (0.1, 0.6 + 59 / 100) and 0.1 < quartiles.min() < quartiles.max() < span.max()
+    assert [t.get_text() for t in ax.texts] == ["worst sites (red): s00, s01, s02"]
+    assert len([line for line in ax.get_lines() if line.get_color() == "#d62728"]) == 3
+    assert figures.lines(curves, "ε spent", higher_is_better=False).axes[0].texts[0].get_text().endswith("s59, s58, s57")
+    assert htmlreport.BAND_SITES == figures.BAND_SITES and htmlreport.WORST_NAMED == figures.WORST_NAMED

@@ -35,7 +35,7 @@ from fedcare.learning.modelfile import load_model
 from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import Task, load_plugins
 from fedcare.transports.effects import check_treatment, simulate_effects
-from fedcare.transports.backends import Backend, open_backend
+from fedcare.transports.backends import Backend, open_backend, start_workers
 from fedcare.transports.simulated import Federation, attacker_ids, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
@@ -107,12 +107,18 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
 def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory | None, aggregator: object | None,
              progress: Progress | None, resume: bool) -> Run:
     load_plugins()  # installed packages' tasks, before the data layer checks the task's name
-    dataset = load_dataset(cfg.data)
-    if cfg.data.treatment is not None:
-        check_treatment(dataset, cfg.data)  # before training, not after it
+    pool = start_workers(cfg, model_factory)  # they warm up while the data is read
+    try:
+        dataset = load_dataset(cfg.data)
+        if cfg.data.treatment is not None:
+            check_treatment(dataset, cfg.data)  # before training, not after it
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files],  # re-runnable anywhere
                       images=str(Path(cfg.data.images).resolve()) if cfg.data.images else None)
-    backend = open_backend(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
+    backend = open_backend(cfg, dataset, model_factory=model_factory, aggregator=aggregator, pool=pool)
     try:
         return _tracked(cfg, started, dataset, backend, aggregator, progress, resume)
     finally:

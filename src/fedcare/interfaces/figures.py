@@ -12,15 +12,19 @@ import io
 from collections.abc import Mapping, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # no display: reports are written by servers and test runners
 import matplotlib.pyplot as plt
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 COLORS = {"federated": "#1f77b4", "local": "#ff7f0e", "pooled": "#2ca02c", "personalized": "#9467bd",
           "constant": "#7f7f7f"}
 MAX_LEGEND = 12  # more series than this: no per-series legend, the caption says what a thin line is
+BAND_SITES = 50  # more sites than this: their spread as a band and the worst few by name (`_many`)
+WORST_NAMED = 3
 Curve = Sequence[tuple[int, float]]
 
 
@@ -52,17 +56,20 @@ def _legend(ax, count: int) -> None:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False, fontsize=8)
 
 
-def per_site_rounds(series: Mapping[str, Mapping[str, Curve]], ylabel: str) -> Figure:
-    """One panel per model: each site's value per round (thin lines, labelled while few) and the
-    mean over sites (thick)."""
+def per_site_rounds(series: Mapping[str, Mapping[str, Curve]], ylabel: str, higher_is_better: bool = True,
+                    band_above: int = BAND_SITES) -> Figure:
+    """One panel per model: each site's value per round (thin lines, labelled while few; a band beyond
+    `band_above` sites, see `_many`) and the mean over sites (thick)."""
     fig, axes = plt.subplots(1, len(series), figsize=(4.6 * len(series) + 1.2, 3.2), squeeze=False,
                              sharey=True)
     for ax, (model, sites) in zip(axes[0], series.items(), strict=True):
-        for i, (site, curve) in enumerate(sorted(sites.items())):
-            rounds, values = zip(*curve, strict=True) if curve else ((), ())
-            ax.plot(rounds, values, lw=1, alpha=0.8 if len(sites) <= MAX_LEGEND else 0.2,
-                    color=f"C{i % 10}" if len(sites) <= MAX_LEGEND else color(model, 0), label=site,
-                    marker="o" if len(rounds) == 1 else None, ms=3)  # a one-round line is a point
+        if len(sites) <= MAX_LEGEND:
+            for i, (site, curve) in enumerate(sorted(sites.items())):
+                rounds, values = zip(*curve, strict=True) if curve else ((), ())
+                ax.plot(rounds, values, lw=1, alpha=0.8, color=f"C{i % 10}", label=site,
+                        marker="o" if len(rounds) == 1 else None, ms=3)  # a one-round line is a point
+        else:
+            _many(ax, sites, color(model, 0), higher_is_better, band_above)
         mean = _mean_curve(sites.values())
         if mean:
             ax.plot(*zip(*mean, strict=True), lw=2.5, color="black", label="mean over sites",
@@ -77,6 +84,37 @@ def per_site_rounds(series: Mapping[str, Mapping[str, Curve]], ylabel: str) -> F
     return fig
 
 
+def _many(ax, curves: Mapping[str, Curve], tint: str, higher_is_better: bool, band_above: int) -> None:
+    """Many sites' curves at a cost that grows with what is shown, not with the sites: up to
+    `band_above` sites one LineCollection (one artist); beyond, the spread over sites per round as a
+    band (min-max light, quartiles dark) and the WORST_NAMED worst sites by their last value, named."""
+    drawn = {site: curve for site, curve in curves.items() if curve}
+    if len(drawn) <= band_above:
+        ax.add_collection(LineCollection([np.asarray(c, dtype=float) for c in drawn.values() if len(c) > 1],
+                                         colors=tint, linewidths=1, alpha=0.25))
+        points = [c[0] for c in drawn.values() if len(c) == 1]
+        if points:  # a one-round line is a point
+            ax.scatter(*zip(*points, strict=True), s=9, color=tint, alpha=0.25)
+        ax.autoscale_view()
+        return
+    by_round: dict[int, list[float]] = {}
+    for curve in drawn.values():
+        for rnd, value in curve:
+            by_round.setdefault(rnd, []).append(value)
+    rounds = np.asarray(sorted(by_round), dtype=float)
+    q = np.asarray([np.quantile(by_round[r], [0, 0.25, 0.75, 1]) for r in sorted(by_round)])
+    if len(rounds) == 1:  # one round: a band needs a width to be seen
+        rounds, q = np.array([rounds[0] - 0.15, rounds[0] + 0.15]), np.repeat(q, 2, axis=0)
+    ax.fill_between(rounds, q[:, 0], q[:, 3], color=tint, alpha=0.18, lw=0, label="sites: min to max")
+    ax.fill_between(rounds, q[:, 1], q[:, 2], color=tint, alpha=0.4, lw=0, label="sites: quartiles")
+    worst = sorted(drawn, key=lambda s: drawn[s][-1][1], reverse=not higher_is_better)[:WORST_NAMED]
+    for site in worst:
+        curve = drawn[site]
+        ax.plot(*zip(*curve, strict=True), lw=1, color="#d62728", marker="o" if len(curve) == 1 else None, ms=3)
+    ax.text(0, -0.22, "worst sites (red): " + ", ".join(worst), transform=ax.transAxes, fontsize=7,
+            color="#d62728", va="top")  # under the axes: names never cover the band or each other
+
+
 def _mean_curve(curves) -> list[tuple[int, float]]:
     by_round: dict[int, list[float]] = {}
     for curve in curves:
@@ -86,16 +124,18 @@ def _mean_curve(curves) -> list[tuple[int, float]]:
 
 
 def lines(curves: Mapping[str, Curve], ylabel: str, budget: float | None = None,
-          marks: Mapping[str, Sequence[tuple[int, float]]] | None = None) -> Figure:
-    """One line per name (a site, a model); `budget` draws a dashed limit; `marks` red crosses
-    (rounds where a site's update was flagged)."""
+          marks: Mapping[str, Sequence[tuple[int, float]]] | None = None, higher_is_better: bool = True,
+          band_above: int = BAND_SITES) -> Figure:
+    """One line per name (a site, a model; many as in `_many`); `budget` draws a dashed limit; `marks`
+    red crosses (rounds where a site's update was flagged)."""
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    many = len(curves) > MAX_LEGEND
-    for i, (name, curve) in enumerate(sorted(curves.items())):
-        if curve:
-            ax.plot(*zip(*curve, strict=True), lw=1, alpha=0.25 if many else 0.9,
-                    color="#1f77b4" if many else color(name, i),
-                    marker=None if many and len(curve) > 1 else "o", ms=3, label=name)
+    if len(curves) > MAX_LEGEND:
+        _many(ax, curves, "#1f77b4", higher_is_better, band_above)
+    else:
+        for i, (name, curve) in enumerate(sorted(curves.items())):
+            if curve:
+                ax.plot(*zip(*curve, strict=True), lw=1, alpha=0.9, color=color(name, i), marker="o", ms=3,
+                        label=name)
     if budget is not None:
         ax.axhline(budget, ls="--", color="black", lw=1, label=f"budget {budget:g}")
     flagged = [p for points in (marks or {}).values() for p in points]

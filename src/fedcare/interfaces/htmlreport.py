@@ -18,6 +18,7 @@ from fedcare.interfaces.htmltreatment import treatment_html
 from fedcare.interfaces.report import MODELS
 
 e = html.escape
+BAND_SITES, WORST_NAMED = 50, 3  # as in figures, for the captions (not imported: matplotlib loads only to draw)
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}td,th{padding:3px 10px;text-align:right}"
          "table{border-collapse:collapse;margin:0.5em 0}tr:nth-child(even){background:#f3f3f3}"
          "td:first-child,th:first-child{text-align:left}figure{margin:1em 0}img{max-width:100%;height:auto}"
@@ -94,17 +95,27 @@ def _series(rows: list[Mapping], split: str, key: str) -> dict[str, dict[str, li
     return {m: {s: sorted(c) for s, c in sites.items()} for m, sites in out.items()}
 
 
+def _spread_note(curves: Iterable[Mapping]) -> str:
+    """What a figure of many sites shows instead of one line per site (figures.BAND_SITES)."""
+    if max((len(c) for c in curves), default=0) <= BAND_SITES:
+        return ""
+    return (f"; over {BAND_SITES} sites, their spread per round as a band (light: min to max, dark: quartiles) "
+            f"and the {WORST_NAMED} worst sites by their last value, named in red")
+
+
 def curves_html(summary: Mapping, rows: list[Mapping]) -> str:
-    metric = summary["metric"]
+    metric, better = summary["metric"], summary.get("higher_is_better", True)
     parts = ["<h2>per round</h2>"]
     test = _series(rows, "test", metric)
     if test:
         parts.append(_figure("rounds", f"test {metric} of each site per round (thick: mean over sites), for "
-                             "every model evaluated in rounds", "per_site_rounds", test, f"test {metric}"))
+                             f"every model evaluated in rounds{_spread_note(test.values())}", "per_site_rounds",
+                             test, f"test {metric}", higher_is_better=better))
     loss = _series(rows, "train", "train_loss")
     if loss:
-        parts.append(_figure("train-loss", "each site's training loss per round, as it reported it",
-                             "per_site_rounds", loss, "train loss"))
+        parts.append(_figure("train-loss", f"each site's training loss per round, as it reported it"
+                             f"{_spread_note(loss.values())}", "per_site_rounds", loss, "train loss",
+                             higher_is_better=False))
     return "".join(parts)
 
 
@@ -138,7 +149,8 @@ def privacy_html(summary: Mapping, rows: list[Mapping]) -> str:
     if not spent:
         return text
     return text + _figure("epsilon", "ε spent after each round (each site's own accountant, or the federation's "
-                          "under site-level DP)", "lines", spent, "ε spent", budget=p.get("budget"))
+                          f"under site-level DP){_spread_note([spent])}", "lines", spent, "ε spent",
+                          budget=p.get("budget"), higher_is_better=False)
 
 
 def anomalies_html(summary: Mapping, rows: list[Mapping]) -> str:
@@ -157,7 +169,8 @@ def anomalies_html(summary: Mapping, rows: list[Mapping]) -> str:
                          f"<tr><td>{e(s)}</td><td data-value='{n}'>{n}</td>"
                          f"<td>{anomalies.get('rounds_seen', {}).get(s, '')}</td></tr>" for s, n in seen.items())
                      + "</table></div>")
-    for key, label in (("cosine_consensus", "cosine to the round's median update"), ("norm_ratio", "norm / median norm")):
+    for key, label, better in (("cosine_consensus", "cosine to the round's median update", True),
+                               ("norm_ratio", "norm / median norm", False)):
         curves: dict[str, list[tuple[int, float]]] = {}
         marks: dict[str, list[tuple[int, float]]] = {}
         for r in updates:
@@ -166,8 +179,9 @@ def anomalies_html(summary: Mapping, rows: list[Mapping]) -> str:
                 if r.get("flagged"):
                     marks.setdefault(r["site"], []).append((r["round"], r[key]))
         if curves:
-            parts.append(_figure(f"anomaly-{key}", f"{label} of each site's update per round; red crosses: flagged",
-                                 "lines", curves, label, marks=marks))
+            parts.append(_figure(f"anomaly-{key}", f"{label} of each site's update per round; red crosses: flagged"
+                                 f"{_spread_note([curves])}", "lines", curves, label, marks=marks,
+                                 higher_is_better=better))
     return "".join(parts) if updates or seen else ""
 
 

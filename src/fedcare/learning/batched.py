@@ -1,12 +1,14 @@
 """Many sites' local SGD at once: the sites' params stacked, one step of all of them per minibatch
-(`torch.func.functional_call` + `vmap`), unequal site sizes padded and masked.
+(`torch.func.functional_call` + `vmap` over the sites), unequal site sizes padded and masked.
 
 Each site sees exactly the minibatches the one-site loop (fedcare.learning.training) gives it: the
-same seeded shuffles, the same batch boundaries, the same steps; only float32 rounding differs (a
-batch's mean loss is a masked sum here). A site with fewer batches than the largest stops stepping
-when its own batches end. What it covers: plain local SGD (FedAvg) with FedProx's proximal term,
-on tasks whose loss is a mean over patients and models without batch norm; `batchable` says why
-anything else trains in the loop.
+same seeded shuffles, the same batch boundaries, the same steps; only float32 rounding differs. A
+minibatch every site fills (or has ended) takes the loop's mean loss over the whole batch; only a
+window some site fills in part (its last batch) takes a masked mean of per-patient losses. A site
+with fewer batches than the largest stops stepping when its own batches end. What it covers: plain
+local SGD (FedAvg) with FedProx's proximal term, and FedSGD's one gradient over all of a site's
+training rows, on tasks whose loss is a mean over patients and models without batch norm;
+`batchable` says why anything else trains in the loop.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from fedcare.learning.batches import Batches
 
 def batchable(request: FitRequest, model: nn.Module, data: Batches) -> str | None:
     """None when this site's round can train batched; otherwise why it trains in the loop."""
-    if request.mode != "local_epochs" or request.optimizer != "sgd":
-        return "batched sites train plain local SGD (fedavg, fedprox)"
+    if request.mode == "local_epochs" and request.optimizer != "sgd":
+        return "batched sites train plain local SGD (fedavg, fedprox) or one gradient (fedsgd)"
+    if request.mode not in ("local_epochs", "gradient"):
+        return f"the {request.mode} round trains site by site"
     if request.scaffold or request.dp_epsilon is not None or request.personalization != "none":
         return "SCAFFOLD, record-level DP and personalization train site by site"
     if request.error_feedback:
@@ -45,46 +49,70 @@ def batchable(request: FitRequest, model: nn.Module, data: Batches) -> str | Non
 
 def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Params,
                    requests: Mapping[str, FitRequest], device: str = "cpu") -> dict[str, Update]:
-    """Every site's update (params − trained, its training rows, its last epoch's mean loss), trained
-    from the same global `params`. `model` is any of the sites' (identical) modules."""
+    """Every site's update from the same global `params`, as the loop makes it: local SGD's
+    params − trained and its last epoch's mean loss, or FedSGD's gradient of the mean loss over all
+    the site's training rows (mode `gradient`). `model` is any of the sites' (identical) modules."""
     ids = list(sites)
     first = requests[ids[0]]
     task = sites[ids[0]].task
-    epochs, lr, bs, mu = first.local_epochs, first.lr, first.batch_size, first.prox_mu
+    gradient = first.mode == "gradient"
+    mu = 0.0 if gradient else first.prox_mu
     names = [k for k, _ in model.named_parameters()]
     start = {k: torch.tensor(params[k], device=device) for k in names}  # a copy: the message is read-only
     stacked = {k: v.expand(len(ids), *v.shape).clone() for k, v in start.items()}
     buffers = {k: v.to(device) for k, v in model.named_buffers()}
     sizes = torch.tensor([len(sites[s]) for s in ids], device=device)
-    steps = max(math.ceil(len(sites[s]) / bs) for s in ids)
-    gens = {s: torch.Generator().manual_seed(requests[s].seed) for s in ids}
 
-    def site_loss(p, x, y, mask, anchor):
+    def prox(p):
+        return sum(((p[k] - anchor_k) ** 2).sum() for k, anchor_k in start.items()) * (mu / 2)
+
+    def whole_loss(p, x, y):  # every row real: the loop's own mean loss over the batch
+        data_loss = task.loss(functional_call(model, (p, buffers), (x,)), y)
+        return data_loss + prox(p), data_loss
+
+    def masked_loss(p, x, y, mask):  # padded rows: a masked mean of per-patient losses
         def one(xi, yi):  # a patient's loss, as a batch of one
             out = functional_call(model, (p, buffers), ({k: v.unsqueeze(0) for k, v in xi.items()},))
             return task.loss(out, {k: v.unsqueeze(0) for k, v in yi.items()})
 
-        losses = vmap(one)(x, y)
-        data_loss = (losses * mask).sum() / mask.sum().clamp(min=1)
-        prox = sum(((p[k] - anchor[k]) ** 2).sum() for k in names) * (mu / 2)
-        return data_loss + prox, data_loss
+        data_loss = (vmap(one)(x, y) * mask).sum() / mask.sum().clamp(min=1)
+        return data_loss + prox(p), data_loss
 
-    step = vmap(grad(site_loss, has_aux=True), in_dims=(0, 0, 0, 0, None))
+    whole, masked = vmap(grad(whole_loss, has_aux=True)), vmap(grad(masked_loss, has_aux=True))
+
+    def grads(x, y, mask, counts):
+        """Each site's gradient and mean loss on its rows of this window; a site's window full or
+        empty everywhere (an empty one's result is not used) needs no mask."""
+        full = bool(((counts == 0) | (counts == mask.shape[1])).all())
+        return whole(stacked, x, y) if full else masked(stacked, x, y, mask)
+
     model.train()
+    if gradient:
+        longest = int(sizes.max())
+        x, y, mask = _rows(sites, ids, [torch.arange(len(sites[s])) for s in ids], longest, device)
+        g, loss = grads(x, y, mask, mask.sum(1))
+        found = {k: v.detach().cpu().numpy() for k, v in g.items()}
+        return {s: Update(s, {k: found[k][i] if k in found else np.zeros_like(params[k]) for k in params},
+                          len(sites[s]), {"train_loss": float(loss[i])}) for i, s in enumerate(ids)}
+    epochs, lr, bs = first.local_epochs, first.lr, first.batch_size
+    steps = max(math.ceil(len(sites[s]) / bs) for s in ids)
+    gens = {s: torch.Generator().manual_seed(requests[s].seed) for s in ids}
     last = torch.zeros(len(ids), device=device)
     for _ in range(epochs):
-        x, y, mask = _epoch(sites, ids, gens, steps * bs, device)
+        orders = [torch.randperm(len(sites[s]), generator=gens[s]) for s in ids]  # the loop's shuffles
+        x, y, mask = _rows(sites, ids, orders, steps * bs, device)
         last = torch.zeros(len(ids), device=device)
         for t in range(steps):
             window = slice(t * bs, (t + 1) * bs)
             m = mask[:, window]
-            g, data_loss = step(stacked, {k: v[:, window] for k, v in x.items()},
-                                {k: v[:, window] for k, v in y.items()}, m, start)
-            active = (m.sum(1) > 0).to(m.dtype)  # a site whose batches have ended takes no step
+            counts = m.sum(1)
+            g, data_loss = grads({k: v[:, window] for k, v in x.items()}, {k: v[:, window] for k, v in y.items()},
+                                 m, counts)
+            active = (counts > 0).to(m.dtype)  # a site whose batches have ended takes no step
             with torch.no_grad():
                 for k in names:
                     stacked[k] -= lr * g[k] * active.view(-1, *[1] * (g[k].dim() - 1))
-            last += data_loss.detach() * m.sum(1)
+            last += data_loss.detach() * counts
     losses = (last / sizes.clamp(min=1)).tolist()
     trained = {k: v.detach().cpu().numpy() for k, v in stacked.items()}
     out = {}
@@ -99,19 +127,36 @@ def check_device(device: str) -> None:
         raise ConfigError("device cuda: PyTorch sees no GPU on this machine; use device cpu")
 
 
-def _epoch(sites: Mapping[str, Batches], ids: Sequence[str], gens: Mapping[str, torch.Generator], length: int,
-           device: str) -> tuple[dict, dict, torch.Tensor]:
-    """One epoch's rows per site, in each site's own seeded order, padded to `length`, and their mask."""
+def _rows(sites: Mapping[str, Batches], ids: Sequence[str], orders: Sequence[torch.Tensor], length: int,
+          device: str) -> tuple[dict, dict, torch.Tensor]:
+    """Each site's rows in the given order, padded to `length` (with its first row), and their mask."""
     xs, ys, masks = [], [], []
-    for s in ids:
-        data = sites[s]
-        order = torch.randperm(len(data), generator=gens[s])
-        pad = torch.zeros(length - len(data), dtype=order.dtype)
-        x, y = data.take(torch.cat([order, pad]))
+    for s, order in zip(ids, orders, strict=True):
+        pad = torch.zeros(length - len(order), dtype=order.dtype)
+        x, y = sites[s].take(torch.cat([order, pad]))
         xs.append(x)
         ys.append(y)
-        masks.append(torch.cat([torch.ones(len(data)), torch.zeros(len(pad))]))
+        masks.append(torch.cat([torch.ones(len(order)), torch.zeros(len(pad))]))
+
     def stack(parts: list[dict]) -> dict:
         return {k: torch.stack([p[k] for p in parts]).to(device) for k in parts[0]}
 
     return stack(xs), stack(ys), torch.stack(masks).to(device)
+
+
+def warm_up() -> None:
+    """Pay PyTorch's first-use costs (the optimizer's first step imports torch._dynamo; torch.func's
+    first vmapped grad sets itself up: about 1.5 s together) on a throwaway model, so that a worker
+    started before the data is read pays them while the data is prepared, not in its first round."""
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.zeros(3, 4, 2)
+    model(x[0]).sum().backward()
+    opt.step()
+
+    def loss(p, xb):
+        return functional_call(model, p, (xb,)).mean()
+
+    stacked = {k: v.detach().expand(3, *v.shape).clone() for k, v in model.named_parameters()}
+    vmap(grad(loss))(stacked, x)
+    vmap(grad(lambda p, xb: vmap(lambda xi: loss(p, xi.unsqueeze(0)))(xb).sum()))(stacked, x)

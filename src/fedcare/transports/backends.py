@@ -41,22 +41,39 @@ class Backend:
     close: Callable[[], None] = lambda: None
 
 
+def start_workers(cfg: FederationConfig, model_factory: ModelFactory | None = None) -> Pool | None:
+    """The worker processes of backend `processes`, started before the data is read so that their
+    imports and warm-up overlap with its preparation (None for the other backends). A worker with
+    no site (more workers than sites) is given nothing and ends at close."""
+    if cfg.backend.backend != "processes":
+        return None
+    _check_config(cfg, model_factory)
+    from fedcare.transports.workers import ProcessPool
+
+    return ProcessPool(cfg.backend.workers or os.cpu_count() or 1)
+
+
 def open_backend(cfg: FederationConfig, dataset: FederatedDataset, *, model_factory: ModelFactory | None = None,
-                 aggregator: object | None = None) -> Backend:
+                 aggregator: object | None = None, pool: Pool | None = None) -> Backend:
+    """The backend over the prepared `dataset`; `pool`: workers start_workers started (closed on error)."""
     b = cfg.backend
     if b.backend == "in-process":
         fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
         return Backend(fed, lambda sent, upload, scheme: SimulationTransport(fed.federated_sites, sent, broadcast=scheme,
                                                                          bytes_upload=upload))
-    _check_hostable(cfg, dataset, model_factory)
-    if b.backend == "processes":
-        from fedcare.transports.workers import ProcessPool
+    try:
+        _check_config(cfg, model_factory)
+        _check_hostable(cfg, dataset)
+        if pool is None and b.backend == "processes":
+            pool = start_workers(cfg, model_factory)
+        elif pool is None:
+            from fedcare.transports.rayactors import RayPool
 
-        pool: Pool = ProcessPool(min(b.workers or os.cpu_count() or 1, len(dataset.sites)))
-    else:
-        from fedcare.transports.rayactors import RayPool
-
-        pool = RayPool(b.workers, b.ray_address, len(dataset.sites))
+            pool = RayPool(b.workers, b.ray_address, len(dataset.sites))
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     try:
         return _hosted(cfg, dataset, pool, aggregator)
     except BaseException:
@@ -64,7 +81,7 @@ def open_backend(cfg: FederationConfig, dataset: FederatedDataset, *, model_fact
         raise
 
 
-def _check_hostable(cfg: FederationConfig, dataset: FederatedDataset, model_factory: ModelFactory | None) -> None:
+def _check_config(cfg: FederationConfig, model_factory: ModelFactory | None) -> None:
     """What a worker cannot be given, refused in one line before any worker starts."""
     name = cfg.backend.backend
     check_device(cfg.backend.device)
@@ -74,6 +91,10 @@ def _check_hostable(cfg: FederationConfig, dataset: FederatedDataset, model_fact
     if cfg.privacy.secure_aggregation:
         raise ConfigError(f"secure aggregation runs its protocol among sites in one process: use backend "
                           f"in-process (backend {name} is not supported with it)")
+
+
+def _check_hostable(cfg: FederationConfig, dataset: FederatedDataset) -> None:
+    name = cfg.backend.backend
     if not all(isinstance(sd.splits[s], ArrayExamples) for sd in dataset.sites for s in sd.splits):
         raise ConfigError(f"backend {name} sends each site's examples to its worker once, in memory; inputs "
                           "read from their own files (images) run with backend in-process")
@@ -83,7 +104,7 @@ def _hosted(cfg: FederationConfig, dataset: FederatedDataset, pool: Pool, aggreg
     site_ids = [sd.site_id for sd in dataset.sites]
     plan = make_plan(cfg, dataset.shape, site_ids, aggregator=aggregator)
     hostile = attacker_ids(cfg, {sd.site_id: sd.sizes()["train"] for sd in dataset.sites})
-    workers = len(pool)  # type: ignore[arg-type]
+    workers = min(len(pool), len(site_ids))  # type: ignore[arg-type]
     bounds = [round(i * len(site_ids) / workers) for i in range(workers + 1)]
     owner = {}
     for w in range(workers):

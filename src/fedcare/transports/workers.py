@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
+from fedcare.learning.batched import warm_up
 from fedcare.transports.shard import Host
 
 _LEN = struct.Struct("<Q")
@@ -37,7 +38,8 @@ def _read(stream: BinaryIO) -> bytes | None:
 
 
 class ProcessPool:
-    """`count` worker processes; messages to each are answered in the order they were sent."""
+    """`count` worker processes; messages to each are answered in the order they were sent. They
+    start at once and warm up while their first message (their shard) is still being made."""
 
     def __init__(self, count: int):
         # the workers import this very fedcare, installed or not
@@ -78,6 +80,7 @@ def main() -> None:
     inp = sys.stdin.buffer
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt a message
+    warm_up()  # while the simulation's process still reads and prepares the data
     host = Host()
     while (message := _read(inp)) is not None:
         _write(out, host.handle(message))
