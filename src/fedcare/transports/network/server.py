@@ -57,7 +57,8 @@ class Control(Protocol):
     def status(self) -> dict: ...
 
 
-def create_app(control: Control, credentials: Credentials) -> FastAPI:
+def create_app(control: Control, credentials: Credentials, extensions: Sequence[Any] = ()) -> FastAPI:
+    """`extensions`: callables given (app, Site, Admin) that add routes of their own (liveapi.py)."""
     app = FastAPI(title="fedcare coordinator", version="1",
                   description="Sites poll for declarative tasks and send back updates and scalar metrics.")
     bearer = HTTPBearer(auto_error=False, description="a site token (fedcare certs site) or the admin token")
@@ -218,6 +219,8 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
         return control.store.audit_log(limit)
 
     add_live_view(app, control, lambda token: bool(_registry(credentials.is_admin, token)), refusals.refused, _read)
+    for extend in extensions:
+        extend(app, Site, Admin)
     return app
 
 
