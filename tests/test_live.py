@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pandas as pd
 import pytest
 
 from fedcare.core.serialization import load_params
@@ -35,8 +36,11 @@ def _wait_versions(d, n: int, timeout: float = 120.0) -> list[dict]:
 
 
 def _start(d, *extra: str):
+    # a drop of accuracy by 0.05 is within sampling noise on ~90 new rows (its standard error is ~0.04):
+    # the metric's threshold for a site this small is 0.1
     return d._spawn("coordinator", ["coordinator", "--config", str(d.config_path), "--credentials", str(d.pki),
-                                    "--state", str(d.root / "state"), "--port", str(d.port), "--live", *extra])
+                                    "--state", str(d.root / "state"), "--port", str(d.port), "--live",
+                                    "--drift-threshold", "0.1", *extra])
 
 
 def _up(d) -> None:
@@ -70,8 +74,12 @@ def test_live_federation_grows_takes_a_new_site_and_survives_a_kill(deployment, 
     files = tmp_path / "files"
     files.mkdir()
     tables = {s: hospital_table(s) for s in [*FIRST, "va"]}
-    held_back = tables["hungarian"].iloc[200:]
-    tables["hungarian"].iloc[:200].to_csv(files / "hungarian.csv", index=False)
+    hungarian = tables["hungarian"].sample(frac=1.0, random_state=0)  # the file is sorted by label: shuffled
+    held_back = hungarian.iloc[200:]  # arrives later, from the same distribution: the drift control
+    hungarian.iloc[:200].to_csv(files / "hungarian.csv", index=False)
+    shifted = tables["cleveland"].iloc[:80].copy()  # arrives later at cleveland, older and with lower heart rates
+    shifted["age"] = pd.to_numeric(shifted["age"]) + 15
+    shifted["thalach"] = pd.to_numeric(shifted["thalach"]) - 35
     for site in ("cleveland", "switzerland", "va"):
         tables[site].to_csv(files / f"{site}.csv", index=False)
 
@@ -87,17 +95,28 @@ def test_live_federation_grows_takes_a_new_site_and_survives_a_kill(deployment, 
     # one hospital's file grows: its agent reports counts and a hash, a phase starts warm from v1
     with open(files / "hungarian.csv", "a") as f:
         held_back.to_csv(f, index=False, header=False)
+    with open(files / "cleveland.csv", "a") as f:
+        shifted.to_csv(f, index=False, header=False)
     versions = _wait_versions(d, 2)
     v2 = versions[1]
     summary2 = json.loads((tmp_path / "state" / "models" / "v2" / "summary.json").read_text())
     grown = sum(summary2["site_sizes"]["hungarian"].values())
     assert grown == sum(summary1["site_sizes"]["hungarian"].values()) + len(held_back)
-    assert summary2["site_sizes"]["cleveland"] == summary1["site_sizes"]["cleveland"]
+    assert sum(summary2["site_sizes"]["cleveland"].values()) == 303 + 80
     assert v2["sites"] == sorted(FIRST)
+    # drift: the version scored on each site's new rows before training; only the shifted site has a notice
+    drifted = {n["site_id"]: n for n in v2["drift"]}
+    assert set(drifted) == {"cleveland"} and "inputs" in drifted["cleveland"]["tests"]
+    assert {"age", "thalach"} <= set(drifted["cleveland"]["shifted"])
+    assert summary2["drift"] == v2["drift"]
+    checked = json.loads((tmp_path / "state" / "models" / "v2" / "drift.json").read_text())["checked"]
+    assert checked == ["cleveland", "hungarian"]  # hungarian (the control) raised nothing; switzerland had no new rows
     audit = d.client.get("/v1/audit").json()
     assert any(a["action"] == "live report" and a["site_id"] == "hungarian" and "294 rows, 94 new" in a["detail"]
                for a in audit)
     assert any(a["action"] == "live phase" and "warm from version 1" in a["detail"] for a in audit)
+    assert [a["site_id"] for a in audit if a["action"] == "live drift"] == ["cleveland"]
+    assert d.status()["live"]["drift"] == v2["drift"]
     # warm start: the second phase's model moved on from the first's, not from a fresh one
     g1 = load_params(tmp_path / "state" / "models" / "v1" / "global.safetensors")[0]
     g2 = load_params(tmp_path / "state" / "models" / "v2" / "global.safetensors")[0]

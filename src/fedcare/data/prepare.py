@@ -330,6 +330,14 @@ class SitePreparation:
         self.row_counts = {part: len(getattr(self._split, part)) for part in SPLITS}
         return {"rows": dict(self.row_counts)}
 
+    def file_rows(self) -> dict[str, np.ndarray]:
+        """Per split, the 0-based data row of the file each of its examples came from (after 'split'):
+        what tells a live site's newly arrived rows from those it had before."""
+        if self._split is None:
+            raise DataError(f"site '{self.site_id}' has not split its rows yet")
+        index = np.asarray(self._rows.index)
+        return {part: index[getattr(self._split, part)] for part in SPLITS}
+
     def _finish(self, question: Mapping[str, Any]) -> dict:
         if self._split is None:
             raise DataError(f"site '{self.site_id}' got 'finish' before 'split'; {AGAIN}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fedcare.core.errors import DataError
 
-_COPIED = ("summary.json", "config.yaml", "metrics.jsonl", "global.safetensors", "report.html")
+_COPIED = ("summary.json", "config.yaml", "metrics.jsonl", "global.safetensors", "report.html", "drift.json")
 _VERSION = re.compile(r"v(\d+)")
 
 
@@ -66,6 +66,8 @@ class ModelRegistry:
                 shutil.copy2(run_dir / name, tmp / name)
         if (run_dir / "sites").is_dir():
             shutil.copytree(run_dir / "sites", tmp / "sites")
+        if "drift" in meta:  # the version's summary says what drifted before it trained
+            (tmp / "summary.json").write_text(json.dumps({**summary, "drift": meta["drift"]}, indent=2) + "\n")
         (tmp / "version.json").write_text(json.dumps(meta, indent=2) + "\n")
         tmp.rename(self.folder(number))
         return meta

@@ -302,6 +302,8 @@ def coordinator(
                                                      "last version when any site has new rows")] = None,
     site_timeout: Annotated[float, Opt(help="--live: a site silent this many seconds is left out of the next "
                                             "phase")] = 3600.0,
+    drift_threshold: Annotated[float, Opt(help="--live: a drop of the headline metric on a site's new rows beyond "
+                                               "this raises a drift notice")] = 0.05,
 ) -> None:
     """Serve the coordinator: sites poll it for tasks over HTTPS; a run survives restarts (kill -9 included)."""
     from fedcare.interfaces.htmlreport import render
@@ -313,7 +315,7 @@ def coordinator(
     if live:
         from fedcare.transports.network.phases import LiveSettings
 
-        settings = LiveSettings(min_new_rows, min_new_sites, phase_every, site_timeout)
+        settings = LiveSettings(min_new_rows, min_new_sites, phase_every, site_timeout, drift_threshold=drift_threshold)
     serve(config, credentials, state, host, port, sites.split(",") if sites else None, deadline, max_body_mb,
           start, insecure, database, render, settings)
 

@@ -112,6 +112,7 @@ class Coordinator:
         self.phase_sites: Callable[[], list[str]] | None = None
         self.warm_start: Callable[[], Params | None] | None = None
         self.extra_status: Callable[[], dict] | None = None
+        self.before_rounds: Callable[[str, NetworkTransport, PreparedDataset, int], None] | None = None
 
     def participants(self) -> list[str]:
         return self.members() if self.members else list(self.settings.sites)
@@ -281,6 +282,8 @@ class Coordinator:
         transport = NetworkTransport(self.board, sites, timing, message, start.bytes_sent if start else 0,
                                      secure=plan.secure, broadcast=parse_scheme(cfg.compression.compress_broadcast),
                                      bytes_upload=start.bytes_upload if start else 0)
+        if self.before_rounds is not None and start is None:  # a live phase's drift check, once per phase
+            self.before_rounds(run_id, transport, prepared, min(cfg.algorithm.min_sites, len(sites)))
         pending: list[dict] = []
 
         def on_round(record: RoundRecord) -> None:

@@ -17,6 +17,7 @@ folders), so a coordinator killed between phases, or in one, picks up where it w
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,8 +25,10 @@ from dataclasses import dataclass
 
 from fedcare.core.errors import ConfigError, FedcareError
 from fedcare.core.params import Params
-from fedcare.core.serialization import load_params
+from fedcare.core.serialization import load_params, params_to_bytes
+from fedcare.federation.drift import DriftConfig
 from fedcare.federation.registry import ModelRegistry
+from fedcare.transports.network.livedrift import notices
 from fedcare.transports.network.livestore import LiveStore
 
 log = logging.getLogger("fedcare.coordinator")
@@ -38,12 +41,15 @@ class LiveSettings:
     phase_every: float | None = None   # or when this many seconds passed since the last version and any site has new rows
     site_timeout: float = 3600.0       # a site silent this long is left out of the next phase
     check_every: float = 1.0           # seconds between looks at the reports
+    drift_threshold: float = DriftConfig.drift_threshold  # a metric drop on a site's new rows beyond this is drift
 
     def __post_init__(self) -> None:
         if self.min_new_rows < 1 or self.min_sites < 1:
             raise ConfigError("--min-new-rows and --min-new-sites must be at least 1")
         if self.phase_every is not None and self.phase_every <= 0:
             raise ConfigError("--phase-every must be a positive number of seconds")
+        if not 0 < self.drift_threshold < 1:
+            raise ConfigError("--drift-threshold is a drop of the headline metric between 0 and 1, e.g. 0.05")
         if self.site_timeout <= 0:
             raise ConfigError("--site-timeout must be a positive number of seconds")
 
@@ -53,6 +59,7 @@ class Phases:
 
     def __init__(self, coordinator, credentials, settings: LiveSettings):
         self.c = coordinator
+        self.drift = DriftConfig(drift_threshold=settings.drift_threshold)
         self.credentials = credentials
         self.settings = settings
         self.live = LiveStore(coordinator.store_path)
@@ -63,6 +70,7 @@ class Phases:
         coordinator.phase_sites = self.phase_sites
         coordinator.warm_start = self.warm_start
         coordinator.extra_status = self.status
+        coordinator.before_rounds = self.check_drift
 
     # ----- who takes part -----------------------------------------------------------------------
 
@@ -98,6 +106,30 @@ class Phases:
             return None
         return load_params(self.models.folder(current["version"]) / "global.safetensors")[0]
 
+    # ----- drift: the current version on each site's newly arrived rows (livedrift.py) -----------
+
+    def check_drift(self, run_id: str, transport, prepared, quorum: int) -> None:
+        """Before a phase trains: each site's statistics of its new rows, a notice per drifted site in
+        the phase's drift.json, the audit log and the log; the version and status show them."""
+        warm = self.warm_start()
+        if warm is None:
+            return
+        answers = transport.ask_all("drift.check", "drift", {}, params_to_bytes(warm), quorum=quorum)
+        found = notices(answers, prepared.shape, self.drift)
+        checked = sorted(s for s, a in answers.items() if a is not None)
+        for notice in found:
+            self.c.store.audit(notice.site_id, "live drift", 200, notice.line())
+            log.warning("run %s: %s", run_id, notice.line())
+        record = {"checked": checked, "notices": [n.to_json() for n in found]}
+        path = self.c.run_dir(run_id) / "drift.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.replace(path)
+
+    def drift_of(self, run_id: str) -> dict | None:
+        path = self.c.run_dir(run_id) / "drift.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     # ----- when a phase starts ------------------------------------------------------------------
 
     def with_new_data(self, since: float) -> dict[str, int]:
@@ -126,7 +158,9 @@ class Phases:
         run = latest[0]
         current = self.models.current()
         if run["status"] == "completed" and (current is None or current["run_id"] != run["run_id"]):
-            published = self.models.publish(self.c.run_dir(run["run_id"]), run["run_id"])
+            drift = self.drift_of(run["run_id"])
+            published = self.models.publish(self.c.run_dir(run["run_id"]), run["run_id"],
+                                            {"drift": drift["notices"] if drift else []})
             self.c.store.audit(None, "live version", 200, f"version {published['version']} published from run "
                                                           f"{run['run_id']} ({published['rounds']} rounds, sites "
                                                           f"{', '.join(published['sites'])})")
@@ -157,5 +191,8 @@ class Phases:
                 log.exception("live federation: a look at the reports failed")
 
     def status(self) -> dict:
+        latest = self.c.store.runs(1)
+        drift = self.drift_of(latest[0]["run_id"]) if latest else None
         return {"versions": self.models.versions(), "reports": self.live.reports(), "left": self.live.left(),
-                "left_out_silent": sorted(self._left_out), "settings": self.settings.__dict__}
+                "left_out_silent": sorted(self._left_out), "settings": self.settings.__dict__,
+                "drift": drift["notices"] if drift else []}

@@ -63,13 +63,15 @@ class DataWatch:
                 self._now, self._stamp = (count_rows(self.path), sha256_of(self.path)), stamp
             return self._now
 
-    def mark_prepared(self) -> None:
-        """Called when the agent reads its file for a phase: those rows are no longer new."""
+    def mark_prepared(self) -> int:
+        """Called when the agent reads its file for a phase: those rows are no longer new. Returns
+        the row count of the phase before (where the newly arrived rows begin)."""
         rows = self.current()[0]
         with self._lock:
-            self._prepared = rows
+            before, self._prepared = self._prepared, rows
             self._record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._record.write_text(json.dumps({"prepared_rows": rows}))
+        return before
 
     def report(self) -> dict:
         rows, digest = self.current()
