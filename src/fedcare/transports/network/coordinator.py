@@ -197,7 +197,8 @@ class Coordinator:
         self._run_id = run_id
         self.recent.clear()
         self._train_rows = {}
-        self.board = Board(on_status=lambda status, reason: self._status(run_id, status, reason))
+        old, self.board = self.board, Board(on_status=lambda status, reason: self._status(run_id, status, reason))
+        old.retire()
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._drive, args=(run_id, resume), name=f"run-{run_id}", daemon=True)
         self._thread.start()
