@@ -1,8 +1,9 @@
 """Model versions of a live federation: each training phase that ends is kept as `models/v<N>/`.
 
 A version is a copy of the phase's finished run folder (summary.json, config.yaml, metrics.jsonl,
-global.safetensors and, where the run wrote them, report.html and the personalized models in
-sites/) plus `version.json`: the version, when it was published, the run it came from, its rounds,
+global.safetensors and, where the run wrote them, report.html, drift.json, the personalized models
+in sites/ and the data preparation, checkpoints/prepared.json: the transforms a later phase
+encodes with) plus `version.json`: the version, when it was published, the run it came from, its rounds,
 its headline metric and its sites. A version is written under a temporary name and renamed into
 place, so a crash leaves either the whole version or none of it; publishing the same run twice
 (a coordinator restarted after the run ended but before the version was written) returns the
@@ -66,6 +67,9 @@ class ModelRegistry:
                 shutil.copy2(run_dir / name, tmp / name)
         if (run_dir / "sites").is_dir():
             shutil.copytree(run_dir / "sites", tmp / "sites")
+        if (run_dir / "checkpoints" / "prepared.json").is_file():  # the fitted transforms the next phase encodes with
+            (tmp / "checkpoints").mkdir()
+            shutil.copy2(run_dir / "checkpoints" / "prepared.json", tmp / "checkpoints" / "prepared.json")
         if "drift" in meta:  # the version's summary says what drifted before it trained
             (tmp / "summary.json").write_text(json.dumps({**summary, "drift": meta["drift"]}, indent=2) + "\n")
         (tmp / "version.json").write_text(json.dumps(meta, indent=2) + "\n")

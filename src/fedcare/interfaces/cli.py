@@ -418,7 +418,7 @@ def admin_models(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
                  insecure: Annotated[bool, Opt("--insecure")] = False) -> None:
     """A live federation's model versions: version, time, rounds, metric, sites."""
     import json
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from rich.table import Table
 
@@ -430,7 +430,7 @@ def admin_models(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
         return
     table = Table("version", "published (UTC)", "rounds", "metric", "sites")
     for v in versions:
-        when = datetime.fromtimestamp(v["published"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(v["published"], UTC).strftime("%Y-%m-%d %H:%M:%S")
         value = "-" if v["value"] is None else f"{v['metric']} {v['value']:.3f}"
         table.add_row(f"v{v['version']}", when, str(v["rounds"]), value, escape(", ".join(v["sites"])))
     console.print(table)

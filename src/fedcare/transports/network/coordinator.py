@@ -111,6 +111,7 @@ class Coordinator:
         self.members: Callable[[], list[str]] | None = None
         self.phase_sites: Callable[[], list[str]] | None = None
         self.warm_start: Callable[[], Params | None] | None = None
+        self.fitted: Callable[[], PreparedDataset | None] | None = None  # the transforms a phase encodes with
         self.extra_status: Callable[[], dict] | None = None
         self.before_rounds: Callable[[str, NetworkTransport, PreparedDataset, int], None] | None = None
 
@@ -352,7 +353,7 @@ class Coordinator:
         (its reason logged and audited) and preparation starts again without it."""
         while True:
             try:
-                return prepare(cfg.data, sites, ask)
+                return prepare(cfg.data, sites, ask, reuse=self.fitted() if self.fitted else None)
             except SiteAnswerError as exc:
                 sites.remove(exc.site)
                 self.store.audit(exc.site, "prepare", 422, f"dropped from the run: {exc}")

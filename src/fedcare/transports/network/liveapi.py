@@ -18,7 +18,9 @@ from fedcare.core.errors import FedcareError
 from fedcare.transports.network.board import Refused
 from fedcare.transports.network.jsonbody import BadJson, parse
 from fedcare.transports.network.phases import Phases
-from fedcare.transports.network.server import _read  # the body read with its limit, as every route reads it
+from fedcare.transports.network.server import (
+    _read,  # the body read with its limit, as every route reads it
+)
 
 MAX_REPORT = 4096  # bytes: a report is three numbers and a hash
 MAX_ROWS = 10**12

@@ -19,7 +19,13 @@ from fedcare.core.errors import DataError
 from fedcare.core.params import Params
 from fedcare.data.dataset import DataShape, SiteData
 from fedcare.data.examples import ArrayExamples
-from fedcare.federation.drift import DriftConfig, DriftNotice, DriftStats, detect_drift, feature_stats
+from fedcare.federation.drift import (
+    DriftConfig,
+    DriftNotice,
+    DriftStats,
+    detect_drift,
+    feature_stats,
+)
 
 MAX_FEATURES = 20_000  # a drift answer's features per side: far more than any table encodes
 
@@ -79,7 +85,7 @@ def named(notice: DriftNotice, shape: DataShape) -> DriftNotice:
     return DriftNotice(**{**notice.to_json(), "shifted": {name(k): v for k, v in notice.shifted.items()}})
 
 
-def notices(answers: Mapping[str, Any], shape: DataShape, config: DriftConfig = DriftConfig()) -> list[DriftNotice]:
+def notices(answers: Mapping[str, Any], shape: DataShape, config: DriftConfig) -> list[DriftNotice]:
     """One notice per site whose new rows drifted (answers as checked by `check_drift_answer`)."""
     found = []
     for pair in answers.values():

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from fedcare.core.errors import ConfigError, FedcareError
 from fedcare.core.params import Params
 from fedcare.core.serialization import load_params, params_to_bytes
+from fedcare.data.prepare import PreparedDataset
+from fedcare.federation.checkpoint import Checkpoints
 from fedcare.federation.drift import DriftConfig
 from fedcare.federation.registry import ModelRegistry
 from fedcare.transports.network.livedrift import notices
@@ -69,6 +71,7 @@ class Phases:
         coordinator.members = self.members
         coordinator.phase_sites = self.phase_sites
         coordinator.warm_start = self.warm_start
+        coordinator.fitted = self.fitted
         coordinator.extra_status = self.status
         coordinator.before_rounds = self.check_drift
 
@@ -106,21 +109,37 @@ class Phases:
             return None
         return load_params(self.models.folder(current["version"]) / "global.safetensors")[0]
 
-    # ----- drift: the current version on each site's newly arrived rows (livedrift.py) -----------
+    def fitted(self) -> PreparedDataset | None:
+        """The current version's data preparation: a phase encodes with its transforms, so the model
+        keeps its inputs and a joining site's rows are encoded as everyone's."""
+        current = self.models.current()
+        if current is None:
+            return None
+        folder = self.models.folder(current["version"])
+        return PreparedDataset.from_json(Checkpoints(folder).load_prepared(f"or move '{folder}' aside"))
+
+    # ----- before a phase trains: new categories, drift (livedrift.py) --------------------------
 
     def check_drift(self, run_id: str, transport, prepared, quorum: int) -> None:
-        """Before a phase trains: each site's statistics of its new rows, a notice per drifted site in
-        the phase's drift.json, the audit log and the log; the version and status show them."""
+        """Before a phase trains: the categories the transforms do not know, and each site's
+        statistics of its new rows, a notice per drifted site in the phase's drift.json, the audit log
+        and the log; the version and status show them."""
         warm = self.warm_start()
         if warm is None:
             return
+        for site, columns in sorted(prepared.preprocessing.get("new_categories", {}).items()):
+            line = "; ".join(f"{c}: {', '.join(v[:10])}" for c, v in sorted(columns.items()))
+            self.c.store.audit(site, "live categories", 200, f"categories the model does not know, encoded as all "
+                                                             f"zeros: {line}")
+            log.warning("run %s: site %s brings categories the model does not know: %s", run_id, site, line)
         answers = transport.ask_all("drift.check", "drift", {}, params_to_bytes(warm), quorum=quorum)
         found = notices(answers, prepared.shape, self.drift)
         checked = sorted(s for s, a in answers.items() if a is not None)
         for notice in found:
             self.c.store.audit(notice.site_id, "live drift", 200, notice.line())
             log.warning("run %s: %s", run_id, notice.line())
-        record = {"checked": checked, "notices": [n.to_json() for n in found]}
+        record = {"checked": checked, "notices": [n.to_json() for n in found],
+                  "new_categories": prepared.preprocessing.get("new_categories", {})}
         path = self.c.run_dir(run_id) / "drift.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -195,4 +214,5 @@ class Phases:
         drift = self.drift_of(latest[0]["run_id"]) if latest else None
         return {"versions": self.models.versions(), "reports": self.live.reports(), "left": self.live.left(),
                 "left_out_silent": sorted(self._left_out), "settings": self.settings.__dict__,
-                "drift": drift["notices"] if drift else []}
+                "drift": drift["notices"] if drift else [],
+                "new_categories": drift.get("new_categories", {}) if drift else {}}
