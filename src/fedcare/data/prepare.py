@@ -500,10 +500,12 @@ def _prepare_with(fitted: PreparedDataset, exchange: _Exchange, jobs: Mapping[st
                   site_rows: dict) -> PreparedDataset:
     """The finish of `prepare` with a fitted dataset's transforms, and the categories they do not know."""
     encoding = fitted.preprocessing.get("encoding", {})
-    if set(encoding) != set(jobs) or tuple(label.classes) != tuple(fitted.shape.classes):
-        raise DataError(f"the sites' data no longer fits the current model (inputs {sorted(jobs)}, classes "
-                        f"{list(label.classes)} against {sorted(encoding)}, {list(fitted.shape.classes)}); "
-                        "start a new federation for the new columns or classes")
+    columns_moved = any(set(encoding[n].get("order", job.columns)) != set(job.columns)
+                        for n, job in jobs.items() if n in encoding)
+    if set(encoding) != set(jobs) or columns_moved or tuple(label.classes) != tuple(fitted.shape.classes):
+        raise DataError(f"the sites' data no longer fits the current model (its inputs' columns or its classes "
+                        f"{list(fitted.shape.classes)} changed: now {list(label.classes)}); start a new federation "
+                        "for the new columns or classes")
     new: dict[str, dict[str, list[str]]] = {}
     for name, job in jobs.items():
         known = {c: set(r["categories"]) for c, r in encoding[name].get("categorical", {}).items()}
