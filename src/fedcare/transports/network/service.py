@@ -117,6 +117,8 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
     cred = SiteCredential.load(credential)
     if site_id is not None and site_id != cred.site_id:
         raise ConfigError(f"--site-id '{site_id}' differs from the credential's site '{cred.site_id}'")
+    if max_backoff <= 0 or (watch_every is not None and watch_every <= 0):
+        raise ConfigError("--max-backoff and --watch-every are positive numbers of seconds")
     if data is not None and not data.is_file():
         raise ConfigError(f"data file '{data}' not found")
     if images is not None and not images.is_file():
