@@ -4,17 +4,21 @@ their files, on 127.0.0.1 over TLS. Nothing is mocked."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import httpx
 import pandas as pd
 import pytest
+from conftest import SRC
 
 from fedcare.core.config import make_config
-from fedcare.core.errors import DataError
+from fedcare.core.errors import ConfigError, DataError
 from fedcare.core.serialization import load_params
-from fedcare.data.prepare import SitePreparation, ask_in_process, prepare
 from fedcare.data.heart_disease import hospital_table
+from fedcare.data.prepare import SitePreparation, ask_in_process, prepare
 from fedcare.transports.network.board import Refused
 from fedcare.transports.network.credentials import issue_site
 from fedcare.transports.network.liveapi import check_report
@@ -61,6 +65,13 @@ def _up(d) -> None:
 
 def _agent(d, site: str):
     return d.start_agent(site, "--keep-running", "--watch-every", "0.5", "--max-backoff", "1", data=d.root / "files" / f"{site}.csv")
+
+
+def _fedcare(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "fedcare", *args], capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "PYTHONPATH": SRC, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def test_a_report_is_checked():
@@ -193,8 +204,26 @@ def test_live_federation_grows_takes_a_new_site_and_survives_a_kill(deployment, 
     assert d.client.get("/v1/models/current").status_code == 401  # the admin token is no site's
 
     # a site removed: an audit line, no longer counted, refused when it calls
-    assert d.client.post("/v1/live/sites/switzerland/remove").status_code == 200
+    admin = ["--coordinator", d.url, "--credential", str(d.pki / "admin.json")]
+    listed = _fedcare("admin", "models", *admin)
+    assert all(f"v{n}" in listed for n in (1, 2, 3)) and "va" in listed
+    assert "removed" in _fedcare("admin", "remove-site", "switzerland", *admin)
     status = d.status()
     assert "switzerland" in status["live"]["left"] and "switzerland" not in status["sites"]
     assert any(a["action"] == "live leave" and a["site_id"] == "switzerland" for a in d.client.get("/v1/audit").json())
     assert d.site_client("switzerland").get("/v1/task", params={"wait": 0}).status_code == 403
+
+
+def test_live_refuses_a_fixed_site_list(tmp_path):
+    from fedcare.transports.network.credentials import init_authority
+    from fedcare.transports.network.phases import LiveSettings
+    from fedcare.transports.network.service import serve
+
+    init_authority(tmp_path / "pki")
+    (tmp_path / "federation.yaml").write_text("label: disease\n")
+    with pytest.raises(ConfigError, match="drop --sites"):
+        serve(tmp_path / "federation.yaml", tmp_path / "pki", tmp_path / "state", "127.0.0.1", 0, ["cleveland"],
+              None, None, False, False, live=LiveSettings())
+    for bad in ({"min_new_rows": 0}, {"phase_every": -1.0}, {"drift_threshold": 1.5}):
+        with pytest.raises(ConfigError):
+            LiveSettings(**bad)
