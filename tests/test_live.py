@@ -224,6 +224,6 @@ def test_live_refuses_a_fixed_site_list(tmp_path):
     with pytest.raises(ConfigError, match="drop --sites"):
         serve(tmp_path / "federation.yaml", tmp_path / "pki", tmp_path / "state", "127.0.0.1", 0, ["cleveland"],
               None, None, False, False, live=LiveSettings())
-    for bad in ({"min_new_rows": 0}, {"phase_every": -1.0}, {"drift_threshold": 1.5}):
+    for bad in ({"min_new_rows": 0}, {"phase_every": -1.0}, {"drift_threshold": 0.0}):
         with pytest.raises(ConfigError):
             LiveSettings(**bad)

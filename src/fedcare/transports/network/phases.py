@@ -50,8 +50,8 @@ class LiveSettings:
             raise ConfigError("--min-new-rows and --min-new-sites must be at least 1")
         if self.phase_every is not None and self.phase_every <= 0:
             raise ConfigError("--phase-every must be a positive number of seconds")
-        if not 0 < self.drift_threshold < 1:
-            raise ConfigError("--drift-threshold is a drop of the headline metric between 0 and 1, e.g. 0.05")
+        if not self.drift_threshold > 0:
+            raise ConfigError("--drift-threshold is a positive drop of the headline metric, e.g. 0.05")
         if self.site_timeout <= 0:
             raise ConfigError("--site-timeout must be a positive number of seconds")
 
@@ -196,9 +196,6 @@ class Phases:
 
     def watch(self) -> None:
         threading.Thread(target=self._loop, name="live-phases", daemon=True).start()
-
-    def close(self) -> None:
-        self._stop.set()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.settings.check_every):
