@@ -330,6 +330,14 @@ class SitePreparation:
         self.row_counts = {part: len(getattr(self._split, part)) for part in SPLITS}
         return {"rows": dict(self.row_counts)}
 
+    def file_rows(self) -> dict[str, np.ndarray]:
+        """Per split, the 0-based data row of the file each of its examples came from (after 'split'):
+        what tells a live site's newly arrived rows from those it had before."""
+        if self._split is None:
+            raise DataError(f"site '{self.site_id}' has not split its rows yet")
+        index = np.asarray(self._rows.index)
+        return {part: index[getattr(self._split, part)] for part in SPLITS}
+
     def _finish(self, question: Mapping[str, Any]) -> dict:
         if self._split is None:
             raise DataError(f"site '{self.site_id}' got 'finish' before 'split'; {AGAIN}")
@@ -422,11 +430,15 @@ class _Exchange:
         return out
 
 
-def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDataset:
+def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask, reuse: PreparedDataset | None = None
+            ) -> PreparedDataset:
     """Coordinator side: drive the sites through the phases and learn the dataset's shape and transforms.
 
     `ask(phase, question)` sends the same question to every site and returns site_id -> answer. The
-    data paths of `spec` are not read: each site holds its own rows.
+    data paths of `spec` are not read: each site holds its own rows. With `reuse` (a live
+    federation's current version) the sites encode their rows with its transforms instead of the
+    ones fitted now, so the model keeps its inputs; categories it does not know (encoded as all
+    zeros) are listed in `preprocessing["new_categories"]` by site and column.
     """
     if spec.partition is not None:
         raise DataError("--partition splits one file into simulated sites, so it exists only in simulation; "
@@ -459,7 +471,9 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
     site_rows = _ask_split(exchange, label, split, schema.arms)
     train = {site: rows["train"] for site, rows in site_rows.items()}
     fitted: dict[str, Fitted] = {name: kinds[name].fit(dataclasses.replace(job, train_rows=train), planned[name])
-                                 for name, job in jobs.items()}
+                                 for name, job in jobs.items()}  # with `reuse` too: the sites' inputs expect it
+    if reuse is not None:
+        return _prepare_with(reuse, exchange, jobs, label, site_rows)
     for site, answer in exchange("finish", {"inputs": {name: f.to_json() for name, f in fitted.items()}}):
         with reading(f"the 'finish' answer of site '{site}'", site):
             if answer["rows"] != site_rows[site]:
@@ -480,6 +494,35 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
     }
     shape = DataShape(label.task, label.classes, {name: f.shape for name, f in fitted.items()})
     return PreparedDataset(name, shape, preprocessing)
+
+
+def _prepare_with(fitted: PreparedDataset, exchange: _Exchange, jobs: Mapping[str, InputJob], label: Any,
+                  site_rows: dict) -> PreparedDataset:
+    """The finish of `prepare` with a fitted dataset's transforms, and the categories they do not know."""
+    encoding = fitted.preprocessing.get("encoding", {})
+    columns_moved = any(set(encoding[n].get("order", job.columns)) != set(job.columns)
+                        for n, job in jobs.items() if n in encoding)
+    if set(encoding) != set(jobs) or columns_moved or tuple(label.classes) != tuple(fitted.shape.classes):
+        raise DataError(f"the sites' data no longer fits the current model (its inputs' columns or its classes "
+                        f"{list(fitted.shape.classes)} changed: now {list(label.classes)}); start a new federation "
+                        "for the new columns or classes")
+    new: dict[str, dict[str, list[str]]] = {}
+    for name, job in jobs.items():
+        known = {c: set(r["categories"]) for c, r in encoding[name].get("categorical", {}).items()}
+        if not known:
+            continue
+        for site, answer in job.ask("categories", {"columns": sorted(known)}):
+            with reading(f"the '{name}.categories' answer of site '{site}'", site):
+                for column, values in known.items():
+                    unseen = sorted(set(read_distinct(answer["columns"][column])["values"] or ()) - values)
+                    if unseen:
+                        new.setdefault(site, {})[column] = unseen
+    for site, answer in exchange("finish", {"inputs": encoding}):
+        with reading(f"the 'finish' answer of site '{site}'", site):
+            if answer["rows"] != site_rows[site]:
+                raise ValueError("its row counts changed since 'split'")
+    preprocessing = {**fitted.preprocessing, "site_rows": site_rows, "new_categories": new}
+    return PreparedDataset(fitted.name, fitted.shape, preprocessing)
 
 
 def _asker(exchange: _Exchange, name: str) -> Callable[[str, dict], list[tuple[str, Mapping[str, Any]]]]:

@@ -313,6 +313,16 @@ def coordinator(
                                                      "max_body_mb, 512")] = None,
     start: Annotated[bool, Opt("--start/--no-start", help="start the run at once (else: fedcare admin start)")] = False,
     insecure: Annotated[bool, Opt("--insecure", help="plain HTTP without TLS (test networks only)")] = False,
+    live: Annotated[bool, Opt("--live", help="keep the run open: each phase ends in a model version "
+                                             "(<state>/models/v<N>/), new data starts the next (docs/deployment.md)")] = False,
+    min_new_rows: Annotated[int, Opt(help="--live: a site has new data with at least this many new rows")] = 1,
+    min_new_sites: Annotated[int, Opt(help="--live: a phase starts when this many sites have new data")] = 1,
+    phase_every: Annotated[Optional[float], Opt(help="--live: also start a phase this many seconds after the "
+                                                     "last version when any site has new rows")] = None,
+    site_timeout: Annotated[float, Opt(help="--live: a site silent this many seconds is left out of the next "
+                                            "phase")] = 3600.0,
+    drift_threshold: Annotated[float, Opt(help="--live: a drop of the headline metric on a site's new rows beyond "
+                                               "this raises a drift notice")] = 0.05,
 ) -> None:
     """Serve the coordinator: sites poll it for tasks over HTTPS; a run survives restarts (kill -9 included)."""
     from fedcare.interfaces.htmlreport import render
@@ -320,8 +330,13 @@ def coordinator(
 
     if insecure:
         print(INSECURE_WARNING, file=sys.stderr)
+    settings = None
+    if live:
+        from fedcare.transports.network.phases import LiveSettings
+
+        settings = LiveSettings(min_new_rows, min_new_sites, phase_every, site_timeout, drift_threshold=drift_threshold)
     serve(config, credentials, state, host, port, sites.split(",") if sites else None, deadline, max_body_mb,
-          start, insecure, database, render)
+          start, insecure, database, render, settings)
 
 
 @app.command("site")
@@ -340,6 +355,9 @@ def site_agent(
                                                "(models, algorithms, max_rounds, privacy)")] = None,
     images: Annotated[Optional[Path], Opt(help="instead of --data: this hospital's image manifest")] = None,
     skip_bad_images: Annotated[bool, Opt("--skip-bad-images", help="skip and count unreadable images")] = False,
+    watch_every: Annotated[Optional[float], Opt(help="live federation: look at the --data file every this many "
+                                                     "seconds and tell the coordinator when it grew")] = None,
+    max_backoff: Annotated[float, Opt(help="longest wait, seconds, between attempts to reach the coordinator")] = 30.0,
 ) -> None:
     """Run a site agent inside the hospital: outbound connections only; sends updates and metrics, never rows."""
     from fedcare.transports.network.service import run_site
@@ -347,7 +365,7 @@ def site_agent(
     if insecure:
         print(INSECURE_WARNING, file=sys.stderr)
     run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure, keep_running, policy,
-             images, skip_bad_images)
+             images, skip_bad_images, watch_every, max_backoff)
 
 
 @app.command("demo-network")
@@ -410,6 +428,43 @@ def admin_status(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
         print(json.dumps(status, indent=2))
     else:
         console.print(status_view(status))
+
+
+@admin_app.command("models")
+def admin_models(coordinator: Annotated[str, Opt(help="the coordinator's URL")],
+                 credential: Annotated[Path, Opt(help="admin.json from fedcare certs init")] = Path("credentials/admin.json"),
+                 as_json: Annotated[bool, Opt("--json", help="the coordinator's answer as JSON")] = False,
+                 insecure: Annotated[bool, Opt("--insecure")] = False) -> None:
+    """A live federation's model versions: version, time, rounds, metric, sites."""
+    import json
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from fedcare.transports.network.service import admin_call
+
+    versions = admin_call(coordinator, credential, "GET", "/v1/models", insecure)
+    if as_json:
+        print(json.dumps(versions, indent=2))
+        return
+    table = Table("version", "published (UTC)", "rounds", "metric", "sites")
+    for v in versions:
+        when = datetime.fromtimestamp(v["published"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        value = "-" if v["value"] is None else f"{v['metric']} {v['value']:.3f}"
+        table.add_row(f"v{v['version']}", when, str(v["rounds"]), value, escape(", ".join(v["sites"])))
+    console.print(table)
+
+
+@admin_app.command("remove-site")
+def admin_remove_site(name: Annotated[str, typer.Argument(help="site id")],
+                      coordinator: Annotated[str, Opt(help="the coordinator's URL")],
+                      credential: Annotated[Path, Opt(help="admin.json from fedcare certs init")] = Path("credentials/admin.json"),
+                      insecure: Annotated[bool, Opt("--insecure")] = False) -> None:
+    """A live federation: the site leaves; no later phase or quorum counts it (audited)."""
+    from fedcare.transports.network.service import admin_call
+
+    admin_call(coordinator, credential, "POST", f"/v1/live/sites/{name}/remove", insecure)
+    console.print(f"site '{escape(name)}' removed from the live federation")
 
 
 certs_app = typer.Typer(no_args_is_help=True,

@@ -72,6 +72,7 @@ class AgentSettings:
     keep_running: bool = False       # after a run is over, wait for the coordinator's next run
     images: Path | None = None       # or: this hospital's image manifest (fedcare.data.manifest)
     skip_bad_images: bool = False    # with images: skip and count unreadable files instead of stopping
+    watch_every: float | None = None  # live federation: look at the data file every this many seconds (watch.py)
 
 
 class SiteAgent:
@@ -93,12 +94,27 @@ class SiteAgent:
         self._declined: dict[str, str] = {}  # runs outside the policy, and why
         self._held: tuple[str, Params] | None = None  # the last params downloaded, by digest
         self._party: SecureSiteRound | None = None  # this round's secure-aggregation state
+        self._watch = None  # the data file's watch, in a live federation
+        self._arrived_from: int | None = None  # this phase's first newly arrived file row
+        if settings.watch_every is not None:
+            if settings.data is None:
+                raise ConfigError("--watch-every watches the site's --data file; a bundled dataset or an image "
+                                  "manifest does not grow")
+            from fedcare.transports.network.watch import DataWatch, Watcher
+
+            self._watch = DataWatch(settings.data, settings.state)
+            own = httpx.Client(base_url=settings.coordinator.rstrip("/"), verify=settings.verify, timeout=30.0,
+                               headers={"Authorization": f"Bearer {settings.token}"})  # its own thread, its own pool
+            self._watcher = Watcher(own, self._watch, settings.state, settings.watch_every)
 
     # ----- the loop -----------------------------------------------------------------------------
 
     def run(self) -> dict:
         """Answer tasks until the coordinator says the run is over; returns that last message."""
         os.umask(0o077)  # patients' encoded rows and the site's models: for this user only
+        if self._watch is not None:
+            self.s.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._watcher.start()
         while True:
             task = self._request("GET", "/v1/task", params={"wait": self.s.poll_wait})
             if task is None:
@@ -221,6 +237,8 @@ class SiteAgent:
 
     def _prepare(self, task: dict) -> None:
         if self._prep is None:
+            if self._watch is not None:  # the rows read now are this phase's: no longer new
+                self._arrived_from = self._watch.mark_prepared()
             self._prep = (SitePreparation.from_file(self.s.data, self.s.site_id) if self.s.data is not None
                           else SitePreparation.from_manifest(self.s.images, self.s.site_id, self.s.skip_bad_images)
                           if self.s.images is not None
@@ -298,6 +316,17 @@ class SiteAgent:
             self.say(f"task {task['id']}: this agent holds no secure round {task['round']} (restarted?); skipped")
             raise _Skip()
         return self._party
+
+    def _drift(self, task: dict) -> None:
+        """Score the current version on the rows from before and after the last phase (livedrift.py)."""
+        from fedcare.transports.network.livedrift import arrival_stats
+
+        stats = None
+        if self._prep is not None and self._prep.data is not None and self._arrived_from is not None:
+            stats = arrival_stats(self._plan, self._prep.data, self._prep.file_rows(), self._arrived_from,
+                                  self._params(task))
+        self._post_json(task, {"drift": stats} if stats else
+                        {"skipped": "this site holds no rows from both before and after the last phase"})
 
     def _evaluate(self, task: dict) -> None:
         metrics = self._local_site().evaluate(self._params(task), task["splits"])

@@ -79,7 +79,15 @@ class Board:
         self._silent: set[str] = set()  # missed a deadline and not polled since: later tasks do not wait for them
         self._on_status = on_status or (lambda status, reason: None)
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()  # polls waiting
+        self._retired = False  # replaced by a new run's board
         self._polls: dict[str, int] = {}  # site -> polls it holds open now
+
+    def retire(self) -> None:
+        """A new run has its own board: polls held open here end now (204), so their sites poll the
+        new one at once instead of when their poll times out."""
+        with self._cond:
+            self._retired = True
+            self._changed()
 
     def _changed(self) -> None:
         """Wake everyone who waits on the board (call with the lock held)."""
@@ -158,7 +166,7 @@ class Board:
                 event = asyncio.Event()
                 with self._cond:
                     found = self._for(site_id)
-                    if found is not None or loop.time() >= end:
+                    if found is not None or loop.time() >= end or self._retired:
                         return found
                     self._waiters.add((loop, event))
                 try:

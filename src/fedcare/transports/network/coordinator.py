@@ -26,6 +26,7 @@ from fedcare.federation.checkpoint import Checkpoints
 from fedcare.core.compression import parse_scheme
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError, DataError, FedcareError
+from fedcare.core.params import Params
 from fedcare.core.serialization import params_to_bytes
 from fedcare.data.answers import SiteAnswerError
 from fedcare.data.defaults import with_dataset_defaults
@@ -95,7 +96,8 @@ class Coordinator:
         self.cfg = cfg
         self.render_report = render_report  # report.html from (summary, metric rows): given by the interfaces
         self.settings = settings
-        self.store = Store(settings.database or settings.state / "coordinator.db")
+        self.store_path = settings.database or settings.state / "coordinator.db"
+        self.store = Store(self.store_path)
         self.board = Board()
         self.max_body = settings.max_body
         self.max_json = settings.max_json
@@ -105,9 +107,19 @@ class Coordinator:
         self._run_id: str | None = None
         self._halt = threading.Event()  # set by stop(): ends a wait for the disk too
         self.recent: deque[RoundRecord] = deque(maxlen=LIVE_ROUNDS)  # the live view's rounds of this run
+        # a live federation (phases.py) sets these: who may call, whom a run asks, what it starts from
+        self.members: Callable[[], list[str]] | None = None
+        self.phase_sites: Callable[[], list[str]] | None = None
+        self.warm_start: Callable[[], Params | None] | None = None
+        self.fitted: Callable[[], PreparedDataset | None] | None = None  # the transforms a phase encodes with
+        self.extra_status: Callable[[], dict] | None = None
+        self.before_rounds: Callable[[str, NetworkTransport, PreparedDataset, int], None] | None = None
 
     def participants(self) -> list[str]:
-        return list(self.settings.sites)
+        return self.members() if self.members else list(self.settings.sites)
+
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def train_rows(self, site_id: str) -> int | None:
         return self._train_rows.get(site_id)
@@ -171,13 +183,14 @@ class Coordinator:
 
     def status(self) -> dict:
         latest = self.store.latest_run()
+        live = {"live": self.extra_status()} if self.extra_status else {}
         if latest is None:
-            return {"status": "idle", "sites": self.participants(), "runs": []}
+            return {"status": "idle", "sites": self.participants(), "runs": [], **live}
         open_task = self.board.open_task() if latest["status"] in ("running", "paused") else None
         waiting = [s for s in open_task["sites"] if s not in open_task["answered"]] if open_task else []
         return {"run_id": latest["run_id"], "status": latest["status"], "reason": latest["reason"],
                 "sites": self.participants(), "open_task": open_task, "waiting_for": waiting,
-                "rounds": self.store.rounds(latest["run_id"]), "runs": self.store.runs()}
+                "rounds": self.store.rounds(latest["run_id"]), "runs": self.store.runs(), **live}
 
     # ----- the run ------------------------------------------------------------------------------
 
@@ -185,7 +198,8 @@ class Coordinator:
         self._run_id = run_id
         self.recent.clear()
         self._train_rows = {}
-        self.board = Board(on_status=lambda status, reason: self._status(run_id, status, reason))
+        old, self.board = self.board, Board(on_status=lambda status, reason: self._status(run_id, status, reason))
+        old.retire()
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._drive, args=(run_id, resume), name=f"run-{run_id}", daemon=True)
         self._thread.start()
@@ -235,7 +249,7 @@ class Coordinator:
 
     def _run(self, run_id: str, resume: bool) -> None:
         started = time.perf_counter()
-        cfg, sites = self.cfg, self.participants()
+        cfg, sites = self.cfg, self.phase_sites() if self.phase_sites else self.participants()
         timing = Timing(self.settings.deadline, cfg.algorithm.min_sites)
         folder, checkpoints = RunFolder(self.run_dir(run_id)), Checkpoints(self.run_dir(run_id))
         stored = self.store.latest_run()
@@ -263,13 +277,15 @@ class Coordinator:
         sites = [s for s in sites if s in site_rows] if site_rows else sites  # without the sites dropped in preparation
         self._train_rows = {site: rows["train"] for site, rows in site_rows.items()}
         plan = make_plan(cfg, prepared.shape, sites)
-        initial = plan.initial_params()
+        initial = self._initial(run_id, plan.initial_params())
         loaded = checkpoints.load([]) if resume else None
         start, rows = (loaded[0], loaded[2]) if loaded else (None, [])
         message = plan_message(cfg, run_id, sites, prepared)
         transport = NetworkTransport(self.board, sites, timing, message, start.bytes_sent if start else 0,
                                      secure=plan.secure, broadcast=parse_scheme(cfg.compression.compress_broadcast),
                                      bytes_upload=start.bytes_upload if start else 0)
+        if self.before_rounds is not None and start is None:  # a live phase's drift check, once per phase
+            self.before_rounds(run_id, transport, prepared, min(cfg.algorithm.min_sites, len(sites)))
         pending: list[dict] = []
 
         def on_round(record: RoundRecord) -> None:
@@ -319,12 +335,25 @@ class Coordinator:
             self._durably(run_id, "report.html", lambda: folder.write_report(html))
         self.board.finish({"run": run_id, "status": "completed", "summary": {k: summary[k] for k in ("rounds", "metric")}})
 
+    def _initial(self, run_id: str, fresh: Params) -> Params:
+        """A live phase starts from the current version when its arrays fit this phase's model; a
+        model whose shape changed (the data's columns changed) starts afresh, and says so."""
+        warm = self.warm_start() if self.warm_start else None
+        if warm is None:
+            return fresh
+        if {k: v.shape for k, v in warm.items()} != {k: v.shape for k, v in fresh.items()}:
+            reason = "the current version's arrays do not fit this phase's model (the data's columns changed): trained afresh"
+            log.warning("run %s: %s", run_id, reason)
+            self.store.audit(None, "live phase", 200, f"run {run_id}: {reason}")
+            return fresh
+        return {k: warm[k].astype(fresh[k].dtype, copy=True) for k in fresh}
+
     def _prepare(self, cfg: FederationConfig, sites: list[str], ask) -> PreparedDataset:
         """Data preparation with `sites`; a site whose answer cannot be read is dropped from `sites`
         (its reason logged and audited) and preparation starts again without it."""
         while True:
             try:
-                return prepare(cfg.data, sites, ask)
+                return prepare(cfg.data, sites, ask, reuse=self.fitted() if self.fitted else None)
             except SiteAnswerError as exc:
                 sites.remove(exc.site)
                 self.store.audit(exc.site, "prepare", 422, f"dropped from the run: {exc}")

@@ -19,11 +19,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from fedcare.core.errors import FedcareError, ParamsError
+from fedcare.core.errors import DataError, FedcareError, ParamsError
 from fedcare.core.serialization import MAX_METRICS, MAX_SCALAR, METRIC_NAME, finite_number, update_from_bytes
 from fedcare.transports.network.auditlog import RefusalLog
 from fedcare.transports.network.board import Board, Refused
 from fedcare.transports.network.jsonbody import BadJson, parse
+from fedcare.transports.network.livedrift import check_drift_answer
 from fedcare.transports.network.liveview import add_live_view
 from fedcare.transports.network.secure import ANSWERS, check_answer
 from fedcare.transports.network.store import Store
@@ -57,7 +58,8 @@ class Control(Protocol):
     def status(self) -> dict: ...
 
 
-def create_app(control: Control, credentials: Credentials) -> FastAPI:
+def create_app(control: Control, credentials: Credentials, extensions: Sequence[Any] = ()) -> FastAPI:
+    """`extensions`: callables given (app, Site, Admin) that add routes of their own (liveapi.py)."""
     app = FastAPI(title="fedcare coordinator", version="1",
                   description="Sites poll for declarative tasks and send back updates and scalar metrics.")
     bearer = HTTPBearer(auto_error=False, description="a site token (fedcare certs site) or the admin token")
@@ -172,6 +174,12 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
                 raise
             if "declined" in value:
                 value = f"declined: {value['declined'][:500]}"
+        elif task.kind == "drift":  # a live phase's statistics of the newly arrived rows (livedrift.py)
+            try:
+                value = check_drift_answer(value, site_id)
+            except DataError as exc:
+                control.board.refuse(site_id, task_id, str(exc))
+                raise Refused(422, f"drift answer refused: {exc}") from None
         elif task.kind == "prepare":
             declined = set(value) == {"declined"} and isinstance(value["declined"], str)  # outside its policy
             if not declined and (set(value) != {"answer"} or not isinstance(value["answer"], dict)):
@@ -218,6 +226,8 @@ def create_app(control: Control, credentials: Credentials) -> FastAPI:
         return control.store.audit_log(limit)
 
     add_live_view(app, control, lambda token: bool(_registry(credentials.is_admin, token)), refusals.refused, _read)
+    for extend in extensions:
+        extend(app, Site, Admin)
     return app
 
 

@@ -18,14 +18,17 @@ from fedcare.transports.network.credentials import (AdminCredential, Registry, S
 
 if TYPE_CHECKING:
     from fedcare.transports.network.coordinator import ReportRenderer
+    from fedcare.transports.network.phases import LiveSettings
 
 
 
 def serve(config: Path, credentials: Path, state: Path, host: str, port: int, sites: list[str] | None,
           deadline: float | None, max_body_mb: float | None, start: bool, insecure: bool,
-          database: Path | None = None, render_report: ReportRenderer | None = None) -> None:
+          database: Path | None = None, render_report: ReportRenderer | None = None,
+          live: LiveSettings | None = None) -> None:
     """`deadline` and `max_body_mb`, when given, override the config's deployment keys;
-    `render_report(summary, rows)` writes each finished run's report.html (the interfaces give it)."""
+    `render_report(summary, rows)` writes each finished run's report.html (the interfaces give it);
+    `live` keeps the run open as phases and model versions (phases.py)."""
     import uvicorn
 
     from fedcare.learning.tasks import load_plugins
@@ -39,6 +42,9 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
     cfg = for_sites(cfg)
     deployment = cfg.deployment
     registry = Registry.load(credentials)
+    if live is not None and sites:
+        raise ConfigError("--live takes its sites from the credential registry (`fedcare certs site NAME` adds one, "
+                          "`fedcare admin remove-site NAME` removes one): drop --sites")
     members = [check_site_id(s.strip()) for s in sites] if sites else registry.site_ids()
     if not members:
         raise ConfigError(f"no sites: issue credentials with `fedcare certs site NAME --dir {credentials}` "
@@ -49,6 +55,14 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
     settings = ServiceSettings(state, tuple(members), deployment.deadline, int(deployment.max_body_mb * 1024 * 1024),
                                database=database, max_json=int(deployment.max_json_mb * 1024 * 1024))
     control = Coordinator(cfg, settings, render_report)
+    extensions = []
+    if live is not None:
+        from fedcare.transports.network.liveapi import live_routes
+        from fedcare.transports.network.phases import Phases
+
+        phases = Phases(control, registry, live)
+        extensions.append(live_routes(phases))
+        phases.watch()
     resumed = control.recover()
     if resumed:
         logging.getLogger("fedcare.coordinator").info("resuming run %s after a restart", resumed)
@@ -58,7 +72,7 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
     scheme = "http" if insecure else "https"
     logging.getLogger("fedcare.coordinator").info("listening on %s://%s:%d for sites %s", scheme, host, port,
                                                   ", ".join(members))
-    server = uvicorn.Server(uvicorn.Config(create_app(control, registry), host=host, port=port, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(create_app(control, registry, extensions), host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=2, **tls))
     server.run(sockets=[listener])
 
@@ -91,7 +105,8 @@ def _check_url(url: str, insecure: bool) -> None:
 
 def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str | None, site_id: str | None,
              state: Path | None, approve: bool, insecure: bool, keep_running: bool = False,
-             policy: Path | None = None, images: Path | None = None, skip_bad_images: bool = False) -> None:
+             policy: Path | None = None, images: Path | None = None, skip_bad_images: bool = False,
+             watch_every: float | None = None, max_backoff: float = 30.0) -> None:
     from fedcare.learning.tasks import load_plugins
     from fedcare.transports.network.agent import AgentSettings, SiteAgent
     from fedcare.transports.network.policy import load_policy
@@ -102,6 +117,8 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
     cred = SiteCredential.load(credential)
     if site_id is not None and site_id != cred.site_id:
         raise ConfigError(f"--site-id '{site_id}' differs from the credential's site '{cred.site_id}'")
+    if max_backoff <= 0 or (watch_every is not None and watch_every <= 0):
+        raise ConfigError("--max-backoff and --watch-every are positive numbers of seconds")
     if data is not None and not data.is_file():
         raise ConfigError(f"data file '{data}' not found")
     if images is not None and not images.is_file():
@@ -114,7 +131,8 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
     settings = AgentSettings(coordinator, cred.site_id, cred.token, state or Path(".fedcare-site") / cred.site_id,
                              _verify(cred.ca_pem, insecure), data, dataset, _ask if approve else None,
                              rules, policy.name if policy else "the policy", keep_running=keep_running,
-                             images=images, skip_bad_images=skip_bad_images)
+                             images=images, skip_bad_images=skip_bad_images, watch_every=watch_every,
+                             max_backoff=max_backoff)
     SiteAgent(settings).run()
 
 
