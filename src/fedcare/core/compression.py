@@ -340,3 +340,18 @@ def _dequantize(reader: _Reader, name: str, scheme: Scheme, count: int, dtype: n
     if count and int(np.abs(values).max()) > levels:
         raise ParamsError(f"{what} array '{name}': {scheme.quantizer} values must lie in −{levels}…{levels}")
     return values.astype(np.float32) * np.repeat(scale, block)[:count]
+
+
+# ----- quantized updates under secure aggregation ------------------------------------------------
+
+
+def ring_bits(levels: int, sites: int, max_weight: float | None) -> int:
+    """The smallest ring (16 or 32 bits) in which the masked sum of `sites` quantized updates cannot
+    overflow: Σ wᵢ·qᵢ with |qᵢ| ≤ levels and wᵢ ≤ `max_weight` (None: weights are row counts, not
+    known in advance: 32 bits, and each site refuses a weight beyond 2^31 / (levels · sites))."""
+    if max_weight is not None and sites * max_weight * levels < 2 ** 15:
+        return 16
+    if max_weight is None or sites * max_weight * levels < 2 ** 31:
+        return 32
+    raise ConfigError(f"{sites} sites × weight {max_weight:g} × {levels} levels overflow even 32-bit masked words; "
+                      "use fewer sites per round, smaller site_weights, or compress_updates none")
