@@ -59,6 +59,7 @@ byte source can be passed for reproducible simulations and tests only.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -979,6 +980,8 @@ class SecurePlan:
             if quantizer not in (None, "int8", "int4") or int(data["word_bits"]) not in RINGS:
                 raise ValueError(f"quantizer {str(quantizer)[:10]} in {data['word_bits']}-bit words")
             scale = None if data["quant_range"] is None else float(data["quant_range"])
+            if (quantizer is None) != (scale is None) or (scale is not None and not 0 < scale < math.inf):
+                raise ValueError(f"quant_range {str(scale)[:20]} for quantizer {quantizer}")
             return cls(int(data["max_dropouts"]), data["weighting"], dict(data["site_weights"]), dp,
                        int(data["frac_bits"]), None, quantizer, scale, int(data["word_bits"]))
         except (KeyError, TypeError, ValueError) as exc:
