@@ -101,14 +101,19 @@ def main() -> None:
     parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES), metavar="LABEL",
                         help="a subset of the schemes (labels as in the table; 'none' is always run)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--append", action="store_true", help="keep the runs already in compression-runs.jsonl "
+                        "(a cut run goes on where it stopped)")
     args = parser.parse_args()
     schemes = ["none", *(s for s in args.schemes if s != "none")]
-    jobs = [(d, s, seed) for d in args.datasets for s in schemes for seed in args.seeds]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    runs = []
+    log_path = out / "compression-runs.jsonl"
+    runs = [json.loads(line) for line in log_path.read_text().splitlines()] if args.append and log_path.exists() else []
+    done = {(r["dataset"], r["scheme"], r["seed"]) for r in runs}
+    # scheme by scheme, in the order given, every dataset at each: a cut run has the first schemes everywhere
+    jobs = [(d, s, seed) for s in schemes for d in args.datasets for seed in args.seeds if (d, s, seed) not in done]
     with multiprocessing.get_context("spawn").Pool(args.workers, maxtasksperchild=4) as pool, \
-            open(out / "compression-runs.jsonl", "w") as log:  # each run as it ends: a cut run keeps its rows
+            open(log_path, "a" if args.append else "w") as log:  # each run as it ends: a cut run keeps its rows
         for run in pool.imap(run_one, jobs, chunksize=1):
             runs.append(run)
             log.write(json.dumps(run) + "\n")
