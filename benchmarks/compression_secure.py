@@ -1,7 +1,7 @@
 """Secure aggregation with quantized updates: bytes the sites upload per round (every protocol
 message: keys, sealed shares, masked vectors, unmasking) and the final metric, with updates masked
 as 64-bit fixed point (uncompressed) or as int8 in 16-bit words (uniform weights) or 32-bit words
-(weights by rows). Heart-disease MLP (hidden 64), the dataset's defaults otherwise, `compress_range`
+(weights by rows). Heart-disease MLP (hidden 64), 20 rounds, the dataset's defaults otherwise, `compress_range`
 1.0 fixed before any run. Seeds 0, 1, 2.
 
     python benchmarks/compression_secure.py
@@ -31,7 +31,7 @@ def main() -> None:
         ups, accs = [], []
         for seed in (0, 1, 2):
             with tempfile.TemporaryDirectory() as out:
-                s = fedcare.simulate(dataset="heart-disease", model="mlp", hidden=[64], secure_aggregation=True,
+                s = fedcare.simulate(dataset="heart-disease", model="mlp", hidden=[64], secure_aggregation=True, rounds=20,
                                      baselines=False, seed=seed, out=out, **extra).summary
             ups.append(s["communication"]["upload"] / s["rounds"])
             accs.append(s["federated"]["mean"]["accuracy"])
