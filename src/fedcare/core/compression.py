@@ -226,7 +226,7 @@ def decode(parts: Mapping[str, np.ndarray], codec: object, like: Mapping[str, np
         scheme = parse_scheme(text)
     except ConfigError as exc:
         raise ParamsError(f"{what}: {exc}") from None
-    if not scheme.active or (code or None) != (None if scheme.topk is None else code) or (code and code not in INDEX_CODES):
+    if not scheme.active or (code not in INDEX_CODES if scheme.topk is not None else code != ""):
         raise ParamsError(f"{what}: codec '{codec}' is not a compressed scheme with its index code (varint or bitmap "
                           "after ';' for topk)")
     if like is None:
