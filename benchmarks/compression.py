@@ -8,7 +8,7 @@ sent); per round = total / rounds. The metric is the federated model's mean test
 sites (accuracy; C-index for ovarian-genomics survival), at full precision as saved. Nothing here is
 tuned: the schemes were fixed before any run. Seeds 0, 1, 2: mean ± sd (n−1).
 
-    python benchmarks/compression.py              # 3 seeds, 4 datasets, 10 schemes: about 15 min on 2 cores
+    python benchmarks/compression.py              # 3 seeds, 4 datasets, 14 schemes: about 20 min on 2 cores
     python benchmarks/compression.py --seeds 0 --datasets heart-logistic   # a quick look
 
 Writes benchmarks/results/compression.md (the table) and compression.json (every run).
@@ -30,19 +30,14 @@ DATASETS = {  # name -> the keys beside the dataset's defaults
     "ovarian-genomics": {"dataset": "ovarian-genomics"},
     "synthetic-scans": {"dataset": "synthetic-scans", "rounds": 5},
 }
-SCHEMES = {  # label -> compression keys
-    "none": {},
-    "fp16": {"compress_updates": "fp16"},
-    "int8": {"compress_updates": "int8"},
-    "topk:0.1+int8": {"compress_updates": "topk:0.1+int8"},
-    "topk:0.01+int8": {"compress_updates": "topk:0.01+int8"},
-    "fp16 +EF": {"compress_updates": "fp16", "error_feedback": True},
-    "int8 +EF": {"compress_updates": "int8", "error_feedback": True},
-    "topk:0.1+int8 +EF": {"compress_updates": "topk:0.1+int8", "error_feedback": True},
-    "topk:0.01+int8 +EF": {"compress_updates": "topk:0.01+int8", "error_feedback": True},
-    "topk:0.01+int8 +EF, broadcast int8": {"compress_updates": "topk:0.01+int8", "error_feedback": True,
-                                           "compress_broadcast": "int8"},
-}
+#: Fixed before any run (never tuned): the quantizers alone, int4 in blocks of 64 (as FLARE's 4-bit),
+#: and top-k at three fractions with int8, each without and with error feedback.
+_UPDATES = ("fp16", "int8", "int4:64", "topk:0.1+int8", "topk:0.05+int8", "topk:0.01+int8")
+SCHEMES = {"none": {}}  # label -> compression keys
+SCHEMES |= {u: {"compress_updates": u} for u in _UPDATES}
+SCHEMES |= {f"{u} +EF": {"compress_updates": u, "error_feedback": True} for u in _UPDATES}
+SCHEMES["topk:0.05+int8 +EF, broadcast int8"] = {"compress_updates": "topk:0.05+int8", "error_feedback": True,
+                                                 "compress_broadcast": "int8"}
 
 
 def run_one(job: tuple[str, str, int]) -> dict:
@@ -51,11 +46,12 @@ def run_one(job: tuple[str, str, int]) -> dict:
     import fedcare
 
     with tempfile.TemporaryDirectory() as out:
-        s = fedcare.simulate({**DATASETS[dataset], **SCHEMES[scheme], "seed": seed, "baselines": False}, out=out).summary
-    c = s["communication"]
+        run = fedcare.simulate({**DATASETS[dataset], **SCHEMES[scheme], "seed": seed, "baselines": False}, out=out)
+    s, c = run.summary, run.summary["communication"]
     return {"dataset": dataset, "scheme": scheme, "seed": seed, "metric": s["metric"], "rounds": s["rounds"],
             "value": s["federated"]["mean"][s["metric"]], "upload": c["upload"] / s["rounds"],
-            "broadcast": c["broadcast"] / s["rounds"]}
+            "broadcast": c["broadcast"] / s["rounds"], "sites": len(s["site_sizes"]),
+            "array_bytes": sum(v.nbytes for v in run.global_params.values())}
 
 
 def _ms(values: list[float], digits: int = 3) -> str:
@@ -73,9 +69,13 @@ def table(runs: list[dict]) -> tuple[str, dict]:
         base = [r for r in mine if r["scheme"] == "none"]
         base_up = statistics.mean(r["upload"] for r in base)
         base_value = statistics.mean(r["value"] for r in base)
-        lines += [f"\n**{dataset}** ({mine[0]['metric']}, {mine[0]['rounds']} rounds, 4 sites)\n",
+        lines += [f"\n**{dataset}** ({mine[0]['metric']}, {mine[0]['rounds']} rounds, {mine[0]['sites']} sites)\n",
                   "| scheme | upload bytes / round | × fewer | broadcast bytes / round | test metric | Δ vs none |",
                   "|---|---:|---:|---:|---:|---:|"]
+        sites, arrays = base[0]["sites"], base[0]["array_bytes"]
+        lines.insert(len(lines) - 2, f"One uncompressed update: {base_up / sites:,.0f} bytes, of which {arrays:,} are "
+                     f"its arrays and {base_up / sites - arrays:,.0f} the safetensors framing (names, shapes, offsets, "
+                     "site, round, metrics).\n")
         ok = []
         for scheme in SCHEMES:
             rs = [r for r in mine if r["scheme"] == scheme]
@@ -98,14 +98,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES), metavar="LABEL",
+                        help="a subset of the schemes (labels as in the table; 'none' is always run)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--append", action="store_true", help="keep the runs already in compression-runs.jsonl "
+                        "(a cut run goes on where it stopped)")
     args = parser.parse_args()
-    jobs = [(d, s, seed) for d in args.datasets for s in SCHEMES for seed in args.seeds]
-    with multiprocessing.get_context("spawn").Pool(args.workers, maxtasksperchild=4) as pool:
-        runs = pool.map(run_one, jobs, chunksize=1)
-    text, verdict = table(runs)
+    schemes = ["none", *(s for s in args.schemes if s != "none")]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
+    log_path = out / "compression-runs.jsonl"
+    runs = [json.loads(line) for line in log_path.read_text().splitlines()] if args.append and log_path.exists() else []
+    done = {(r["dataset"], r["scheme"], r["seed"]) for r in runs}
+    # scheme by scheme, in the order given, every dataset at each: a cut run has the first schemes everywhere
+    jobs = [(d, s, seed) for s in schemes for d in args.datasets for seed in args.seeds if (d, s, seed) not in done]
+    with multiprocessing.get_context("spawn").Pool(args.workers, maxtasksperchild=4) as pool, \
+            open(log_path, "a" if args.append else "w") as log:  # each run as it ends: a cut run keeps its rows
+        for run in pool.imap(run_one, jobs, chunksize=1):
+            runs.append(run)
+            log.write(json.dumps(run) + "\n")
+            log.flush()
+    text, verdict = table(runs)
     (out / "compression.md").write_text(text + "\n")
     (out / "compression.json").write_text(json.dumps({"runs": runs, "meets_target": verdict}, indent=1))
     print(text)

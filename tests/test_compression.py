@@ -11,7 +11,18 @@ import pytest
 from safetensors.numpy import save
 
 import fedcare
-from fedcare.core.compression import encode, index_dtype, parse_scheme, roundtrip
+from fedcare.core.compression import (
+    PACKED,
+    _bitmap_encode,
+    _quantize,
+    _top,
+    _varint_encode,
+    encode,
+    kept,
+    packed_names,
+    parse_scheme,
+    roundtrip,
+)
 from fedcare.core.config import make_config
 from fedcare.core.errors import ConfigError, ParamsError
 from fedcare.core.serialization import (
@@ -28,36 +39,50 @@ ARRAYS = {"layer.0.weight": RNG.normal(size=(100, 80)).astype(np.float32), "laye
 RUN = dict(dataset="heart-disease", rounds=3, baselines=False, seed=1)
 
 
-@pytest.mark.parametrize("text, bound", [("fp16", 1e-3), ("bf16", 8e-3), ("int8", 1 / 127), ("int8:64", 1 / 127)])
-def test_quantizers_shrink_the_bytes_within_their_precision(text, bound):
+@pytest.mark.parametrize("text, bound, size", [("fp16", 1e-3, 0.52), ("bf16", 8e-3, 0.52), ("int8", 1 / 127, 0.27),
+                                               ("int8:64", 1 / 127, 0.29), ("int4", 1 / 7, 0.14), ("int4:64", 1 / 7, 0.16)])
+def test_quantizers_shrink_the_bytes_within_their_precision(text, bound, size):
     plain = len(params_to_bytes(ARRAYS))
     blob = params_to_bytes(ARRAYS, scheme=parse_scheme(text), rng=np.random.default_rng(0))
     got, _ = params_from_bytes(blob, ARRAYS)
-    assert len(blob) < plain * (0.52 if text in ("fp16", "bf16") else 0.29)
+    assert len(blob) < plain * size
     for k, v in ARRAYS.items():
         assert got[k].dtype == v.dtype and got[k].shape == v.shape
         assert np.abs(got[k] - v).max() <= bound * np.abs(v).max() * 1.01
 
 
-def test_int8_stochastic_rounding_is_unbiased_and_nearest_without_a_generator():
-    x = {"w": RNG.normal(size=500).astype(np.float32)}
-    scheme = parse_scheme("int8")
+@pytest.mark.parametrize("text, levels", [("int8", 127), ("int4", 7)])
+def test_stochastic_rounding_is_unbiased_and_nearest_without_a_generator(text, levels):
+    x = {"w": RNG.normal(size=501).astype(np.float32)}  # odd: int4's last byte holds one entry
+    scheme = parse_scheme(text)
     rng = np.random.default_rng(1)
     mean = np.mean([roundtrip(x, scheme, rng)["w"] for _ in range(1500)], axis=0)
-    step = np.abs(x["w"]).max() / 127
+    step = np.abs(x["w"]).max() / levels
     assert np.abs(mean - x["w"]).max() < 0.1 * step  # a biased rounding is off by up to half a step
     nearest = roundtrip(x, scheme, None)["w"]
     assert np.abs(nearest - x["w"]).max() <= step / 2 * 1.001
 
 
-def test_topk_keeps_the_largest_entries_exactly_with_compact_indices():
+def test_topk_keeps_the_largest_entries_exactly_with_the_smaller_index_code():
     x = {"w": RNG.normal(size=(300,)).astype(np.float32)}
     got = roundtrip(x, parse_scheme("topk:0.1"), None)["w"]
     top = np.argsort(-np.abs(x["w"]))[:30]
     assert np.count_nonzero(got) == 30 and np.array_equal(got[top], x["w"][top])
-    parts, _ = encode(x, parse_scheme("topk:0.1+int8"))
-    assert parts["w#index"].dtype == np.uint16 and parts["w"].dtype == np.int8
-    assert index_dtype(256) == np.uint8 and index_dtype(257) == np.uint16 and index_dtype(70_000) == np.uint32
+    for fraction, code, index_bytes in ((0.1, "varint", 30), (0.5, "bitmap", 38)):  # 1 byte a short gap; n/8
+        parts, codec = encode(x, parse_scheme(f"topk:{fraction}+int8"))
+        assert codec == f"topk:{fraction:g}+int8;{code}" and set(parts) == {PACKED}
+        assert parts[PACKED].size == index_bytes + kept(fraction, 300) + 4  # positions, int8 values, one scale
+
+
+def test_a_message_with_nothing_to_compress_is_an_uncompressed_one_byte_for_byte():
+    small = {"weight": RNG.normal(size=(1, 13)).astype(np.float32), "bias": np.zeros(1, np.float32)}
+    for text in ("int8", "topk:0.01+int8", "fp16"):
+        assert params_to_bytes(small, scheme=parse_scheme(text)) == params_to_bytes(small)
+    blob = params_to_bytes(ARRAYS, scheme=parse_scheme("topk:0.01+int8"))
+    header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+    assert set(header) == {"__metadata__", PACKED, "layer.0.bias", "scalar"}  # one entry for the packed arrays
+    with pytest.raises(ParamsError, match="against the params it answers"):
+        params_from_bytes(blob)
 
 
 @pytest.mark.parametrize("text, words", [("topk:2", "between 0 and 1"), ("int8+topk:0.1", "sparsifier first"),
@@ -71,7 +96,11 @@ def test_bad_schemes_are_refused_in_one_line(text, words):
     ({"compress_broadcast": "topk:0.1"}, "zero most of its weights"),
     ({"error_feedback": True}, "set compress_updates"),
     ({"compress_updates": "topk:0.01+int8", "secure_aggregation": True}, "common index set"),
-    ({"compress_updates": "int8", "secure_aggregation": True}, "64-bit masked field words"),
+    ({"compress_updates": "int8", "secure_aggregation": True}, "needs compress_range"),
+    ({"compress_updates": "fp16", "secure_aggregation": True, "compress_range": 1.0}, "one scale common"),
+    ({"compress_updates": "int8", "secure_aggregation": True, "compress_range": 1.0, "site_dp_epsilon": 5.0},
+     "not built for site-level DP"),
+    ({"compress_range": 1.0}, "drop it"),
 ])
 def test_combinations_compression_cannot_honour_are_refused(settings, words):
     with pytest.raises(ConfigError, match=words):
@@ -79,46 +108,63 @@ def test_combinations_compression_cannot_honour_are_refused(settings, words):
     assert "\n" not in words
 
 
-def _tampered(grad, scheme: str, change) -> bytes:
-    parts, codec = encode(grad, parse_scheme(scheme), np.random.default_rng(0))
-    parts = {k: v.copy() for k, v in parts.items()}
-    change(parts, codec)
+def _tampered(grad, codec: str, victim: bytes, tail: bytes = b"", alone: bool = False) -> bytes:
+    """An update whose first packed array travels as `victim` (the others as the codec says), built
+    here from the layout the module documents, so the test also checks that layout."""
+    text, _, code = codec.partition(";")
+    scheme = parse_scheme(text)
+    names = packed_names(grad)
+    chunks = [victim]
+    for name in names[1:]:
+        flat = grad[name].reshape(-1)
+        if scheme.topk is not None:
+            index = _top(flat, scheme.topk)
+            chunks.append(_varint_encode(index) if code == "varint" else _bitmap_encode(index, flat.size))
+            flat = flat[index]
+        chunks += _quantize(flat, scheme, None)
+    parts = {k: v for k, v in grad.items() if k not in names or (alone and k == names[0])}
+    parts[PACKED] = np.frombuffer(b"".join(chunks) + tail, np.uint8)
     meta = {"site_id": "s", "num_examples": 5, "metrics": {}, "codec": codec}
     return save(parts, metadata={"fedcare": json.dumps(meta)})
 
 
 def _corrupt_updates(grad) -> dict[str, tuple[bytes, str]]:
     """Each corrupt compressed update and the words its refusal must hold (also used over the network)."""
-    name = next(iter(grad))
+    w = grad[packed_names(grad)[0]].reshape(-1)
+    n, k = w.size, kept(0.2, w.size)
+    top = _top(w, 0.2)
+    values = _quantize(w[top], parse_scheme("int8"), None)[0]
+    q = np.frombuffer(_quantize(w, parse_scheme("int8"), None)[0], np.int8)
+    scale = _quantize(w, parse_scheme("int8"), None)[1]
+    blocks = _quantize(w, parse_scheme("int8:16"), None)[1]
+    over = np.zeros(n, bool)
+    over[top] = True
+    over[np.flatnonzero(~over)[0]] = True  # one position more than top-k keeps
 
-    def at(key, value):
-        def change(parts, codec):
-            parts[key][-1 if key.endswith("index") else 0] = value
-        return change
+    with np.errstate(over="ignore"):
+        huge = np.full(n, 1e6).astype("<f2").tobytes()
 
-    def resized(key, n):
-        def change(parts, codec):
-            parts[key] = parts[key][:n] if n >= 0 else np.concatenate([parts[key], parts[key][:1]])
-        return change
-
-    def unsorted(parts, codec):
-        parts[name + "#index"] = parts[name + "#index"][::-1].copy()
-
-    def lied(parts, codec):
-        codec["arrays"][name]["shape"] = [1]
+    def with_scale(value: float, count: int = 1) -> bytes:
+        return np.full(count, value, "<f4").tobytes()
 
     return {
-        "index past the end": (_tampered(grad, "topk:0.2+int8", at(name + "#index", 60_000)), "below"),
-        "indices not increasing": (_tampered(grad, "topk:0.2+int8", unsorted), "strictly increasing"),
-        "negative scale": (_tampered(grad, "int8", at(name + "#scale", -1.0)), "scales"),
-        "infinite scale": (_tampered(grad, "int8:16", at(name + "#scale", np.inf)), "scales"),
-        "huge scale": (_tampered(grad, "int8", at(name + "#scale", 1e38)), "scales"),
-        "int8 value -128": (_tampered(grad, "int8", at(name, -128)), "−127…127"),
-        "values too short": (_tampered(grad, "fp16", resized(name, 3)), "expected"),
-        "one index too many": (_tampered(grad, "topk:0.2", resized(name + "#index", -1)), "index must be"),
-        "scale count wrong": (_tampered(grad, "int8:16", resized(name + "#scale", 1)), "scale"),
-        "shape that lies": (_tampered(grad, "bf16", lied), "expected"),
-        "fp16 overflow": (_tampered({**grad, name: np.full_like(grad[name], 1e6)}, "fp16", lambda p, c: None), "65504"),
+        "index past the end": (_tampered(grad, "topk:0.2+int8;varint", _varint_encode(np.append(top[:-1], n + 5)) + values
+                                         + scale), "below"),
+        "varint too long": (_tampered(grad, "topk:0.2+int8;varint", b"\x80" * 5 + _varint_encode(top) + values
+                                     + scale), "longer than 5"),
+        "bitmap marks too many": (_tampered(grad, "topk:0.2+int8;bitmap", np.packbits(over, bitorder="little").tobytes()
+                                            + values + scale), f"not {k}"),
+        "negative scale": (_tampered(grad, "int8", q.tobytes() + with_scale(-1.0)), "scales"),
+        "infinite scale": (_tampered(grad, "int8:16", q.tobytes() + with_scale(np.inf) + blocks[4:]), "scales"),
+        "huge scale": (_tampered(grad, "int8", q.tobytes() + with_scale(1e38)), "scales"),
+        "int8 value -128": (_tampered(grad, "int8", np.concatenate([[-128], q[1:]]).astype(np.int8).tobytes() + scale),
+                            "−127…127"),
+        "int4 value -8": (_tampered(grad, "int4", b"\x08" * (-(-n // 2)) + scale), "−7…7"),
+        "values too short": (_tampered(grad, "fp16", w[3:].astype("<f2").tobytes()), "end inside"),
+        "bytes left over": (_tampered(grad, "int8", q.tobytes() + scale, tail=b"\x00"), "bytes follow"),
+        "codec without its index code": (_tampered(grad, "topk:0.2+int8", b""), "index code"),
+        "an array packed and on its own": (_tampered(grad, "int8", q.tobytes() + scale, alone=True), "travels packed"),
+        "fp16 overflow": (_tampered(grad, "fp16", huge), "65504"),
     }
 
 
@@ -259,7 +305,8 @@ def test_over_the_network_the_bytes_on_the_wire_are_what_bytes_sent_says(deploym
     va = d.site_client("va")
     assert va.get("/v1/task", params={"wait": 5}).json()["id"] == "1.fit"
     blob = va.get("/v1/tasks/1.fit/params").content
-    message, _ = params_from_bytes(blob)
+    simulated = fedcare.simulate(out=str(tmp_path / "simulated"), **config)
+    message, _ = params_from_bytes(blob, layout=simulated.global_params)  # read against the model's layout
     assert len(blob) < 0.65 * len(params_to_bytes(message))  # the broadcast crossed as fp16 (biases as they are)
     corrupt = _corrupt_updates(dict(sorted(message.items(), key=lambda kv: -kv[1].size)))
     for what, (body, words) in corrupt.items():
@@ -269,7 +316,7 @@ def test_over_the_network_the_bytes_on_the_wire_are_what_bytes_sent_says(deploym
     agent.stdin.flush()
     status = d.wait_completed()
     net = json.loads((d.run_dir(status) / "summary.json").read_text())
-    sim = fedcare.simulate(out=str(tmp_path / "simulated"), **config).summary
+    sim = simulated.summary
     assert net["federated"] == sim["federated"] and net["communication"] == sim["communication"]
     audit = d.client.get("/v1/audit").json()
     arrived = [int(a["detail"].split()[0]) for a in audit if a["action"].startswith("update") and a["status"] == 200]
@@ -277,3 +324,85 @@ def test_over_the_network_the_bytes_on_the_wire_are_what_bytes_sent_says(deploym
     assert max(arrived) < 0.5 * len(params_to_bytes(message))  # each update crossed at under half a model
     refused = [a["detail"] for a in audit if a["site_id"] == "va" and a["status"] == 422]  # repeats: one line
     assert all(any(words in line for line in refused) for _, words in corrupt.values())
+
+
+def test_quantized_secure_aggregation_sums_exactly_in_a_small_ring_and_recovers_dropouts():
+    """int8 under secure aggregation: each site rounds to the common step, masks in 16-bit words
+    (uniform weights, 4 sites: 4 · 127 fits), and the unmasked sum is exactly the sum of what the
+    surviving sites quantized, with a dropped site's masks recovered; the masked vector is 4× smaller."""
+    from fedcare.algorithms.secagg import SecurePlan
+    from fedcare.core.messages import FitRequest
+    from fedcare.transports.secure import (
+        SecureAggregation,
+        SecureSiteRound,
+        noise_rng,
+        quantize_for_ring,
+    )
+
+    grads = {f"s{i}": {"w": RNG.uniform(-0.5, 0.5, size=(40, 5)).astype(np.float32)} for i in range(4)}
+
+    class Site:
+        def __init__(self, sid):
+            self.site_id = sid
+
+        def fit(self, params, request):
+            return Update(self.site_id, grads[self.site_id], 10)
+
+    sites = {sid: Site(sid) for sid in grads}
+    requests = {sid: FitRequest(1, "local_epochs", 1, 0.1, 8, "sgd", seed=0) for sid in grads}
+    params = {"w": np.zeros((40, 5), np.float32)}
+    sizes = {}
+    for quantized in (True, False):
+        keys = dict(quantizer="int8", quant_range=0.5, word_bits=16) if quantized else {}
+        plan = SecurePlan(max_dropouts=1, weighting="uniform", noise_seed=3, **keys)
+        runner = SecureAggregation(plan, dropouts=lambda rnd, ids: ["s2"])
+        result, _ = runner.fit(sites, lambda p, n: p, params, requests, None)
+        total = result.updates[0]
+        survivors = [s for s in grads if s != "s2"]
+        assert result.refused.keys() == {"s2"} and total.metrics["weight"] == 3.0
+        if quantized:
+            q = sum(quantize_for_ring(grads[s]["w"].reshape(-1).astype(np.float64), plan, noise_rng(plan, 1, s))
+                    for s in survivors)
+            np.testing.assert_array_equal(total.grad["w"].reshape(-1), q * (0.5 / 127))  # exact, not close
+        plain = sum(grads[s]["w"].astype(np.float64) for s in survivors)
+        assert np.abs(total.grad["w"] - plain).max() <= (3 * 0.5 / 127 if quantized else 1e-4)
+        masked = next(iter(runner.last_round.masked_inputs.values()))
+        sizes[quantized] = masked.nbytes
+    assert sizes[False] == 4 * sizes[True] == 8 * 201  # 200 coordinates and the weight, 8 → 2 bytes each
+    too_big = Update("s0", {"w": np.full((40, 5), 0.6, np.float32)}, 10)
+    with pytest.raises(ParamsError, match="beyond compress_range 0.5"):
+        SecureSiteRound("s0", 1, SecurePlan(weighting="uniform", quantizer="int8", quant_range=0.5,
+                                            word_bits=16)).prepare(too_big, params)
+
+
+def test_quantized_secure_aggregation_in_a_run_picks_the_ring_and_keeps_the_accuracy(tmp_path):
+    settings = dict(RUN, rounds=3, model="mlp", hidden=[64], secure_aggregation=True)
+    runs = {}
+    for name, extra in {"plain": {"weighting": "uniform"},
+                        "int8, uniform: 16-bit words": {"weighting": "uniform", "compress_updates": "int8",
+                                                        "compress_range": 1.0},
+                        "int8, by examples: 32-bit words": {"compress_updates": "int8", "compress_range": 1.0}}.items():
+        runs[name] = fedcare.simulate(out=str(tmp_path / str(len(runs))), **settings, **extra).summary
+    plain, small, examples = runs.values()
+    assert small["communication"]["upload"] < 0.45 * plain["communication"]["upload"]
+    assert small["communication"]["upload"] < examples["communication"]["upload"] < 0.7 * plain["communication"]["upload"]
+    assert abs(small["federated"]["mean"]["accuracy"] - plain["federated"]["mean"]["accuracy"]) < 0.02
+    assert examples["federated"]["mean"]["accuracy"] > 0.7  # weighted by rows: another mean, not comparable
+
+
+def test_quantized_secure_aggregation_over_the_network(deployment, tmp_path):
+    """Real agents over TLS mask int8 updates in 16-bit words: the run completes as the simulation
+    does, with the same bytes (each masked vector 2 bytes a coordinate), and no plain update
+    ever reaches the coordinator. The sites round with OS randomness, so the models differ slightly."""
+    config = dict(RUN, rounds=2, model="mlp", hidden=[64], secure_aggregation=True, weighting="uniform",
+                  compress_updates="int8", compress_range=1.0)
+    d = deployment(config)
+    d.start_all()
+    status = d.wait_completed()
+    net = json.loads((d.run_dir(status) / "summary.json").read_text())
+    sim = fedcare.simulate(out=str(tmp_path / "simulated"), **config).summary
+    assert net["privacy"] == sim["privacy"] and net["communication"]["broadcast"] == sim["communication"]["broadcast"]
+    # the same protocol messages; only the sites' train_loss, sent in the clear beside them, is printed differently
+    assert abs(net["communication"]["upload"] - sim["communication"]["upload"]) < 0.005 * sim["communication"]["upload"]
+    assert abs(net["federated"]["mean"]["accuracy"] - sim["federated"]["mean"]["accuracy"]) < 0.03
+    assert not any(a["action"].startswith("update") for a in d.client.get("/v1/audit").json())

@@ -21,7 +21,7 @@ One round, in the paper's four stages (U1 ⊇ U2 ⊇ U3 are the sites still answ
        y_u = q_u + PRG(b_u) + Σ_{v∈U2, v>u} PRG(s_uv) − Σ_{v∈U2, v<u} PRG(s_uv)   (mod 2^64)
    where s_uv = HKDF(X25519(s_sk_u, s_pk_v)) with the round and the pair in sorted order in the
    context, "<" is the sorted order of site ids and PRG(seed) is the ChaCha20 keystream of `seed`
-   read as little-endian uint64 words. U3 = the sites whose y arrived; U2 \\ U3 dropped.
+   read as little-endian k-bit words (k = 64, or 16/32 for quantized updates). U3 = the sites whose y arrived; U2 \\ U3 dropped.
 3. Unmask. The coordinator sends (U3, U2 \\ U3) to the survivors. Each survivor checks the two sets
    are disjoint (an honest site never reveals both secrets of one site: that would unmask it) and
    that |U3| ≥ t, then reveals its share of b_v for every survivor v and its share of s_sk_u for
@@ -59,10 +59,11 @@ byte source can be passed for reproducible simulations and tests only.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -75,9 +76,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fedcare.algorithms.aggregators import Weighting
 from fedcare.algorithms.pieces import RoundContext, StageName, State
 from fedcare.algorithms.privacy import CLIP_KEY, SiteDPSettings, geometric_clip_update
+from fedcare.core.compression import LEVELS, parse_scheme, ring_bits
 from fedcare.core.errors import ConfigError, FedcareError
 from fedcare.core.params import Params
 from fedcare.core.update import Update
+
+if TYPE_CHECKING:
+    from fedcare.core.config.algorithm import AlgorithmSettings
+    from fedcare.core.config.compression import CompressionSettings
 
 __all__ = [
     "SecurePlan",
@@ -123,6 +129,10 @@ RandBytes = Callable[[int], bytes]
 PRIME = 2**521 - 1  # Mersenne prime > 2^256: a field large enough for 32-byte secrets
 _SHARE_BYTES = 66  # ceil(521 / 8)
 WORD_BITS = 64
+#: The rings the masks may live in: 2^16, 2^32 or 2^64 (smaller words: smaller masked uploads, for
+#: updates quantized to a few bits, see transports/secure.py).
+RINGS = {16: np.dtype("<u2"), 32: np.dtype("<u4"), 64: np.dtype("<u8")}
+_SIGNED = {16: np.int16, 32: np.int32, 64: np.int64}
 DEFAULT_FRAC_BITS = 16
 _SECRET_BYTES = 32
 _PROTOCOL = b"fedcare-secagg-v1"
@@ -151,8 +161,8 @@ def _seal_context(round: int, sender: str, recipient: str) -> bytes:
     return _PROTOCOL + b"|share-seal|" + round.to_bytes(8, "big") + _lp(sender) + _lp(recipient)
 
 
-def prg_words(seed: bytes, length: int) -> np.ndarray:
-    """Expand a 32-byte seed into `length` uniform uint64 words: the ChaCha20 keystream of `seed`.
+def prg_words(seed: bytes, length: int, word_bits: int = WORD_BITS) -> np.ndarray:
+    """Expand a 32-byte seed into `length` uniform words of `word_bits` bits: the ChaCha20 keystream of `seed`.
 
     Every seed here is used for exactly one stream (pairwise seeds are fresh per round and pair,
     self-mask seeds fresh per round), so a fixed all-zero nonce is safe.
@@ -160,34 +170,36 @@ def prg_words(seed: bytes, length: int) -> np.ndarray:
     if len(seed) != 32:
         raise SecAggError(f"a PRG seed must be 32 bytes, not {len(seed)}")
     encryptor = Cipher(algorithms.ChaCha20(seed, b"\x00" * 16), mode=None).encryptor()
-    stream = encryptor.update(bytes(8 * length))
-    return np.frombuffer(stream, dtype="<u8").astype(np.uint64, copy=True)
+    dtype = RINGS[word_bits]
+    stream = encryptor.update(bytes(dtype.itemsize * length))
+    return np.frombuffer(stream, dtype=dtype).astype(dtype.newbyteorder("="), copy=True)
 
 
-def encode_fixed_point(x: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS, max_abs: float | None = None) -> np.ndarray:
-    """q = round(x · 2^f) mod 2^64 as uint64 (two's complement for negatives).
+def encode_fixed_point(x: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS, max_abs: float | None = None,
+                       word_bits: int = WORD_BITS) -> np.ndarray:
+    """q = round(x · 2^f) mod 2^k as unsigned k-bit words (two's complement for negatives).
 
-    `max_abs` (default 2^(64−f−1)) bounds |x|; values at or above it, or not finite, are refused.
+    `max_abs` (default 2^(k−f−1)) bounds |x|; values at or above it, or not finite, are refused.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 1:
         raise SecAggError(f"secure aggregation takes a flat vector, not an array of shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise SecAggError("the update has NaN or infinite values; secure aggregation needs finite numbers")
-    limit = float(2.0 ** (WORD_BITS - frac_bits - 1)) if max_abs is None else max_abs
+    limit = float(2.0 ** (word_bits - frac_bits - 1)) if max_abs is None else max_abs
     if x.size and float(np.max(np.abs(x))) >= limit:
         raise SecAggError(
             f"an update value has magnitude {float(np.max(np.abs(x))):.3g}, at or above the fixed-point "
-            f"limit {limit:.3g} (2^{WORD_BITS - frac_bits - 1} / number of sites); scale the update down "
+            f"limit {limit:.3g} (2^{word_bits - frac_bits - 1} / number of sites); scale the update down "
             "or use fewer fractional bits"
         )
     scaled = np.rint(np.ldexp(x, frac_bits))  # exact scaling by a power of two, then round half-even
-    return scaled.astype(np.int64).view(np.uint64)
+    return scaled.astype(np.int64).view(np.uint64).astype(RINGS[word_bits].newbyteorder("="))
 
 
-def decode_fixed_point(q: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:
-    """Inverse of the encoding for a (summed) uint64 vector: signed value / 2^f as float64."""
-    signed = np.asarray(q, dtype=np.uint64).view(np.int64)
+def decode_fixed_point(q: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS, word_bits: int = WORD_BITS) -> np.ndarray:
+    """Inverse of the encoding for a (summed) vector of k-bit words: signed value / 2^f as float64."""
+    signed = np.asarray(q, dtype=RINGS[word_bits].newbyteorder("=")).view(_SIGNED[word_bits])
     return np.ldexp(signed.astype(np.float64), -frac_bits)
 
 
@@ -265,6 +277,7 @@ class Roster:
     threshold: int
     frac_bits: int
     keys: tuple[KeyAdvert, ...]
+    word_bits: int = WORD_BITS  # the ring 2^k the masked words live in
 
     @property
     def site_ids(self) -> tuple[str, ...]:
@@ -286,7 +299,7 @@ class SealedShares:
 
 @dataclass(frozen=True)
 class MaskedInput:
-    """Site → coordinator: y as little-endian uint64 words."""
+    """Site → coordinator: y as little-endian words of the roster's k bits."""
 
     site_id: str
     words: bytes
@@ -422,7 +435,7 @@ class SecAggSite:
         return _hkdf(self._s_sk.exchange(peer), _mask_context(self.round, self.site_id, other))
 
     def mask(self, update: np.ndarray) -> MaskedInput:
-        """y = q + PRG(b) + Σ_{v>u} PRG(s_uv) − Σ_{v<u} PRG(s_uv) mod 2^64, over v in U2."""
+        """y = q + PRG(b) + Σ_{v>u} PRG(s_uv) − Σ_{v<u} PRG(s_uv) mod 2^k, over v in U2."""
         if self._u2 is None or self._roster is None or self._b is None:
             raise SecAggError("mask the update after receiving the other sites' shares")
         if self._masked:
@@ -431,19 +444,20 @@ class SecAggSite:
         x = np.asarray(update, dtype=np.float64)
         if x.shape != (roster.length,):
             raise SecAggError(f"the update has shape {x.shape}, the round expects ({roster.length},)")
-        max_abs = float(2.0 ** (WORD_BITS - roster.frac_bits - 1)) / len(roster.keys)
-        y = encode_fixed_point(x, roster.frac_bits, max_abs=max_abs)
-        y += prg_words(self._b, roster.length)
+        bits = roster.word_bits
+        max_abs = float(2.0 ** (bits - roster.frac_bits - 1)) / len(roster.keys)
+        y = encode_fixed_point(x, roster.frac_bits, max_abs=max_abs, word_bits=bits)
+        y += prg_words(self._b, roster.length, bits)
         for other in self._u2:
             if other == self.site_id:
                 continue
-            mask = prg_words(self.pairwise_seed(other), roster.length)
+            mask = prg_words(self.pairwise_seed(other), roster.length, bits)
             if self.site_id < other:
                 y += mask
             else:
                 y -= mask
         self._masked = True
-        return MaskedInput(self.site_id, y.astype("<u8").tobytes())
+        return MaskedInput(self.site_id, y.astype(RINGS[bits]).tobytes())
 
     # stage 3
     def unmask_response(self, request: UnmaskRequest) -> UnmaskResponse:
@@ -493,6 +507,7 @@ class SecAggCoordinator:
     length: int
     threshold: int
     frac_bits: int = DEFAULT_FRAC_BITS
+    word_bits: int = WORD_BITS
     _keys: dict[str, KeyAdvert] = field(default_factory=dict, init=False, repr=False)
     _roster: Roster | None = field(default=None, init=False, repr=False)
     _mailbox: dict[str, list[SealedShares]] = field(default_factory=dict, init=False, repr=False)
@@ -503,8 +518,10 @@ class SecAggCoordinator:
     def __post_init__(self) -> None:
         if self.length < 0:
             raise SecAggError(f"the vector length must be >= 0, not {self.length}")
-        if not 0 <= self.frac_bits <= WORD_BITS - 2:
-            raise SecAggError(f"frac_bits must be between 0 and {WORD_BITS - 2}, not {self.frac_bits}")
+        if self.word_bits not in RINGS:
+            raise SecAggError(f"masked words are 16, 32 or 64 bits, not {self.word_bits}")
+        if not 0 <= self.frac_bits <= self.word_bits - 2:
+            raise SecAggError(f"frac_bits must be between 0 and {self.word_bits - 2}, not {self.frac_bits}")
         if self.threshold < 2:
             raise SecAggError(f"the threshold must be at least 2, not {self.threshold}")
 
@@ -523,7 +540,7 @@ class SecAggCoordinator:
         if self._roster is None:
             _check_threshold(self.threshold, len(self._keys))
             keys = tuple(self._keys[s] for s in sorted(self._keys))
-            self._roster = Roster(self.round, self.length, self.threshold, self.frac_bits, keys)
+            self._roster = Roster(self.round, self.length, self.threshold, self.frac_bits, keys, self.word_bits)
         return self._roster
 
     # stage 1
@@ -565,9 +582,11 @@ class SecAggCoordinator:
             raise SecAggError(f"the masked update of '{msg.site_id}' arrived after unmasking started; it is ignored")
         if msg.site_id not in u2 or msg.site_id in self._masked:
             raise SecAggError(f"unexpected or duplicate masked update from '{msg.site_id}'")
-        if len(msg.words) != 8 * self.length:
-            raise SecAggError(f"the masked update of '{msg.site_id}' has {len(msg.words)} bytes, expected {8 * self.length}")
-        words = np.frombuffer(msg.words, dtype="<u8").astype(np.uint64)
+        dtype = RINGS[self.word_bits]
+        if len(msg.words) != dtype.itemsize * self.length:
+            raise SecAggError(f"the masked update of '{msg.site_id}' has {len(msg.words)} bytes, expected "
+                              f"{dtype.itemsize * self.length}")
+        words = np.frombuffer(msg.words, dtype=dtype).astype(dtype.newbyteorder("="))
         words.flags.writeable = False
         self._masked[msg.site_id] = words
 
@@ -613,14 +632,15 @@ class SecAggCoordinator:
         if len(got) < self.threshold:
             raise SecAggError(f"only {len(got)} sites answered the unmask request, fewer than the threshold {self.threshold}")
         assert self._roster is not None
-        total = np.zeros(self.length, dtype=np.uint64)
+        bits = self.word_bits
+        total = np.zeros(self.length, dtype=RINGS[bits].newbyteorder("="))
         for words in self._masked.values():
             total += words
         for v in request.survivors:
             b = shamir_reconstruct(r.self_mask_shares[v] for r in got.values())
             if b >= 2 ** (8 * _SECRET_BYTES):
                 raise SecAggError(f"the self-mask seed of '{v}' did not reconstruct (inconsistent shares)")
-            total -= prg_words(b.to_bytes(_SECRET_BYTES, "big"), self.length)
+            total -= prg_words(b.to_bytes(_SECRET_BYTES, "big"), self.length, bits)
         for u in request.dropped:
             sk = shamir_reconstruct(r.key_shares[u] for r in got.values())
             if sk >= 2 ** (8 * _SECRET_BYTES):
@@ -631,12 +651,12 @@ class SecAggCoordinator:
             for v in request.survivors:
                 peer = X25519PublicKey.from_public_bytes(self._keys[v].s_public)
                 seed = _hkdf(s_sk.exchange(peer), _mask_context(self.round, u, v))
-                mask = prg_words(seed, self.length)
+                mask = prg_words(seed, self.length, bits)
                 if v < u:  # v added PRG(s_vu): take it off
                     total -= mask
                 else:  # v subtracted it: put it back
                     total += mask
-        return decode_fixed_point(total, self.frac_bits)
+        return decode_fixed_point(total, self.frac_bits, bits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -781,7 +801,7 @@ def encode_message(msg: object) -> bytes:
         return b"K" + _pack(_advert_fields(msg))
     if isinstance(msg, Roster):
         head = [msg.round.to_bytes(8, "big"), msg.length.to_bytes(8, "big"), msg.threshold.to_bytes(4, "big"),
-                msg.frac_bits.to_bytes(1, "big")]
+                msg.frac_bits.to_bytes(1, "big"), msg.word_bits.to_bytes(1, "big")]
         return b"R" + _pack([*head, *(_pack(_advert_fields(a)) for a in msg.keys)])
     if isinstance(msg, MaskedInput):
         return b"M" + _pack([msg.site_id.encode("utf-8"), msg.words])
@@ -804,10 +824,11 @@ def decode_message(blob: bytes, expected: type) -> object:
         return _advert(_unpack(body))
     if expected is Roster:
         fields = _unpack(body)
-        if len(fields) < 4:
+        if len(fields) < 5 or _int(fields[4], 1) not in RINGS:
             raise SecAggError("malformed roster")
-        keys = tuple(_advert(_unpack(f)) for f in fields[4:])
-        return Roster(_int(fields[0], 8), _int(fields[1], 8), _int(fields[2], 4), _int(fields[3], 1), keys)
+        keys = tuple(_advert(_unpack(f)) for f in fields[5:])
+        return Roster(_int(fields[0], 8), _int(fields[1], 8), _int(fields[2], 4), _int(fields[3], 1), keys,
+                      _int(fields[4], 1))
     if expected is SealedShares:
         out = []
         for item in _unpack(body):
@@ -892,6 +913,18 @@ def secure_mean(dp: SiteDPSettings | None = None) -> SecureMean:
 # The public settings of a run's secure rounds (what the plan decides and every party knows)
 
 
+def quantized_secure(compression: CompressionSettings, algorithm: AlgorithmSettings, per_round: int) -> dict:
+    """SecurePlan's quantization keys for the config (empty when updates are not compressed): the
+    quantizer, its range, and the smallest ring whose sum of `per_round` sites cannot overflow."""
+    scheme = parse_scheme(compression.compress_updates)
+    if scheme.quantizer is None:
+        return {}
+    weights = [float(w) for w in algorithm.site_weights.values()] or [1.0]
+    max_weight = max(1.0, *weights) if algorithm.weighting == "uniform" else None
+    return {"quantizer": scheme.quantizer, "quant_range": compression.compress_range,
+            "word_bits": ring_bits(LEVELS[scheme.quantizer], per_round, max_weight)}
+
+
 def check_threshold(selected: int, max_dropouts: int) -> int:
     """t = selected − max_dropouts, the fewest sites whose sum may be unmasked. It must be at least 2
     and more than half the round's sites (an honest majority: fewer revealed shares than that
@@ -919,6 +952,14 @@ class SecurePlan:
     dp: SiteDPSettings | None = None
     frac_bits: int = DEFAULT_FRAC_BITS
     noise_seed: int | None = None  # SIMULATION ONLY: reproducible DP noise (see the module docstring)
+    quantizer: str | None = None  # int8 / int4: sites send integers in steps of quant_range / levels
+    quant_range: float | None = None  # the bound on each update coordinate the quantizer scales to
+    word_bits: int = WORD_BITS  # the ring the masks live in (16 or 32 when quantized, with headroom)
+
+    @property
+    def frac_bits_used(self) -> int:
+        """Fractional bits of the masked words: none when the sites already send integers."""
+        return 0 if self.quantizer else self.frac_bits
 
     def extras(self) -> tuple[str, ...]:
         """The coordinates after the model's: the weight, and the clip count under adaptive clipping."""
@@ -928,14 +969,21 @@ class SecurePlan:
         """The plan as JSON data, for a networked run's plan (the noise seed is never sent)."""
         return {"max_dropouts": self.max_dropouts, "weighting": self.weighting,
                 "site_weights": dict(self.site_weights), "frac_bits": self.frac_bits,
-                "dp": None if self.dp is None else dataclasses.asdict(self.dp)}
+                "dp": None if self.dp is None else dataclasses.asdict(self.dp), "quantizer": self.quantizer,
+                "quant_range": self.quant_range, "word_bits": self.word_bits}
 
     @classmethod
     def from_json(cls, data: Mapping) -> SecurePlan:
         try:
             dp = None if data["dp"] is None else SiteDPSettings(**data["dp"])
+            quantizer = data["quantizer"]
+            if quantizer not in (None, "int8", "int4") or int(data["word_bits"]) not in RINGS:
+                raise ValueError(f"quantizer {str(quantizer)[:10]} in {data['word_bits']}-bit words")
+            scale = None if data["quant_range"] is None else float(data["quant_range"])
+            if (quantizer is None) != (scale is None) or (scale is not None and not 0 < scale < math.inf):
+                raise ValueError(f"quant_range {str(scale)[:20]} for quantizer {quantizer}")
             return cls(int(data["max_dropouts"]), data["weighting"], dict(data["site_weights"]), dp,
-                       int(data["frac_bits"]))
+                       int(data["frac_bits"]), None, quantizer, scale, int(data["word_bits"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"a secure-aggregation plan is malformed ({exc})") from None
 

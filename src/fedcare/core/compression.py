@@ -2,25 +2,35 @@
 
 A scheme is `none`, or a sparsifier and/or a quantizer joined by `+` (sparsifier first):
 
-  topk:F    keep the ⌈F·n⌉ entries of largest magnitude of each array; their positions travel as a
-            sorted index array in the smallest unsigned dtype that holds the array's size (uint8,
-            uint16 or uint32: 1–4 bytes per kept entry)
+  topk:F    keep the ⌈F·n⌉ entries of largest magnitude of each array
   fp16      IEEE half precision (2 bytes per entry; |x| above 65504 cannot be sent)
   bf16      bfloat16: the top 16 bits of float32, rounded to nearest even, travelling as uint16
             (numpy has no bfloat16 type; the cast is five lines, not worth a dependency)
-  int8      8-bit integers times a float32 scale (max |x| / 127) per array, or per block of B
-            entries with `int8:B`; rounding is stochastic (unbiased: E[decoded] = x) when the encoder
-            is given a random generator, to nearest otherwise (a broadcast is one model, not a mean)
+  int8      8-bit integers (−127…127) times a float32 scale (max |x| / 127) per array, or per block
+            of B entries with `int8:B`; rounding is stochastic (unbiased: E[decoded] = x) when the
+            encoder is given a random generator, to nearest otherwise (a broadcast is one model)
+  int4      the same with 4-bit integers (−7…7, two per byte) and scale max |x| / 7; `int4:B` per block
 
-e.g. `topk:0.01+int8` keeps 1 % of the entries as int8 with their indices. Arrays of fewer than
-`MIN_ENTRIES` entries (biases, a logistic model's few weights) travel as they are: the header that
-describes a compressed array would cost more than it saves. Compression happens at
-the wire (core/serialization.py): the receiver decodes every array back to its dense float shape
-before anything else sees it, so clipping, noise and the robust rules work on decoded updates.
+e.g. `topk:0.01+int8` keeps 1 % of the entries as int8 with their positions.
 
-Decoding trusts nothing: every part's dtype and length, every index (strictly increasing, inside
-the array), every scale (finite, non-negative, small enough that no decoded value overflows) and
-every quantized value (−127…127) is checked, and a failure is a ParamsError naming the array.
+The layout is compact because both sides already agree on the message's names and shapes (an
+update mirrors the message it answers; a broadcast is the model the site built from the plan).
+Arrays of fewer than `MIN_ENTRIES` entries (biases, a logistic model's few weights) travel as
+ordinary safetensors entries. All the others travel packed, in the order of their sorted names, in
+one uint8 entry `PACKED`; the metadata says only the scheme, e.g. `topk:0.01+int8;varint`. Per
+array the packed bytes are: with top-k, the kept positions, either as LEB128 varints of the gaps
+between them (`varint`, about 1 byte per kept entry when the gaps are short) or as a bitmap of
+⌈n/8⌉ bytes (`bitmap`), whichever is smaller for the whole message; then the values (fp16/bf16:
+2 bytes, int8: 1, int4: ½, none: the array's own float dtype); then int8/int4's float32 scales.
+A message with nothing compressed carries no codec at all: its bytes are those of an
+uncompressed message.
+
+Compression happens at the wire (core/serialization.py): the receiver decodes every array back to
+its dense float shape before anything else sees it, so clipping, noise and the robust rules work
+on decoded updates. Decoding trusts nothing: the packed length is exact, every position lies inside
+its array (varints at most 5 bytes, bitmaps with exactly the kept count and no bits past the end),
+every scale is finite, non-negative and small enough that no decoded value overflows, every
+quantized value lies in −127…127 or −7…7, and a failure is a ParamsError naming the array.
 """
 
 from __future__ import annotations
@@ -34,22 +44,25 @@ import numpy as np
 
 from fedcare.core.errors import ConfigError, ParamsError
 
-#: Where a compressed array's parts are named: `<name>` holds the values, `<name>#scale` the int8
-#: scales, `<name>#index` the kept positions. Model arrays never have '#' in their names.
+#: Reserved in names: model arrays never have '#' in them, so the packed entry cannot clash.
 PART = "#"
-QUANTIZERS = ("fp16", "bf16", "int8")
-#: The largest int8 scale: 127 · scale stays below float32's maximum.
+#: The one safetensors entry that holds every compressed array of a message.
+PACKED = "#packed"
+QUANTIZERS = ("fp16", "bf16", "int8", "int4")
+#: The largest quantization level of each integer quantizer.
+LEVELS = {"int8": 127, "int4": 7}
+#: The largest int8/int4 scale: 127 · scale stays below float32's maximum.
 MAX_SCALE = float(np.finfo(np.float32).max) / 128
-#: Smaller arrays are sent uncompressed (their description would outweigh the bytes saved).
+#: Smaller arrays are sent uncompressed (what they would save is a few bytes).
 MIN_ENTRIES = 128
-_INDEX_DTYPES = (np.dtype("<u1"), np.dtype("<u2"), np.dtype("<u4"))
-_FLOATS = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+INDEX_CODES = ("varint", "bitmap")
+_FLOATS = (np.dtype("<f4"), np.dtype("<f8"))
 
 
 @dataclass(frozen=True)
 class Scheme:
     """A parsed scheme: the kept fraction (None: dense), the quantizer (None: float32/64 as is)
-    and int8's block size (None: one scale per array)."""
+    and int8/int4's block size (None: one scale per array)."""
 
     topk: float | None = None
     quantizer: str | None = None
@@ -70,7 +83,7 @@ NONE = Scheme()
 
 
 def parse_scheme(text: str, what: str = "compression") -> Scheme:
-    """`none`, `fp16`, `bf16`, `int8`, `int8:B`, `topk:F`, or `topk:F+<quantizer>`; ConfigError otherwise."""
+    """`none`, `fp16`, `bf16`, `int8[:B]`, `int4[:B]`, `topk:F`, or `topk:F+<quantizer>`; ConfigError otherwise."""
     text = str(text).strip().lower()
     if text in ("", "none"):
         return NONE
@@ -87,12 +100,13 @@ def parse_scheme(text: str, what: str = "compression") -> Scheme:
         elif name in QUANTIZERS and quantizer is None:
             quantizer = name
             if arg:
-                if name != "int8" or not re.fullmatch(r"[1-9][0-9]{0,8}", arg):
-                    raise ConfigError(f"{what} '{text}': only int8 takes a block size, a whole number (int8:256)")
+                if name not in LEVELS or not re.fullmatch(r"[1-9][0-9]{0,8}", arg):
+                    raise ConfigError(f"{what} '{text}': only int8 and int4 take a block size, a whole number "
+                                      "(int8:256)")
                 block = int(arg)
         else:
-            raise ConfigError(f"{what} '{text}' is not a scheme: use none, fp16, bf16, int8, int8:B, topk:F, "
-                              "or topk:F+fp16|bf16|int8 (one sparsifier first, then one quantizer)")
+            raise ConfigError(f"{what} '{text}' is not a scheme: use none, fp16, bf16, int8, int8:B, int4, int4:B, "
+                              "topk:F, or topk:F+fp16|bf16|int8|int4 (one sparsifier first, then one quantizer)")
     return Scheme(topk, quantizer, block)
 
 
@@ -101,9 +115,9 @@ def kept(fraction: float, size: int) -> int:
     return min(size, max(1, math.ceil(fraction * size))) if size else 0
 
 
-def index_dtype(size: int) -> np.dtype:
-    """The smallest unsigned dtype that holds every position of an array of `size` entries."""
-    return next(d for d in _INDEX_DTYPES if size <= np.iinfo(d).max + 1)
+def packed_names(arrays: Mapping[str, np.ndarray]) -> list[str]:
+    """The arrays a compressed message packs, in packing order (both sides derive it)."""
+    return sorted(name for name, arr in arrays.items() if np.size(arr) >= MIN_ENTRIES)
 
 
 # ----- encoding -------------------------------------------------------------------------------------
@@ -117,148 +131,227 @@ def update_rng(seed: int) -> np.random.Generator:
 
 def roundtrip(arrays: Mapping[str, np.ndarray], scheme: Scheme, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
     """What a receiver decodes from `arrays` sent with `scheme`."""
-    return decode(*encode(arrays, scheme, rng))
+    parts, codec = encode(arrays, scheme, rng)
+    return decode(parts, codec, arrays) if codec is not None else dict(arrays)
 
 
 def encode(arrays: Mapping[str, np.ndarray], scheme: Scheme,
-           rng: np.random.Generator | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """The wire parts of every array, and the description a receiver needs (shape and dtype)."""
-    parts: dict[str, np.ndarray] = {}
-    described = {}
-    for name, value in arrays.items():
+           rng: np.random.Generator | None = None) -> tuple[dict[str, np.ndarray], str | None]:
+    """The message's entries (small arrays as they are, plus `PACKED`) and its codec string; the
+    codec is None, and the arrays unchanged, when no array is large enough to compress."""
+    for name in arrays:
         if PART in name:
             raise ParamsError(f"array '{name}' has '{PART}' in its name, which compressed messages reserve")
-        arr = np.asarray(value)
-        if arr.size < MIN_ENTRIES:
-            parts[name] = arr
-            continue
-        flat = arr.reshape(-1)
-        if scheme.topk is not None:
-            index = np.sort(np.argpartition(-np.abs(flat), kept(scheme.topk, flat.size) - 1)
-                            [:kept(scheme.topk, flat.size)]) if flat.size else np.zeros(0, np.int64)
-            parts[name + PART + "index"] = index.astype(index_dtype(flat.size))
-            flat = flat[index]
-        parts |= _quantize(name, flat, scheme, rng)
-        described[name] = {"shape": list(arr.shape), "dtype": "F64" if arr.dtype == np.float64 else "F32"}
-    return parts, {"scheme": str(scheme), "arrays": described}
+    names = packed_names(arrays) if scheme.active else []
+    if not names:
+        return dict(arrays), None
+    flats = [np.asarray(arrays[name]).reshape(-1) for name in names]
+    indices = [_top(flat, scheme.topk) for flat in flats] if scheme.topk is not None else None
+    chunks, code = [], None
+    if indices is not None:
+        varints = [_varint_encode(index) for index in indices]
+        bitmaps = [_bitmap_encode(index, flat.size) for index, flat in zip(indices, flats, strict=True)]
+        code, streams = min((("varint", varints), ("bitmap", bitmaps)), key=lambda c: sum(len(b) for b in c[1]))
+    for i, flat in enumerate(flats):
+        if indices is not None:
+            chunks.append(streams[i])
+            flat = flat[indices[i]]
+        chunks += _quantize(flat, scheme, rng)
+    parts = {name: arr for name, arr in arrays.items() if name not in set(names)}
+    parts[PACKED] = np.frombuffer(b"".join(chunks), np.uint8)
+    return parts, str(scheme) + (f";{code}" if code else "")
 
 
-def _quantize(name: str, flat: np.ndarray, scheme: Scheme, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+def _top(flat: np.ndarray, fraction: float) -> np.ndarray:
+    k = kept(fraction, flat.size)
+    return np.sort(np.argpartition(-np.abs(flat), k - 1)[:k]) if k else np.zeros(0, np.int64)
+
+
+def _varint_encode(index: np.ndarray) -> bytes:
+    gaps = np.diff(index.astype(np.int64), prepend=-1).astype(np.uint64) - np.uint64(1)
+    length = 1 + sum((gaps >= np.uint64(1 << (7 * j))).astype(np.int64) for j in range(1, 5))
+    starts = np.cumsum(length) - length
+    out = np.zeros(int(length.sum()), np.uint8)
+    for j in range(5):
+        at = length > j
+        byte = (gaps[at] >> np.uint64(7 * j)) & np.uint64(0x7F)
+        out[starts[at] + j] = (byte | np.where(length[at] > j + 1, 0x80, 0).astype(np.uint64)).astype(np.uint8)
+    return out.tobytes()
+
+
+def _bitmap_encode(index: np.ndarray, size: int) -> bytes:
+    bits = np.zeros(size, bool)
+    bits[index] = True
+    return np.packbits(bits, bitorder="little").tobytes()
+
+
+def _quantize(flat: np.ndarray, scheme: Scheme, rng: np.random.Generator | None) -> list[bytes]:
     if scheme.quantizer is None:
-        return {name: flat.copy()}
+        return [flat.tobytes()]
     if scheme.quantizer == "fp16":
         with np.errstate(over="ignore"):  # beyond ±65504: inf, which the receiver refuses by name
-            return {name: flat.astype(np.float16)}
+            return [flat.astype("<f2").tobytes()]
     if scheme.quantizer == "bf16":
         bits = flat.astype(np.float32).view(np.uint32).astype(np.uint64)
-        return {name: ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)}
+        return [((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2").tobytes()]
+    levels = LEVELS[scheme.quantizer]
     block = scheme.block or max(flat.size, 1)
     blocks = -(-flat.size // block)
     padded = np.zeros(blocks * block, np.float64)
     padded[:flat.size] = flat
     padded = padded.reshape(blocks, block)
-    scale = (np.abs(padded).max(axis=1) / 127).astype(np.float32)
+    scale = (np.abs(padded).max(axis=1) / levels).astype(np.float32)
     safe = np.where(scale > 0, scale, 1).astype(np.float64)[:, None]
     q = padded / safe
     q = np.floor(q + rng.random(q.shape)) if rng is not None else np.rint(q)
-    values = np.clip(q, -127, 127).astype(np.int8).reshape(-1)[:flat.size]
-    return {name: values, name + PART + "scale": scale}
+    values = np.clip(q, -levels, levels).astype(np.int8).reshape(-1)[:flat.size]
+    if scheme.quantizer == "int4":  # two's-complement nibbles, the first entry in the low half
+        nibbles = np.zeros(2 * -(-flat.size // 2), np.uint8)
+        nibbles[:flat.size] = values.view(np.uint8) & 0x0F
+        values = nibbles[0::2] | (nibbles[1::2] << 4)
+    return [values.tobytes(), scale.astype("<f4").tobytes()]
 
 
 # ----- decoding -------------------------------------------------------------------------------------
 
 
-def decode(parts: Mapping[str, np.ndarray], codec: object, what: str = "message") -> dict[str, np.ndarray]:
-    """Dense arrays from wire parts and their description; ParamsError on anything inconsistent."""
-    if not isinstance(codec, dict) or set(codec) != {"scheme", "arrays"} or not isinstance(codec["arrays"], dict):
-        raise ParamsError(f"{what}: the compression description must hold exactly 'scheme' and 'arrays'")
+def decode(parts: Mapping[str, np.ndarray], codec: object, like: Mapping[str, np.ndarray] | None,
+           what: str = "message") -> dict[str, np.ndarray]:
+    """Dense arrays from a compressed message's entries, its codec string and the params it answers
+    (`like`: the names, shapes and dtypes both sides agree on); ParamsError on anything inconsistent."""
+    if not isinstance(codec, str) or len(codec) > 64:
+        raise ParamsError(f"{what}: the compression codec must be a short string such as 'topk:0.01+int8;varint'")
+    text, _, code = codec.partition(";")
     try:
-        scheme = parse_scheme(codec["scheme"])
+        scheme = parse_scheme(text)
     except ConfigError as exc:
         raise ParamsError(f"{what}: {exc}") from None
-    expected = set()
+    if not scheme.active or (code not in INDEX_CODES if scheme.topk is not None else code != ""):
+        raise ParamsError(f"{what}: codec '{codec}' is not a compressed scheme with its index code (varint or bitmap "
+                          "after ';' for topk)")
+    if like is None:
+        raise ParamsError(f"{what} is compressed, and can only be read against the params it answers")
+    names = packed_names(like)
+    payload = parts.get(PACKED)
+    if payload is None or payload.dtype != np.uint8 or payload.ndim != 1:
+        raise ParamsError(f"{what} is compressed but holds no 1-d uint8 '{PACKED}' entry")
     out = {}
-    for name, desc in codec["arrays"].items():
-        if PART in name:
-            raise ParamsError(f"{what}: compressed array name '{name[:64]}' holds '{PART}'")
-        shape, dtype = _described(name, desc, what)
-        size = math.prod(shape)
-        count = size
-        index = None
+    reader = _Reader(payload, what)
+    for name in names:
+        if name in parts:
+            raise ParamsError(f"{what} array '{name[:64]}' travels packed in a compressed message, not on its own")
+        ref = like[name]
+        size = int(np.size(ref))
+        dtype = np.dtype(ref.dtype) if np.dtype(ref.dtype) in _FLOATS else np.dtype("<f4")
+        count, index = size, None
         if scheme.topk is not None:
-            expected.add(name + PART + "index")
-            index = _part(parts, name + PART + "index", what)
             count = kept(scheme.topk, size)
-            if index.dtype != index_dtype(size) or index.shape != (count,):
-                raise ParamsError(f"{what} array '{name}': its index must be {count} {index_dtype(size)} entries "
-                                  f"(got {index.shape[0] if index.ndim == 1 else index.shape} {index.dtype})")
-            if count and (int(index[-1]) >= size or (count > 1 and not bool((np.diff(index.astype(np.int64)) > 0).all()))):
-                raise ParamsError(f"{what} array '{name}': its indices must be strictly increasing and below {size}")
-        expected.add(name)
-        values = _dequantize(name, parts, scheme, count, what, expected)
+            index = reader.varints(name, count, size) if code == "varint" else reader.bitmap(name, count, size)
+        values = _dequantize(reader, name, scheme, count, dtype)
         if index is None:
             dense = values
         else:
-            dense = np.zeros(size, np.float64)
+            dense = np.zeros(size, dtype)
             dense[index] = values
-        out[name] = dense.astype(dtype).reshape(shape)
+        out[name] = dense.astype(dtype).reshape(np.shape(ref))
+    if reader.at != payload.size:
+        raise ParamsError(f"{what}: {payload.size - reader.at} bytes follow the last packed array")
     for name, arr in parts.items():  # the arrays that travel as they are
-        if name in expected:
+        if name == PACKED:
             continue
         if PART in name:
-            raise ParamsError(f"{what} holds part '{name[:64]}', which its compression description does not name")
-        if arr.dtype not in _FLOATS.values():
+            raise ParamsError(f"{what} holds entry '{name[:64]}', which a compressed message does not have")
+        if arr.dtype not in _FLOATS:
             raise ParamsError(f"{what} array '{name[:64]}' has dtype {arr.dtype}; expected float32 or float64")
         out[name] = arr
-    return {name: out[name] for name in parts if name in out}
+    return out
 
 
-def _described(name: str, desc: object, what: str) -> tuple[tuple[int, ...], np.dtype]:
-    if not isinstance(desc, dict) or set(desc) != {"shape", "dtype"}:
-        raise ParamsError(f"{what} array '{name[:64]}': its description must hold exactly shape and dtype")
-    shape, dtype = desc["shape"], desc["dtype"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2 ** 40
-                                              for d in shape) or len(shape) > 32:
-        raise ParamsError(f"{what} array '{name[:64]}': its shape is not a list of non-negative integers")
-    if dtype not in _FLOATS:
-        raise ParamsError(f"{what} array '{name[:64]}': it must decode to F32 or F64, not {str(dtype)[:20]}")
-    return tuple(shape), _FLOATS[dtype]
+class _Reader:
+    """Consumes the packed bytes front to back; every read is bounds-checked."""
+
+    def __init__(self, payload: np.ndarray, what: str):
+        self.payload, self.what, self.at = payload, what, 0
+
+    def take(self, name: str, nbytes: int, part: str) -> np.ndarray:
+        if self.at + nbytes > self.payload.size:
+            raise ParamsError(f"{self.what} array '{name[:64]}': the packed bytes end inside its {part} "
+                              f"({nbytes} bytes needed, {self.payload.size - self.at} left)")
+        out = self.payload[self.at:self.at + nbytes]
+        self.at += nbytes
+        return out
+
+    def array(self, name: str, dtype: str, count: int, part: str) -> np.ndarray:
+        dt = np.dtype(dtype)
+        return np.frombuffer(self.take(name, count * dt.itemsize, part).tobytes(), dt)
+
+    def varints(self, name: str, count: int, size: int) -> np.ndarray:
+        window = self.payload[self.at:self.at + 5 * count]
+        ends = np.flatnonzero(window < 0x80)[:count]
+        if ends.size < count:
+            raise ParamsError(f"{self.what} array '{name[:64]}': its index stream holds fewer than {count} positions")
+        raw = self.take(name, int(ends[-1]) + 1 if count else 0, "indices").astype(np.int64)
+        group = np.concatenate([[0], np.cumsum(raw[:-1] < 0x80)]) if count else np.zeros(0, np.int64)
+        digit = np.arange(raw.size) - np.concatenate([[0], ends[:-1] + 1])[group]
+        if count and digit.max() > 4:
+            raise ParamsError(f"{self.what} array '{name[:64]}': an index varint is longer than 5 bytes")
+        gaps = np.bincount(group, weights=(raw & 0x7F) * np.exp2(7.0 * digit), minlength=count).astype(np.int64)
+        index = np.cumsum(gaps) + np.arange(count)
+        if count and index[-1] >= size:
+            raise ParamsError(f"{self.what} array '{name[:64]}': its indices must be strictly increasing and below {size}")
+        return index
+
+    def bitmap(self, name: str, count: int, size: int) -> np.ndarray:
+        bits = np.unpackbits(self.take(name, -(-size // 8), "bitmap"), bitorder="little")
+        if bits[size:].any():
+            raise ParamsError(f"{self.what} array '{name[:64]}': its bitmap marks positions at or beyond {size}")
+        index = np.flatnonzero(bits[:size])
+        if index.size != count:
+            raise ParamsError(f"{self.what} array '{name[:64]}': its bitmap marks {index.size} positions, not {count}")
+        return index
 
 
-def _part(parts: Mapping[str, np.ndarray], key: str, what: str) -> np.ndarray:
-    if key not in parts:
-        raise ParamsError(f"{what} lacks the part '{key[:80]}' its compression description needs")
-    return parts[key]
-
-
-def _dequantize(name: str, parts: Mapping[str, np.ndarray], scheme: Scheme, count: int, what: str,
-                expected: set[str]) -> np.ndarray:
-    values = _part(parts, name, what)
-    want = {None: None, "fp16": np.dtype("<f2"), "bf16": np.dtype("<u2"), "int8": np.dtype("i1")}[scheme.quantizer]
-    if values.ndim != 1 or values.shape[0] != count or (want is not None and values.dtype != want) \
-            or (want is None and values.dtype not in _FLOATS.values()):
-        raise ParamsError(f"{what} array '{name}': expected {count} {want or 'float32/float64'} values, got "
-                          f"shape {values.shape} of {values.dtype}")
+def _dequantize(reader: _Reader, name: str, scheme: Scheme, count: int, dtype: np.dtype) -> np.ndarray:
+    what = reader.what
+    if scheme.quantizer is None:
+        return reader.array(name, dtype.str, count, "values")
     if scheme.quantizer == "fp16":
-        out = values.astype(np.float32)
+        out = reader.array(name, "<f2", count, "values").astype(np.float32)
         if not np.isfinite(out).all():
             raise ParamsError(f"{what} array '{name}' holds values float16 cannot represent (beyond ±65504 or NaN); "
                               "use bf16 or int8")
         return out
     if scheme.quantizer == "bf16":
-        return (values.astype(np.uint32) << 16).view(np.float32)
-    if scheme.quantizer == "int8":
-        expected.add(name + PART + "scale")
-        scale = _part(parts, name + PART + "scale", what)
-        block = scheme.block or max(count, 1)
-        blocks = -(-count // block)
-        if scale.dtype != np.dtype("<f4") or scale.shape != (blocks,):
-            raise ParamsError(f"{what} array '{name}': expected {blocks} float32 scale(s), got shape {scale.shape} "
-                              f"of {scale.dtype}")
-        if not (np.isfinite(scale).all() and (scale >= 0).all() and (scale <= MAX_SCALE).all()):
-            raise ParamsError(f"{what} array '{name}': its int8 scales must be finite, non-negative and at most "
-                              f"{MAX_SCALE:.3g}")
-        if count and int(np.abs(values.astype(np.int16)).max()) > 127:
-            raise ParamsError(f"{what} array '{name}': int8 values must lie in −127…127")
-        return values.astype(np.float32) * np.repeat(scale, block)[:count]
-    return values
+        return (reader.array(name, "<u2", count, "values").astype(np.uint32) << 16).view(np.float32)
+    levels = LEVELS[scheme.quantizer]
+    if scheme.quantizer == "int4":
+        raw = reader.take(name, -(-count // 2), "values")
+        nibbles = np.stack([raw & 0x0F, raw >> 4], axis=1).reshape(-1)
+        if count % 2 and nibbles[-1]:
+            raise ParamsError(f"{what} array '{name}': the int4 padding nibble must be zero")
+        values = ((nibbles[:count].astype(np.int16) ^ 8) - 8)
+    else:
+        values = reader.array(name, "i1", count, "values").astype(np.int16)
+    block = scheme.block or max(count, 1)
+    scale = reader.array(name, "<f4", -(-count // block), "scales")
+    if not (np.isfinite(scale).all() and (scale >= 0).all() and (scale <= MAX_SCALE).all()):
+        raise ParamsError(f"{what} array '{name}': its {scheme.quantizer} scales must be finite, non-negative and "
+                          f"at most {MAX_SCALE:.3g}")
+    if count and int(np.abs(values).max()) > levels:
+        raise ParamsError(f"{what} array '{name}': {scheme.quantizer} values must lie in −{levels}…{levels}")
+    return values.astype(np.float32) * np.repeat(scale, block)[:count]
+
+
+# ----- quantized updates under secure aggregation ------------------------------------------------
+
+
+def ring_bits(levels: int, sites: int, max_weight: float | None) -> int:
+    """The smallest ring (16 or 32 bits) in which the masked sum of `sites` quantized updates cannot
+    overflow: Σ wᵢ·qᵢ with |qᵢ| ≤ levels and wᵢ ≤ `max_weight` (None: weights are row counts, not
+    known in advance: 32 bits, and each site refuses a weight beyond 2^31 / (levels · sites))."""
+    if max_weight is not None and sites * max_weight * levels < 2 ** 15:
+        return 16
+    if max_weight is None or sites * max_weight * levels < 2 ** 31:
+        return 32
+    raise ConfigError(f"{sites} sites × weight {max_weight:g} × {levels} levels overflow even 32-bit masked words; "
+                      "use fewer sites per round, smaller site_weights, or compress_updates none")

@@ -42,16 +42,15 @@ from fedcare.core.params import Params, validate_params
 from fedcare.core.update import Update
 
 _META_KEY = "fedcare"
-_CODEC_KEY = "codec"  # in a compressed message's metadata: how its arrays decode (core/compression.py)
+_CODEC_KEY = "codec"  # in a compressed message's metadata: its scheme (core/compression.py)
 
 #: Largest JSON header accepted (the safetensors library uses the same bound).
 MAX_HEADER_BYTES = 100_000_000
 
 #: The only tensor dtypes a model may hold, as safetensors spells them -> little-endian numpy dtype.
 _DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
-#: What a compressed message's parts may be besides (core/compression.py): values, scales, indices.
-_PART_DTYPES = {"F16": np.dtype("<f2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "U16": np.dtype("<u2"),
-                "U32": np.dtype("<u4")}
+#: What a compressed message holds besides (core/compression.py): its packed bytes.
+_PART_DTYPES = {"U8": np.dtype("u1")}
 _WIRE_DTYPES = _DTYPES | _PART_DTYPES
 
 #: What each safetensors dtype is called in an error message (the other names mean nothing to a user).
@@ -67,31 +66,36 @@ class _Malformed(ValueError):
 def params_to_bytes(params: Mapping[str, np.ndarray], meta: Mapping[str, object] | None = None,
                     scheme: compression.Scheme = compression.NONE, rng: np.random.Generator | None = None) -> bytes:
     """With an active `scheme`, the arrays travel compressed (see core/compression.py; `rng` makes
-    int8 rounding stochastic) and the metadata's `codec` says how to decode them."""
+    int8/int4 rounding stochastic) and the metadata's `codec` names the scheme; a message with no
+    array large enough to compress is written as an uncompressed one, byte for byte."""
     # Structure only: refusing NaN/Inf is the receiver's job (a sender is not trusted to check), and
     # a simulated corrupt site must be able to send what a broken one would.
     validate_params(params, finite=False)
     meta = dict(meta or {})
     if scheme.active:
-        params, meta[_CODEC_KEY] = compression.encode(params, scheme, rng)
+        params, codec = compression.encode(params, scheme, rng)
+        if codec is not None:
+            meta[_CODEC_KEY] = codec
     header = {_META_KEY: json.dumps(meta, sort_keys=True)}
     # np.asarray(order="C"), not np.ascontiguousarray, which would turn a 0-d array into shape (1,)
     return save({k: np.asarray(v, order="C") for k, v in params.items()}, metadata=header)
 
 
 def params_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, np.ndarray] | None = None,
-                      what: str = "params") -> tuple[Params, dict]:
+                      what: str = "params", layout: Mapping[str, np.ndarray] | None = None) -> tuple[Params, dict]:
     """Decode and validate; the returned order follows `like` when given (the model's order).
 
     The arrays are read-only views into `data` (no copy of the tensors is made), except those of a
-    compressed message, which are decoded (and checked part by part) into new dense arrays.
+    compressed message, which are decoded (and checked part by part) into new dense arrays; a
+    compressed message can only be read with `like` (or, where the arrays are not checked against
+    expected ones, `layout`), which gives the names and shapes both sides agree on.
     """
     try:
         arrays, meta = _decode(data, what)
     except _Malformed as exc:
         raise ParamsError(f"{what} are not valid safetensors bytes ({exc})") from None
     if _CODEC_KEY in meta:
-        arrays = compression.decode(arrays, meta.pop(_CODEC_KEY), what)
+        arrays = compression.decode(arrays, meta.pop(_CODEC_KEY), like if like is not None else layout, what)
     else:
         for name, arr in arrays.items():
             if arr.dtype not in _DTYPES.values():

@@ -19,7 +19,7 @@ import numpy as np
 from fedcare.algorithms.privacy import calibrate_site_dp, site_level_dp
 from fedcare.algorithms.recipes import SERVER_LR, AggregationSpec, Algorithm, build_algorithm
 from fedcare.algorithms.robust import krum
-from fedcare.algorithms.secagg import SecurePlan, check_threshold, secure_mean
+from fedcare.algorithms.secagg import SecurePlan, check_threshold, quantized_secure, secure_mean
 from fedcare.algorithms.strategy import replace_aggregator
 from fedcare.core.config import FederationConfig
 from fedcare.core.config.privacy import SITE_DP_SERVER_LR
@@ -144,7 +144,8 @@ def _algorithm(cfg: FederationConfig, num_sites: int) -> Algorithm:
     if algorithm.scaffold and p.mode != "none":
         raise ConfigError("scaffold does not combine with personalization; use personalization none")
     return replace(algorithm, personalization=p.mode, ditto_lambda=p.ditto_lambda, dp_epsilon=dp.dp_epsilon,
-                   dp_delta=dp.dp_delta, dp_clip=dp.dp_clip, compress_updates=cfg.compression.compress_updates,
+                   dp_delta=dp.dp_delta, dp_clip=dp.dp_clip, compress_updates=cfg.compression.compress_updates
+                   if not cfg.privacy.secure_aggregation else "none",  # quantized into the masking ring instead
                    error_feedback=cfg.compression.error_feedback)
 
 
@@ -169,7 +170,7 @@ def _site_privacy(cfg: FederationConfig, algorithm: Algorithm, site_ids: Sequenc
     if p.secure_aggregation:
         check_threshold(per_round, p.secagg_max_dropouts)
         secure = SecurePlan(p.secagg_max_dropouts, cfg.algorithm.weighting, dict(cfg.algorithm.site_weights), dp,
-                            noise_seed=cfg.run.seed)
+                            noise_seed=cfg.run.seed, **quantized_secure(cfg.compression, cfg.algorithm, per_round))
         mean = secure_mean(dp)
     else:
         assert dp is not None

@@ -60,6 +60,7 @@ from fedcare.algorithms.secagg import (
     decode_message,
     encode_message,
 )
+from fedcare.core.compression import LEVELS
 from fedcare.core.errors import ParamsError, SiteDeclined
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
@@ -153,6 +154,8 @@ def site_vector(update: Update, layout: Layout, plan: SecurePlan, threshold: int
         raise ParamsError(f"the update of site '{update.site_id}' holds NaN or infinite values")
     if plan.dp is None:
         w = plan.weight(update.site_id, update.num_examples)
+        if plan.quantizer is not None:  # integers in steps of the common scale: the sum decodes exactly
+            model = quantize_for_ring(model, plan, rng)
         flat[:layout.model_size] = model * w
         flat[layout.model_size] = w
         return flat
@@ -166,6 +169,20 @@ def site_vector(update: Update, layout: Layout, plan: SecurePlan, threshold: int
         count_share = plan.dp.noise_multiplier_count / math.sqrt(threshold)
         flat[layout.model_size + 1] = float(norm <= clip_norm) + float(rng.normal(0.0, count_share))
     return flat
+
+
+def quant_step(plan: SecurePlan) -> float:
+    """The value of one quantization level, common to every site (1.0: no quantization)."""
+    return 1.0 if plan.quantizer is None else float(plan.quant_range) / LEVELS[plan.quantizer]
+
+
+def quantize_for_ring(model: np.ndarray, plan: SecurePlan, rng: np.random.Generator) -> np.ndarray:
+    """Stochastic rounding to whole multiples of the common step, in −levels…levels: unbiased, so
+    the decoded sum is the sum of the sites' updates in expectation, and exactly the sum of what
+    each site quantized."""
+    levels = LEVELS[str(plan.quantizer)]
+    q = np.floor(model / quant_step(plan) + rng.random(model.size))
+    return np.clip(q, -levels, levels)
 
 
 def noise_rng(plan: SecurePlan, round_: int, site_id: str) -> np.random.Generator:
@@ -196,6 +213,11 @@ class SecureSiteRound:
         flat = self._layout.flatten(update.grad, {e: 0.0 for e in self._layout.extras})  # names and shapes
         if not np.all(np.isfinite(flat)):  # the coordinator will see only masked words: check here
             raise ParamsError(f"the update of site '{self.site_id}' holds NaN or infinite values")
+        top = float(np.abs(flat[:self._layout.model_size]).max(initial=0.0))
+        if self._plan.quantizer is not None and top > float(self._plan.quant_range):
+            raise ParamsError(f"the update of site '{self.site_id}' has a coordinate of magnitude {top:.3g}, beyond "
+                              f"compress_range {self._plan.quant_range:g} that {self._plan.quantizer} scales to; "
+                              "raise compress_range")
         self._update = update
 
     def advertise(self) -> bytes:
@@ -254,10 +276,12 @@ def read_metrics(blob: bytes, site_id: str) -> dict[str, float]:
     return {k: float(v) for k, v in values.items()}
 
 
-def sum_update(total: np.ndarray, layout: Layout, survivors: Sequence[str]) -> Update:
-    """The unmasked sum as the one update the engine gets: Σ wᵢxᵢ, with Σ wᵢ (and the noised clip
-    count) in its metrics and the number of sites in the sum as num_examples."""
+def sum_update(total: np.ndarray, layout: Layout, survivors: Sequence[str], step: float = 1.0) -> Update:
+    """The unmasked sum as the one update the engine gets: Σ wᵢxᵢ (quantized: Σ wᵢqᵢ times the
+    step), with Σ wᵢ (and the noised clip count) in its metrics and the number of sites in the sum
+    as num_examples."""
     grad, extra = layout.unflatten(total)
+    grad = {k: v * step for k, v in grad.items()} if step != 1.0 else grad
     return Update(SUM_SITE_ID, grad, len(survivors), {**extra, "sites": float(len(survivors))})
 
 
@@ -270,7 +294,8 @@ class SecureCoordinatorRound:
         self.layout = layout
         self.selected = selected
         self.threshold = check_threshold(selected, plan.max_dropouts)
-        self._secagg = SecAggCoordinator(round_, layout.length, self.threshold, plan.frac_bits)
+        self._secagg = SecAggCoordinator(round_, layout.length, self.threshold, plan.frac_bits_used, plan.word_bits)
+        self._step = quant_step(plan)
         self._metrics: dict[str, dict[str, float]] = {}
         self._advertised = 0
 
@@ -314,7 +339,7 @@ class SecureCoordinatorRound:
         decoded = [decode_message(r, UnmaskResponse) for r in responses]
         total = self._secagg.unmask(decoded)  # type: ignore[arg-type]
         survivors = self._secagg.survivors
-        return sum_update(total, self.layout, survivors), {s: self._metrics[s] for s in survivors}
+        return sum_update(total, self.layout, survivors, self._step), {s: self._metrics[s] for s in survivors}
 
 
 # ---------------------------------------------------------------------------------------------

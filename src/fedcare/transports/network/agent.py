@@ -32,7 +32,7 @@ from safetensors.numpy import load_file
 
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError, FedcareError, SiteDeclined
-from fedcare.core.messages import FitRequest
+from fedcare.core.messages import CONTROL_PREFIX, FitRequest
 from fedcare.core.params import Params
 from fedcare.core.serialization import fit_reply_to_bytes, params_from_bytes, save_params, update_from_bytes
 from fedcare.data.dataset import DataShape, SiteData
@@ -89,6 +89,7 @@ class SiteAgent:
         self._prep: SitePreparation | None = None
         self._site: LocalSite | None = None
         self._plan: Plan | None = None  # the current run's plan
+        self._like: tuple[Plan, Params] | None = None  # the plan's initial model (names, shapes, dtypes)
         self._approved: set[str] = set()
         self._over: set[str | None] = set()  # runs whose end this agent was told (--keep-running)
         self._declined: dict[str, str] = {}  # runs outside the policy, and why
@@ -361,9 +362,22 @@ class SiteAgent:
         if hashlib.sha256(blob).hexdigest() != digest:
             self.say(f"task {task['id']}: the params downloaded do not match their digest; asking again")
             raise _Skip()
-        params = params_from_bytes(blob)[0]
+        params = params_from_bytes(blob, layout=self._expected(task))[0]
         self._held = (digest, params)
         return params
+
+    def _expected(self, task: dict) -> Params | None:
+        """The arrays a task's broadcast holds, which a compressed broadcast is read against: the
+        plan's model, and SCAFFOLD's control/<name> beside it in a fit task. Its order is that of
+        the model, as the coordinator's is."""
+        if self._plan is None:
+            return None
+        if self._like is None or self._like[0] is not self._plan:
+            self._like = (self._plan, self._plan.initial_params())
+        model = self._like[1]
+        controls = {CONTROL_PREFIX + k: v for k, v in model.items()} if task["kind"] == "fit" and \
+            self._plan.algorithm.scaffold else {}
+        return {**model, **controls}
 
     def _put_update(self, task: dict, blob: bytes) -> None:
         self._request("PUT", f"/v1/tasks/{task['id']}/update", content=blob,

@@ -122,7 +122,7 @@ class SecureRounds:
         masked = self._step(rnd, "mask", list(shared), {sid: {"shares": b64(coordinator.shares_for(sid))}
                                                         for sid in shared}, coordinator.threshold, refused,
                             "dropped after masking: its update is not in the sum",
-                            answer_bytes=4 * -(-8 * coordinator.layout.length // 3))  # the vector in base64
+                            answer_bytes=4 * -(-(self._plan.word_bits // 8) * coordinator.layout.length // 3))  # base64
         for sid, answer in masked.items():
             _taken(sid, refused, coordinator.receive_masked, self._take(answer["masked"]), self._take(answer["metrics"]))
         request = coordinator.unmask_request()
