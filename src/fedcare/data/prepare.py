@@ -279,7 +279,7 @@ class SitePreparation:
         for column in (*targets, *features, *([arm_column] if arm_column else [])):
             require_column(column, list(self._raw.columns), self._name)
         complete = self._raw[targets + ([arm_column] if arm_column else [])].notna().all(axis=1)
-        rows = self._raw[complete]
+        rows = self._raw if bool(complete.all()) else self._raw[complete]  # no copy of a complete site
         answer: dict[str, Any] = {"rows": len(rows), "dropped": int((~complete).sum()),
                                   "columns": column_counts(rows, features), "label": None, "events": None}
         if label is not None:
