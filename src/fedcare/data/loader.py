@@ -125,7 +125,7 @@ def load_files(spec: DataSpec, frame: pd.DataFrame | None = None, extra: dict[st
     if spec.partition is not None:
         overrides["partition"] = {"kind": spec.partition, "num_sites": spec.num_sites, "alpha": spec.alpha,
                                   "seed": spec.partition_seed}
-    dataset = build_dataset(spec.model_copy(update={"partition": None}), [SitePreparation(r, share_name=True) for r in raw], overrides)
+    dataset = build_dataset(spec.model_copy(update={"partition": None}), [SitePreparation(r, share_name=True, release_rows=True) for r in raw], overrides)
     if no_site:
         dataset.preprocessing["rows_dropped_missing_site"] = {source: no_site}
         dataset.preprocessing.setdefault("warnings", []).append(

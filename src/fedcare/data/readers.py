@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -66,10 +67,20 @@ def read_table_typed(path: Path, text: Collection[str]) -> pd.DataFrame:
         cells, table = table.column(0), table.remove_column(0)  # each column's text freed once converted
         numbers = None if name in text else finite_numbers(cells)
         columns[name] = pd.Series(numbers) if numbers is not None else pd.Series(
-            clean_column(pd.Series(cells.to_numpy(), dtype=object)), dtype=object)  # text: str/None, as read_table
+            _shared(clean_column(pd.Series(cells.to_numpy(), dtype=object))), dtype=object)
     frame = pd.DataFrame(columns)
     frame.index = pd.RangeIndex(len(frame))
+    pa.default_memory_pool().release_unused()  # the text is gone: give its memory back
     return frame
+
+
+def _shared(text: np.ndarray) -> np.ndarray:
+    """The same str/None cells, with equal cells as one object: a site column of 5 million cells
+    holds 10,000 strings, not 5 million."""
+    codes, uniques = pd.factorize(text)
+    out = np.asarray(uniques, dtype=object)[np.maximum(codes, 0)] if len(uniques) else np.full(len(text), None)
+    out[codes < 0] = None
+    return out
 
 
 def _all_text(path: Path) -> dict[str, pa.DataType]:
