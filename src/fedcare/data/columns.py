@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import DataError
-from fedcare.data.values import canonical, parse_number, parse_numbers, present_cells, sort_values
+from fedcare.data.values import (
+    canonical,
+    parse_number,
+    parse_numbers,
+    present_cells,
+    sort_values,
+)
 
 MAX_CATEGORIES = 50
 MIN_CATEGORY_COUNT = 5  # a site names a category only when this many of its rows hold it
