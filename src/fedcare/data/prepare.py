@@ -341,7 +341,7 @@ class SitePreparation:
             raise DataError(f"site '{self.site_id}' got 'finish' before 'split'; {AGAIN}")
         with reading(self._what("finish")):
             fitted = {str(name): dict(part) for name, part in question["inputs"].items()}
-            if self.data is not None:  # asked again (a lost answer): the same fit gets the same answer
+            if self.release_rows and self.data is not None:  # asked again: the same fit, the same answer
                 if fitted != self._finished_with:
                     raise ValueError("the site has finished with other fitted settings")
                 return {"rows": dict(self.row_counts)}
