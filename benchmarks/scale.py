@@ -10,7 +10,7 @@ Both sides start from that CSV and end with a trained model, so both are timed e
   scikit-learn as fedcare splits it (test 0.34, seed 43, stratified), features are standardised with
   the pooled training mean and std, then FedAvg in PyTorch with fedcare's shuffling seeds.
 - **fedcare**: `fedcare.simulate` at its defaults (baselines off, like the plain loop): the CSV read
-  as text and typed, the federated preparation, the rounds with every message serialized and
+  and typed, the federated preparation, the rounds with every message serialized and
   validated, four metrics per site per round, a checkpoint every round, the run folder. The report's
   matplotlib figures are left out (FEDCARE_REPORT_FIGURES=0; RESULTS §15 times them) unless
   `--figures`: the plain loop draws none.

@@ -1,6 +1,8 @@
 """Read a site's table from CSV or Parquet into text cells (None = missing).
 
-Everything is read as text first so that column typing is one rule for both formats.
+Everything is read as text first so that column typing is one rule for both formats; a
+simulation's one big CSV (`read_table_typed`) has its number columns parsed at reading, by the
+same rule, so that its cells are never all Python strings at once.
 """
 
 from __future__ import annotations
