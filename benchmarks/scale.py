@@ -10,8 +10,10 @@ Both sides start from that CSV and end with a trained model, so both are timed e
   scikit-learn as fedcare splits it (test 0.34, seed 43, stratified), features are standardised with
   the pooled training mean and std, then FedAvg in PyTorch with fedcare's shuffling seeds.
 - **fedcare**: `fedcare.simulate` at its defaults (baselines off, like the plain loop): the CSV read
-  as text and typed, the federated preparation, the rounds with every message serialized and
-  validated, four metrics per site per round, a checkpoint every round, the run folder.
+  and typed, the federated preparation, the rounds with every message serialized and
+  validated, four metrics per site per round, a checkpoint every round, the run folder. The report's
+  matplotlib figures are left out (FEDCARE_REPORT_FIGURES=0; RESULTS §15 times them) unless
+  `--figures`: the plain loop draws none.
 The parent checks that both end with the same global model (within float32 rounding): the same
 arithmetic. Every run is its own subprocess (so a peak is that run's), the runs alternate within
 each repeat, and wall time includes starting Python and the imports. Peak memory is the largest
@@ -20,6 +22,7 @@ larger. CPU seconds are user + system of the run and its children.
 
     python benchmarks/scale.py [--cases 10x20,100x5,1000x2,10000x1] [--repeats 3]
                                [--backends in-process[,processes,...]] [--workers 2] [--also OTHER/src]
+                               [--figures]
 
 `--backends` takes any name `fedcare.simulate(..., backend=NAME, workers=N)` accepts (NAME+batched adds
 `batched=True`); a name this fedcare does not know is skipped with a line saying so.
@@ -47,18 +50,23 @@ UNKNOWN_BACKEND = 3  # a child's exit code: this fedcare has no such backend
 
 
 def make_csv(path: Path, sites: int) -> None:
-    """Sites with their own feature shifts around one linear rule (timing only: no claim on accuracy)."""
+    """Sites with their own feature shifts around one linear rule (timing only: no claim on accuracy).
+    Numbers written as '%.6g', a batch of sites at a time (10,000 sites are 5 million rows)."""
     import numpy as np
+    import pandas as pd
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=FEATURES)
-    header = ",".join([f"f{i}" for i in range(FEATURES)] + ["site", "y"])
+    names = [f"f{i}" for i in range(FEATURES)]
     with open(path, "w") as out:
-        out.write(header + "\n")
-        for s in range(sites):
-            x = rng.normal(loc=rng.normal(scale=0.5, size=FEATURES), size=(ROWS, FEATURES))
-            y = (x @ w + rng.normal(scale=2.0, size=ROWS) > 0).astype(int)
-            out.writelines(",".join(f"{v:.6g}" for v in row) + f",site{s:05d},{label}\n" for row, label in zip(x, y))
+        out.write(",".join([*names, "site", "y"]) + "\n")
+        for first in range(0, sites, 100):
+            parts = []
+            for s in range(first, min(first + 100, sites)):
+                x = rng.normal(loc=rng.normal(scale=0.5, size=FEATURES), size=(ROWS, FEATURES))
+                y = (x @ w + rng.normal(scale=2.0, size=ROWS) > 0).astype(int)
+                parts.append(pd.DataFrame(x, columns=names).assign(site=f"site{s:05d}", y=y))
+            pd.concat(parts).to_csv(out, header=False, index=False, float_format="%.6g", lineterminator="\n")
 
 
 # ----- the runs (each in its own subprocess) ----------------------------------------------------------
@@ -169,12 +177,14 @@ def tree_rss_mb(root: int) -> float:
     return sum(rss.get(p, 0.0) for p in tree)
 
 
-def measure(runner: str, csv: Path, rounds: int, out: Path, workers: int, cap_mb: float) -> dict | None:
+def measure(runner: str, csv: Path, rounds: int, out: Path, workers: int, cap_mb: float,
+            figures: bool = False) -> dict | None:
     """One run in its own process; `runner` is plain, a backend, or SRC:backend (fedcare from SRC)."""
     src, _, child = runner.rpartition(":")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", child, "--csv", str(csv), "--rounds",
            str(rounds), "--out", str(out), "--workers", str(workers)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"PYTHONPATH": src} if src else {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"PYTHONPATH": src} if src else {}),
+           **({} if figures else {"FEDCARE_REPORT_FIGURES": "0"})}
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
@@ -225,6 +235,7 @@ def main() -> None:
     parser.add_argument("--memory-cap-mb", type=float, default=8000,
                         help="stop a run whose processes pass this much resident memory")
     parser.add_argument("--json", default=None, help="write every measurement to this file")
+    parser.add_argument("--figures", action="store_true", help="let fedcare draw its report's figures")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--csv", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=1, help=argparse.SUPPRESS)
@@ -251,7 +262,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for runner in list(runners):
                 out = folder / f"{runner.replace('/', '_').replace(':', '_')}-{case}-{repeat}.npz"
-                measured = measure(runner, csv, rounds, out, args.workers, args.memory_cap_mb)
+                measured = measure(runner, csv, rounds, out, args.workers, args.memory_cap_mb, args.figures)
                 if measured is None:
                     runners.remove(runner)
                     del results[case][runner]

@@ -305,3 +305,55 @@ def test_empty_file(tmp_path: Path):
     path.write_text("")
     with pytest.raises(DataError, match="empty"):
         _load(str(path), site="site")
+
+
+def test_numbers_read_once_encode_as_text_cells_do(tmp_path: Path):
+    """A one-file simulation parses its number columns at reading (Arrow): the same cells, split into
+    one file per site (read as text), give the same arrays bit for bit; odd CSVs fall back to text."""
+    from fedcare.data.readers import read_table, read_table_typed
+    from fedcare.data.values import parse_numbers
+
+    n = 60
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({
+        "site": np.where(np.arange(n) % 3 == 0, "A", "B"),
+        "bp": [f" {v:.4g} " if i % 7 else "NA" for i, v in enumerate(rng.normal(120, 15, n))],  # spaces, a token
+        "dose": [str(v) for v in rng.integers(0, 4, n)],  # declared categorical: stays text
+        "odd": [("inf" if i == 5 else f"{v:.3g}") for i, v in enumerate(rng.normal(size=n))],  # not a number
+        "sex": rng.choice(["F", "M"], n),
+        "y": np.arange(n) % 2,
+    })
+    one = _csv(tmp_path, frame)
+    typed, text = read_table_typed(Path(one), {"site", "y", "dose"}), read_table(Path(one))
+    assert [str(t) for t in typed.dtypes] == ["object", "float64", "object", "object", "object", "object"]
+    np.testing.assert_array_equal(typed["bp"].to_numpy(), parse_numbers(text["bp"]))
+    assert typed.drop(columns="bp").equals(text.drop(columns="bp"))
+    spec = {"site": "site", "categorical": ("dose",), "drop": ("odd",)}
+    whole = _load(one, **spec)
+    files = tuple(_csv(tmp_path, rows.drop(columns="site"), f"{s}.csv") for s, rows in frame.groupby("site"))
+    apart = _load(files, categorical=("dose",), drop=("odd",))
+    assert whole.feature_names == apart.feature_names and "bp__missing" in whole.feature_names
+    for a, b in zip(whole.sites, apart.sites):
+        for part in ("train", "test"):
+            np.testing.assert_array_equal(site_x(a, part), site_x(b, part))
+            np.testing.assert_array_equal(site_y(a, part), site_y(b, part))
+    (tmp_path / "dup.csv").write_text("a,a,y\n1,2,0\n3,4,1\n")  # Arrow keeps both names: read as text
+    assert read_table_typed(tmp_path / "dup.csv", {"y"}).equals(read_table(tmp_path / "dup.csv"))
+
+
+def test_a_released_site_answers_finish_again_and_nothing_else(tmp_path: Path):
+    from fedcare.data.prepare import SitePreparation, prepare
+    from fedcare.data.raw import RawSite
+    from fedcare.data.readers import read_table
+
+    site = SitePreparation(RawSite("A", read_table(Path(_csv(tmp_path, _frame()))), "cohort.csv"), release_rows=True)
+    asked: dict[str, dict] = {}
+
+    def ask(phase: str, question: dict) -> dict:
+        asked[phase] = question
+        return {"A": site.answer(phase, question)}
+
+    prepare(DataSpec(data=("cohort.csv",), label="y", drop=("patient_id", "site")), ["A"], ask)
+    assert site.data is not None and site.answer("finish", asked["finish"]) == {"rows": site.row_counts}
+    with pytest.raises(DataError, match="released its rows"):
+        site.answer("schema", asked["schema"])

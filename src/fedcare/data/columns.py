@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import DataError
-from fedcare.data.values import canonical, parse_number, parse_numbers, sort_values
+from fedcare.data.values import (
+    canonical,
+    parse_number,
+    parse_numbers,
+    present_cells,
+    sort_values,
+)
 
 MAX_CATEGORIES = 50
 MIN_CATEGORY_COUNT = 5  # a site names a category only when this many of its rows hold it
@@ -55,19 +61,21 @@ MIN_IDENTIFIER_ROWS = 20  # fewer rows all distinct whole numbers prove nothing
 def column_counts(frame: pd.DataFrame, features: Sequence[str]) -> dict[str, dict[str, int]]:
     """Per feature: how many of the site's cells are present, how many of those are numbers, whole
     numbers and YYYYMMDD dates, and how many distinct numbers there are (what tells an identifier or a
-    date from a measurement, as counts)."""
-    counts = {}
+    date from a measurement, as counts). All features at once, as one 2-D block."""
     cells = frame[list(features)]
-    present_all = ~np.equal(cells.to_numpy(dtype=object), None)
-    values_all = parse_numbers(cells)  # every feature in one pass
-    for i, column in enumerate(features):
-        present, values = present_all[:, i], values_all[:, i]
-        numbers = values[~np.isnan(values) & present]
-        whole = numbers[numbers == np.round(numbers)]
-        counts[column] = {"present": int(np.count_nonzero(present)), "numbers": int(numbers.size),
-                          "integers": int(whole.size), "distinct_numbers": int(np.unique(numbers).size),
-                          "dates": int(np.count_nonzero(_yyyymmdd(whole)))}
-    return counts
+    present = present_cells(cells)
+    values = parse_numbers(cells)  # every feature in one pass
+    numbers = ~np.isnan(values) & present
+    whole = numbers & (values == np.round(values))
+    dates = np.zeros_like(whole)
+    dates[whole] = _yyyymmdd(values[whole])  # only whole numbers can be dates (and few cells are)
+    n = numbers.sum(axis=0)
+    ordered = np.sort(np.where(numbers, values, np.nan), axis=0)  # each column's numbers first, NaN last
+    inside = np.arange(len(ordered) - 1)[:, None] < (n - 1)[None, :]  # neighbours both numbers
+    distinct = (n > 0) + ((ordered[1:] != ordered[:-1]) & inside).sum(axis=0)
+    return {column: {"present": int(present[:, i].sum()), "numbers": int(n[i]), "integers": int(whole[:, i].sum()),
+                     "distinct_numbers": int(distinct[i]), "dates": int(dates[:, i].sum())}
+            for i, column in enumerate(features)}
 
 
 def _yyyymmdd(whole: np.ndarray) -> np.ndarray:
@@ -173,6 +181,8 @@ def check_categories(column: str, summaries: Sequence[dict[str, object]]) -> Non
 def typed_frame(frame: pd.DataFrame, types: ColumnTypes, min_count: int) -> pd.DataFrame:
     """Numeric columns -> float64 with NaN for missing; categorical -> canonical text, OTHER for the
     site's rare values (`suppress_rare`), or None."""
+    if not types.categorical and list(frame.columns) == list(types.order):  # numbers only: one block
+        return pd.DataFrame(parse_numbers(frame), index=frame.index, columns=list(types.order))
     numeric = [c for c in frame.columns if c in types.numeric]
     out: dict[str, object] = dict(zip(numeric, parse_numbers(frame[numeric]).T))  # the numbers in one pass
     for column in frame.columns:

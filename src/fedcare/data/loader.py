@@ -25,7 +25,7 @@ from fedcare.data.labels import LabelEncoding, infer_label_encoding
 from fedcare.data.manifest import manifest_spec, read_manifest
 from fedcare.data.prepare import SitePreparation, ask_in_process, check_options, prepare, require_column
 from fedcare.data.raw import RawSite
-from fedcare.data.readers import read_table
+from fedcare.data.readers import read_table_typed
 from fedcare.data.survival import SurvivalEncoding, infer_survival_encoding
 from fedcare.data.values import canonical
 
@@ -102,34 +102,47 @@ def load_files(spec: DataSpec, frame: pd.DataFrame | None = None, extra: dict[st
             raise DataError("several --data files share a file name; site ids come from file names, so rename them")
         return build_dataset(spec, sites)
     # One file: the rows without a target are dropped (and counted) before the file is cut into sites.
-    frame, source = (read_table(paths[0]) if frame is None else frame), paths[0].name
+    frame, source = (read_table_typed(paths[0], text_columns(spec)) if frame is None else frame), paths[0].name
     targets = [spec.time, spec.event] if spec.time is not None else [spec.label]
     columns = list(frame.columns)
     for column in (*targets, *([spec.site] if spec.site else []), *spec.drop, *spec.categorical):
         require_column(column, columns, f"'{source}'")  # type: ignore[arg-type]
     complete = frame[targets].notna().all(axis=1)
-    kept = frame[complete]
+    kept = _rows_where(frame, complete)
     no_site = 0
     if spec.site is not None:
         has_site = kept[spec.site].notna()
         no_site = int((~has_site).sum())
-        raw = _sites_from_column(kept[has_site], spec.site, source)
+        raw = _sites_from_column(_rows_where(kept, has_site), spec.site, source)
     elif spec.partition is not None:
         raw = _partition(kept, spec, source)
     else:
         raise DataError(f"'{source}' is one file without sites: pass --site COLUMN to name its site column, "
                         "or --partition iid|dirichlet|quantity to simulate sites")
+    del frame, kept  # the sites hold their own rows now: a big file is not held twice
     dropped = "rows_dropped_missing_time_or_event" if spec.time is not None else "rows_dropped_missing_label"
     overrides: dict = {dropped: {source: int((~complete).sum())}, **(extra or {})}
     if spec.partition is not None:
         overrides["partition"] = {"kind": spec.partition, "num_sites": spec.num_sites, "alpha": spec.alpha,
                                   "seed": spec.partition_seed}
-    dataset = build_dataset(spec.model_copy(update={"partition": None}), [SitePreparation(r, share_name=True) for r in raw], overrides)
+    dataset = build_dataset(spec.model_copy(update={"partition": None}), [SitePreparation(r, share_name=True, release_rows=True) for r in raw], overrides)
     if no_site:
         dataset.preprocessing["rows_dropped_missing_site"] = {source: no_site}
         dataset.preprocessing.setdefault("warnings", []).append(
             f"{no_site} rows of '{source}' have an empty site column '{spec.site}' and were dropped")
     return dataset
+
+
+def text_columns(spec: DataSpec) -> set[str]:
+    """The columns read as text whatever they hold: targets, the site, arms, patients, images, and the
+    columns declared categorical or dropped (a feature column of numbers is parsed at reading)."""
+    named = (spec.site, spec.label, spec.time, spec.event, spec.treatment, spec.patient)
+    return {c for c in named if c is not None} | set(spec.drop) | set(spec.categorical) | set(spec.image_columns)
+
+
+def _rows_where(frame: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
+    """frame[mask], without a copy when every row is kept."""
+    return frame if bool(mask.all()) else frame[mask]
 
 
 def build_dataset(spec: DataSpec, sites: Sequence[SitePreparation], overrides: dict[str, Any] | None = None

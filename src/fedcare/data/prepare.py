@@ -184,8 +184,10 @@ class SitePreparation:
     """
 
     def __init__(self, raw: RawSite, dataset: str | None = None, dropped_on_read: int = 0,
-                 share_name: bool = False, min_category_count: int = MIN_CATEGORY_COUNT) -> None:
+                 share_name: bool = False, min_category_count: int = MIN_CATEGORY_COUNT,
+                 release_rows: bool = False) -> None:
         self.site_id = raw.site_id
+        self.release_rows = release_rows  # after 'finish', keep only `data` (it answers only 'finish' again)
         self.min_category_count = min_category_count  # the site's own small-cell limit (no question lowers it)
         self.source = raw.source
         self.share_name = share_name  # whether the answers name the file (see from_file)
@@ -200,6 +202,7 @@ class SitePreparation:
         self._split: SplitIndices | None = None
         self._split_asked: tuple | None = None  # the first split's settings: the only ones answered
         self._targets: dict[str, np.ndarray] = {}  # every row's encoded targets
+        self._finished_with: dict | None = None  # the fitted settings 'finish' encoded with
 
     @classmethod
     def from_file(cls, path: str | Path, site_id: str, share_name: bool = False) -> SitePreparation:
@@ -231,6 +234,9 @@ class SitePreparation:
             raise DataError(f"site '{self.site_id}' got a '{phase}' question that is not an object; {AGAIN}")
         handlers: dict[str, Callable[[Mapping[str, Any]], dict]] = {
             "columns": self._columns, "schema": self._schema, "split": self._split_rows, "finish": self._finish}
+        if self.release_rows and self.data is not None and phase != "finish":
+            raise DataError(f"site '{self.site_id}' has finished preparing and released its rows; it answers "
+                            f"'{phase}' no more; {AGAIN}")
         if phase in handlers:
             return handlers[phase](question)
         name, _, sub = phase.partition(".")
@@ -279,7 +285,7 @@ class SitePreparation:
         for column in (*targets, *features, *([arm_column] if arm_column else [])):
             require_column(column, list(self._raw.columns), self._name)
         complete = self._raw[targets + ([arm_column] if arm_column else [])].notna().all(axis=1)
-        rows = self._raw[complete]
+        rows = self._raw if bool(complete.all()) else self._raw[complete]  # no copy of a complete site
         answer: dict[str, Any] = {"rows": len(rows), "dropped": int((~complete).sum()),
                                   "columns": column_counts(rows, features), "label": None, "events": None}
         if label is not None:
@@ -343,6 +349,10 @@ class SitePreparation:
             raise DataError(f"site '{self.site_id}' got 'finish' before 'split'; {AGAIN}")
         with reading(self._what("finish")):
             fitted = {str(name): dict(part) for name, part in question["inputs"].items()}
+            if self.release_rows and self.data is not None:  # asked again: the same fit, the same answer
+                if fitted != self._finished_with:
+                    raise ValueError("the site has finished with other fitted settings")
+                return {"rows": dict(self.row_counts)}
             if set(fitted) != set(self._inputs):
                 raise ValueError("the fitted inputs are not the inputs the schema named")
         encoded = {name: self._inputs[name].encode(fitted[name], self._split) for name in fitted}
@@ -351,7 +361,9 @@ class SitePreparation:
             rows = getattr(self._split, part)
             splits[part] = examples_of({**{name: arrays[part] for name, arrays in encoded.items()},
                                         **{name: values[rows] for name, values in self._targets.items()}})
-        self.data = SiteData(self.site_id, splits)
+        self.data, self._finished_with = SiteData(self.site_id, splits), fitted
+        if self.release_rows:  # encoded: the text and typed rows go (10,000 sites in one process)
+            self._raw, self._rows, self._inputs = self._raw.iloc[:0], None, {}
         return {"rows": dict(self.row_counts)}
 
 

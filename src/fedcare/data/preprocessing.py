@@ -135,8 +135,8 @@ class Transform:
 def site_stats(train: pd.DataFrame, types: ColumnTypes) -> SiteStats:
     """Aggregates of one site's training rows (typed frame: numeric float/NaN, categorical str/None)."""
     numeric: dict[str, NumericStats] = {}
-    for column in types.numeric:
-        values = train[column].to_numpy(dtype=np.float64)
+    block = train[list(types.numeric)].to_numpy(dtype=np.float64)  # one conversion, not one per column
+    for column, values in zip(types.numeric, block.T):
         present = values[~np.isnan(values)]
         mean = float(present.mean()) if present.size else 0.0
         numeric[column] = NumericStats(

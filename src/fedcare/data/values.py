@@ -28,11 +28,45 @@ def clean_column(column: pd.Series) -> np.ndarray:
     return out
 
 
+_PY_STRIP = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.strip() removes from ASCII text
+
+
+def finite_numbers(cells: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
+    """A text column (Arrow strings) as float64 with NaN for missing, when every cell is ASCII and,
+    after `clean_column`'s rule (stripped, missing tokens), missing or a finite number; else None
+    (the column stays text). At least one cell must be a number: a column of missing cells only is
+    typed as text, as `decide_types` does."""
+    if not pc.all(pc.string_is_ascii(cells)).as_py():  # ASCII: strip and lower-case are Python's
+        return None
+    text = pc.utf8_trim(cells, _PY_STRIP)
+    missing = pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(MISSING_TOKENS)))
+    if pc.all(missing).as_py():
+        return None
+    try:
+        numbers = pc.cast(pc.if_else(missing, pa.scalar(None, pa.string()), text), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    values = numbers.to_numpy(zero_copy_only=False)  # null: NaN
+    if not np.isfinite(values[~missing.to_numpy(zero_copy_only=False)]).all():
+        return None  # 'inf' is not a number by parse_number's rule: the column stays text
+    return values
+
+
 def parse_numbers(cells: pd.Series | pd.DataFrame) -> np.ndarray:
     """`parse_number` for a column (1-D) or a frame (2-D) of text/None cells: float64, NaN where
     missing or not a number. One vectorised conversion (Arrow's) when every cell is a number or
     missing, the usual case, so a site's columns cost one pass; a column holding anything Arrow does
     not read as a number is parsed cell by cell with `parse_number`, the rule that decides."""
+    floats = np.asarray(cells.dtypes == np.float64)
+    if floats.all():  # parsed at reading (fedcare.data.readers.read_table_typed)
+        numbers = cells.to_numpy(dtype=np.float64, copy=True)
+        numbers[~np.isfinite(numbers)] = np.nan
+        return numbers
+    if floats.any():
+        numbers = np.empty(cells.shape)
+        numbers[:, floats] = parse_numbers(cells.iloc[:, np.flatnonzero(floats)])
+        numbers[:, ~floats] = parse_numbers(cells.iloc[:, np.flatnonzero(~floats)])
+        return numbers
     values = np.asarray(cells.to_numpy(dtype=object))
     try:
         flat = pc.cast(pa.array(values.reshape(-1), type=pa.string()), pa.float64())
@@ -44,6 +78,19 @@ def parse_numbers(cells: pd.Series | pd.DataFrame) -> np.ndarray:
         numbers = np.array([np.nan if n is None else n for n in parsed], dtype=np.float64)
     numbers[~np.isfinite(numbers)] = np.nan
     return numbers
+
+
+def present_cells(cells: pd.DataFrame) -> np.ndarray:
+    """Which cells hold a value: text cells are not None, numbers read as such are not NaN."""
+    floats = np.asarray(cells.dtypes == np.float64)
+    if floats.all():
+        return ~np.isnan(cells.to_numpy(dtype=np.float64))
+    if not floats.any():
+        return ~np.equal(cells.to_numpy(dtype=object), None)
+    out = np.empty(cells.shape, dtype=bool)
+    out[:, floats] = cells.iloc[:, np.flatnonzero(floats)].notna().to_numpy()
+    out[:, ~floats] = ~np.equal(cells.iloc[:, np.flatnonzero(~floats)].to_numpy(dtype=object), None)
+    return out
 
 
 def parse_number(text: str) -> float | None:

@@ -66,7 +66,9 @@ class TableSite:
         self.threshold_budget = threshold_budget  # threshold counts it answers per column and run
         self._asked: dict[str, int] = {}
         self._typed: pd.DataFrame | None = None
-        self._train: dict[str, np.ndarray] = {}  # numeric training values, for the median's counts
+        self._numeric: tuple[str, ...] = ()  # the columns typed numeric, which the median's counts may name
+        self._train_rows: np.ndarray | None = None
+        self._train: dict[str, np.ndarray] = {}  # their training values, taken when first counted
 
     def answer(self, phase: str, question: Mapping[str, Any], rows: pd.DataFrame,
                split: SplitIndices | None) -> dict:
@@ -113,16 +115,15 @@ class TableSite:
         if types.categorical and not self.categories:
             raise self._numbers_only("stats")
         self._typed = typed_frame(rows[list(types.order)], types, self.min_count)
-        train = self._typed.iloc[split.train]
-        self._train = {c: train[c].to_numpy(dtype=np.float64) for c in types.numeric}
-        return {"stats": stats_to_json(site_stats(train, types))}
+        self._numeric, self._train_rows, self._train = types.numeric, split.train, {}
+        return {"stats": stats_to_json(site_stats(self._typed.iloc[split.train], types))}
 
     def _counts(self, question: Mapping[str, Any], rows: pd.DataFrame, split: SplitIndices | None) -> dict:
         if self._typed is None:
             raise DataError(f"site '{self.site_id}' got '{self.name}.counts' before '{self.name}.stats'; {AGAIN}")
         with reading(self._what("counts")):
             asked = {str(c): [check_number(t) for t in ts] for c, ts in question["thresholds"].items()}
-            unknown = [c for c in asked if c not in self._train]
+            unknown = [c for c in asked if c not in self._numeric]
             if unknown:
                 raise ValueError(f"'{unknown[0]}' is not a numeric column of the {self.name} input")
         for column, thresholds in asked.items():
@@ -131,6 +132,9 @@ class TableSite:
                 raise DataError(f"site '{self.site_id}' was asked for more than {self.threshold_budget} threshold "
                                 f"counts of column '{column}' in this run, more than a median search needs; it "
                                 "answers no more (counts at many thresholds would locate its patients' values)")
+        if not self._train:  # most runs never search a median: no copy of the training values until one does
+            values = self._typed[list(self._numeric)].to_numpy(dtype=np.float64)[self._train_rows]
+            self._train = dict(zip(self._numeric, values.T))
         return {"counts": {c: [count_at_most(self._train[c], t) for t in ts] for c, ts in asked.items()}}
 
     def encode(self, fitted: Mapping[str, Any], split: SplitIndices) -> dict[str, np.ndarray]:
@@ -140,7 +144,8 @@ class TableSite:
             transform = transform_from_json(fitted)
             if not set(transform.order) <= set(self._typed.columns):
                 raise ValueError(f"the {self.name} transform names columns the site was not asked to type")
-        return {part: apply_transform(self._typed.iloc[getattr(split, part)], transform) for part in SPLITS}
+        encoded = apply_transform(self._typed, transform)  # row by row: the same as encoding each split
+        return {part: encoded[getattr(split, part)] for part in SPLITS}
 
 
 def fit_table(job: InputJob, types: ColumnTypes, indicators: bool, warnings: tuple[str, ...] = ()) -> TableFit:
