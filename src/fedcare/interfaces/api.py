@@ -35,6 +35,7 @@ from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import Task, load_plugins
 from fedcare.transports.effects import check_treatment, simulate_effects
 from fedcare.transports.backends import Backend, open_backend
+from fedcare.transports.modalities import modality_block
 from fedcare.transports.simulated import Federation, attacker_ids, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
@@ -71,19 +72,20 @@ def recommend(run_dir: str | Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
              model_factory: ModelFactory | None = None, aggregator: object | None = None,
-             progress: Progress | None = None, **overrides: object) -> Run:
+             progress: Progress | None = None, dataset: FederatedDataset | None = None, **overrides: object) -> Run:
     """Run a federation in this process and write its run folder.
 
     `model_factory(inputs, task) -> torch.nn.Module` replaces the model zoo: it gets the input shapes
     by name and the task, and its module takes a batch's inputs as a mapping name -> tensor;
     `aggregator` is a built-in rule's name ("median", "krum", ...: the config key) or any aggregator
-    piece of your own, which replaces the rule (see fedcare.algorithms).
+    piece of your own, which replaces the rule (see fedcare.algorithms); `dataset` is data already
+    loaded (and prepared) in this process, used instead of loading the config's.
     """
     started = time.perf_counter()
     if isinstance(aggregator, str):
         overrides["aggregator"], aggregator = aggregator, None
     cfg = with_dataset_defaults(resolve_config(config, **overrides))  # a bundled dataset's validated settings
-    return _execute(cfg, started, model_factory, aggregator, progress, resume=False)
+    return _execute(cfg, started, model_factory, aggregator, progress, resume=False, dataset=dataset)
 
 
 def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
@@ -99,9 +101,9 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
 
 
 def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory | None, aggregator: object | None,
-             progress: Progress | None, resume: bool) -> Run:
+             progress: Progress | None, resume: bool, dataset: FederatedDataset | None = None) -> Run:
     load_plugins()  # installed packages' tasks, before the data layer checks the task's name
-    dataset = load_dataset(cfg.data)
+    dataset = dataset or load_dataset(cfg.data)
     if cfg.data.treatment is not None:
         check_treatment(dataset, cfg.data)  # before training, not after it
     cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files],  # re-runnable anywhere
@@ -189,6 +191,9 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
                             constant=_constant_metrics(dataset, plan.task))
     if calibrated["federated"] is not None:  # binary tasks: Brier and reliability bins for the report
         run.summary["calibration"] = calibrated
+    if cfg.model.name == "fusion":  # per site against each single input, and by the inputs patients have
+        run.summary["modalities"] = modality_block(cfg, dataset, {s.site_id: s for s in fed.sites},
+                                                   _fused_models(run, [s.site_id for s in fed.sites]))
     effects = simulate_effects(cfg, dataset) if cfg.data.treatment is not None else None
     if effects is not None:
         run.summary["treatment"] = effects.block
@@ -197,6 +202,18 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
     if effects is not None:
         effects.recommender.save(cfg.run_dir)
     return run
+
+
+def _fused_models(run: Run, site_ids: list[str]) -> dict[str, dict[str, Params]]:
+    """The run's models as the params each site judges: its own for local and personalized."""
+    models = {"federated": {sid: run.global_params for sid in site_ids}}
+    if run.site_params:
+        models["personalized"] = dict(run.site_params)
+    if run.local_params:
+        models["local"] = dict(run.local_params)
+    if run.pooled_params is not None:
+        models["pooled"] = {sid: run.pooled_params for sid in site_ids}
+    return models
 
 
 def _baseline_hazard(sites: Mapping, params: Params) -> dict | None:
