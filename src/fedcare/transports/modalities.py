@@ -31,14 +31,18 @@ def only_inputs(dataset: FederatedDataset, inputs: tuple[str, ...]) -> Federated
     return replace(dataset, shape=shape)
 
 
-def by_inputs(site: LocalSite, params: Params, split: str = "test") -> dict[str, dict]:
-    """The model's metrics on a split's patients grouped by the inputs they have, with each group's size."""
+def groups(site: LocalSite, split: str = "test") -> np.ndarray:
+    """Each patient's group: the inputs they have, joined by '+' ("none" for none of them)."""
+    present = site.presence(split)
+    return np.array(["+".join(sorted(n for n, has in present.items() if has[i])) or "none"
+                     for i in range(site.num_examples(split))])
+
+
+def by_inputs(site: LocalSite, params: Params, pattern: np.ndarray, split: str = "test") -> dict[str, dict]:
+    """The model's metrics on a split's patients in each group of `pattern`, with each group's size."""
     if site.num_examples(split) == 0:
         return {}
-    present = site.presence(split)
     outputs, targets = site.outputs(params, split)
-    pattern = np.array(["+".join(sorted(n for n, has in present.items() if has[i])) or "none"
-                        for i in range(len(outputs))])
     out = {}
     for group in sorted(set(pattern)):
         rows = np.flatnonzero(pattern == group)
@@ -52,7 +56,9 @@ def modality_block(cfg: FederationConfig, dataset: FederatedDataset, sites: Mapp
     """summary.json's `modalities`. `models`: the run's fused models (federated, local, pooled, ...),
     each as the params every site judges (its own, for local)."""
     inputs = list(dataset.shape.inputs)
-    grouped = {name: {sid: by_inputs(site, per_site[sid]) for sid, site in sites.items() if sid in per_site}
+    patterns = {sid: groups(site) for sid, site in sites.items()}
+    grouped = {name: {sid: by_inputs(site, per_site[sid], patterns[sid]) for sid, site in sites.items()
+                      if sid in per_site}
                for name, per_site in models.items()}
     block: dict = {"inputs": inputs,
                    "patients": {sid: {g: m["patients"] for g, m in groups.items()}
@@ -66,5 +72,6 @@ def modality_block(cfg: FederationConfig, dataset: FederatedDataset, sites: Mapp
         single = {s.site_id: s for s in fed.sites}
         block["single"][name] = {sid: site.evaluate(result.params, ["test"]).get("test", {})
                                  for sid, site in single.items()}
-        block["by_inputs"][f"{name}-only"] = {sid: by_inputs(site, result.params) for sid, site in single.items()}
+        block["by_inputs"][f"{name}-only"] = {sid: by_inputs(site, result.params, patterns[sid])
+                                              for sid, site in single.items()}
     return block
