@@ -11,7 +11,7 @@ input lacks that input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,21 @@ from fedcare.data.prepare import SitePreparation
 from fedcare.data.readers import read_table
 
 
-def _read(kind: str, path: Path, spec: DataSpec) -> pd.DataFrame:
-    if kind == IMAGE_KIND:
-        return read_manifest(path, None, spec.skip_bad_images).frame
-    return read_table(path)
+def _read(kind: str, path: Path, skip_bad_images: bool = False) -> pd.DataFrame:
+    """An input's file; a header without rows is a site without that input."""
+    frame = read_table(path, allow_empty=True)
+    if kind == IMAGE_KIND and len(frame):
+        return read_manifest(path, None, skip_bad_images).frame
+    return frame
+
+
+def site_from_files(site_id: str, data: Path, inputs: Mapping[str, Path], patient: str,
+                    skip_bad_images: bool = False) -> SitePreparation:
+    """One hospital's own files joined by patient (a site agent's data): `inputs` maps each further
+    input kind to its file; a kind it lacks is a file with the header and no rows."""
+    parts = [InputRows(kind, _read(kind, Path(path), skip_bad_images), Path(path).name)
+             for kind, path in inputs.items()]
+    return SitePreparation(join_site(site_id, read_table(Path(data)), Path(data).name, parts, patient)[0])
 
 
 def site_ids(paths: Sequence[Path]) -> list[str]:
@@ -61,7 +72,7 @@ def joined_sites(spec: DataSpec) -> tuple[list[SitePreparation], dict[str, Any]]
                 raise DataError(f"with one --data file and --site, give one {item.kind} file with the site column, "
                                 f"not {len(item.file)}")
             path = Path(item.file[0])
-            others[item.kind] = (by_site(_read(item.kind, path, spec), spec.site, path.name), path.name)
+            others[item.kind] = (by_site(_read(item.kind, path, spec.skip_bad_images), spec.site, path.name), path.name)
         for site, rows in main.items():
             parts = [InputRows(kind, frames.get(site, empty_like(frames)), name)
                      for kind, (frames, name) in others.items()]
@@ -83,7 +94,7 @@ def joined_sites(spec: DataSpec) -> tuple[list[SitePreparation], dict[str, Any]]
                                     "site's --data file")
                 if site in files[item.kind]:
                     raise DataError(f"site '{site}' has two {item.kind} files; give one per site")
-                files[item.kind][site] = (_read(item.kind, path, spec), path.name)
+                files[item.kind][site] = (_read(item.kind, path, spec.skip_bad_images), path.name)
         for path, site in zip(paths, ids):
             parts = []
             for kind, found in files.items():
