@@ -107,7 +107,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
     if cfg.data.treatment is not None:
         check_treatment(dataset, cfg.data)  # before training, not after it
     cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files],  # re-runnable anywhere
-                      images=str(Path(cfg.data.images).resolve()) if cfg.data.images else None)
+                      images=str(Path(cfg.data.images).resolve()) if cfg.data.images else None,
+                      inputs=[{"kind": i.kind, "file": [str(Path(p).resolve()) for p in i.file]} for i in cfg.data.inputs])
     backend = open_backend(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
     try:
         return _tracked(cfg, started, dataset, backend, aggregator, progress, resume)
