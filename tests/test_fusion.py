@@ -132,3 +132,29 @@ def test_fused_run_with_a_site_without_omics(tmp_path):
     heads = {sid: p["head.logits"] for sid, p in run.site_params.items()}
     assert not np.allclose(heads["study-9"], heads["study-16"])  # each site's own fusion weights
     assert np.array_equal(run.global_params["head.logits"], np.zeros(2, np.float32))  # never averaged
+
+
+def test_sites_without_an_input_take_part_over_the_network(deployment, tmp_path):
+    """The generated three-modality demo's variant (site-2 has no images, site-3 no omics) over TLS
+    with real processes: every site trains and is judged, and the result is the simulation's."""
+    pytest.importorskip("PIL")
+    from fedcare import simulate
+
+    config = {"dataset": "synthetic-multimodal-missing", "model": "fusion", "rounds": 2, "seed": 1,
+              "baselines": False}
+    sites = ["site-1", "site-2", "site-3", "site-4"]
+    d = deployment(config, sites)
+    d.start_coordinator("--start")
+    for site in sites:
+        d._spawn(site, ["site", "--coordinator", d.url, "--credential", str(d.pki / "sites" / f"{site}.json"),
+                        "--dataset", config["dataset"], "--state", str(d.root / "agents" / site)])
+    status = d.wait_completed()
+    net = json.loads((d.run_dir(status) / "summary.json").read_text())
+    sim = simulate({**config, "out": str(tmp_path / "simulated")}).summary
+    assert net["federated"] == sim["federated"]
+    assert set(net["federated"]["sites"]) == set(sites)
+    rows = [json.loads(line) for line in (d.run_dir(status) / "metrics.jsonl").read_text().splitlines()]
+    trained = {r["site"]: r for r in rows if r["split"] == "train" and r["round"] == 2}
+    assert set(trained) == set(sites)
+    assert trained["site-3"]["rows.omics"] == 0 and trained["site-2"]["rows.image"] == 0
+    assert trained["site-1"]["rows.omics"] > 0

@@ -47,7 +47,7 @@ def by_inputs(site: LocalSite, params: Params, pattern: np.ndarray, split: str =
     for group in sorted(set(pattern)):
         rows = np.flatnonzero(pattern == group)
         metrics = site.task.metrics(outputs[rows], {k: np.asarray(v)[rows] for k, v in targets.items()})
-        out[group] = {"patients": len(rows), **metrics}
+        out[str(group)] = {"patients": len(rows), **metrics}
     return out
 
 
@@ -64,7 +64,7 @@ def modality_block(cfg: FederationConfig, dataset: FederatedDataset, sites: Mapp
                    "patients": {sid: {g: m["patients"] for g, m in groups.items()}
                                 for sid, groups in grouped["federated"].items()},
                    "by_inputs": grouped, "single": {}}
-    if len(inputs) < 2:
+    if len(inputs) < 2 or not cfg.run.baselines:
         return block
     for name in inputs:
         fed = build_federation(cfg, only_inputs(dataset, (name,)))
