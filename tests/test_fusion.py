@@ -129,6 +129,8 @@ def test_fused_run_with_a_site_without_omics(tmp_path):
     assert all(set(m["single"][name]) == set(s["federated"]["sites"]) for name in ("omics", "tabular"))
     # a patient without omics is judged by the omics-only model from its bias alone: every score ties
     assert m["by_inputs"]["omics-only"]["study-9"]["tabular"]["c_index"] == 0.5
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "<h2>by modality</h2>" in page and "omics only, federated" in page and "<h4>study-9</h4>" in page
     heads = {sid: p["head.logits"] for sid, p in run.site_params.items()}
     assert not np.allclose(heads["study-9"], heads["study-16"])  # each site's own fusion weights
     assert np.array_equal(run.global_params["head.logits"], np.zeros(2, np.float32))  # never averaged

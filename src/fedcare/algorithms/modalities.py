@@ -34,7 +34,7 @@ def rows_metric(input_name: str) -> str:
 
 
 def _key(site_id: str, input_name: str) -> str:
-    return f"rows/{site_id}/{input_name}"
+    return f"rows/{input_name}/{site_id}"  # the site id last: it may hold any character
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ModalityMean:
         """Per site, the encoders it had no training rows for when it last answered."""
         out: dict[str, list[str]] = {}
         for key, rows in state.items():
-            _, site_id, input_name = key.split("/", 2)
+            _, input_name, site_id = key.split("/", 2)
             if float(rows[0]) == 0.0:
                 out.setdefault(site_id, []).append(encoder_prefix(input_name))
         return {sid: tuple(prefixes) for sid, prefixes in out.items()}
