@@ -92,14 +92,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=list(SUITES), default="ovarian")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--variant", action="append", help="run only these of the suite's variants")
+    parser.add_argument("--fusion", action="append", choices=("late", "intermediate"),
+                        help="the fusion modes to run (default both)")
+    parser.add_argument("--rounds", type=int, help="instead of the suite's rounds (a quicker run)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/fedcare-multimodal"))
     args = parser.parse_args()
     results = []
     for variant, load, missing, extra in SUITES[args.suite]:
+        if args.variant and variant not in args.variant:
+            continue
+        extra = {**extra, **({"rounds": args.rounds} if args.rounds else {})}
         for seed in range(args.seeds):
             data = load(seed, missing)
             inputs = tuple(data.shape.inputs)
-            models = {"fused-late": (inputs, "late"), "fused-intermediate": (inputs, "intermediate"),
+            models = {**{f"fused-{mode}": (inputs, mode) for mode in args.fusion or ("late", "intermediate")},
                       **{f"{name}-only": ((name,), "intermediate") for name in inputs}}
             for model, (used, fusion) in models.items():
                 row = one_run(data, used, fusion, seed, extra, args.out / f"{variant}-{model}-{seed}")

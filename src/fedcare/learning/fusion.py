@@ -6,10 +6,10 @@ where the patient has it); an input without that companion is present for everyo
 on the rows that have its input only, so an absent input changes neither the output nor the
 encoder's gradient, nor its batch-norm statistics.
 
+  late          (default) each input's own prediction (its encoder then a linear layer), combined with
+                learned weights (`head.logits`) renormalised over the inputs the patient has.
   intermediate  each encoder's embedding, zeroed where the input is absent, beside the mask of
                 present inputs, into one linear head (`head.weight`, `head.bias`).
-  late          each input's own prediction (its encoder then a linear layer), combined with learned
-                weights (`head.logits`) renormalised over the inputs the patient has.
 
 Parameter names start with the input (`encoders.omics.…`) or `head.`, so FedPer keeps the fusion
 head at the site, FedBN the CNN's batch norm, and the coordinator averages an encoder over the
@@ -90,7 +90,7 @@ class FusionModel(nn.Module):
         if spec.batch_norm:
             raise ConfigError("model fusion's vector encoders have no batch norm (the CNN has its own); "
                               "drop batch_norm")
-        self.mode = spec.fusion or "intermediate"
+        self.mode = spec.fusion or "late"  # chosen on validation rows (RESULTS.md §16)
         self.dropout = spec.modality_dropout
         self.names = tuple(inputs)
         self.kinds = {name: inputs[name].kind for name in self.names}
