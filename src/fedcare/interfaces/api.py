@@ -79,7 +79,8 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     by name and the task, and its module takes a batch's inputs as a mapping name -> tensor;
     `aggregator` is a built-in rule's name ("median", "krum", ...: the config key) or any aggregator
     piece of your own, which replaces the rule (see fedcare.algorithms); `dataset` is data already
-    loaded (and prepared) in this process, used instead of loading the config's.
+    loaded (and prepared) in this process, used instead of loading the config's (config.yaml then
+    re-runs on the config's data, not on this).
     """
     started = time.perf_counter()
     if isinstance(aggregator, str):
@@ -103,7 +104,7 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
 def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory | None, aggregator: object | None,
              progress: Progress | None, resume: bool, dataset: FederatedDataset | None = None) -> Run:
     load_plugins()  # installed packages' tasks, before the data layer checks the task's name
-    dataset = dataset or load_dataset(cfg.data)
+    dataset = load_dataset(cfg.data) if dataset is None else dataset
     if cfg.data.treatment is not None:
         check_treatment(dataset, cfg.data)  # before training, not after it
     cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files],  # re-runnable anywhere
@@ -192,9 +193,12 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
                             constant=_constant_metrics(dataset, plan.task))
     if calibrated["federated"] is not None:  # binary tasks: Brier and reliability bins for the report
         run.summary["calibration"] = calibrated
-    if cfg.model.name == "fusion":  # per site against each single input, and by the inputs patients have
+    if cfg.model.name == "fusion" and cfg.backend.backend == "in-process":  # against each single input
         run.summary["modalities"] = modality_block(cfg, dataset, {s.site_id: s for s in fed.sites},
                                                    _fused_models(run, [s.site_id for s in fed.sites]))
+    elif cfg.model.name == "fusion":
+        run.summary["warnings"].append(f"no report by modality with backend {cfg.backend.backend}: it needs the "
+                                       "sites in this process (backend in-process)")
     effects = simulate_effects(cfg, dataset) if cfg.data.treatment is not None else None
     if effects is not None:
         run.summary["treatment"] = effects.block

@@ -320,8 +320,8 @@ class LocalSite:
     def presence(self, split: Split) -> dict[str, np.ndarray]:
         """Which of a split's patients have each model input (True everywhere without a companion)."""
         data = self._data[split]
-        return {n: array(data.examples, present_name(n)) > 0 if present_name(n) in data.inputs else np.ones(len(data), bool)
-                for n in data.inputs if not n.endswith(PRESENT)}
+        return {n: array(data.examples, present_name(n)) > 0 if present_name(n) in data.inputs
+                else np.ones(len(data), bool) for n in data.inputs if not n.endswith(PRESENT)}
 
     def outputs(self, params: Params, split: Split) -> tuple[torch.Tensor, Mapping[str, np.ndarray]]:
         """The model's raw outputs on a split's rows and their targets: what its metrics are made of

@@ -20,12 +20,7 @@ from fedcare.core.compression import NONE, Scheme
 from fedcare.core.errors import ParamsError, SiteDeclined
 from fedcare.core.messages import FitRequest, Split, scoped
 from fedcare.core.params import Params
-from fedcare.core.serialization import (
-    fit_reply_to_bytes,
-    params_from_bytes,
-    params_to_bytes,
-    update_from_bytes,
-)
+from fedcare.core.serialization import fit_reply_to_bytes, params_from_bytes, params_to_bytes, update_from_bytes
 from fedcare.core.update import Update
 from fedcare.federation.transport import FitResult, SiteMetrics, Transport
 
