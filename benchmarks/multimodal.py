@@ -81,11 +81,22 @@ def one_run(data: FederatedDataset, inputs: tuple[str, ...], fusion: str, seed: 
     """Test metrics per site of the federated, local and pooled models, and the mean validation score."""
     dataset = data.name
     started = time.perf_counter()
-    run = simulate({"dataset": dataset, "model": "fusion", "fusion": fusion, "seed": seed, "val_fraction": 0.2,
-                    "split_seed": 43 + seed, "out": str(out), **extra}, dataset=only_inputs(data, inputs))
-    s, metric = run.summary, run.summary["metric"]
-    return {"wall_seconds": time.perf_counter() - started, "metric": metric, "val": run.history[-1].val_score,
-            **{model: {sid: m.get(metric) for sid, m in s[model]["sites"].items()} for model in ("federated", "local", "pooled")}}
+    simulate({"dataset": dataset, "model": "fusion", "fusion": fusion, "seed": seed, "val_fraction": 0.2,
+              "split_seed": 43 + seed, "out": str(out), **extra}, dataset=only_inputs(data, inputs))
+    return {"wall_seconds": time.perf_counter() - started, **from_folder(out)}
+
+
+def from_folder(out: Path) -> dict:
+    """A run folder's figures: each model's test metric per site, and the federated model's mean
+    validation metric over sites in its last round."""
+    s = json.loads((out / "summary.json").read_text())
+    metric = s["metric"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    last = [r[metric] for r in rows if r["model"] == "federated" and r.get("split") == "val"
+            and r["round"] == s["rounds"] and r.get(metric) is not None]
+    return {"metric": metric, "val": statistics.fmean(last) if last else None,
+            **{model: {sid: m.get(metric) for sid, m in s[model]["sites"].items()}
+               for model in ("federated", "local", "pooled")}}
 
 
 def main() -> None:
@@ -97,7 +108,16 @@ def main() -> None:
                         help="the fusion modes to run (default both)")
     parser.add_argument("--rounds", type=int, help="instead of the suite's rounds (a quicker run)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/fedcare-multimodal"))
+    parser.add_argument("--table", action="store_true", help="only print the table of the run folders in --out")
     args = parser.parse_args()
+    if args.table:  # <variant>-<model>-<seed> folders, from this or an interrupted run
+        found = []
+        for folder in sorted(p for p in args.out.iterdir() if (p / "summary.json").is_file()):
+            rest, seed = folder.name.rsplit("-", 1)
+            variant = next(v for v, *_ in sorted(SUITES[args.suite], key=lambda v: -len(v[0])) if rest.startswith(v + "-"))
+            found.append({"variant": variant, "model": rest[len(variant) + 1:], "seed": int(seed), **from_folder(folder)})
+        print(table(found))
+        return
     results = []
     for variant, load, missing, extra in SUITES[args.suite]:
         if args.variant and variant not in args.variant:
