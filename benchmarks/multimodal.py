@@ -82,7 +82,7 @@ def one_run(data: FederatedDataset, inputs: tuple[str, ...], fusion: str, seed: 
     dataset = data.name
     started = time.perf_counter()
     simulate({"dataset": dataset, "model": "fusion", "fusion": fusion, "seed": seed, "val_fraction": 0.2,
-              "split_seed": 43 + seed, "out": str(out), **extra}, dataset=only_inputs(data, inputs))
+              "split_seed": 43 + seed, "out": str(out), **extra}, prepared=only_inputs(data, inputs))
     return {"wall_seconds": time.perf_counter() - started, **from_folder(out)}
 
 

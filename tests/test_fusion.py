@@ -91,14 +91,18 @@ def test_modality_mean_weights_by_patients_with_the_input():
 
 
 def test_fusion_refuses_what_cannot_average_part_of_a_model():
-    pytest.importorskip("SurvSet")
-    from fedcare import simulate
+    from fedcare.data.dataset import DataShape
+    from fedcare.federation.plan import make_plan
 
-    for bad in ({"aggregator": "median"}, {"secure_aggregation": True}, {"personalization": "ditto"}):
+    shape = DataShape("binary", ("no", "yes"), SHAPES)
+    assert type(make_plan(resolve_config({"model": "fusion"}), shape, ["a", "b"]).algorithm.strategy.pieces[0]) \
+        .__name__ == "ModalityMean"
+    for bad in ({"aggregator": "median"}, {"secure_aggregation": True}, {"personalization": "ditto"},
+                {"algorithm": "scaffold"}):
         with pytest.raises(ConfigError, match="model fusion averages each encoder"):
-            simulate({"dataset": "ovarian-genomics", "model": "fusion", "rounds": 1, **bad})
+            make_plan(resolve_config({"model": "fusion", **bad}), shape, ["a", "b", "c"])
     with pytest.raises(Exception, match="apply to model fusion"):
-        resolve_config({"dataset": "ovarian-genomics", "modality_dropout": 0.2})
+        resolve_config({"modality_dropout": 0.2})
 
 
 def test_fused_run_with_a_site_without_omics(tmp_path):
@@ -112,8 +116,8 @@ def test_fused_run_with_a_site_without_omics(tmp_path):
     from fedcare.data import DataSpec, load_dataset
 
     data = blank_input(load_dataset(DataSpec(dataset="ovarian-genomics")), "omics", 0.3, ("study-9",))
-    run = simulate({"dataset": "ovarian-genomics", "model": "fusion", "fusion": "late", "rounds": 3,
-                    "personalization": "fedper", "out": str(tmp_path / "run")}, dataset=data)
+    run = simulate({"dataset": "ovarian-genomics", "model": "fusion", "fusion": "late", "rounds": 2,
+                    "personalization": "fedper", "out": str(tmp_path / "run")}, prepared=data)
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(s["federated"]["sites"]) == {"study-4", "study-9", "study-13", "study-16"}
     encoder = sum(v.nbytes for k, v in run.global_params.items() if k.startswith("encoders.omics."))

@@ -72,13 +72,13 @@ def recommend(run_dir: str | Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
              model_factory: ModelFactory | None = None, aggregator: object | None = None,
-             progress: Progress | None = None, dataset: FederatedDataset | None = None, **overrides: object) -> Run:
+             progress: Progress | None = None, prepared: FederatedDataset | None = None, **overrides: object) -> Run:
     """Run a federation in this process and write its run folder.
 
     `model_factory(inputs, task) -> torch.nn.Module` replaces the model zoo: it gets the input shapes
     by name and the task, and its module takes a batch's inputs as a mapping name -> tensor;
     `aggregator` is a built-in rule's name ("median", "krum", ...: the config key) or any aggregator
-    piece of your own, which replaces the rule (see fedcare.algorithms); `dataset` is data already
+    piece of your own, which replaces the rule (see fedcare.algorithms); `prepared` is data already
     loaded (and prepared) in this process, used instead of loading the config's (config.yaml then
     re-runs on the config's data, not on this).
     """
@@ -86,7 +86,7 @@ def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
     if isinstance(aggregator, str):
         overrides["aggregator"], aggregator = aggregator, None
     cfg = with_dataset_defaults(resolve_config(config, **overrides))  # a bundled dataset's validated settings
-    return _execute(cfg, started, model_factory, aggregator, progress, resume=False, dataset=dataset)
+    return _execute(cfg, started, model_factory, aggregator, progress, resume=False, dataset=prepared)
 
 
 def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
