@@ -49,6 +49,17 @@ class Strategy:
                 out[name] = arr
         return out
 
+    def scope(self, states: list[State]) -> dict[str, tuple[str, ...]]:
+        """Per site, the name prefixes of arrays it should neither receive nor send next round (an
+        input it lacks: fedcare.algorithms.modalities), from any piece with a `scope(state)`."""
+        out: dict[str, tuple[str, ...]] = {}
+        for piece, state in zip(self.pieces, states, strict=True):
+            fn = getattr(piece, "scope", None)
+            if callable(fn):
+                for site_id, prefixes in fn(state).items():
+                    out[site_id] = out.get(site_id, ()) + tuple(prefixes)
+        return out
+
     def round_metrics(self, states: list[State]) -> dict[str, float]:
         """Scalars the pieces report after a round (site-level DP: ε spent, the clip norm), from any
         piece with a `round_metrics(state) -> dict`; they join each answering site's training row."""

@@ -46,6 +46,15 @@ class FitRequest:
     planned_rounds: int = 0  # rounds the budget must cover (the site calibrates its noise to them)
     compress: str = "none"  # how the update travels (core/compression.py); the site compresses after training
     error_feedback: bool = False  # the site adds what compression left out of its last update to this one
+    skip: tuple[str, ...] = ()  # name prefixes this site neither receives nor sends (an input it lacks)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "skip", tuple(self.skip))  # JSON gives a list
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def scoped(message: dict, skip: tuple[str, ...]) -> dict:
+    """The part of a message a site with this `skip` receives and answers with."""
+    return {k: v for k, v in message.items() if not k.startswith(skip)} if skip else message

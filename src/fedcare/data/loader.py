@@ -21,6 +21,7 @@ from fedcare.core.errors import ConfigError, DataError
 from fedcare.data import partition as partitioners
 from fedcare.data.builtin import get_builtin
 from fedcare.data.dataset import DataSpec, FederatedDataset, SiteData
+from fedcare.data.joinedfiles import joined_sites
 from fedcare.data.labels import LabelEncoding, infer_label_encoding
 from fedcare.data.manifest import manifest_spec, read_manifest
 from fedcare.data.prepare import SitePreparation, ask_in_process, check_options, prepare, require_column
@@ -36,6 +37,9 @@ def load_dataset(spec: DataSpec) -> FederatedDataset:
     if spec.dataset is not None:
         builtin = get_builtin(spec.dataset)
         return build_dataset(spec, [SitePreparation.from_builtin(builtin.name, s) for s in builtin.site_ids])
+    if spec.inputs:  # several files per patient, joined at each site (fedcare.data.joinedfiles)
+        sites, extra = joined_sites(spec)
+        return build_dataset(spec, sites, extra)
     if spec.images is not None:  # an image manifest: its files checked, its paths made absolute
         manifest = read_manifest(spec.images, spec.task, spec.skip_bad_images)
         spec = manifest_spec(spec, list(manifest.frame.columns))

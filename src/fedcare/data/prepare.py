@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import glob
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import ConfigError, DataError
+from fedcare.data.absent import present_name, sub_split, with_absent
 from fedcare.data.arms import ArmEncoding, arm_counts, arms_from_counts
 from fedcare.data.answers import AGAIN, check_count, check_number, optional_text, read_distinct, reading, strings
 from fedcare.data.builtin import get_builtin
@@ -196,6 +198,9 @@ class SitePreparation:
         self.data: SiteData | None = None
         self.row_counts: dict[str, int] = {}
         self._raw = raw.frame
+        self._own_inputs = {str(k): tuple(v) for k, v in raw.inputs.items()}  # kind -> its file's columns
+        self._present_raw = {str(k): np.asarray(v, dtype=bool) for k, v in raw.present.items()}
+        self._present: dict[str, np.ndarray] = {}  # input -> which kept rows have it (absent: all)
         self._rows: pd.DataFrame | None = None  # rows with every target present
         self._inputs: dict[str, SiteInput] = {}  # the inputs 'schema' named: later questions may name no other
         self._target_columns: tuple[str, ...] = ()
@@ -244,7 +249,13 @@ class SitePreparation:
             if self._rows is None and sub:
                 raise DataError(f"site '{self.site_id}' got '{phase}' before 'schema'; {AGAIN}")
             raise DataError(f"site '{self.site_id}' got an unknown question '{phase}'; {AGAIN}")
-        return self._inputs[name].answer(sub, question, self._rows, self._split)  # type: ignore[arg-type]
+        if name not in self._present:
+            return self._inputs[name].answer(sub, question, self._rows, self._split)  # type: ignore[arg-type]
+        present = self._present[name]
+        if not present.any():
+            return {"absent": True}  # a site without this input sends nothing about it
+        split = None if self._split is None else sub_split(self._split, present)
+        return self._inputs[name].answer(sub, question, self._rows[present], split)  # type: ignore[index]
 
     def _what(self, phase: str) -> str:
         return f"the '{phase}' question to site '{self.site_id}'"
@@ -262,7 +273,8 @@ class SitePreparation:
             raise DataError(f"site '{self.site_id}' holds {holds} but the coordinator prepares {asked}; "
                             "start the site with the data the federation uses")
         return {"columns": [str(c) for c in self._raw.columns], "source": self.source if self.share_name else None,
-                "dropped_on_read": int(self.dropped_on_read)}
+                "dropped_on_read": int(self.dropped_on_read),
+                "inputs": {kind: list(columns) for kind, columns in self._own_inputs.items()}}
 
     def _schema(self, question: Mapping[str, Any]) -> dict:
         with reading(self._what("schema")):
@@ -286,8 +298,11 @@ class SitePreparation:
             require_column(column, list(self._raw.columns), self._name)
         complete = self._raw[targets + ([arm_column] if arm_column else [])].notna().all(axis=1)
         rows = self._raw if bool(complete.all()) else self._raw[complete]  # no copy of a complete site
+        kept = complete.to_numpy(dtype=bool)
+        self._present = {name: self._present_raw[name][kept] for name in inputs if name in self._present_raw}
         answer: dict[str, Any] = {"rows": len(rows), "dropped": int((~complete).sum()),
-                                  "columns": column_counts(rows, features), "label": None, "events": None}
+                                  "columns": column_counts(rows, features), "label": None, "events": None,
+                                  "present": {name: int(p.sum()) for name, p in self._present.items()}}
         if label is not None:
             answer["label"] = (mask_summary([str(p) for p in rows[label_column].tolist()]) if reads(task) == "mask"
                                else label_summary(rows[label_column].tolist(), task))
@@ -299,6 +314,7 @@ class SitePreparation:
         self._rows, self._target_columns, self._split, self._targets = rows, tuple(targets), None, {}
         self._inputs = {name: input_kind(kind).site(columns, self.source, self.site_id)
                         for name, (kind, columns) in inputs.items()}
+        self._kinds = {name: kind for name, (kind, _) in inputs.items()}
         for site_input in self._inputs.values():  # a kind that sends category names honours the site's limit
             if hasattr(site_input, "min_count"):
                 site_input.min_count = self.min_category_count
@@ -334,7 +350,9 @@ class SitePreparation:
         if arms is not None:
             self._targets["treatment"] = arms.encode(rows)
         self.row_counts = {part: len(getattr(self._split, part)) for part in SPLITS}
-        return {"rows": dict(self.row_counts)}
+        present = {name: {part: int(p[getattr(self._split, part)].sum()) for part in SPLITS}
+                   for name, p in self._present.items()}
+        return {"rows": dict(self.row_counts), "present": present}
 
     def file_rows(self) -> dict[str, np.ndarray]:
         """Per split, the 0-based data row of the file each of its examples came from (after 'split'):
@@ -355,12 +373,24 @@ class SitePreparation:
                 return {"rows": dict(self.row_counts)}
             if set(fitted) != set(self._inputs):
                 raise ValueError("the fitted inputs are not the inputs the schema named")
-        encoded = {name: self._inputs[name].encode(fitted[name], self._split) for name in fitted}
+            shapes = {name: [check_count(n) for n in question["shapes"][name]] for name in self._present}
+        encoded = {name: self._inputs[name].encode(fitted[name], self._split) for name in fitted
+                   if name not in self._present}
+        partial = {name: self._inputs[name].encode(fitted[name], sub_split(self._split, p)) if p.any() else None
+                   for name, p in self._present.items()}
         splits = {}
         for part in SPLITS:
             rows = getattr(self._split, part)
-            splits[part] = examples_of({**{name: arrays[part] for name, arrays in encoded.items()},
-                                        **{name: values[rows] for name, values in self._targets.items()}})
+            columns: dict[str, Any] = {}
+            for name in fitted:
+                if name in encoded:
+                    columns[name] = encoded[name][part]
+                    continue
+                present, inner = self._present[name][rows], partial[name]
+                in_memory = input_kind(self._kinds[name]).encoder == "vector"
+                columns[name] = with_absent(None if inner is None else inner[part], present, shapes[name], in_memory)
+                columns[present_name(name)] = present.astype(np.float32)
+            splits[part] = examples_of({**columns, **{name: values[rows] for name, values in self._targets.items()}})
         self.data, self._finished_with = SiteData(self.site_id, splits), fitted
         if self.release_rows:  # encoded: the text and typed rows go (10,000 sites in one process)
             self._raw, self._rows, self._inputs = self._raw.iloc[:0], None, {}
@@ -464,12 +494,17 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask, reuse: PreparedDa
         raise DataError(f"site id '{twice}' appears twice; every site needs its own id")
     recipe = _recipe(spec)
     exchange = _Exchange(ask, ids)
-    sources, dropped_on_read, columns = _ask_columns(exchange, recipe)
+    sources, dropped_on_read, columns, joined = _ask_columns(exchange, recipe)
+    if joined:  # the columns of each joined file form its kind's input
+        recipe = dataclasses.replace(recipe, claims={**recipe.claims, **joined})
     where = f"'{sources[ids[0]]}'" if sources[ids[0]] else f"the data of site '{ids[0]}'"
     schema = _ask_schema(exchange, recipe, columns, where)
-    jobs = {name: InputJob(name, tuple(cols), [{c: counts[c] for c in cols} for counts in schema.counts], ids,
-                           recipe.categorical, recipe.name_source, _asker(exchange, name), _teller(exchange, name),
-                           spec=spec.model_copy(update={"image_size": recipe.image_size}))
+    holders = {name: _holders(name, schema.present, ids) for name in schema.inputs}
+    jobs = {name: InputJob(name, tuple(cols),
+                           [{c: counts[c] for c in cols} for site, counts in zip(ids, schema.counts)
+                            if site in holders[name]], holders[name],
+                           recipe.categorical, recipe.name_source, _asker(exchange, name, holders[name]),
+                           _teller(exchange, name), spec=spec.model_copy(update={"image_size": recipe.image_size}))
             for name, (_, cols) in schema.inputs.items()}
     kinds = {name: input_kind(kind) for name, (kind, _) in schema.inputs.items()}
     planned = {name: kinds[name].plan_columns(job) for name, job in jobs.items()}
@@ -480,13 +515,16 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask, reuse: PreparedDa
     label = schema.label
     split = {"test_fraction": float(spec.test_fraction), "val_fraction": float(spec.val_fraction),
              "split_seed": int(spec.split_seed), **({"patient": recipe.patient} if recipe.patient else {})}
-    site_rows = _ask_split(exchange, label, split, schema.arms)
-    train = {site: rows["train"] for site, rows in site_rows.items()}
-    fitted: dict[str, Fitted] = {name: kinds[name].fit(dataclasses.replace(job, train_rows=train), planned[name])
-                                 for name, job in jobs.items()}  # with `reuse` too: the sites' inputs expect it
-    if reuse is not None:
-        return _prepare_with(reuse, exchange, jobs, label, site_rows)
-    for site, answer in exchange("finish", {"inputs": {name: f.to_json() for name, f in fitted.items()}}):
+    site_rows, present = _ask_split(exchange, label, split, schema.arms)
+    fitted: dict[str, Fitted] = {}
+    for name, job in jobs.items():
+        train = {site: present.get(site, {}).get(name, site_rows[site])["train"] for site in job.site_ids}
+        fitted[name] = kinds[name].fit(dataclasses.replace(job, train_rows=train), planned[name])
+    if reuse is not None:  # the fit above too: the sites' inputs expect it
+        return _prepare_with(reuse, exchange, jobs, label, site_rows, shapes)
+    shapes = {name: list(f.shape.shape) for name, f in fitted.items()}
+    for site, answer in exchange("finish", {"inputs": {name: f.to_json() for name, f in fitted.items()},
+                                            "shapes": shapes}):
         with reading(f"the 'finish' answer of site '{site}'", site):
             if answer["rows"] != site_rows[site]:
                 raise ValueError("its row counts changed since 'split'")
@@ -500,6 +538,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask, reuse: PreparedDa
             **({"stratified_by": "event"} if isinstance(label, SurvivalEncoding) else {}),
         },
         "site_rows": site_rows,
+        **({"patients_with_input": _with_input(present, fitted)} if any(present.values()) else {}),
         "encoding": {n: f.to_json() for n, f in fitted.items()},  # loadable: what encodes new patients
         **({"treatment": schema.arms.to_json()} if schema.arms is not None else {}),
         **_extra(recipe, ids, sources, dropped_on_read, schema.dropped),
@@ -509,7 +548,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask, reuse: PreparedDa
 
 
 def _prepare_with(fitted: PreparedDataset, exchange: _Exchange, jobs: Mapping[str, InputJob], label: Any,
-                  site_rows: dict) -> PreparedDataset:
+                  site_rows: dict, shapes: Mapping[str, list[int]]) -> PreparedDataset:
     """The finish of `prepare` with a fitted dataset's transforms, and the categories they do not know."""
     encoding = fitted.preprocessing.get("encoding", {})
     columns_moved = any(set(encoding[n].get("order", job.columns)) != set(job.columns)
@@ -529,7 +568,7 @@ def _prepare_with(fitted: PreparedDataset, exchange: _Exchange, jobs: Mapping[st
                     unseen = sorted(set(read_distinct(answer["columns"][column])["values"] or ()) - values)
                     if unseen:
                         new.setdefault(site, {})[column] = unseen
-    for site, answer in exchange("finish", {"inputs": encoding}):
+    for site, answer in exchange("finish", {"inputs": encoding, "shapes": shapes}):
         with reading(f"the 'finish' answer of site '{site}'", site):
             if answer["rows"] != site_rows[site]:
                 raise ValueError("its row counts changed since 'split'")
@@ -537,25 +576,54 @@ def _prepare_with(fitted: PreparedDataset, exchange: _Exchange, jobs: Mapping[st
     return PreparedDataset(fitted.name, fitted.shape, preprocessing)
 
 
-def _asker(exchange: _Exchange, name: str) -> Callable[[str, dict], list[tuple[str, Mapping[str, Any]]]]:
-    return lambda phase, question: exchange(f"{name}.{phase}", question)
+def _asker(exchange: _Exchange, name: str, holders: Sequence[str]
+           ) -> Callable[[str, dict], list[tuple[str, Mapping[str, Any]]]]:
+    """An input's questions; only the answers of the sites that hold the input are read."""
+    return lambda phase, question: [(site, answer) for site, answer in exchange(f"{name}.{phase}", question)
+                                    if site in holders]
+
+
+def _holders(name: str, present: Mapping[str, Mapping[str, int]], ids: Sequence[str]) -> list[str]:
+    """The sites with at least one patient having input `name` (a site that does not say: all its rows)."""
+    holders = [site for site in ids if present[site].get(name, 1) > 0]
+    if not holders:
+        raise DataError(f"no site has a patient with the {name} input; check the {name} file's patient ids, "
+                        f"or leave the input out")
+    return holders
+
+
+def _with_input(present: Mapping[str, Mapping[str, Mapping[str, int]]], fitted: Mapping[str, Fitted]
+                ) -> dict[str, dict[str, dict[str, int]]]:
+    """summary.json's count of patients per input, site and split, for the inputs some patients lack."""
+    return {name: {site: dict(by_input[name]) for site, by_input in present.items() if name in by_input}
+            for name in fitted if any(name in by_input for by_input in present.values())}
 
 
 def _teller(exchange: _Exchange, name: str) -> Callable[[str, dict], object]:
     return lambda phase, question: exchange.ask(f"{name}.{phase}", question)
 
 
-def _ask_columns(exchange: _Exchange, recipe: _Recipe) -> tuple[dict[str, str | None], dict[str, int], list[str]]:
-    """Every site's columns must match the first site's; returns sources, rows dropped on reading, columns."""
+def _ask_columns(exchange: _Exchange, recipe: _Recipe
+                 ) -> tuple[dict[str, str | None], dict[str, int], list[str], dict[str, tuple[str, ...]]]:
+    """Every site's columns must match the first site's; returns sources, rows dropped on reading, columns,
+    and, for patients joined from several files, the columns of each kind's file (as exact patterns)."""
     sources: dict[str, str | None] = {}
     dropped: dict[str, int] = {}
     columns: dict[str, list[str]] = {}
+    joined: dict[str, dict[str, list[str]]] = {}
     for site, answer in exchange("columns", {"dataset": recipe.dataset}):
         with reading(f"the 'columns' answer of site '{site}'", site):
             columns[site] = strings(answer, "columns")
             sources[site] = optional_text(answer, "source")
             dropped[site] = check_count(answer["dropped_on_read"])
+            joined[site] = {str(kind): strings(answer["inputs"], kind) for kind in answer.get("inputs", {})}
     first = exchange.site_ids[0]
+    for site in exchange.site_ids[1:]:
+        if joined[site] != joined[first]:
+            raise DataError(f"site '{site}' joins other input files than site '{first}' "
+                            f"({sorted(joined[site])} against {sorted(joined[first])}); every site needs the same "
+                            "inputs, each file with the same columns (a site without an input has its file "
+                            "with no rows)")
     for site in exchange.site_ids[1:]:
         missing = [c for c in columns[first] if c not in columns[site]]
         extra = [c for c in columns[site] if c not in columns[first]]
@@ -565,7 +633,7 @@ def _ask_columns(exchange: _Exchange, recipe: _Recipe) -> tuple[dict[str, str | 
                 raise DataError(f"site '{site}': '{sources[site]}' {what} compared with '{sources[first]}' of site "
                                 f"'{first}'; all sites need the same columns")
             raise DataError(f"site '{site}' {what} compared with site '{first}'; all sites need the same columns")
-    return sources, dropped, columns[first]
+    return sources, dropped, columns[first], {k: tuple(glob.escape(c) for c in v) for k, v in joined[first].items()}
 
 
 @dataclass(frozen=True)
@@ -578,6 +646,7 @@ class _Schema:
     dropped: dict[str, int]
     counts: list[dict[str, dict[str, int]]]  # per site, in site order: per feature, present and numbers
     arms: ArmEncoding | None = None
+    present: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # site -> input -> patients
 
 
 def _label(data: Any) -> dict[str, Any]:
@@ -636,9 +705,11 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
     dropped: dict[str, int] = {}
     summaries: list[tuple[str, dict]] = []
     counts: list[dict[str, dict[str, int]]] = []
+    present: dict[str, dict[str, int]] = {}
     for site, answer in exchange("schema", question):
         with reading(f"the 'schema' answer of site '{site}'", site):
             rows[site] = check_count(answer["rows"])
+            present[site] = {str(n): check_count(c) for n, c in answer.get("present", {}).items() if n in inputs}
             dropped[site] = check_count(answer["dropped"])
             counts.append({c: {k: check_count(answer["columns"][c][k]) for k in COUNT_KEYS} for c in features})
             if arm:
@@ -661,18 +732,22 @@ def _ask_schema(exchange: _Exchange, recipe: _Recipe, columns: list[str], where:
         what = "time, event" if survival else "label"
         raise DataError(f"no feature columns left in {where} after removing the {what}, site and --drop columns")
     arms = arms_from_counts(recipe.treatment, arm_answers, recipe.control) if arm else None
-    return _Schema(inputs, label, rows, dropped, counts, arms)
+    return _Schema(inputs, label, rows, dropped, counts, arms, present)
 
 
 def _ask_split(exchange: _Exchange, label: LabelEncoding | SurvivalEncoding, split: dict[str, Any],
-               arms: ArmEncoding | None = None) -> dict[str, dict[str, int]]:
-    """Every site splits its own rows; their row counts per split."""
+               arms: ArmEncoding | None = None) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, dict[str, int]]]]:
+    """Every site splits its own rows; their row counts per split, and per split the patients having
+    each input some patients lack (site -> input -> split -> count)."""
     site_rows: dict[str, dict[str, int]] = {}
+    present: dict[str, dict[str, dict[str, int]]] = {}
     arm = {"treatment": arms.to_json(counts=False)} if arms is not None else {}
     for site, answer in exchange("split", {"encoding": label.to_json(), **split, **arm}):
         with reading(f"the 'split' answer of site '{site}'", site):
             site_rows[site] = {k: check_count(answer["rows"][k]) for k in SPLITS}
-    return site_rows
+            present[site] = {str(n): {k: check_count(c[k]) for k in SPLITS}
+                             for n, c in answer.get("present", {}).items()}
+    return site_rows, present
 
 
 def _merge_descriptions(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -151,11 +151,12 @@ class RoundEngine:
             else:
                 selected = select_sites(site_ids, s.fraction, s.min_sites, rng)
             a = self.algorithm
+            scope = a.strategy.scope(states)  # arrays a site lacking an input neither receives nor sends
             requests = {sid: FitRequest(rnd, a.site_mode, s.local_epochs, s.lr, s.batch_size, s.optimizer,
                                         site_seed(s.seed, rnd, index[sid]), a.prox_mu, a.personalization,
                                         a.ditto_lambda, a.scaffold, dp_epsilon=a.dp_epsilon, dp_delta=a.dp_delta,
                                         dp_clip=a.dp_clip, planned_rounds=s.rounds, compress=a.compress_updates,
-                                        error_feedback=a.error_feedback)
+                                        error_feedback=a.error_feedback, skip=scope.get(sid, ()))
                         for sid in selected}
             # arrays some pieces send beside the params (SCAFFOLD's c); each update then mirrors the
             # whole message: the params' names plus these, validated on arrival like the rest

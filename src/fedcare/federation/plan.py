@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from fedcare.algorithms.aggregators import WeightedMean
+from fedcare.algorithms.modalities import modality_mean
 from fedcare.algorithms.privacy import calibrate_site_dp, site_level_dp
 from fedcare.algorithms.recipes import SERVER_LR, AggregationSpec, Algorithm, build_algorithm
 from fedcare.algorithms.robust import krum
@@ -104,6 +106,7 @@ def make_plan(cfg: FederationConfig, shape: DataShape, site_ids: Sequence[str], 
     algorithm = _algorithm(cfg, len(site_ids))
     if aggregator is not None:
         algorithm = replace(algorithm, strategy=replace_aggregator(algorithm.strategy, aggregator))
+    algorithm = _per_modality(cfg, algorithm, shape, aggregator)
     algorithm, secure = _site_privacy(cfg, algorithm, site_ids, aggregator)
     t, a = cfg.training, cfg.algorithm
     settings = EngineSettings(rounds=a.rounds, local_epochs=t.local_epochs, lr=t.lr, batch_size=t.batch_size,
@@ -147,6 +150,28 @@ def _algorithm(cfg: FederationConfig, num_sites: int) -> Algorithm:
                    dp_delta=dp.dp_delta, dp_clip=dp.dp_clip, compress_updates=cfg.compression.compress_updates
                    if not cfg.privacy.secure_aggregation else "none",  # quantized into the masking ring instead
                    error_feedback=cfg.compression.error_feedback)
+
+
+def _per_modality(cfg: FederationConfig, algorithm: Algorithm, shape: DataShape,
+                  aggregator: object | None) -> Algorithm:
+    """Model fusion: each input's encoder averaged over the sites that trained it (modality_mean)
+    instead of the weighted mean; what cannot average a part of the model over some sites is refused."""
+    if cfg.model.name != "fusion":
+        return algorithm
+    p = cfg.privacy
+    clash = ("a custom aggregator" if aggregator is not None else
+             f"aggregator {cfg.robustness.aggregator}" if cfg.robustness.aggregator != "mean" else
+             "norm_bound" if cfg.robustness.norm_bound is not None else
+             "secure aggregation" if p.secure_aggregation else
+             "site-level DP" if p.site_dp_epsilon is not None else
+             "record-level DP" if p.dp_epsilon is not None else
+             "scaffold" if algorithm.scaffold else
+             "personalization ditto" if cfg.personalization.mode == "ditto" else None)
+    if clash:
+        raise ConfigError(f"model fusion averages each encoder over the sites whose patients have its input, "
+                          f"which {clash} cannot do (it needs every site to send the whole model); drop it")
+    mean = next(piece for piece in algorithm.strategy.pieces if isinstance(piece, WeightedMean))
+    return replace(algorithm, strategy=replace_aggregator(algorithm.strategy, modality_mean(mean, list(shape.inputs))))
 
 
 def _site_privacy(cfg: FederationConfig, algorithm: Algorithm, site_ids: Sequence[str],

@@ -36,6 +36,7 @@ from fedcare.learning.models import ModelFactory
 from fedcare.learning.tasks import Task, load_plugins
 from fedcare.transports.effects import check_treatment, simulate_effects
 from fedcare.transports.backends import Backend, open_backend, start_workers
+from fedcare.transports.modalities import modality_block
 from fedcare.transports.simulated import Federation, attacker_ids, honest, personalize, pooled_site
 from fedcare.transports.simulation import SimulationTransport, TrainHereEvaluateThere
 
@@ -72,24 +73,26 @@ def recommend(run_dir: str | Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 def simulate(config: FederationConfig | Mapping | str | Path | None = None, *,
              model_factory: ModelFactory | None = None, aggregator: object | None = None,
-             progress: Progress | None = None, **overrides: object) -> Run:
+             progress: Progress | None = None, prepared: FederatedDataset | None = None, **overrides: object) -> Run:
     """Run a federation in this process and write its run folder.
 
     `model_factory(inputs, task) -> torch.nn.Module` replaces the model zoo: it gets the input shapes
     by name and the task, and its module takes a batch's inputs as a mapping name -> tensor;
     `aggregator` is a built-in rule's name ("median", "krum", ...: the config key) or any aggregator
-    piece of your own, which replaces the rule (see fedcare.algorithms).
+    piece of your own, which replaces the rule (see fedcare.algorithms); `prepared` is data already
+    loaded (and prepared) in this process, used instead of loading the config's (config.yaml then
+    re-runs on the config's data, not on this).
     """
     started = time.perf_counter()
     if isinstance(aggregator, str):
         overrides["aggregator"], aggregator = aggregator, None
     cfg = with_dataset_defaults(resolve_config(config, **overrides))  # a bundled dataset's validated settings
     if cfg.stream.active:  # --time-column: a replay window by window (interfaces/streamrun.py)
-        if model_factory is not None or aggregator is not None:
-            raise ConfigError("a stream replay builds its model and rule from the config; drop model_factory "
-                              "and aggregator, or --time-column")
+        if model_factory is not None or aggregator is not None or prepared is not None:
+            raise ConfigError("a stream replay builds its data, model and rule from the config; drop model_factory, "
+                              "aggregator and prepared, or --time-column")
         return simulate_stream(cfg, Run)
-    return _execute(cfg, started, model_factory, aggregator, progress, resume=False)
+    return _execute(cfg, started, model_factory, aggregator, progress, resume=False, dataset=prepared)
 
 
 def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
@@ -105,11 +108,11 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None) -> Run:
 
 
 def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory | None, aggregator: object | None,
-             progress: Progress | None, resume: bool) -> Run:
+             progress: Progress | None, resume: bool, dataset: FederatedDataset | None = None) -> Run:
     load_plugins()  # installed packages' tasks, before the data layer checks the task's name
     pool = start_workers(cfg, model_factory)  # they warm up while the data is read
     try:
-        dataset = load_dataset(cfg.data)
+        dataset = load_dataset(cfg.data) if dataset is None else dataset
         if cfg.data.treatment is not None:
             check_treatment(dataset, cfg.data)  # before training, not after it
     except BaseException:
@@ -117,7 +120,8 @@ def _execute(cfg: FederationConfig, started: float, model_factory: ModelFactory 
             pool.close()
         raise
     cfg = cfg.replace(data=[str(Path(p).resolve()) for p in cfg.data.files],  # re-runnable anywhere
-                      images=str(Path(cfg.data.images).resolve()) if cfg.data.images else None)
+                      images=str(Path(cfg.data.images).resolve()) if cfg.data.images else None,
+                      inputs=[{"kind": i.kind, "file": [str(Path(p).resolve()) for p in i.file]} for i in cfg.data.inputs])
     backend = open_backend(cfg, dataset, model_factory=model_factory, aggregator=aggregator, pool=pool)
     try:
         return _tracked(cfg, started, dataset, backend, aggregator, progress, resume)
@@ -201,6 +205,12 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
                             constant=_constant_metrics(dataset, plan.task))
     if calibrated["federated"] is not None:  # binary tasks: Brier and reliability bins for the report
         run.summary["calibration"] = calibrated
+    if cfg.model.name == "fusion" and cfg.backend.backend == "in-process":  # against each single input
+        run.summary["modalities"] = modality_block(cfg, dataset, {s.site_id: s for s in fed.sites},
+                                                   _fused_models(run, [s.site_id for s in fed.sites]))
+    elif cfg.model.name == "fusion":
+        run.summary["warnings"].append(f"no report by modality with backend {cfg.backend.backend}: it needs the "
+                                       "sites in this process (backend in-process)")
     effects = simulate_effects(cfg, dataset) if cfg.data.treatment is not None else None
     if effects is not None:
         run.summary["treatment"] = effects.block
@@ -209,6 +219,18 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
     if effects is not None:
         effects.recommender.save(cfg.run_dir)
     return run
+
+
+def _fused_models(run: Run, site_ids: list[str]) -> dict[str, dict[str, Params]]:
+    """The run's models as the params each site judges: its own for local and personalized."""
+    models = {"federated": {sid: run.global_params for sid in site_ids}}
+    if run.site_params:
+        models["personalized"] = dict(run.site_params)
+    if run.local_params:
+        models["local"] = dict(run.local_params)
+    if run.pooled_params is not None:
+        models["pooled"] = {sid: run.pooled_params for sid in site_ids}
+    return models
 
 
 def _baseline_hazard(sites: Mapping, params: Params) -> dict | None:

@@ -63,7 +63,10 @@ def simulate(
                                                     "(default: all three)")] = None,
     outcome_better: Annotated[Optional[str], Opt(help="higher | lower: which outcome the recommended arm aims for "
                                                       "(default higher)")] = None,
-    images: Annotated[Optional[Path], Opt(help="image manifest CSV/Parquet: path, label or mask, site, patient")] = None,
+    images: Annotated[Optional[list[Path]], Opt(help="image manifest CSV/Parquet: path, label or mask, site, patient; "
+                                                 "with --data, the image input joined by --patient (one per site: repeat)")] = None,
+    omics: Annotated[Optional[list[Path]], Opt(help="gene-expression file joined to --data by --patient (one per site: "
+                                                "repeat); docs/multimodal.md")] = None,
     image_size: Annotated[Optional[list[int]], Opt(help="resample images to this size; repeat per axis (--image-size 64 --image-size 64)")] = None,
     skip_bad_images: Annotated[Optional[bool], Opt("--skip-bad-images", help="skip and count unreadable images")] = None,
     image_model: Annotated[Optional[str], Opt(help="cnn | densenet121 | resnet18 | unet | basicunet")] = None,
@@ -80,7 +83,9 @@ def simulate(
     personalization: Annotated[Optional[str], Opt(help="none | finetune | fedper | fedrep | fedbn | ditto")] = None,
     ditto_lambda: Annotated[Optional[float], Opt(help="Ditto: pull towards the global model (default 0.1)")] = None,
     finetune_epochs: Annotated[Optional[int], Opt(help="epochs of final local fine-tuning (default 5)")] = None,
-    model: Annotated[Optional[str], Opt(help="linear (logistic) | mlp")] = None,
+    model: Annotated[Optional[str], Opt(help="linear (logistic) | mlp | fusion (one encoder per input)")] = None,
+    fusion: Annotated[Optional[str], Opt(help="model fusion: intermediate | late")] = None,
+    modality_dropout: Annotated[Optional[float], Opt(help="model fusion: chance of hiding a patient's input in training")] = None,
     hidden: Annotated[Optional[list[int]], Opt(help="MLP hidden width; repeat per layer")] = None,
     batch_norm: Annotated[Optional[bool], Opt("--batch-norm/--no-batch-norm", help="MLP with batch norm (for fedbn)")] = None,
     optimizer: Annotated[Optional[str], Opt(help="local optimizer: sgd | adam")] = None,
@@ -152,8 +157,7 @@ def simulate(
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume") and v is not None}
     if "data" in flags:
         flags["data"] = [str(p) for p in flags["data"]]
-    if "images" in flags:
-        flags["images"] = str(flags["images"])
+    _joined_inputs(flags)
     if "out" in flags:
         flags["out"] = str(flags["out"])
     if "site_weight" in flags:
@@ -200,6 +204,22 @@ def simulate(
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"run folder: {run.path}  ·  {run.summary['rounds']} rounds  ·  "
                   f"{run.summary['bytes_sent'] / 1e6:.2f} MB sent  ·  {run.summary['wall_seconds']:.1f} s")
+
+
+# ----- several files per patient (data/multimodal.py, docs/multimodal.md) -----
+def _joined_inputs(flags: dict) -> None:
+    """--omics and, with --data, --images become the config's `inputs` list; --images alone stays the
+    manifest of an image-only dataset."""
+    joined = [{"kind": kind, "file": [str(p) for p in flags.pop(key)]}
+              for kind, key in (("omics", "omics"), ("image", "images"))
+              if key in flags and (key == "omics" or "data" in flags)]
+    if joined:
+        flags["inputs"] = joined
+    if "images" in flags:
+        if len(flags["images"]) != 1:
+            raise ConfigError("--images without --data takes one manifest (with a site column); repeat it only "
+                              "with --data, one per site")
+        flags["images"] = str(flags["images"][0])
 
 
 def _site_weights(items: list[str]) -> dict[str, float]:
@@ -385,6 +405,19 @@ def demo_network(
     run_dir = run_demo(dir, sites, rounds, say=lambda line: console.print(escape(line)))
     console.print(site_table(json.loads((run_dir / "summary.json").read_text())))
     console.print(f"run folder: {escape(str(run_dir))}")
+
+
+@app.command("demo-multimodal")
+def demo_multimodal(
+    dir: Annotated[Path, Opt("--dir", help="a folder for the files, one subfolder per study")] = Path("fedcare-multimodal"),
+) -> None:
+    """The ovarian-genomics studies (real rows) as a multimodal layout: per study a clinical file (the
+    outcome, debulking) and a gene file, joined by patient id; prints the command that runs them."""
+    from fedcare.data.ovarianlayout import layout_command, write_ovarian_layout
+
+    for folder in write_ovarian_layout(dir):
+        console.print(f"wrote {escape(str(folder))}/clinical.csv and genes.csv")
+    console.print(escape(layout_command(dir)))
 
 
 admin_app = typer.Typer(no_args_is_help=True, help="Admin actions on a running coordinator (needs admin.json).")

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 
+from fedcare.interfaces.htmlmodalities import modalities_html
 from fedcare.interfaces.htmltreatment import treatment_html
 from fedcare.interfaces.report import MODELS
 
@@ -220,4 +221,4 @@ def render(summary: Mapping, rows: Iterable[Mapping], config: Mapping | None = N
             + ("" if figures_wanted() else "<p id='no-figures'>figures left out (FEDCARE_REPORT_FIGURES=0)</p>")
             + site_table(summary) + forest_html(summary) + baselines_html(summary) + means_table(summary)
             + curves_html(summary, rows) + privacy_html(summary, rows) + anomalies_html(summary, rows)
-            + reliability_html(summary) + treatment_html(summary) + config_html(config) + "</body></html>\n")
+            + reliability_html(summary) + treatment_html(summary) + modalities_html(summary) + config_html(config) + "</body></html>\n")

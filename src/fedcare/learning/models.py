@@ -75,6 +75,10 @@ def encoder_layers(spec: ModelSpec, width: int) -> tuple[list[nn.Module], int]:
 
 def build_model(spec: ModelSpec, inputs: Mapping[str, InputShape], task: Task) -> nn.Module:
     """The model a ModelSpec names for these inputs and this task."""
+    if spec.name == "fusion":
+        from fedcare.learning.fusion import FusionModel
+
+        return FusionModel(spec, inputs, task)
     other = [name for name, shape in inputs.items() if input_kind(shape.kind).encoder != "vector"]
     images = [name for name in other if input_kind(inputs[name].kind).encoder == "image"]
     if images and len(images) == len(other):

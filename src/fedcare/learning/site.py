@@ -32,14 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedcare.algorithms.modalities import rows_metric
 from fedcare.core import compression
 from fedcare.core.errors import ConfigError, ParamsError, SiteDeclined
 from fedcare.core.messages import FitRequest, Split, control_name, split_controls
 from fedcare.core.params import Params
 from fedcare.core.update import Update
-from fedcare.data.examples import Examples
+from fedcare.data.examples import Examples, array
 from fedcare.learning import baseline_hazard
 from fedcare.learning.batches import Batches
+from fedcare.learning.fusion import PRESENT, present_name, with_presence
 from fedcare.learning.metrics import Metrics, reliability
 from fedcare.learning.models import batch_norm_names, get_params, head_names, set_params
 from fedcare.learning.dpsgd import dp_steps, train_dp
@@ -62,9 +64,11 @@ class LocalSite:
         self.site_id = site_id
         self.task = task
         self.model = model
-        self._data = {name: Batches(examples, task, inputs if inputs is not None else
+        self._data = {name: Batches(examples, task, with_presence(examples, inputs) if inputs is not None else
                                     [n for n in examples.names if n not in task.targets])
                       for name, examples in splits.items()}
+        self.input_rows = {rows_metric(n[:-len(PRESENT)]): float(np.sum(array(splits["train"], n)))
+                           for n in self._data["train"].inputs if n.endswith(PRESENT)} if "train" in splits else {}
         self.personal: Params = {}  # kept layers (FedPer/FedRep head, FedBN batch norm): never sent
         self.ditto: Params = {}  # Ditto's whole personal model: never sent
         self._personal_model: nn.Module | None = None
@@ -118,6 +122,7 @@ class LocalSite:
         self._load(params, kept)
         if request.mode == "gradient":
             grad, loss = self._full_gradient()
+            grad = {k: grad[k] for k in params}  # a scoped request's params: only what this site was sent
         elif request.personalization == "fedrep":
             loss = self._train_head_then_body(request, kept)
         else:
@@ -131,7 +136,7 @@ class LocalSite:
             grad = {k: np.zeros_like(v) if k in kept else v for k, v in grad.items()}  # the kept part never leaves
         if request.personalization == "ditto":
             self._ditto_step(params, request)
-        metrics = {"train_loss": loss}
+        metrics = {"train_loss": loss, **self.input_rows}  # rows.<input>: how many training rows have it
         if request.dp_epsilon is not None and self.dp_spent is not None:
             metrics["epsilon"] = self.dp_spent  # this site's accountant: ε spent so far
         return Update(self.site_id, grad, self.num_train, metrics)
@@ -311,6 +316,12 @@ class LocalSite:
         out, targets = self.outputs(params, split)
         return baseline_hazard.site_sums(targets["time"], targets["event"], out.squeeze(-1).double().numpy(),
                                          np.asarray(grid, dtype=np.float64))
+
+    def presence(self, split: Split) -> dict[str, np.ndarray]:
+        """Which of a split's patients have each model input (True everywhere without a companion)."""
+        data = self._data[split]
+        return {n: array(data.examples, present_name(n)) > 0 if present_name(n) in data.inputs
+                else np.ones(len(data), bool) for n in data.inputs if not n.endswith(PRESENT)}
 
     def outputs(self, params: Params, split: Split) -> tuple[torch.Tensor, Mapping[str, np.ndarray]]:
         """The model's raw outputs on a split's rows and their targets: what its metrics are made of

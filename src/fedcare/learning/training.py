@@ -29,18 +29,21 @@ def train_epochs(model: nn.Module, data: Batches, *, epochs: int, lr: float, bat
     opt: torch.optim.Optimizer = (torch.optim.Adam(chosen, lr=lr) if optimizer == "adam"
                                   else torch.optim.SGD(chosen, lr=lr))
     gen = torch.Generator().manual_seed(seed)
+    penalty = getattr(model, "penalty", None)  # a model's own regulariser (fusion's omics encoder)
     model.train()
     losses: list[torch.Tensor] = []
-    for _ in range(epochs):
-        order = torch.randperm(len(data), generator=gen)
-        losses = []
-        for inputs, targets, size in data.epoch(order, batch_size):
-            opt.zero_grad(set_to_none=True)
-            data_loss = data.task.loss(model(inputs), targets)
-            loss = data_loss
-            if anchor is not None and mu > 0:
-                loss = loss + mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
-            loss.backward()
-            opt.step()
-            losses.append(data_loss.detach() * size)
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the request's seed: same run, same numbers
+        torch.manual_seed(seed)
+        for _ in range(epochs):
+            order = torch.randperm(len(data), generator=gen)
+            losses = []
+            for inputs, targets, size in data.epoch(order, batch_size):
+                opt.zero_grad(set_to_none=True)
+                data_loss = data.task.loss(model(inputs), targets)
+                loss = data_loss + penalty() if penalty is not None else data_loss
+                if anchor is not None and mu > 0:
+                    loss = loss + mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
+                loss.backward()
+                opt.step()
+                losses.append(data_loss.detach() * size)
     return float(torch.stack(losses).sum()) / len(data) if losses else 0.0

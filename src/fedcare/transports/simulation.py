@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+import numpy as np
+
 from fedcare.core.compression import NONE, Scheme
 from fedcare.core.errors import ParamsError, SiteDeclined
-from fedcare.core.messages import FitRequest, Split
+from fedcare.core.messages import FitRequest, Split, scoped
 from fedcare.core.params import Params
 from fedcare.core.serialization import fit_reply_to_bytes, params_from_bytes, params_to_bytes, update_from_bytes
 from fedcare.core.update import Update
@@ -92,15 +94,18 @@ class SimulationTransport:
             self._traffic.upload(sent)
             return result
         message = {**params, **extras} if extras else params  # an update mirrors the message it answers
-        received = self.broadcast(message, len(requests))
+        # sites lacking an input get (and answer with) the message without its encoder: one broadcast per scope
+        scopes = [r.skip for r in requests.values()]
+        received = {skip: self.broadcast(scoped(message, skip), scopes.count(skip)) for skip in dict.fromkeys(scopes)}
         result = FitResult([])
         for site_id, request in requests.items():
             try:
-                blob = fit_reply_to_bytes(self._sites[site_id].fit(received, request), request)
+                blob = fit_reply_to_bytes(self._sites[site_id].fit(received[request.skip], request), request)
             except SiteDeclined as exc:
                 result.refused[site_id] = str(exc)
                 continue
-            self._traffic.upload(receive(result, site_id, blob, message, request.round))
+            self._traffic.upload(receive(result, site_id, blob, scoped(message, request.skip), request.round,
+                                         message))
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
@@ -108,13 +113,19 @@ class SimulationTransport:
         return {sid: self._sites[sid].evaluate(received, splits) for sid in site_ids}
 
 
-def receive(result: FitResult, site_id: str, blob: bytes | memoryview, message: Params, round_: int) -> int:
-    """Validate one site's update bytes into `result` (or refuse it there); returns the bytes moved."""
+def receive(result: FitResult, site_id: str, blob: bytes | memoryview, message: Params, round_: int,
+            whole: Params | None = None) -> int:
+    """Validate one site's update bytes into `result` (or refuse it there); returns the bytes moved.
+    With `whole`, the site answered a scoped message: what it was not sent is filled with zeros, so
+    the strategy sees updates of one shape (and the modality mean gives those zeros no weight)."""
     try:
         update = update_from_bytes(blob, message, round_=round_)
     except ParamsError as exc:
         result.refused[site_id] = str(exc)
         return len(blob)
+    if whole is not None and len(whole) != len(message):
+        update = Update(update.site_id, {k: update.grad[k] if k in update.grad else np.zeros_like(v)
+                                         for k, v in whole.items()}, update.num_examples, update.metrics)
     if update.site_id != site_id:
         result.refused[site_id] = f"update claims to come from '{update.site_id}'"
     else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedcare.core.config.base import Section, one_or_many
 from fedcare.core.errors import ConfigError
@@ -20,7 +20,21 @@ DEFAULT_DATASET = "heart-disease"
 # whose sites hold the files), they mean own files, never the default built-in dataset
 COLUMN_KEYS = ("site", "label", "time", "event", "drop", "categorical", "omics_columns")
 OWN_DATA = "own-data"  # the name of a dataset of files the sites hold: a site's file name is its own business
-IMAGE_DATASETS = ("synthetic-scans",)  # built-in datasets of images
+IMAGE_DATASETS = ("synthetic-scans", "synthetic-multimodal", "synthetic-multimodal-missing")  # built-in datasets of images
+
+
+class InputFile(BaseModel):
+    """One more input of a multimodal layout (fedcare.data.multimodal): its kind and its file, or one
+    file per site (each in its site's folder, beside the site's --data file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+    file: tuple[str, ...]
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return one_or_many(v)
 
 
 class DataSpec(Section):
@@ -49,6 +63,9 @@ class DataSpec(Section):
                                                "[64, 64] (default: 64 per axis)")
     skip_bad_images: bool = Field(False, description="skip and count unreadable images instead of stopping")
     patient: str | None = Field(None, description="patient id column: a patient's rows stay in one split")
+    # several files per patient, joined by the patient column (fedcare.data.multimodal, docs/multimodal.md)
+    inputs: tuple[InputFile, ...] = Field((), description="more inputs of each patient, joined to --data by "
+                                          "--patient: a list of {kind: omics|image, file: FILE(S)}")
     test_fraction: float = 0.34
     split_seed: int = 43
     val_fraction: float = Field(0.0, description="validation share carved from each site's training split")
@@ -82,7 +99,23 @@ class DataSpec(Section):
             raise ConfigError(f"--image-size takes 2 or 3 sizes between 4 and 1024, got {list(self.image_size)}")
         if self.images is not None and (self.files or self.dataset is not None):
             raise ConfigError("pass --images MANIFEST alone, without --data or --dataset")
+        self._check_inputs()
         self._check_treatment()
+
+    def _check_inputs(self) -> None:
+        if not self.inputs:
+            return
+        if not self.files:
+            raise ConfigError("inputs are joined to the --data file that holds the outcome: pass --data too")
+        if self.patient is None:
+            raise ConfigError("several files per patient are joined by a patient id: pass --patient COLUMN")
+        kinds = [i.kind for i in self.inputs]
+        if "tabular" in kinds or len(set(kinds)) != len(kinds):
+            raise ConfigError("give each input kind at most once (omics, image), besides the --data file, "
+                              f"which is tabular; got {', '.join(kinds)}")
+        if self.partition is not None:
+            raise ConfigError("--partition cuts one table into sites; several files per patient need their own "
+                              "sites: pass --site COLUMN or one folder per site")
 
     def _check_treatment(self) -> None:
         if self.treatment is None:
@@ -108,7 +141,8 @@ class DataSpec(Section):
 
     @property
     def has_images(self) -> bool:
-        return bool(self.images or self.image_columns or self.dataset in IMAGE_DATASETS)
+        return bool(self.images or self.image_columns or self.dataset in IMAGE_DATASETS
+                    or any(i.kind == "image" for i in self.inputs))
 
     @property
     def name(self) -> str:

@@ -1,0 +1,166 @@
+"""Fusion models, the modality mean, reporting by modality, and a site without an input taking part."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedcare.algorithms.aggregators import weighted_mean
+from fedcare.algorithms.modalities import modality_mean
+from fedcare.algorithms.pieces import RoundContext
+from fedcare.core.config import ModelSpec, resolve_config
+from fedcare.core.errors import ConfigError
+from fedcare.core.update import Update
+from fedcare.data.dataset import InputShape
+from fedcare.learning.fusion import FusionModel
+from fedcare.learning.models import head_names
+from fedcare.learning.tasks import make_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+SHAPES = {"tabular": InputShape("tabular", (3,)), "omics": InputShape("omics", (20,))}
+
+
+def _model(fusion: str, dropout: float = 0.0) -> FusionModel:
+    torch.manual_seed(0)
+    return FusionModel(ModelSpec(model="fusion", fusion=fusion, hidden=(4,), modality_dropout=dropout), SHAPES,
+                       make_task("binary"))
+
+
+@pytest.mark.parametrize("fusion", ["intermediate", "late"])
+def test_fusion_model_masks_absent_inputs(fusion):
+    model = _model(fusion).eval()
+    names = [k for k in model.state_dict()]
+    assert all(k.startswith(("encoders.tabular.", "encoders.omics.", "head.")) for k in names), names
+    assert head_names(model) == {k for k in names if k.startswith("head.")}  # FedPer keeps the fusion head
+    rng = np.random.default_rng(0)
+    batch = {"tabular": torch.tensor(rng.normal(size=(6, 3)), dtype=torch.float32),
+             "omics": torch.tensor(rng.normal(size=(6, 20)), dtype=torch.float32),
+             "omics.present": torch.tensor([1, 1, 1, 0, 0, 0], dtype=torch.float32)}
+    out = model(batch)
+    changed = dict(batch, omics=batch["omics"] * torch.tensor([1, 1, 1, 50, -7, 3.0])[:, None])
+    after = model(changed)
+    assert torch.equal(out[3:], after[3:])  # an absent input's values do not reach the output
+    assert not torch.allclose(out[:3], model(dict(batch, omics=batch["omics"] + 1))[:3])  # a present one does
+    # without the companion every patient has the input; no patient has it: its encoder gets no gradient
+    assert not torch.equal(model({"tabular": batch["tabular"], "omics": batch["omics"]})[3:], out[3:])
+    model.train()
+    model.zero_grad()
+    model(dict(batch, **{"omics.present": torch.zeros(6)})).sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.encoders["omics"].parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.encoders["tabular"].parameters())
+
+
+def test_modality_dropout_keeps_one_input():
+    model = _model("intermediate", dropout=0.9).train()
+    present = torch.tensor([1.0, 0.0] * 200)
+    m = model.masks({"tabular": torch.zeros(400, 3), "omics": torch.zeros(400, 20), "omics.present": present})
+    assert (m.sum(1) >= 1).all()  # every patient keeps at least one input
+    assert (m[:, 1] <= present).all()  # dropout never adds an input a patient lacks
+    assert 0 < float(m[present == 1].mean()) < 1  # and it does hide some
+    assert torch.equal(model.eval().masks({"tabular": torch.zeros(400, 3), "omics": torch.zeros(400, 20),
+                                           "omics.present": present})[:, 1], present)  # not when judging
+
+
+def test_modality_mean_weights_by_patients_with_the_input():
+    params = {"encoders.omics.w": np.zeros(2, np.float32), "head.b": np.zeros(1, np.float32)}
+    piece = modality_mean(weighted_mean(), ["tabular", "omics"])
+    ctx = RoundContext(params, 1, np.random.default_rng(0))
+
+    def update(site, n, omics_rows, w, b):
+        return Update(site, {"encoders.omics.w": np.array(w, np.float32), "head.b": np.array([b], np.float32)}, n,
+                      {"rows.omics": float(omics_rows)})
+
+    ups = [update("a", 10, 10, [1, 1], 1.0), update("b", 30, 10, [3, 3], 2.0), update("c", 60, 0, [0, 0], 4.0)]
+    out, state = piece.apply(ups, piece.init(params), ctx)
+    assert np.allclose(out["encoders.omics.w"], [2, 2])  # (10·1 + 10·3) / 20: c had no patient with omics
+    assert np.allclose(out["head.b"], [(10 + 60 + 240) / 100])  # the rest: every site, by its patients
+    assert piece.scope(state) == {"c": ("encoders.omics.",)}  # c neither receives nor sends it next round
+    # a site told to skip the encoder gets no weight for it, whatever it reports
+    ups[2] = update("c", 60, 60, [0, 0], 4.0)
+    out, state = piece.apply(ups, state, ctx)
+    assert np.allclose(out["encoders.omics.w"], [2, 2]) and piece.scope(state) == {}
+    # an encoder nobody trained does not move
+    out, _ = piece.apply([update("a", 10, 0, [5, 5], 1.0)], {}, ctx)
+    assert np.allclose(out["encoders.omics.w"], [0, 0]) and np.allclose(out["head.b"], [1.0])
+
+
+def test_fusion_refuses_what_cannot_average_part_of_a_model():
+    from fedcare.data.dataset import DataShape
+    from fedcare.federation.plan import make_plan
+
+    shape = DataShape("binary", ("no", "yes"), SHAPES)
+    assert type(make_plan(resolve_config({"model": "fusion"}), shape, ["a", "b"]).algorithm.strategy.pieces[0]) \
+        .__name__ == "ModalityMean"
+    for bad in ({"aggregator": "median"}, {"secure_aggregation": True}, {"personalization": "ditto"},
+                {"algorithm": "scaffold"}):
+        with pytest.raises(ConfigError, match="model fusion averages each encoder"):
+            make_plan(resolve_config({"model": "fusion", **bad}), shape, ["a", "b", "c"])
+    with pytest.raises(Exception, match="apply to model fusion"):
+        resolve_config({"modality_dropout": 0.2})
+
+
+def test_fused_run_with_a_site_without_omics(tmp_path):
+    """ovarian-genomics with a third of each site's genes hidden and study-9 without any: every site
+    trains and is reported, study-9 stops receiving and sending the omics encoder after round 1,
+    FedPer keeps the fusion head local, and summary.json reports by modality."""
+    pytest.importorskip("SurvSet")
+    from multimodal import blank_input
+
+    from fedcare import simulate
+    from fedcare.data import DataSpec, load_dataset
+
+    data = blank_input(load_dataset(DataSpec(dataset="ovarian-genomics")), "omics", 0.3, ("study-9",))
+    run = simulate({"dataset": "ovarian-genomics", "model": "fusion", "fusion": "late", "rounds": 2,
+                    "personalization": "fedper", "out": str(tmp_path / "run")}, prepared=data)
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(s["federated"]["sites"]) == {"study-4", "study-9", "study-13", "study-16"}
+    encoder = sum(v.nbytes for k, v in run.global_params.items() if k.startswith("encoders.omics."))
+    first, second = s["communication"]["per_round"][:2]
+    assert first["upload"] - second["upload"] >= encoder  # study-9 no longer sends it ...
+    assert first["broadcast"] - second["broadcast"] >= encoder  # ... nor receives it
+    assert first["upload"] - second["upload"] < 2 * encoder  # and only study-9
+    m = s["modalities"]
+    assert m["inputs"] == ["omics", "tabular"]
+    assert set(m["patients"]["study-9"]) == {"tabular"}
+    assert set(m["patients"]["study-16"]) == {"omics+tabular", "tabular"}
+    assert set(m["by_inputs"]) >= {"federated", "local", "pooled", "personalized", "omics-only", "tabular-only"}
+    assert all(set(m["single"][name]) == set(s["federated"]["sites"]) for name in ("omics", "tabular"))
+    # a patient without omics is judged by the omics-only model from its bias alone: every score ties
+    assert m["by_inputs"]["omics-only"]["study-9"]["tabular"]["c_index"] == 0.5
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "<h2>by modality</h2>" in page and "omics only, federated" in page and "<h4>study-9</h4>" in page
+    heads = {sid: p["head.logits"] for sid, p in run.site_params.items()}
+    assert not np.allclose(heads["study-9"], heads["study-16"])  # each site's own fusion weights
+    assert np.array_equal(run.global_params["head.logits"], np.zeros(2, np.float32))  # never averaged
+
+
+def test_sites_without_an_input_take_part_over_the_network(deployment, tmp_path):
+    """The generated three-modality demo's variant (site-2 has no images, site-3 no omics) over TLS
+    with real processes: every site trains and is judged, and the result is the simulation's."""
+    pytest.importorskip("PIL")
+    from fedcare import simulate
+
+    config = {"dataset": "synthetic-multimodal-missing", "model": "fusion", "rounds": 2, "seed": 1,
+              "baselines": False}
+    sites = ["site-1", "site-2", "site-3", "site-4"]
+    d = deployment(config, sites)
+    d.start_coordinator("--start")
+    for site in sites:
+        d._spawn(site, ["site", "--coordinator", d.url, "--credential", str(d.pki / "sites" / f"{site}.json"),
+                        "--dataset", config["dataset"], "--state", str(d.root / "agents" / site)])
+    status = d.wait_completed()
+    net = json.loads((d.run_dir(status) / "summary.json").read_text())
+    sim = simulate({**config, "out": str(tmp_path / "simulated")}).summary
+    assert net["federated"] == sim["federated"]
+    assert set(net["federated"]["sites"]) == set(sites)
+    rows = [json.loads(line) for line in (d.run_dir(status) / "metrics.jsonl").read_text().splitlines()]
+    trained = {r["site"]: r for r in rows if r["split"] == "train" and r["round"] == 2}
+    assert set(trained) == set(sites)
+    assert trained["site-3"]["rows.omics"] == 0 and trained["site-2"]["rows.image"] == 0
+    assert trained["site-1"]["rows.omics"] > 0
