@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_cli
+
 from fedcare.core.config.data import InputFile
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data import DataSpec, load_dataset

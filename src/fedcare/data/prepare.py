@@ -47,8 +47,13 @@ image.probe, image.stats
             (an image input, fedcare.data.inputs.image) its images' axes and channels; after the
             split, per channel the voxel count, mean and sum of squared deviations of its training
             images. A mask target (fedcare.data.masks) sends, in 'schema', its masks' distinct values.
-finish      each input's fitted preprocessing -> the site encodes its own rows, keeps them (`data`),
-            and sends its row counts per split again.
+finish      each input's fitted preprocessing and shape -> the site encodes its own rows, keeps them
+            (`data`), and sends its row counts per split again.
+joined      (patients joined from several files, fedcare.data.multimodal) in 'columns', which columns
+            came from which input kind's file; in 'schema' and 'split', per input some patients
+            lack, how many of the site's patients (per split) have it. Every question of an input is
+            answered over the patients that have it; a site where none has it answers {"absent":
+            true} and nothing more, and encodes zeros with a '<input>.present' companion of 0.0.
 
 Numbers leave a site only as counts, means, M2s, and category or class names (e.g. cp = 1..4, label 0/1).
 No row leaves it, no measurement (unless the user declares it a category or a class), and nothing of
