@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import run_cli
+from test_prepare import PHASE_KEYS
 
 from fedcare.core.config.data import InputFile
 from fedcare.core.errors import ConfigError, DataError
@@ -74,10 +75,14 @@ def test_patients_and_sites_lacking_an_input_get_zeros_a_companion_and_send_noth
     heard: dict[str, list[dict]] = {}
     inner = ask_in_process(sites)
 
+    joined_keys = {"columns": {"inputs"}, "schema": {"present"}, "split": {"present"}}
+
     def ask(phase, question):
         answers = inner(phase, question)
-        if phase.startswith("omics."):
-            for site, answer in answers.items():
+        for site, answer in answers.items():  # only the documented keys (prepare.py's docstring)
+            allowed = PHASE_KEYS[phase.rpartition(".")[2]] | joined_keys.get(phase, set())
+            assert set(answer) <= (allowed | {"absent"} if "." in phase else allowed), (phase, set(answer))
+            if phase.startswith("omics."):
                 heard.setdefault(site, []).append(answer)
         return answers
 

@@ -273,7 +273,7 @@ class SitePreparation:
                             "start the site with the data the federation uses")
         return {"columns": [str(c) for c in self._raw.columns], "source": self.source if self.share_name else None,
                 "dropped_on_read": int(self.dropped_on_read),
-                "inputs": {kind: list(columns) for kind, columns in self._own_inputs.items()}}
+                **({"inputs": {kind: list(cols) for kind, cols in self._own_inputs.items()}} if self._own_inputs else {})}
 
     def _schema(self, question: Mapping[str, Any]) -> dict:
         with reading(self._what("schema")):
@@ -300,8 +300,9 @@ class SitePreparation:
         kept = complete.to_numpy(dtype=bool)
         self._present = {name: self._present_raw[name][kept] for name in inputs if name in self._present_raw}
         answer: dict[str, Any] = {"rows": len(rows), "dropped": int((~complete).sum()),
-                                  "columns": column_counts(rows, features), "label": None, "events": None,
-                                  "present": {name: int(p.sum()) for name, p in self._present.items()}}
+                                  "columns": column_counts(rows, features), "label": None, "events": None}
+        if self._present:
+            answer["present"] = {name: int(p.sum()) for name, p in self._present.items()}
         if label is not None:
             answer["label"] = (mask_summary([str(p) for p in rows[label_column].tolist()]) if reads(task) == "mask"
                                else label_summary(rows[label_column].tolist(), task))
@@ -351,7 +352,7 @@ class SitePreparation:
         self.row_counts = {part: len(getattr(self._split, part)) for part in SPLITS}
         present = {name: {part: int(p[getattr(self._split, part)].sum()) for part in SPLITS}
                    for name, p in self._present.items()}
-        return {"rows": dict(self.row_counts), "present": present}
+        return {"rows": dict(self.row_counts), **({"present": present} if present else {})}
 
     def _finish(self, question: Mapping[str, Any]) -> dict:
         if self._split is None:
@@ -517,7 +518,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask) -> PreparedDatase
             **({"stratified_by": "event"} if isinstance(label, SurvivalEncoding) else {}),
         },
         "site_rows": site_rows,
-        **({"patients_with_input": _with_input(present, fitted)} if any(present.values()) else {}),
+        **({"patients_with_input": _with_input(present)} if any(present.values()) else {}),
         "encoding": {n: f.to_json() for n, f in fitted.items()},  # loadable: what encodes new patients
         **({"treatment": schema.arms.to_json()} if schema.arms is not None else {}),
         **_extra(recipe, ids, sources, dropped_on_read, schema.dropped),
@@ -542,11 +543,11 @@ def _holders(name: str, present: Mapping[str, Mapping[str, int]], ids: Sequence[
     return holders
 
 
-def _with_input(present: Mapping[str, Mapping[str, Mapping[str, int]]], fitted: Mapping[str, Fitted]
-                ) -> dict[str, dict[str, dict[str, int]]]:
+def _with_input(present: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, dict[str, dict[str, int]]]:
     """summary.json's count of patients per input, site and split, for the inputs some patients lack."""
+    names = dict.fromkeys(name for by_input in present.values() for name in by_input)
     return {name: {site: dict(by_input[name]) for site, by_input in present.items() if name in by_input}
-            for name in fitted if any(name in by_input for by_input in present.values())}
+            for name in names}
 
 
 def _teller(exchange: _Exchange, name: str) -> Callable[[str, dict], object]:

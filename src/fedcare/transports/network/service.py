@@ -91,7 +91,8 @@ def _check_url(url: str, insecure: bool) -> None:
 
 def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str | None, site_id: str | None,
              state: Path | None, approve: bool, insecure: bool, keep_running: bool = False,
-             policy: Path | None = None, images: Path | None = None, skip_bad_images: bool = False) -> None:
+             policy: Path | None = None, images: Path | None = None, skip_bad_images: bool = False,
+             joined: dict[str, Path] | None = None, patient: str | None = None) -> None:
     from fedcare.learning.tasks import load_plugins
     from fedcare.transports.network.agent import AgentSettings, SiteAgent
     from fedcare.transports.network.policy import load_policy
@@ -106,6 +107,9 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
         raise ConfigError(f"data file '{data}' not found")
     if images is not None and not images.is_file():
         raise ConfigError(f"image manifest '{images}' not found")
+    for kind, path in (joined or {}).items():
+        if not path.is_file():
+            raise ConfigError(f"{kind} file '{path}' not found")
     rules = None if policy is None else load_policy(policy)
     if rules is None and not approve:
         logging.getLogger("fedcare.site").warning(
@@ -114,7 +118,7 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
     settings = AgentSettings(coordinator, cred.site_id, cred.token, state or Path(".fedcare-site") / cred.site_id,
                              _verify(cred.ca_pem, insecure), data, dataset, _ask if approve else None,
                              rules, policy.name if policy else "the policy", keep_running=keep_running,
-                             images=images, skip_bad_images=skip_bad_images)
+                             images=images, skip_bad_images=skip_bad_images, joined=joined or {}, patient=patient)
     SiteAgent(settings).run()
 
 
