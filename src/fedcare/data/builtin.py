@@ -176,16 +176,17 @@ def _multimodal_site(missing: bool) -> Callable[[str], tuple[RawSite, int]]:
     """One synthetic site's patients, joined from its clinical, omics and image files (fedcare.data.multimodal);
     a file the variant leaves out is read as none of the site's rows."""
     def read(site_id: str) -> tuple[RawSite, int]:
-        files = synthetic_multimodal.site_files(site_id, missing)
-        first = synthetic_multimodal.site_files(synthetic_multimodal.SITES[0], False)
+        folder = synthetic_multimodal.ensure() / site_id
+        lacks = synthetic_multimodal.MISSING_VARIANT.get(site_id) if missing else None
         parts = []
-        for kind, key in (("omics", "omics"), (IMAGE_KIND, "images")):
-            path = files[key]
-            read_one = (lambda p: read_manifest(p).frame) if kind == IMAGE_KIND else read_table
-            frame = read_one(path) if path is not None else read_one(first[key]).iloc[0:0]
-            parts.append(InputRows(kind, frame, path.name if path is not None else f"(no {key} file)"))
-        clinical = files["clinical"]
-        return join_site(site_id, read_table(clinical), clinical.name, parts, synthetic_multimodal.PATIENT)[0], 0
+        for kind, name in (("omics", synthetic_multimodal.OMICS), (IMAGE_KIND, synthetic_multimodal.IMAGES)):
+            if kind == lacks:
+                parts.append(InputRows(kind, read_table(folder / name).iloc[0:0], f"(no {name})"))
+            else:
+                frame = read_manifest(folder / name).frame if kind == IMAGE_KIND else read_table(folder / name)
+                parts.append(InputRows(kind, frame, name))
+        clinical = synthetic_multimodal.CLINICAL
+        return join_site(site_id, read_table(folder / clinical), clinical, parts, synthetic_multimodal.PATIENT)[0], 0
     return read
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from fedcare.core.errors import DataError
 from fedcare.data.dataset import DataSpec
 from fedcare.data.manifest import read_manifest
-from fedcare.data.multimodal import IMAGE_KIND, InputRows, by_site, empty_like, join_site
+from fedcare.data.multimodal import IMAGE_KIND, InputRows, by_site, join_site
 from fedcare.data.prepare import SitePreparation
 from fedcare.data.readers import read_table
 
@@ -72,10 +72,10 @@ def joined_sites(spec: DataSpec) -> tuple[list[SitePreparation], dict[str, Any]]
                 raise DataError(f"with one --data file and --site, give one {item.kind} file with the site column, "
                                 f"not {len(item.file)}")
             path = Path(item.file[0])
-            others[item.kind] = (by_site(_read(item.kind, path, spec.skip_bad_images), spec.site, path.name), path.name)
+            frame = _read(item.kind, path, spec.skip_bad_images)
+            others[item.kind] = (by_site(frame, spec.site, path.name), frame.iloc[0:0], path.name)
         for site, rows in main.items():
-            parts = [InputRows(kind, frames.get(site, empty_like(frames)), name)
-                     for kind, (frames, name) in others.items()]
+            parts = [InputRows(kind, frames.get(site, none), name) for kind, (frames, none, name) in others.items()]
             raws.append((site, rows, paths[0].name, parts))
     else:
         ids = site_ids(paths)
@@ -98,8 +98,8 @@ def joined_sites(spec: DataSpec) -> tuple[list[SitePreparation], dict[str, Any]]
         for path, site in zip(paths, ids):
             parts = []
             for kind, found in files.items():
-                frames = {s: f for s, (f, _) in found.items()}
-                frame, name = found.get(site, (empty_like(frames), f"(no {kind} file)"))
+                none = next(iter(found.values()))[0].iloc[0:0]  # the columns every other site's file has
+                frame, name = found.get(site, (none, f"(no {kind} file)"))
                 parts.append(InputRows(kind, frame, name))
             raws.append((site, read_table(path), path.name, parts))
     sites = []

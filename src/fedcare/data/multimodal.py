@@ -13,7 +13,7 @@ Joining happens at the site, on the site's own rows; only the counts below leave
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,8 +106,3 @@ def by_site(frame: pd.DataFrame, column: str, source: str) -> dict[str, pd.DataF
     sites = frame[column].map(lambda v: None if v is None else canonical(str(v)))
     return {str(s): frame[sites == s] for s in dict.fromkeys(sites.dropna())}
 
-
-def empty_like(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """No rows, the columns every other site's file of this input has (a site that declares none)."""
-    first = next(iter(frames.values()))
-    return first.iloc[0:0]

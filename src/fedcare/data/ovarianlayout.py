@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedcare.data.builtin import OVARIAN, OVARIAN_EVENT, OVARIAN_SITE, OVARIAN_STUDIES, OVARIAN_TIME, \
-    _survset_ovarian
+from fedcare.data.builtin import (OVARIAN, OVARIAN_EVENT, OVARIAN_SITE, OVARIAN_STUDIES, OVARIAN_TIME,
+                                  _survset_ovarian)
 from fedcare.data.values import canonical
 
 PATIENT = "pid"

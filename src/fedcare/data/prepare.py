@@ -47,8 +47,13 @@ image.probe, image.stats
             (an image input, fedcare.data.inputs.image) its images' axes and channels; after the
             split, per channel the voxel count, mean and sum of squared deviations of its training
             images. A mask target (fedcare.data.masks) sends, in 'schema', its masks' distinct values.
-finish      each input's fitted preprocessing -> the site encodes its own rows, keeps them (`data`),
-            and sends its row counts per split again.
+finish      each input's fitted preprocessing and shape -> the site encodes its own rows, keeps them
+            (`data`), and sends its row counts per split again.
+joined      (patients joined from several files, fedcare.data.multimodal) in 'columns', which columns
+            came from which input kind's file; in 'schema' and 'split', per input some patients
+            lack, how many of the site's patients (per split) have it. Every question of an input is
+            answered over the patients that have it; a site where none has it answers {"absent":
+            true} and nothing more, and encodes zeros with a '<input>.present' companion of 0.0.
 
 Numbers leave a site only as counts, means, M2s, and category or class names (e.g. cp = 1..4, label 0/1).
 No row leaves it, no measurement (unless the user declares it a category or a class), and nothing of
@@ -274,7 +279,7 @@ class SitePreparation:
                             "start the site with the data the federation uses")
         return {"columns": [str(c) for c in self._raw.columns], "source": self.source if self.share_name else None,
                 "dropped_on_read": int(self.dropped_on_read),
-                "inputs": {kind: list(columns) for kind, columns in self._own_inputs.items()}}
+                **({"inputs": {kind: list(cols) for kind, cols in self._own_inputs.items()}} if self._own_inputs else {})}
 
     def _schema(self, question: Mapping[str, Any]) -> dict:
         with reading(self._what("schema")):
@@ -301,8 +306,9 @@ class SitePreparation:
         kept = complete.to_numpy(dtype=bool)
         self._present = {name: self._present_raw[name][kept] for name in inputs if name in self._present_raw}
         answer: dict[str, Any] = {"rows": len(rows), "dropped": int((~complete).sum()),
-                                  "columns": column_counts(rows, features), "label": None, "events": None,
-                                  "present": {name: int(p.sum()) for name, p in self._present.items()}}
+                                  "columns": column_counts(rows, features), "label": None, "events": None}
+        if self._present:
+            answer["present"] = {name: int(p.sum()) for name, p in self._present.items()}
         if label is not None:
             answer["label"] = (mask_summary([str(p) for p in rows[label_column].tolist()]) if reads(task) == "mask"
                                else label_summary(rows[label_column].tolist(), task))
@@ -352,7 +358,7 @@ class SitePreparation:
         self.row_counts = {part: len(getattr(self._split, part)) for part in SPLITS}
         present = {name: {part: int(p[getattr(self._split, part)].sum()) for part in SPLITS}
                    for name, p in self._present.items()}
-        return {"rows": dict(self.row_counts), "present": present}
+        return {"rows": dict(self.row_counts), **({"present": present} if present else {})}
 
     def file_rows(self) -> dict[str, np.ndarray]:
         """Per split, the 0-based data row of the file each of its examples came from (after 'split'):
@@ -538,7 +544,7 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask, reuse: PreparedDa
             **({"stratified_by": "event"} if isinstance(label, SurvivalEncoding) else {}),
         },
         "site_rows": site_rows,
-        **({"patients_with_input": _with_input(present, fitted)} if any(present.values()) else {}),
+        **({"patients_with_input": _with_input(present)} if any(present.values()) else {}),
         "encoding": {n: f.to_json() for n, f in fitted.items()},  # loadable: what encodes new patients
         **({"treatment": schema.arms.to_json()} if schema.arms is not None else {}),
         **_extra(recipe, ids, sources, dropped_on_read, schema.dropped),
@@ -592,11 +598,11 @@ def _holders(name: str, present: Mapping[str, Mapping[str, int]], ids: Sequence[
     return holders
 
 
-def _with_input(present: Mapping[str, Mapping[str, Mapping[str, int]]], fitted: Mapping[str, Fitted]
-                ) -> dict[str, dict[str, dict[str, int]]]:
+def _with_input(present: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, dict[str, dict[str, int]]]:
     """summary.json's count of patients per input, site and split, for the inputs some patients lack."""
+    names = dict.fromkeys(name for by_input in present.values() for name in by_input)
     return {name: {site: dict(by_input[name]) for site, by_input in present.items() if name in by_input}
-            for name in fitted if any(name in by_input for by_input in present.values())}
+            for name in names}
 
 
 def _teller(exchange: _Exchange, name: str) -> Callable[[str, dict], object]:

@@ -38,7 +38,7 @@ PATIENTS = (140, 110, 160, 120)  # per site, with a clinical row
 GENES, SIGNAL_GENES, SIZE = 50, 5, 16
 LACKING = 0.15  # share of patients without omics, and (independently) without an image
 ORPHANS = 4  # per site and input: rows of patients who have no clinical row
-MISSING_VARIANT = {"site-2": "images", "site-3": "omics"}  # the input file each site lacks in the variant
+MISSING_VARIANT = {"site-2": "image", "site-3": "omics"}  # the input each site lacks in the variant
 CLINICAL, OMICS, IMAGES = "clinical.csv", "omics.csv", "images.csv"
 PATIENT, LABEL = "pid", "outcome"
 
@@ -114,10 +114,3 @@ def ensure(seed: int = SEED) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
-
-def site_files(site: str, missing: bool) -> dict[str, Path | None]:
-    """A site's files per input (clinical, omics, images); None for the file the variant leaves out."""
-    folder = ensure() / site
-    lacks = MISSING_VARIANT.get(site) if missing else None
-    return {"clinical": folder / CLINICAL, "omics": None if lacks == "omics" else folder / OMICS,
-            "images": None if lacks == "images" else folder / IMAGES}

@@ -374,19 +374,26 @@ def site_agent(
                                                              "(for an agent run as a service)")] = False,
     policy: Annotated[Optional[Path], Opt(help="YAML file of the runs this site accepts without a person "
                                                "(models, algorithms, max_rounds, privacy)")] = None,
-    images: Annotated[Optional[Path], Opt(help="instead of --data: this hospital's image manifest")] = None,
+    images: Annotated[Optional[Path], Opt(help="instead of --data: this hospital's image manifest; with --data and "
+                                               "--patient, its image input joined by patient")] = None,
     skip_bad_images: Annotated[bool, Opt("--skip-bad-images", help="skip and count unreadable images")] = False,
     watch_every: Annotated[Optional[float], Opt(help="live federation: look at the --data file every this many "
                                                      "seconds and tell the coordinator when it grew")] = None,
     max_backoff: Annotated[float, Opt(help="longest wait, seconds, between attempts to reach the coordinator")] = 30.0,
+    omics: Annotated[Optional[Path], Opt(help="with --data and --patient: this hospital's gene-expression file, "
+                                              "joined by patient (docs/multimodal.md)")] = None,
+    patient: Annotated[Optional[str], Opt(help="the patient column joining --data, --omics and --images")] = None,
 ) -> None:
     """Run a site agent inside the hospital: outbound connections only; sends updates and metrics, never rows."""
     from fedcare.transports.network.service import run_site
 
     if insecure:
         print(INSECURE_WARNING, file=sys.stderr)
+    joined = {k: p for k, p in (("omics", omics), ("image", images if data is not None else None)) if p is not None}
+    if joined and (data is None or patient is None):
+        raise ConfigError("--omics (or --images with --data) joins files by patient: give --data and --patient too")
     run_site(coordinator, credential, data, dataset, site_id, state, approve, insecure, keep_running, policy,
-             images, skip_bad_images, watch_every, max_backoff)
+             None if joined else images, skip_bad_images, watch_every, max_backoff, joined, patient)
 
 
 @app.command("demo-network")

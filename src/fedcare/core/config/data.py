@@ -109,6 +109,8 @@ class DataSpec(Section):
             raise ConfigError("inputs are joined to the --data file that holds the outcome: pass --data too")
         if self.patient is None:
             raise ConfigError("several files per patient are joined by a patient id: pass --patient COLUMN")
+        if any(not i.file for i in self.inputs):
+            raise ConfigError("every entry of inputs needs a file: {kind: omics, file: genes.csv}")
         kinds = [i.kind for i in self.inputs]
         if "tabular" in kinds or len(set(kinds)) != len(kinds):
             raise ConfigError("give each input kind at most once (omics, image), besides the --data file, "

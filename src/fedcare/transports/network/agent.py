@@ -23,8 +23,8 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -37,6 +37,7 @@ from fedcare.core.params import Params
 from fedcare.core.serialization import fit_reply_to_bytes, params_from_bytes, save_params, update_from_bytes
 from fedcare.data.dataset import DataShape, SiteData
 from fedcare.data.storage import load_site_data, save_site_data
+from fedcare.data.joinedfiles import site_from_files
 from fedcare.data.prepare import SitePreparation
 from fedcare.federation.engine import RoundEngine
 from fedcare.federation.plan import Plan, make_plan
@@ -73,6 +74,8 @@ class AgentSettings:
     images: Path | None = None       # or: this hospital's image manifest (fedcare.data.manifest)
     skip_bad_images: bool = False    # with images: skip and count unreadable files instead of stopping
     watch_every: float | None = None  # live federation: look at the data file every this many seconds (watch.py)
+    joined: Mapping[str, Path] = field(default_factory=dict)  # with data: more inputs' files (kind -> file),
+    patient: str | None = None       # joined to it by this patient column (fedcare.data.multimodal)
 
 
 class SiteAgent:
@@ -240,7 +243,9 @@ class SiteAgent:
         if self._prep is None:
             if self._watch is not None:  # the rows read now are this phase's: no longer new
                 self._arrived_from = self._watch.mark_prepared()
-            self._prep = (SitePreparation.from_file(self.s.data, self.s.site_id) if self.s.data is not None
+            self._prep = (site_from_files(self.s.site_id, self.s.data, self.s.joined, self.s.patient,  # type: ignore
+                                          self.s.skip_bad_images) if self.s.joined
+                          else SitePreparation.from_file(self.s.data, self.s.site_id) if self.s.data is not None
                           else SitePreparation.from_manifest(self.s.images, self.s.site_id, self.s.skip_bad_images)
                           if self.s.images is not None
                           else SitePreparation.from_builtin(self.s.dataset, self.s.site_id))

@@ -106,7 +106,8 @@ def _check_url(url: str, insecure: bool) -> None:
 def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str | None, site_id: str | None,
              state: Path | None, approve: bool, insecure: bool, keep_running: bool = False,
              policy: Path | None = None, images: Path | None = None, skip_bad_images: bool = False,
-             watch_every: float | None = None, max_backoff: float = 30.0) -> None:
+             watch_every: float | None = None, max_backoff: float = 30.0,
+             joined: dict[str, Path] | None = None, patient: str | None = None) -> None:
     from fedcare.learning.tasks import load_plugins
     from fedcare.transports.network.agent import AgentSettings, SiteAgent
     from fedcare.transports.network.policy import load_policy
@@ -123,6 +124,9 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
         raise ConfigError(f"data file '{data}' not found")
     if images is not None and not images.is_file():
         raise ConfigError(f"image manifest '{images}' not found")
+    for kind, path in (joined or {}).items():
+        if not path.is_file():
+            raise ConfigError(f"{kind} file '{path}' not found")
     rules = None if policy is None else load_policy(policy)
     if rules is None and not approve:
         logging.getLogger("fedcare.site").warning(
@@ -132,7 +136,7 @@ def run_site(coordinator: str, credential: Path, data: Path | None, dataset: str
                              _verify(cred.ca_pem, insecure), data, dataset, _ask if approve else None,
                              rules, policy.name if policy else "the policy", keep_running=keep_running,
                              images=images, skip_bad_images=skip_bad_images, watch_every=watch_every,
-                             max_backoff=max_backoff)
+                             max_backoff=max_backoff, joined=joined or {}, patient=patient)
     SiteAgent(settings).run()
 
 
