@@ -236,6 +236,18 @@ def test_identifier_column_suggests_drop(tmp_path: Path):
         _load(_csv(tmp_path, _frame(80)), site="site")
 
 
+def test_a_short_code_list_over_many_small_sites_is_not_taken_for_an_identifier(tmp_path: Path):
+    # 60 small sites each withhold the levels they hold too rarely to name (up to 5 each, 300 in all
+    # if no two shared one); the big site names all five, so the column is five levels, not an identifier
+    rng = np.random.default_rng(1)
+    small = [f"S{i:02d}" for i in range(60) for _ in range(6)]
+    sites = ["BIG"] * 200 + small
+    frame = pd.DataFrame({"site": sites, "code": rng.choice(list("abcde"), size=len(sites)),
+                          "age": rng.integers(20, 90, size=len(sites)), "y": np.arange(len(sites)) % 2})
+    ds = _load(_csv(tmp_path, frame), site="site", categorical=("code",))
+    assert {f"code={v}" for v in "abcde"} <= set(ds.feature_names)
+
+
 def test_numeric_identifier_is_used_with_a_warning_and_dropping_it_works(tmp_path: Path):
     frame = _frame(60)
     frame["record"] = np.random.default_rng(3).permutation(60) + 100000  # unique integers, in no order

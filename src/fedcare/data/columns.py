@@ -165,10 +165,13 @@ def identifier_warning(column: str, counts: Sequence[dict[str, int]]) -> str | N
 
 
 def check_categories(column: str, summaries: Sequence[dict[str, object]]) -> None:
-    """A categorical column may hold at most MAX_CATEGORIES values across all sites (the values a
-    site withheld as rare count too: an identifier is all rare values)."""
+    """A categorical column may hold at most MAX_CATEGORIES values across all sites. Where no site
+    names any value (an identifier is all rare values), the values every site withheld count too, as
+    if no two sites shared one; where some site names values, that bound is not used: summed over many
+    small sites, each withholding a few levels of a short code list, it would refuse the list."""
     known = {str(v) for s in summaries for v in (s["values"] or []) if v != OTHER}  # type: ignore[attr-defined]
-    most = len(known) + sum(int(s["withheld"]) for s in summaries)  # if no two sites share a withheld value
+    unnamed = all(int(s["withheld"]) == int(s["distinct"]) for s in summaries)  # type: ignore[call-overload]
+    most = len(known) + sum(int(s["withheld"]) for s in summaries) if unnamed else len(known)
     count = max([len(known), most, *(int(s["distinct"]) for s in summaries)])  # type: ignore[call-overload]
     if count > MAX_CATEGORIES:
         exact = "" if count == len(known) else "up to " if count == most else "at least "
