@@ -526,9 +526,9 @@ def prepare(spec: DataSpec, site_ids: Sequence[str], ask: Ask, reuse: PreparedDa
     for name, job in jobs.items():
         train = {site: present.get(site, {}).get(name, site_rows[site])["train"] for site in job.site_ids}
         fitted[name] = kinds[name].fit(dataclasses.replace(job, train_rows=train), planned[name])
+    shapes = {name: list(f.shape.shape) for name, f in fitted.items()}
     if reuse is not None:  # the fit above too: the sites' inputs expect it
         return _prepare_with(reuse, exchange, jobs, label, site_rows, shapes)
-    shapes = {name: list(f.shape.shape) for name, f in fitted.items()}
     for site, answer in exchange("finish", {"inputs": {name: f.to_json() for name, f in fitted.items()},
                                             "shapes": shapes}):
         with reading(f"the 'finish' answer of site '{site}'", site):
