@@ -21,15 +21,13 @@ synthetic-multimodal-v1, written whole under a temporary name and renamed.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import DataError
-from fedcare.data.synthetic_scans import cache_folder
+from fedcare.data.synthetic_scans import cache_folder, write_once
 
 SEED = 0
 VERSION = "v1"
@@ -100,17 +98,6 @@ def ensure(seed: int = SEED) -> Path:
     except ImportError:
         raise DataError("dataset 'synthetic-multimodal' needs the imaging extra: pip install 'fedcare[imaging]'"
                         ) from None
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".synthetic-multimodal-", dir=folder.parent))
-    try:
-        _write(tmp, seed)
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process wrote it first
-            if not (folder / SITES[-1] / IMAGES).is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    write_once(folder, folder / SITES[-1] / IMAGES, lambda tmp: _write(tmp, seed))
     return folder
 

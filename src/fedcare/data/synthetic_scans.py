@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,16 +136,22 @@ def ensure(seed: int = SEED) -> Path:
         import PIL  # noqa: F401
     except ImportError:
         raise DataError("dataset 'synthetic-scans' needs the imaging extra: pip install 'fedcare[imaging]'") from None
+    write_once(folder, manifest, lambda tmp: _write(tmp, seed))
+    return manifest
+
+
+def write_once(folder: Path, done: Path, write: Callable[[Path], None]) -> None:
+    """Generate a cache folder whole or not at all: `write` fills a temporary sibling, renamed into
+    place; a process that lost the race keeps the winner's folder (`done` is its last file)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".synthetic-scans-", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        _write(tmp, seed)
+        write(tmp)
         try:
             tmp.rename(folder)
         except OSError:  # another process wrote it first
-            if not manifest.is_file():
+            if not done.is_file():
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
