@@ -12,7 +12,16 @@ from typer.testing import CliRunner
 
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data.windows import cut_windows
-from fedcare.federation.drift import DriftConfig, DriftNotice, DriftStats, detect_drift, feature_stats
+from fedcare.federation.drift import (
+    DriftConfig,
+    DriftNotice,
+    DriftStats,
+    detect_drift,
+    feature_stats,
+    metric_drop,
+    metric_judged,
+    metric_se,
+)
 
 
 def test_windows_keep_ties_together_and_cut_dates_by_length():
@@ -33,7 +42,7 @@ def test_windows_keep_ties_together_and_cut_dates_by_length():
 
 
 def _stats(site: str, value: float, x: np.ndarray) -> DriftStats:
-    return DriftStats(site, len(x), "roc_auc", value, True, feature_stats(x, ["age", "bmi"]))
+    return DriftStats(site, len(x), "roc_auc", value, True, feature_stats(x, ["age", "bmi"]), se=0.025)
 
 
 def test_drift_contract_fires_on_a_drop_or_a_shift_and_travels_as_json():
@@ -50,8 +59,8 @@ def test_drift_contract_fires_on_a_drop_or_a_shift_and_travels_as_json():
     assert DriftNotice.from_json(json.loads(json.dumps(notice.to_json()))) == notice
     sent = _stats("a", 0.8, shifted)
     assert DriftStats.from_json(json.loads(json.dumps(sent.to_json()))) == sent
-    lower = DriftStats("a", 300, "rmse", 1.0, False, {})  # a metric where lower is better: a rise is the drop
-    assert detect_drift(lower, DriftStats("a", 300, "rmse", 1.2, False, {}), config).tests == ["metric"]
+    lower = DriftStats("a", 300, "rmse", 1.0, False, {}, 0.05)  # a metric where lower is better: a rise is the drop
+    assert detect_drift(lower, DriftStats("a", 300, "rmse", 1.2, False, {}, 0.05), config).tests == ["metric"]
     assert detect_drift(_stats("a", 0.8, before), _stats("a", 0.1, same[:10]), config) is None  # too few rows
     with pytest.raises(DataError, match="compares one site"):
         detect_drift(_stats("a", 0.8, before), _stats("b", 0.8, same), config)
@@ -59,6 +68,55 @@ def test_drift_contract_fires_on_a_drop_or_a_shift_and_travels_as_json():
         DriftStats.from_json({"site_id": "a", "rows": 3, "metric": "auc", "value": float("nan")})
     with pytest.raises(DataError, match="negative"):
         DriftStats.from_json({**sent.to_json(), "features": {"age": {"count": 5, "mean": 0, "var": -1}}})
+
+
+def test_a_metric_drop_counts_only_beyond_its_standard_error():
+    config = DriftConfig()  # the defaults: a drop beyond 0.05 and 2 standard errors of the difference
+    ref = DriftStats("a", 80, "c_index", 0.70, True, se=0.06)
+    noisy = DriftStats("a", 80, "c_index", 0.60, True, se=0.06)  # 0.10 worse, but SE of the drop 0.085
+    assert detect_drift(ref, noisy, config) is None
+    sure = DriftStats("a", 2000, "c_index", 0.60, True, se=0.01)
+    notice = detect_drift(DriftStats("a", 2000, "c_index", 0.70, True, se=0.01), sure, config)
+    assert notice.tests == ["metric"] and notice.drop_se == pytest.approx(0.01 * 2 ** 0.5)
+    assert "SE 0.014" in notice.line()
+    small = DriftStats("a", 2000, "c_index", 0.67, True, se=0.001)  # significant, but within the threshold
+    assert detect_drift(DriftStats("a", 2000, "c_index", 0.70, True, se=0.001), small, config) is None
+    unknown = DriftStats("a", 2000, "c_index", 0.10, True)  # no interval, no SE: not judged, never guessed
+    assert not metric_judged(ref, unknown, config) and detect_drift(ref, unknown, config) is None
+    assert metric_se({"c_index": 0.7, "c_index_low": 0.6, "c_index_high": 0.8}, "c_index") == pytest.approx(0.051, abs=1e-3)
+    assert metric_se({"rmse": 1.0}, "rmse") is None
+    with pytest.raises(DataError, match="negative"):
+        DriftStats.from_json({**ref.to_json(), "se": -0.1})
+
+
+def test_unshifted_small_real_centres_do_not_fire_where_a_bare_threshold_would():
+    """Six real Dialysis centres of 144-158 patients, each split 5 times at random into two halves of
+    about 75 (one distribution: the control); the age-only risk score is scored as a site would, with its
+    bootstrap interval. A bare 0.05 threshold fires on many halves by chance; the noise-aware test does
+    not. A half scored by the reversed score (its relation to the outcome turned around) mostly fires."""
+    from fedcare.learning.intervals import survival_intervals
+    from fedcare.learning.metrics import survival_metrics
+
+    frame = _dialysis_frame()
+    frame = frame[frame["center"].isin([743, 1064, 1039, 5681, 1437, 120])]
+    rng = np.random.default_rng(0)
+
+    def stats(rows: pd.DataFrame, risk_sign: float = 1.0) -> DriftStats:
+        t, e, risk = rows["time"].to_numpy(float), rows["event"].to_numpy(float), risk_sign * rows["age"].to_numpy(float)
+        m = {**survival_metrics(t, e, risk), **survival_intervals(t, e, risk)}
+        return DriftStats("c", len(rows), "c_index", m["c_index"], True, se=metric_se(m, "c_index"))
+
+    config, fired, bare, reversed_fired = DriftConfig(), 0, 0, 0
+    for _, centre in frame.groupby("center"):
+        for _ in range(5):
+            order = rng.permutation(len(centre))
+            first, second = centre.iloc[order[: len(centre) // 2]], centre.iloc[order[len(centre) // 2:]]
+            reference, new = stats(first), stats(second)
+            fired += detect_drift(reference, new, config) is not None
+            bare += metric_drop(reference, new) > config.drift_threshold
+            reversed_fired += detect_drift(reference, stats(second, -1.0), config) is not None
+    assert bare >= 5 and fired <= 1  # 30 unshifted halves: 6 drop beyond 0.05 by chance, 1 is a notice
+    assert reversed_fired >= 20  # 22 of 30: on 75 rows even a reversed relation is not always beyond noise
 
 
 def test_stream_options_refuse_what_they_cannot_do():
@@ -77,17 +135,22 @@ def test_stream_options_refuse_what_they_cannot_do():
         resolve_config({"dataset": "heart-disease", "time_column": "t", "windows": 3})
 
 
-def _dialysis(tmp_path: Path) -> pd.DataFrame:
-    """Three real centres of SurvSet's Dialysis cohort (600 patients)."""
+def _dialysis_frame() -> pd.DataFrame:
+    """SurvSet's Dialysis cohort, its columns named as the tests use them."""
     pytest.importorskip("SurvSet")
     from SurvSet.data import SurvLoader
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         frame = SurvLoader().load_dataset("Dialysis")["df"]
-    frame = frame[frame["fac_center"].isin([2844, 562, 561])].drop(columns=["pid"])
-    frame = frame.rename(columns=lambda c: c.removeprefix("num_").removeprefix("fac_")).reset_index(drop=True)
+    frame = frame.drop(columns=["pid"]).rename(columns=lambda c: c.removeprefix("num_").removeprefix("fac_"))
     return frame.astype({"disease": str, "center": int})
+
+
+def _dialysis(tmp_path: Path) -> pd.DataFrame:
+    """Three real centres of SurvSet's Dialysis cohort (690 patients)."""
+    frame = _dialysis_frame()
+    return frame[frame["center"].isin([2844, 562, 561])].reset_index(drop=True)
 
 
 def _run(path: Path, out: Path, **extra) -> dict:

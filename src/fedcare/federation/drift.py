@@ -6,8 +6,12 @@ variance of each encoded input feature (what preparation's `stats` answer holds)
 with the newly arrived ones (`new`) and returns a `DriftNotice` when either test fires:
 
 metric   the model's headline metric on the new rows is worse than on the reference rows by more
-         than `drift_threshold` (in the metric's direction); judged only when both sides scored at
-         least `min_rows` rows.
+         than `drift_threshold` (in the metric's direction) *and* by at least `drift_metric_z`
+         standard errors of the difference, so a small site's sampling noise does not fire. Each
+         side's standard error (`se`) is computed by the site from its own rows -- from the 95 %
+         interval its metrics already carry (Wilson for accuracy, a bootstrap for ROC-AUC and the
+         C-index, learning/intervals.py) -- and only that number travels. Judged only when both sides
+         scored at least `min_rows` rows and both have a standard error.
 inputs   a feature's standardised mean difference |m_new - m_ref| / sqrt((v_ref + v_new) / 2) is at
          least `drift_smd` *and* the difference is beyond sampling noise (|z| >= `drift_z`, the
          Welch statistic), so a small window's chance wobble over many features does not fire.
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from fedcare.core.errors import DataError
+from fedcare.learning.intervals import Z95
 
 FeatureStats = Mapping[str, float]  # {"count", "mean", "var"}
 
@@ -35,6 +40,7 @@ class DriftConfig:
     drift_threshold: float = 0.05  # a metric drop beyond this fires
     drift_smd: float = 0.5         # a standardised mean difference at least this large ...
     drift_z: float = 4.0           # ... and this many standard errors away fires
+    drift_metric_z: float = 2.0    # a metric drop must also be this many standard errors of the difference
     min_rows: int = 30             # fewer scored rows on either side: the metric is not judged
 
 
@@ -48,6 +54,7 @@ class DriftStats:
     value: float | None  # the metric on these rows (None: undefined, e.g. one class only)
     higher_is_better: bool = True
     features: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> count, mean, var
+    se: float | None = None  # the standard error of `value` on these rows (None: no interval to derive it from)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,10 +66,12 @@ class DriftStats:
                         for k, v in dict(data.get("features", {})).items()}
             if any(f["count"] < 0 or f["var"] < 0 for f in features.values()) or int(data["rows"]) < 0:
                 raise ValueError("a count or a variance is negative")
-            value = data.get("value")
+            value, se = data.get("value"), data.get("se")
+            if se is not None and _finite(se, "se") < 0:
+                raise ValueError("a standard error is negative")
             return cls(str(data["site_id"]), int(data["rows"]), str(data["metric"]),
                        None if value is None else _finite(value, "value"), bool(data.get("higher_is_better", True)),
-                       features)
+                       features, None if se is None else float(se))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(f"drift statistics cannot be read ({exc}); a site must send site_id, rows, metric, "
                             "value and per-feature count, mean and var") from None
@@ -81,6 +90,7 @@ class DriftNotice:
     reference_rows: int
     new_rows: int
     shifted: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> smd, z, means
+    drop_se: float | None = None         # the standard error of `drop` (both sides' SEs combined)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +103,8 @@ class DriftNotice:
         """One line for progress output and the report."""
         parts = []
         if "metric" in self.tests:
-            parts.append(f"{self.metric} {self.reference_value:.3f} -> {self.new_value:.3f}")
+            parts.append(f"{self.metric} {self.reference_value:.3f} -> {self.new_value:.3f} "
+                         f"(drop {self.drop:.3f}, SE {self.drop_se:.3f})")
         if "inputs" in self.tests:
             top = sorted(self.shifted.items(), key=lambda kv: -abs(kv[1]["smd"]))[:3]
             parts.append("inputs shifted: " + ", ".join(f"{k} (SMD {v['smd']:+.2f})" for k, v in top))
@@ -115,9 +126,32 @@ def metric_drop(reference: DriftStats, new: DriftStats) -> float | None:
     return drop if reference.higher_is_better else -drop
 
 
+def metric_se(metrics: Mapping[str, float | None], name: str) -> float | None:
+    """The standard error of metric `name`, read off the 95 % interval (`<name>_low`, `<name>_high`) a
+    site's metrics carry: half its width over 1.96. None when the metric has no interval."""
+    low, high = metrics.get(f"{name}_low"), metrics.get(f"{name}_high")
+    if low is None or high is None:
+        return None
+    return max(0.0, float(high) - float(low)) / (2 * Z95)
+
+
+def drop_se(reference: DriftStats, new: DriftStats) -> float | None:
+    """The standard error of the drop: the two sides are disjoint rows, so their variances add."""
+    if reference.se is None or new.se is None:
+        return None
+    return math.hypot(reference.se, new.se)
+
+
 def metric_judged(reference: DriftStats, new: DriftStats, config: DriftConfig) -> bool:
-    """Whether both sides scored enough rows for a metric drop to mean something."""
-    return min(reference.rows, new.rows) >= config.min_rows
+    """Whether both sides scored enough rows, and say how sure they are, for a drop to mean something."""
+    return min(reference.rows, new.rows) >= config.min_rows and drop_se(reference, new) is not None
+
+
+def metric_dropped(reference: DriftStats, new: DriftStats, config: DriftConfig) -> bool:
+    """The metric test: a drop beyond the threshold that is also beyond sampling noise."""
+    drop, se = metric_drop(reference, new), drop_se(reference, new)
+    return (metric_judged(reference, new, config) and drop is not None and se is not None
+            and drop > config.drift_threshold and drop >= config.drift_metric_z * se)
 
 
 def shifted_features(reference: DriftStats, new: DriftStats, config: DriftConfig) -> dict[str, dict[str, float]]:
@@ -142,14 +176,12 @@ def detect_drift(reference: DriftStats, new: DriftStats, config: DriftConfig) ->
     """A notice when the metric drops beyond the threshold or the inputs shift; None otherwise."""
     if reference.site_id != new.site_id:
         raise DataError(f"drift compares one site with itself, not '{reference.site_id}' with '{new.site_id}'")
-    drop = metric_drop(reference, new)
     shifted = shifted_features(reference, new, config)  # its own guard against noise: the z statistic
-    dropped = metric_judged(reference, new, config) and drop is not None and drop > config.drift_threshold
-    tests = (["metric"] if dropped else []) + (["inputs"] if shifted else [])
+    tests = (["metric"] if metric_dropped(reference, new, config) else []) + (["inputs"] if shifted else [])
     if not tests:
         return None
-    return DriftNotice(new.site_id, tests, new.metric, reference.value, new.value, drop, reference.rows, new.rows,
-                       shifted)
+    return DriftNotice(new.site_id, tests, new.metric, reference.value, new.value, metric_drop(reference, new),
+                       reference.rows, new.rows, shifted, drop_se(reference, new))
 
 
 def feature_stats(matrix: Any, names: list[str]) -> dict[str, dict[str, float]]:

@@ -31,7 +31,15 @@ from fedcare.core.params import Params
 from fedcare.data.dataset import SPLITS, SiteData
 from fedcare.data.examples import concat
 from fedcare.data.stream import StreamData
-from fedcare.federation.drift import DriftConfig, DriftNotice, DriftStats, detect_drift, feature_stats, metric_judged
+from fedcare.federation.drift import (
+    DriftConfig,
+    DriftNotice,
+    DriftStats,
+    detect_drift,
+    feature_stats,
+    metric_judged,
+    metric_se,
+)
 from fedcare.federation.engine import EngineSettings, RoundEngine
 from fedcare.federation.plan import Plan
 from fedcare.federation.transport import Transport
@@ -61,12 +69,12 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
         found: list[DriftNotice] = []
         for sid, sd in arrived.items() if k else ():
             scorer = plan.local_site(_all_rows(sd))
-            sites[sid]["prequential"] = {s: _metric(scorer.evaluate(models[s], ["test"]), task.headline)
-                                         for s in STRATEGIES}
-            reference, now = _drift_stats(plan, data.windows, k, sid, models["continued"],
-                                          sites[sid]["prequential"]["continued"])
+            scored = {s: scorer.evaluate(models[s], ["test"]).get("test", {}) for s in STRATEGIES}
+            sites[sid]["prequential"] = {s: _metric(scored[s], task.headline) for s in STRATEGIES}
+            reference, now = _drift_stats(plan, data.windows, k, sid, models["continued"], scored["continued"])
             if not metric_judged(reference, now, drift_config):
-                unjudged.append({"window": k + 1, "site_id": sid, "reference_rows": reference.rows, "new_rows": now.rows})
+                unjudged.append({"window": k + 1, "site_id": sid, "reference_rows": reference.rows, "new_rows": now.rows,
+                                 "reference_se": reference.se, "new_se": now.se})
             if (notice := detect_drift(reference, now, drift_config)) is not None:
                 found.append(notice)
         for sid, sd in arrived.items():
@@ -90,7 +98,7 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
              "rounds_per_window": settings.rounds_per_window, "replay_windows": settings.replay_windows,
              "windows": windows, "totals": _totals(windows), **data.notes}
     drift = {"metric": task.headline, "drift_threshold": settings.drift_threshold, "drift_smd": settings.drift_smd,
-             "drift_z": drift_config.drift_z, "min_rows": drift_config.min_rows, "model": "continued",
+             "drift_z": drift_config.drift_z, "drift_metric_z": drift_config.drift_metric_z, "min_rows": drift_config.min_rows, "model": "continued",
              "notices": notices, "metric_not_judged": unjudged}
     return StreamResult(block, drift, models, rows)
 
@@ -133,8 +141,8 @@ def _train_rows(parts: Sequence[SiteData]) -> int:
     return sum(len(p.splits["train"]) for p in parts)
 
 
-def _metric(metrics: Mapping[str, Mapping[str, float | None]], name: str) -> float | None:
-    value = metrics.get("test", {}).get(name)
+def _metric(metrics: Mapping[str, float | None], name: str) -> float | None:
+    value = metrics.get(name)
     return None if value is None else float(value)
 
 
@@ -169,16 +177,16 @@ def _vector_stats(sd: SiteData, plan: Plan, splits: Sequence[str]) -> dict[str, 
 
 
 def _drift_stats(plan: Plan, windows: Sequence[Mapping[str, SiteData]], k: int, site_id: str, model: Params,
-                 after: float | None) -> tuple[DriftStats, DriftStats]:
-    """What the site shares for a drift check. Reference: the current model's metric on the site's
-    held-out (test) rows of every earlier window -- rows no strategy trained on -- and the input
-    statistics of all its earlier rows. New: the metric on its newly arrived rows (`after`) and their
-    input statistics."""
+                 after: Mapping[str, float | None]) -> tuple[DriftStats, DriftStats]:
+    """What the site shares for a drift check. Reference: the current model's metric (and its standard
+    error) on the site's held-out (test) rows of every earlier window -- rows no strategy trained on --
+    and the input statistics of all its earlier rows. New: the metrics on its newly arrived rows
+    (`after`) and their input statistics."""
     earlier = [w[site_id] for w in windows[:k] if site_id in w]  # never empty: every site has window 1's rows
     task, new, history = plan.task, windows[k][site_id], _accumulated(site_id, earlier)
-    before = _metric(plan.local_site(history).evaluate(model, ["test"]), task.headline)  # None: no test rows
-    reference = DriftStats(site_id, len(history.splits["test"]), task.headline, before, task.higher_is_better,
-                           _vector_stats(history, plan, SPLITS))
-    now = DriftStats(site_id, sum(new.sizes().values()), task.headline, after, task.higher_is_better,
-                     _vector_stats(new, plan, SPLITS))
+    before = plan.local_site(history).evaluate(model, ["test"]).get("test", {})  # empty: no test rows
+    reference = DriftStats(site_id, len(history.splits["test"]), task.headline, _metric(before, task.headline),
+                           task.higher_is_better, _vector_stats(history, plan, SPLITS), metric_se(before, task.headline))
+    now = DriftStats(site_id, sum(new.sizes().values()), task.headline, _metric(after, task.headline),
+                     task.higher_is_better, _vector_stats(new, plan, SPLITS), metric_se(after, task.headline))
     return reference, now

@@ -1,6 +1,6 @@
 """Drift over the network: before a phase trains, each site scores the current model version on the
 rows it had before (`reference`) and on its newly arrived rows (`new`), and sends the two sets of
-what federation/drift.py compares: the headline metric and each encoded feature's count, mean and
+what federation/drift.py compares: the headline metric, its standard error and each encoded feature's count, mean and
 variance. Never a row. The coordinator checks what arrives and calls `detect_drift` per site.
 
 The site's side (`arrival_stats`) runs in its agent; the coordinator's (`check_drift_answer`,
@@ -25,6 +25,7 @@ from fedcare.federation.drift import (
     DriftStats,
     detect_drift,
     feature_stats,
+    metric_se,
 )
 
 MAX_FEATURES = 20_000  # a drift answer's features per side: far more than any table encodes
@@ -49,13 +50,13 @@ def arrival_stats(plan, data: SiteData, file_rows: Mapping[str, np.ndarray], arr
     for side, parts in sides.items():
         examples = ArrayExamples({name: np.concatenate(values) for name, values in parts.items()})
         site = plan.local_site(SiteData(data.site_id, {"train": examples, "val": examples, "test": examples}))
-        value = site.evaluate(params, ["test"]).get("test", {}).get(task.headline)
+        metrics = site.evaluate(params, ["test"]).get("test", {})
         features = {}
         for name, shape in plan.shape.inputs.items():
             if len(shape.shape) == 1:  # a vector input: one column per encoded feature
                 features.update(feature_stats(examples.arrays[name], [f"{name}:{j}" for j in range(shape.shape[0])]))
-        out[side] = DriftStats(data.site_id, len(examples), task.headline, value, task.higher_is_better,
-                               features).to_json()
+        out[side] = DriftStats(data.site_id, len(examples), task.headline, metrics.get(task.headline),
+                               task.higher_is_better, features, metric_se(metrics, task.headline)).to_json()
     return out
 
 
