@@ -5,12 +5,18 @@ clinics of Rio de Janeiro State; `begin` is the month treatment began (1 = Janua
 ends in month 44); the sites are the real centres (those with at least MIN_PATIENTS patients); the
 task is survival (time to death, censored), scored by the C-index of each window's new patients under
 the previous window's model (prequential). Default settings throughout (FedAvg, lr 0.05, one local
-epoch, the linear Cox model) except the ones named in SETTINGS; nothing is tuned here.
+epoch, the linear Cox model) except the ones named in SETTINGS (a 20 % validation split at each site,
+which continued's per-window stop reads) and the continued strategy's budget: up to 25 rounds per
+window, stopped after 3 without gain in the validation Cox loss (the mean over sites of
+`neg_partial_loglik`; `--window-patience 0` for a fixed number of rounds);
+nothing is tuned on the prequential scores.
 
     python benchmarks/stream.py [--seeds 3] [--windows 4] [--replay-windows N]
+                                [--rounds-per-window 25] [--window-patience 3]
 
-Writes benchmarks/results/stream.md (stream-replayN.md with --replay-windows; the tables of RESULTS
-§17) and stream.json (every run's `stream` and `drift` blocks).
+Writes benchmarks/results/stream.md (stream-replayN.md with --replay-windows, stream-fixedN.md with
+--window-patience 0; the tables of RESULTS §17) and stream.json (every run's `stream` and `drift`
+blocks).
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import fedcare
 
 MIN_PATIENTS = 150
 SETTINGS = dict(time="time", event="event", site="center", categorical=["disease"], time_column="begin",
-                rounds=50, rounds_per_window=5)
+                rounds=50, val_fraction=0.2)
+WINDOW_METRIC = "neg_partial_loglik"  # what continued's per-window stop reads: the validation Cox loss
 STRATEGIES = ("frozen", "continued", "retrained")
 OUT = Path(__file__).parent / "results"
 
@@ -48,8 +55,10 @@ def cohort(folder: Path) -> tuple[Path, int, int]:
 
 
 def one(job: tuple) -> dict:
-    path, windows, replay, seed, out = job
-    run = fedcare.simulate(data=[str(path)], windows=windows, replay_windows=replay, seed=seed, out=out, **SETTINGS)
+    path, windows, replay, per_window, patience, seed, out = job
+    run = fedcare.simulate(data=[str(path)], windows=windows, replay_windows=replay, rounds_per_window=per_window,
+                           window_patience=patience, window_metric=WINDOW_METRIC if patience else None, seed=seed,
+                           out=out, **SETTINGS)
     return {"seed": seed, "stream": run.summary["stream"], "drift": run.summary["drift"],
             "wall_seconds": run.summary["wall_seconds"]}
 
@@ -61,8 +70,11 @@ def _ms(values: list[float]) -> str:
 def tables(results: list[dict], sites: int, patients: int, windows: int) -> str:
     first = results[0]["stream"]
     replay = first["replay_windows"]
+    stop = (f", stopped after {first['window_patience']} without gain in validation {first['window_metric']}"
+            if first["window_patience"] else "")
     lines = [(f"Dialysis, {sites} centres ({patients} patients), {windows} windows of `begin`, "
               f"{'all rows kept' if replay is None else f'sites keep their last {replay} window(s)'}, "
+              f"continued: up to {first['rounds_per_window']} rounds per window{stop}, "
               f"{len(results)} seeds; prequential C-index (mean over centres), mean ± sd across seeds"), "",
              "| window | months | " + " | ".join(STRATEGIES) + " | continued − retrained |", "|---|---|---|---|---|---|"]
     for k, w in enumerate(first["windows"][1:], start=1):
@@ -87,7 +99,7 @@ def tables(results: list[dict], sites: int, patients: int, windows: int) -> str:
     notices = [f"w{n['window']} {n['site_id']} ({'+'.join(n['tests'])}: {', '.join(n['shifted']) or n['metric']})"
                for n in drift["notices"]]
     lines += ["", (f"Drift notices (seed {results[0]['seed']}, continued model): {len(notices)} — {'; '.join(notices)}. "
-                   f"Metric drops not judged (fewer than {drift['min_rows']} scored rows on a side): "
+                   f"Metric drops not judged (fewer than {drift['min_rows']} scored rows on a side, or no standard error): "
                    f"{len(drift['metric_not_judged'])} of {len(first['windows'][1:]) * sites} checks.")]
     return "\n".join(lines) + "\n"
 
@@ -97,16 +109,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--windows", type=int, default=4)
     parser.add_argument("--replay-windows", type=int, default=None, help="sites keep only their last N windows")
+    parser.add_argument("--rounds-per-window", type=int, default=25, help="continued: at most this many rounds")
+    parser.add_argument("--window-patience", type=int, default=3,
+                        help="continued: stop a window after this many rounds without validation gain (0: never)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp())
     path, sites, patients = cohort(scratch)
-    jobs = [(path, args.windows, args.replay_windows, seed, str(scratch / f"seed{seed}")) for seed in range(args.seeds)]
+    patience = args.window_patience or None
+    jobs = [(path, args.windows, args.replay_windows, args.rounds_per_window, patience, seed,
+             str(scratch / f"seed{seed}")) for seed in range(args.seeds)]
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(one, jobs))
     text = tables(results, sites, patients, args.windows)
     OUT.mkdir(exist_ok=True)
-    name = "stream" if args.replay_windows is None else f"stream-replay{args.replay_windows}"
+    name = "stream" + (f"-replay{args.replay_windows}" if args.replay_windows else "") + (
+        "" if patience else f"-fixed{args.rounds_per_window}")
     (OUT / f"{name}.md").write_text(text)
     (OUT / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     print(text)

@@ -131,6 +131,8 @@ def test_stream_options_refuse_what_they_cannot_do():
         resolve_config({**base, "time_column": "t", "window": "3 months"})
     with pytest.raises(ConfigError, match="secure aggregation is not carried"):
         resolve_config({**base, "time_column": "t", "windows": 3, "secure_aggregation": True})
+    with pytest.raises(ConfigError, match="window-patience stops on the validation metric"):
+        resolve_config({**base, "time_column": "t", "windows": 3, "window_patience": 2})
     with pytest.raises(ConfigError, match="built-in"):
         resolve_config({"dataset": "heart-disease", "time_column": "t", "windows": 3})
 
@@ -230,3 +232,20 @@ def test_cli_replays_real_time_order_and_prints_the_windows(tmp_path: Path):
                                    "--out", str(tmp_path / "bad")])
     assert isinstance(bad.exception, DataError) and "column 'nope' not found" in str(bad.exception)
     assert not (tmp_path / "bad").exists()  # refused before any file is written
+
+
+def test_continued_stops_a_window_when_its_validation_metric_stops_improving(tmp_path: Path):
+    frame = _dialysis(tmp_path)
+    path = tmp_path / "dialysis.csv"
+    frame.to_csv(path, index=False)
+    import fedcare
+
+    run = fedcare.simulate({"data": [str(path)], "time": "time", "event": "event", "site": "center",
+                            "categorical": ["disease"], "time_column": "begin", "windows": 3, "rounds": 4,
+                            "val_fraction": 0.2, "rounds_per_window": 30, "window_patience": 1,
+                            "out": str(tmp_path / "run")})
+    stream = run.summary["stream"]
+    assert stream["window_patience"] == 1 and stream["rounds_per_window"] == 30
+    spent = [w["rounds"]["continued"] for w in stream["windows"][1:]]
+    assert all(2 <= r < 30 for r in spent), spent  # stopped on validation, after at least one round without gain
+    assert [w["rounds"]["retrained"] for w in stream["windows"][1:]] == [4, 4]  # retrained keeps its full rounds

@@ -9,7 +9,8 @@ the earlier windows (each window's test split is never trained on, so it stays a
 and the new rows' input statistics against the earlier rows'. Then:
 
 frozen      trains on the first window only and is never updated;
-continued   warm-starts from its last model and runs at most `rounds_per_window` rounds;
+continued   warm-starts from its last model and runs at most `rounds_per_window` rounds (with
+            `window_patience`, fewer: it stops when its validation metric stops improving);
 retrained   starts from the initial model and runs the full `rounds` on everything seen so far.
 
 All three share the first window's training (the same rounds from the same start). With
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fedcare.core.config.stream import StreamSettings
+from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.data.dataset import SPLITS, SiteData
 from fedcare.data.examples import concat
@@ -43,6 +45,7 @@ from fedcare.federation.drift import (
 from fedcare.federation.engine import EngineSettings, RoundEngine
 from fedcare.federation.plan import Plan
 from fedcare.federation.transport import Transport
+from fedcare.learning.metrics import LOWER_IS_BETTER, TASK_METRICS
 
 STRATEGIES = ("frozen", "continued", "retrained")
 TransportFor = Callable[[Sequence[Any]], Transport]  # the sites of one training -> a fresh transport
@@ -60,6 +63,9 @@ class StreamResult:
 def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settings: StreamSettings,
                on_window: OnWindow | None = None) -> StreamResult:
     task, base = plan.task, replace(plan.settings, eval_splits=("val",))  # the new rows judge; test waits
+    if settings.window_metric is not None and settings.window_metric not in TASK_METRICS.get(task.name, ()):
+        raise ConfigError(f"window metric '{settings.window_metric}' is not a metric of the {task.name} task; choose "
+                          f"one of {', '.join(TASK_METRICS.get(task.name, (task.headline,)))}")
     drift_config = DriftConfig(drift_threshold=settings.drift_threshold, drift_smd=settings.drift_smd)
     models: dict[str, Params] = {}
     seen: dict[str, list[SiteData]] = {sid: [] for sid in data.site_ids}
@@ -80,7 +86,7 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
         for sid, sd in arrived.items():
             seen[sid].append(sd)
         kept = {sid: parts[-settings.replay_windows:] if settings.replay_windows else parts for sid, parts in seen.items()}
-        spent = _train_window(plan, kept, models, base, k, settings.rounds_per_window, transport_for)
+        spent = _train_window(plan, kept, models, base, k, settings, transport_for)
         for sid in data.site_ids:  # frozen trained on the first window; the others on what the site keeps
             sites.setdefault(sid, {"rows_new": 0})["rows_seen"] = {
                 s: _train_rows(seen[sid][:1] if s == "frozen" else kept[sid]) for s in STRATEGIES}
@@ -95,7 +101,9 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
             on_window(record, found)
     block = {"time_column": settings.time_column, "metric": task.headline, "higher_is_better": task.higher_is_better,
              "strategies": list(STRATEGIES), "rounds": plan.settings.rounds,
-             "rounds_per_window": settings.rounds_per_window, "replay_windows": settings.replay_windows,
+             "rounds_per_window": settings.rounds_per_window, "window_patience": settings.window_patience,
+             "window_metric": settings.window_metric if settings.window_patience else None,
+             "replay_windows": settings.replay_windows,
              "windows": windows, "totals": _totals(windows), **data.notes}
     drift = {"metric": task.headline, "drift_threshold": settings.drift_threshold, "drift_smd": settings.drift_smd,
              "drift_z": drift_config.drift_z, "drift_metric_z": drift_config.drift_metric_z, "min_rows": drift_config.min_rows, "model": "continued",
@@ -104,17 +112,23 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
 
 
 def _train_window(plan: Plan, kept: Mapping[str, Sequence[SiteData]], models: dict[str, Params],
-                  base: EngineSettings, k: int, rounds_per_window: int,
+                  base: EngineSettings, k: int, stream: StreamSettings,
                   transport_for: TransportFor) -> dict[str, dict[str, int]]:
-    """Each strategy's training on window k (0-based), updating `models`; its rounds and bytes."""
+    """Each strategy's training on window k (0-based), updating `models`; its rounds and bytes. With
+    `window_patience`, continued ends a window once its validation metric stops improving and keeps
+    the best round (by `window_metric`, default the headline): it spends rounds where the new rows
+    need them, up to `rounds_per_window`."""
     if k == 0:  # one training that all three share
         models["continued"], spent = _train(plan, kept, plan.initial_params(), base, transport_for)
         models["frozen"] = models["retrained"] = models["continued"]
         return {s: spent for s in STRATEGIES}
     settings = replace(base, seed=base.seed + k)  # each window's shuffles are its own
     out = {"frozen": {"rounds": 0, "bytes": 0}}
-    models["continued"], out["continued"] = _train(plan, kept, models["continued"],
-                                                   replace(settings, rounds=rounds_per_window), transport_for)
+    metric = stream.window_metric or settings.metric
+    continued = replace(settings, rounds=stream.rounds_per_window, patience=stream.window_patience or settings.patience,
+                        metric=metric, higher_is_better=settings.higher_is_better if metric == settings.metric
+                        else metric not in LOWER_IS_BETTER)
+    models["continued"], out["continued"] = _train(plan, kept, models["continued"], continued, transport_for)
     models["retrained"], out["retrained"] = _train(plan, kept, plan.initial_params(), settings, transport_for)
     return out
 

@@ -148,6 +148,10 @@ def simulate(
     windows: Annotated[Optional[int], Opt(help="with --time-column: this many windows of about equal rows")] = None,
     window: Annotated[Optional[str], Opt(help="with --time-column holding dates: a window's length (90d, 12w, 1y)")] = None,
     rounds_per_window: Annotated[Optional[int], Opt(help="continued: at most this many rounds per window (default 5)")] = None,
+    window_patience: Annotated[Optional[int], Opt(help="continued: end a window's rounds after this many without "
+                                                       "validation gain (needs --val-fraction)")] = None,
+    window_metric: Annotated[Optional[str], Opt(help="the validation metric --window-patience reads (default: "
+                                                     "the headline), e.g. neg_partial_loglik or log_loss")] = None,
     replay_windows: Annotated[Optional[int], Opt(help="a site trains only on its last N windows (default: all)")] = None,
     drift_threshold: Annotated[Optional[float], Opt(help="drift notice when a site's metric drops by more (default 0.05)")] = None,
     drift_smd: Annotated[Optional[float], Opt(help="drift notice when a feature's standardised mean difference "

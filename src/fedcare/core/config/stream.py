@@ -25,6 +25,12 @@ class StreamSettings(Section):
                                "(90d, 12w, 1y), from the earliest date")
     rounds_per_window: int = Field(5, ge=1, description="continued strategy: at most this many rounds per new window, "
                                    "warm-started from the last model")
+    window_patience: int | None = Field(None, ge=1, description="continued strategy: end a window's rounds when "
+                                        "the validation metric has not improved for this many rounds, keeping the "
+                                        "best round (needs val_fraction > 0)")
+    window_metric: str | None = Field(None, description="the validation metric --window-patience reads (default: "
+                                      "the headline); a loss (neg_partial_loglik, log_loss) moves more smoothly "
+                                      "than a rank metric on small validation splits")
     replay_windows: int | None = Field(None, ge=1, description="a site keeps only its last N windows' rows for "
                                        "training (default: all it has seen)")
     drift_threshold: float = Field(0.05, gt=0, description="a drift notice fires when a site's metric on its new "
@@ -48,6 +54,10 @@ class StreamSettings(Section):
             if self.windows is not None or self.window is not None:
                 raise ValueError("--windows and --window cut the time column: set --time-column too")
             return
+        if self.window_patience is not None and config.data.val_fraction == 0:
+            raise ValueError("--window-patience stops on the validation metric: set val_fraction > 0 (e.g. 0.2)")
+        if self.window_metric is not None and self.window_patience is None:
+            raise ValueError("--window-metric is what --window-patience reads: set --window-patience too")
         if (self.windows is None) == (self.window is None):
             raise ValueError("a stream needs one of --windows K (equal-row windows) or --window LENGTH (dates)")
         if config.data.dataset is not None or not config.data.files:
