@@ -19,8 +19,21 @@ from selenium.common.exceptions import WebDriverException
 CONFIG = {"dataset": "heart-disease", "rounds": 3, "seed": 3, "lr": 0.05, "local_epochs": 1, "baselines": False}
 
 
+def _settled(action, timeout: float = 15.0):
+    """Run a browser action, again if the page reloaded itself in the middle of it (it refreshes every few
+    seconds, so an element found may be gone when it is read or clicked)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except WebDriverException:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.3)
+
+
 def _text(driver, css: str) -> str:
-    return driver.find_element("css selector", css).text
+    return _settled(lambda: driver.find_element("css selector", css).text)
 
 
 def _wait_text(driver, css: str, predicate, timeout: float = 120.0) -> str:
@@ -86,7 +99,7 @@ def test_live_view_shows_a_running_federation(deployment, tmp_path):
         assert "id='sites'" in plain.get("/live", cookies={"fedcare_live": cookie["value"]}).text
         assert plain.post("/live/login", content=b"token=" + b"x" * 10_000).status_code == 413
         assert plain.post("/live/login", content=b"\xff\xfe").status_code == 401
-    driver.find_element("id", "logout").click()
+    _settled(lambda: driver.find_element("id", "logout").click())
     assert driver.find_elements("id", "token") and not driver.get_cookies()
     assert d.admin.token not in d.log("coordinator")
     with pytest.raises(StopIteration):
