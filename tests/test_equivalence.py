@@ -40,7 +40,8 @@ def test_same_results_as_recorded(equivalence, case, tmp_path):
         assert got["metrics_sha256"] == stored["metrics_sha256"]
         assert got["global_sha256"] == stored["global_sha256"]
     else:
-        assert not _differences(got["summary"], stored["summary"], ""), _differences(got["summary"], stored["summary"], "")
+        differences = _differences(got["summary"], stored["summary"], "")
+        assert not differences, differences
 
 
 FLOAT32_ROUNDING = 1e-5  # relative; the differences seen across CPUs are about 1e-7

@@ -149,9 +149,10 @@ def metric_judged(reference: DriftStats, new: DriftStats, config: DriftConfig) -
 
 def metric_dropped(reference: DriftStats, new: DriftStats, config: DriftConfig) -> bool:
     """The metric test: a drop beyond the threshold that is also beyond sampling noise."""
-    drop, se = metric_drop(reference, new), drop_se(reference, new)
-    return (metric_judged(reference, new, config) and drop is not None and se is not None
-            and drop > config.drift_threshold and drop >= config.drift_metric_z * se)
+    if not metric_judged(reference, new, config):  # judged: both sides have a standard error
+        return False
+    drop = metric_drop(reference, new)
+    return drop is not None and drop > config.drift_threshold and drop >= config.drift_metric_z * drop_se(reference, new)
 
 
 def shifted_features(reference: DriftStats, new: DriftStats, config: DriftConfig) -> dict[str, dict[str, float]]:

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from fedcare.core.config.stream import StreamSettings
-from fedcare.core.errors import ConfigError
 from fedcare.core.params import Params
 from fedcare.data.dataset import SPLITS, SiteData
 from fedcare.data.examples import concat
@@ -45,7 +44,7 @@ from fedcare.federation.drift import (
 from fedcare.federation.engine import EngineSettings, RoundEngine
 from fedcare.federation.plan import Plan
 from fedcare.federation.transport import Transport
-from fedcare.learning.metrics import LOWER_IS_BETTER, TASK_METRICS
+from fedcare.learning.headline import metric_direction
 
 STRATEGIES = ("frozen", "continued", "retrained")
 TransportFor = Callable[[Sequence[Any]], Transport]  # the sites of one training -> a fresh transport
@@ -63,9 +62,8 @@ class StreamResult:
 def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settings: StreamSettings,
                on_window: OnWindow | None = None) -> StreamResult:
     task, base = plan.task, replace(plan.settings, eval_splits=("val",))  # the new rows judge; test waits
-    if settings.window_metric is not None and settings.window_metric not in TASK_METRICS.get(task.name, ()):
-        raise ConfigError(f"window metric '{settings.window_metric}' is not a metric of the {task.name} task; choose "
-                          f"one of {', '.join(TASK_METRICS.get(task.name, (task.headline,)))}")
+    if settings.window_metric is not None:  # refused before any training, not at the second window
+        metric_direction(task, settings.window_metric, "window metric")
     drift_config = DriftConfig(drift_threshold=settings.drift_threshold, drift_smd=settings.drift_smd)
     models: dict[str, Params] = {}
     seen: dict[str, list[SiteData]] = {sid: [] for sid in data.site_ids}
@@ -126,8 +124,8 @@ def _train_window(plan: Plan, kept: Mapping[str, Sequence[SiteData]], models: di
     out = {"frozen": {"rounds": 0, "bytes": 0}}
     metric = stream.window_metric or settings.metric
     continued = replace(settings, rounds=stream.rounds_per_window, patience=stream.window_patience or settings.patience,
-                        metric=metric, higher_is_better=settings.higher_is_better if metric == settings.metric
-                        else metric not in LOWER_IS_BETTER)
+                        metric=metric, higher_is_better=metric_direction(plan.task, metric) if stream.window_metric
+                        else settings.higher_is_better)
     models["continued"], out["continued"] = _train(plan, kept, models["continued"], continued, transport_for)
     models["retrained"], out["retrained"] = _train(plan, kept, plan.initial_params(), settings, transport_for)
     return out

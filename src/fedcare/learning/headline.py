@@ -39,7 +39,13 @@ def choose_metric(task: Task, settings: EvaluationSettings) -> Task:
     metric = settings.metric
     if metric is None or metric == task.headline:
         return task
+    return Headlined(task, metric, metric_direction(task, metric))
+
+
+def metric_direction(task: Task, metric: str, what: str = "metric") -> bool:
+    """Whether `metric`, one the task reports, is better higher; anything else is refused in one line
+    (`what` names the setting that asked for it)."""
     allowed = TASK_METRICS.get(task.name, (task.headline,))
     if metric not in allowed:
-        raise ConfigError(f"metric '{metric}' does not fit the {task.name} task; choose one of {', '.join(allowed)}")
-    return Headlined(task, metric, metric not in LOWER_IS_BETTER)
+        raise ConfigError(f"{what} '{metric}' does not fit the {task.name} task; choose one of {', '.join(allowed)}")
+    return metric not in LOWER_IS_BETTER
