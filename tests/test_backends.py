@@ -29,6 +29,8 @@ from fedcare.data import load_dataset
 from fedcare.interfaces.api import resume
 from fedcare.transports.shard import Host, pack, shard_message, unpack
 from fedcare.transports.simulated import build_federation
+from fedcare.transports.simulation import SimulationTransport
+from fedcare.transports.together import Together
 
 # SCAFFOLD (per-site control state and extra broadcast arrays), a simulated attacker under a norm
 # bound, checkpoints (every site's state read back from its worker) and the local and pooled baselines.
@@ -187,3 +189,34 @@ def test_batched_sites_match_the_loop_within_float32_rounding():
                 np.testing.assert_allclose(update.grad[name], value, rtol=1e-4, atol=2e-7)
     with pytest.warns(UserWarning, match="one by one"):
         fit(mode="local_epochs", optimizer="adam")
+
+
+def test_in_process_batched_trains_through_the_shards_code():
+    """The in-process backend trains its sites batched with the workers' code: its updates are a
+    worker's bit for bit and the loop's to float32 rounding; a full run agrees with the loop's."""
+    cfg = resolve_config(dict(dataset="heart-disease", algorithm="fedprox", prox_mu=0.1, optimizer="sgd",
+                              model="mlp", hidden=[8], local_epochs=2, batched=True))
+    dataset = load_dataset(cfg.data)
+    fed = build_federation(cfg, dataset)
+    host = Host()
+    host.handle(shard_message(fed.plan, [s.site_id for s in fed.sites], [], dataset.sites))
+    params = fed.initial
+    base = {"round": 1, "mode": "local_epochs", "local_epochs": 2, "lr": 0.05, "batch_size": 16, "optimizer": "sgd",
+            "prox_mu": 0.1}
+    requests = {s.site_id: FitRequest(**base, seed=100 + i) for i, s in enumerate(fed.sites)}
+    _, blobs = unpack(host.handle(pack({"op": "fit", "order": list(params), "honest": False,
+                                        "requests": {k: r.to_json() for k, r in requests.items()}},
+                                       [params_to_bytes(params)])))
+    worker = [update_from_bytes(b, params) for b in blobs]
+    batched = SimulationTransport(fed.sites, together=Together(cfg.backend)).fit(params, requests).updates
+    loop = SimulationTransport(fed.sites).fit(params, requests).updates
+    for w, b, one in zip(worker, batched, loop, strict=True):
+        assert w.site_id == b.site_id == one.site_id
+        for name, value in one.grad.items():
+            assert np.array_equal(w.grad[name], b.grad[name]), name
+            np.testing.assert_allclose(b.grad[name], value, rtol=1e-4, atol=2e-7)
+    run = dict(dataset="heart-disease", rounds=2, algorithm="fedprox", prox_mu=0.1, optimizer="sgd", model="mlp",
+               hidden=[8])
+    together, alone = simulate(**run, batched=True), simulate(**run)
+    for name, value in alone.global_params.items():
+        np.testing.assert_allclose(together.global_params[name], value, rtol=1e-4, atol=1e-6)
