@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Mapping
 
 from fedcare.core.config.backend import BackendSettings
-from fedcare.core.messages import FitRequest
+from fedcare.core.messages import FitRequest, split_controls
 from fedcare.core.params import Params
 from fedcare.core.update import Update
 from fedcare.learning.batched import batchable, check_device, train_together
@@ -40,5 +40,13 @@ class Together:
         if not ready:
             return {}
         first = next(iter(ready.values()))
-        return train_together(first.model, {sid: s.train_data for sid, s in ready.items()}, received,
-                              {sid: requests[sid] for sid in ready}, self._device)
+        params, c = split_controls(received)  # SCAFFOLD's control/<name> arrays, beside the model
+        mine = {sid: requests[sid] for sid in ready}
+        scaffold = next(iter(mine.values())).scaffold
+        fixes = {sid: s.scaffold_fixes(params, c, mine[sid]) for sid, s in ready.items()} if scaffold else None
+        out = train_together(first.model, {sid: s.train_data for sid, s in ready.items()}, params, mine,
+                             self._device, fixes)
+        if scaffold:  # each site keeps its cᵢ⁺ and sends Δcᵢ, as in the loop
+            out = {sid: ready[sid].scaffold_update(params, c, u.grad, u.metrics["train_loss"], mine[sid])
+                   for sid, u in out.items()}
+        return out
