@@ -15,7 +15,6 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 
-from fedcare.federation.drift import DriftNotice
 from fedcare.interfaces.htmlmodalities import modalities_html
 from fedcare.interfaces.htmltreatment import treatment_html
 from fedcare.interfaces.report import MODELS
@@ -208,6 +207,9 @@ def drift_html(summary: Mapping) -> str:
     """A live phase's drift notices (summary.json's `drift`: one per site whose new rows drifted)."""
     if not isinstance(summary.get("drift"), list):
         return ""  # not a live phase (a stream replay's report lists its own notices)
+    # imported here: it loads the learning layer (torch), which a report without drift does not need
+    from fedcare.federation.drift import DriftNotice
+
     items = "".join(f"<li class='warn' data-site='{e(n['site_id'])}'>{e(DriftNotice.from_json(n).line())}</li>"
                     for n in summary["drift"])
     return ("<h2>drift</h2><p>before this phase trained, each site scored the version before it on its newly "

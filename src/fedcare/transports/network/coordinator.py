@@ -370,8 +370,9 @@ class Coordinator:
             except _Silent as exc:
                 self._drop(cfg, sites, exc.sites, 408, f"no answer to the '{exc.phase}' preparation question within "
                                                        f"the deadline ({self.settings.deadline:g} s)")
+                told = self.on_silent or (lambda site: None)  # set whenever _Silent can be raised
                 for site in exc.sites:
-                    self.on_silent(site)  # type: ignore[misc]  (set whenever _Silent can be raised)
+                    told(site)
 
     def _drop(self, cfg: FederationConfig, sites: list[str], dropped: list[str], status: int, reason: str) -> None:
         for site in dropped:
