@@ -147,6 +147,10 @@ class FusionModel(nn.Module):
         self._decay = decay
         if self.mode == "intermediate":
             return self.head(torch.cat([*parts, m], dim=1))
+        return self.late(parts, m)
+
+    def late(self, parts: Sequence[torch.Tensor], m: torch.Tensor) -> torch.Tensor:
+        """Late fusion: each input's prediction times its scale, summed over the inputs present."""
         weights = m * self.head.scale  # an absent input adds nothing; a row with no input answers 0
         return sum(weights[:, i:i + 1] * parts[i] for i in range(len(self.names)))
 
