@@ -1,9 +1,9 @@
 """Which event loop and HTTP parser the coordinator's uvicorn runs on.
 
-With the optional extra `fedcare[fast]` (uvloop and httptools, both compiled) the coordinator spends
-about half the CPU on TLS and HTTP that the pure-Python fallback (asyncio's loop and h11) does, which
-is most of a round's overhead beyond training (benchmarks/RESULTS.md §7). Without the extra it runs
-on the fallback, which behaves the same. `FEDCARE_HTTP=h11` forces the fallback where both are
+With the optional extra `fedcare[fast]` (uvloop and httptools, both compiled) the coordinator's event
+loop spends about a quarter less CPU per round on TLS and HTTP than on the pure-Python fallback
+(asyncio's loop and h11), and its rounds are shorter (benchmarks/RESULTS.md §7). Without the extra
+it runs on the fallback, which behaves the same. `FEDCARE_HTTP=h11` forces the fallback where both are
 installed (to compare the two, or to rule the compiled parser out). The choice is logged once.
 
 httptools puts no bound on a request's headers (h11 refuses an incomplete head past 16 KiB), so the
