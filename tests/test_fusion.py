@@ -56,6 +56,46 @@ def test_fusion_model_masks_absent_inputs(fusion):
     assert any(p.grad is not None and p.grad.any() for p in model.encoders["tabular"].parameters())
 
 
+def test_late_fusion_adds_the_inputs_predictions():
+    """Late fusion sums each present input's prediction times its scale (an average would cut each
+    encoder's gradient by the number of inputs), so a patient with both inputs gets both effects."""
+    model = _model("late").eval()
+    rng = np.random.default_rng(1)
+    batch = {"tabular": torch.tensor(rng.normal(size=(4, 3)), dtype=torch.float32),
+             "omics": torch.tensor(rng.normal(size=(4, 20)), dtype=torch.float32),
+             "omics.present": torch.tensor([1, 1, 0, 0], dtype=torch.float32)}
+    with torch.no_grad():
+        model.head.scale.copy_(torch.tensor([2.0, 0.5]))
+        each = {n: model.encoders[n](batch[n]) for n in ("tabular", "omics")}
+        out = model(batch)
+    assert torch.allclose(out[:2], 2.0 * each["tabular"][:2] + 0.5 * each["omics"][:2])
+    assert torch.allclose(out[2:], 2.0 * each["tabular"][2:])  # an absent input adds nothing
+    nothing = dict(batch, **{"tabular.present": torch.zeros(4), "omics.present": torch.zeros(4)})
+    assert torch.equal(model(nothing), torch.zeros(4, 1))  # a patient with no input answers 0
+
+
+@pytest.mark.parametrize("fusion", ["intermediate", "late"])
+def test_image_encoder_is_regularised(fusion):
+    """The CNN memorises a few hundred images: its features are dropped out in training and its
+    weights carry an L2 penalty, for the share of the batch that has an image."""
+    from fedcare.learning import fusion as f
+
+    torch.manual_seed(0)
+    model = FusionModel(ModelSpec(model="fusion", fusion=fusion, hidden=(4,)),
+                        {**SHAPES, "image": InputShape("image", (1, 8, 8))}, make_task("binary"))
+    batch = {"tabular": torch.zeros(4, 3), "omics": torch.zeros(4, 20), "image": torch.rand(4, 1, 8, 8),
+             "image.present": torch.tensor([1.0, 1.0, 0.0, 0.0])}
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == f.IMAGE_DROPOUT for m in model.encoders["image"].modules())
+    model.eval()
+    assert torch.equal(model(batch), model(batch))  # no dropout when judging
+    omics = model._l2["omics"][1][0].pow(2).sum()
+    image = sum(p.pow(2).sum() for n, p in model.encoders["image"].named_parameters()
+                if p.dim() > 1 and not (fusion == "late" and n.startswith("1.")))  # not late's output layer
+    assert torch.allclose(torch.as_tensor(model.penalty()), f.OMICS_DECAY * omics + f.IMAGE_DECAY * 0.5 * image)
+    model.train()
+    assert not torch.equal(model(batch)[:2], model(batch)[:2])  # features dropped out in training
+
+
 def test_modality_dropout_keeps_one_input():
     model = _model("intermediate", dropout=0.9).train()
     present = torch.tensor([1.0, 0.0] * 200)
@@ -135,9 +175,9 @@ def test_fused_run_with_a_site_without_omics(tmp_path):
     assert m["by_inputs"]["omics-only"]["study-9"]["tabular"]["c_index"] == 0.5
     page = (tmp_path / "run" / "report.html").read_text()
     assert "<h2>by modality</h2>" in page and "omics only, federated" in page and "<h4>study-9</h4>" in page
-    heads = {sid: p["head.logits"] for sid, p in run.site_params.items()}
-    assert not np.allclose(heads["study-9"], heads["study-16"])  # each site's own fusion weights
-    assert np.array_equal(run.global_params["head.logits"], np.zeros(2, np.float32))  # never averaged
+    heads = {sid: p["head.scale"] for sid, p in run.site_params.items()}
+    assert not np.allclose(heads["study-9"], heads["study-16"])  # each site's own fusion scales
+    assert np.array_equal(run.global_params["head.scale"], np.ones(2, np.float32))  # never averaged
 
 
 def test_sites_without_an_input_take_part_over_the_network(deployment, tmp_path):

@@ -249,3 +249,35 @@ def test_continued_stops_a_window_when_its_validation_metric_stops_improving(tmp
     spent = [w["rounds"]["continued"] for w in stream["windows"][1:]]
     assert all(2 <= r < 30 for r in spent), spent  # stopped on validation, after at least one round without gain
     assert [w["rounds"]["retrained"] for w in stream["windows"][1:]] == [4, 4]  # retrained keeps its full rounds
+
+
+def test_continued_keeps_the_learning_rate_that_scores_best_on_validation(tmp_path: Path):
+    frame = _dialysis(tmp_path)
+    path = tmp_path / "dialysis.csv"
+    frame.to_csv(path, index=False)
+    import fedcare
+
+    def run(name: str, lrs: list[float]):
+        return fedcare.simulate({"data": [str(path)], "time": "time", "event": "event", "site": "center",
+                                 "categorical": ["disease"], "time_column": "begin", "windows": 2, "rounds": 3,
+                                 "val_fraction": 0.2, "rounds_per_window": 6, "window_patience": 1,
+                                 "window_metric": "neg_partial_loglik", "window_lrs": lrs,
+                                 "out": str(tmp_path / name)})
+
+    both, alone = run("both", [0.05, 0.4]), {lr: run(f"lr{lr}", [lr]) for lr in (0.05, 0.4)}
+    window = both.summary["stream"]["windows"][1]
+    tries = {t["lr"]: t for t in window["continued_tries"]}
+    assert set(tries) == {0.05, 0.4} and window["continued_lr"] == min(tries, key=lambda lr: tries[lr]["val"])
+    assert window["rounds"]["continued"] == sum(t["rounds"] for t in tries.values()) == sum(
+        r.summary["stream"]["windows"][1]["rounds"]["continued"] for r in alone.values())  # every try is paid for
+    kept = alone[window["continued_lr"]].global_params
+    assert all(np.array_equal(both.global_params[k], kept[k]) for k in kept)  # the kept model is that try's, unchanged
+    assert tries[0.05]["val"] != tries[0.4]["val"]  # the two tries did train differently
+    from fedcare.core.config import resolve_config
+
+    with pytest.raises(ConfigError, match="window-lrs keeps the learning rate"):
+        resolve_config({"data": ["x.csv"], "label": "y", "site": "s", "time_column": "t", "windows": 3,
+                        "val_fraction": 0.2, "window_lrs": [0.1]})
+    with pytest.raises(ConfigError, match="finite number > 0"):
+        resolve_config({"data": ["x.csv"], "label": "y", "site": "s", "time_column": "t", "windows": 3,
+                        "val_fraction": 0.2, "window_patience": 2, "window_lrs": [0.1, -1]})

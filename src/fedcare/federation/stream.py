@@ -10,7 +10,8 @@ and the new rows' input statistics against the earlier rows'. Then:
 
 frozen      trains on the first window only and is never updated;
 continued   warm-starts from its last model and runs at most `rounds_per_window` rounds (with
-            `window_patience`, fewer: it stops when its validation metric stops improving);
+            `window_patience`, fewer: it stops when its validation metric stops improving; with
+            `window_lrs`, once per learning rate, keeping the best on validation);
 retrained   starts from the initial model and runs the full `rounds` on everything seen so far.
 
 All three share the first window's training (the same rounds from the same start). With
@@ -90,7 +91,8 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
                 s: _train_rows(seen[sid][:1] if s == "frozen" else kept[sid]) for s in STRATEGIES}
         record = {"window": k + 1, "from": data.bounds[k][0], "to": data.bounds[k][1], "sites": sites,
                   "mean": _means(sites), "rounds": {s: v["rounds"] for s, v in spent.items()},
-                  "bytes": {s: v["bytes"] for s, v in spent.items()}}
+                  "bytes": {s: v["bytes"] for s, v in spent.items()}, 
+                  "continued_lr": spent["continued"].get("lr"), "continued_tries": spent["continued"].get("tries")}
         windows.append(record)
         notices += [{"window": k + 1, **n.to_json()} for n in found]
         rows += [{"model": f"stream:{s}", "window": k + 1, "site": sid, "split": "prequential",
@@ -101,6 +103,7 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
              "strategies": list(STRATEGIES), "rounds": plan.settings.rounds,
              "rounds_per_window": settings.rounds_per_window, "window_patience": settings.window_patience,
              "window_metric": settings.window_metric if settings.window_patience else None,
+             "window_lrs": settings.window_lrs,
              "replay_windows": settings.replay_windows,
              "windows": windows, "totals": _totals(windows), **data.notes}
     drift = {"metric": task.headline, "drift_threshold": settings.drift_threshold, "drift_smd": settings.drift_smd,
@@ -111,13 +114,13 @@ def run_stream(plan: Plan, data: StreamData, transport_for: TransportFor, settin
 
 def _train_window(plan: Plan, kept: Mapping[str, Sequence[SiteData]], models: dict[str, Params],
                   base: EngineSettings, k: int, stream: StreamSettings,
-                  transport_for: TransportFor) -> dict[str, dict[str, int]]:
+                  transport_for: TransportFor) -> dict[str, dict[str, Any]]:
     """Each strategy's training on window k (0-based), updating `models`; its rounds and bytes. With
     `window_patience`, continued ends a window once its validation metric stops improving and keeps
     the best round (by `window_metric`, default the headline): it spends rounds where the new rows
     need them, up to `rounds_per_window`."""
     if k == 0:  # one training that all three share
-        models["continued"], spent = _train(plan, kept, plan.initial_params(), base, transport_for)
+        models["continued"], spent, _ = _train(plan, kept, plan.initial_params(), base, transport_for)
         models["frozen"] = models["retrained"] = models["continued"]
         return {s: spent for s in STRATEGIES}
     settings = replace(base, seed=base.seed + k)  # each window's shuffles are its own
@@ -126,9 +129,23 @@ def _train_window(plan: Plan, kept: Mapping[str, Sequence[SiteData]], models: di
     continued = replace(settings, rounds=stream.rounds_per_window, patience=stream.window_patience or settings.patience,
                         metric=metric, higher_is_better=metric_direction(plan.task, metric) if stream.window_metric
                         else settings.higher_is_better)
-    models["continued"], out["continued"] = _train(plan, kept, models["continued"], continued, transport_for)
-    models["retrained"], out["retrained"] = _train(plan, kept, plan.initial_params(), settings, transport_for)
+    models["continued"], out["continued"] = _continue(plan, kept, models["continued"], continued, stream, transport_for)
+    models["retrained"], out["retrained"], _ = _train(plan, kept, plan.initial_params(), settings, transport_for)
     return out
+
+
+def _continue(plan: Plan, kept: Mapping[str, Sequence[SiteData]], start: Params, settings: EngineSettings,
+              stream: StreamSettings, transport_for: TransportFor) -> tuple[Params, dict[str, Any]]:
+    """Continued's training on one window. With `window_lrs`, one training per learning rate from the
+    same warm start, and the model whose best round scored best on validation is kept: a warm start
+    sits near the optimum, where the run's learning rate may move too slowly for the patience to wait
+    (docs/streams.md). Every try's rounds and bytes are counted; `lr` is the one kept."""
+    tries = [(lr, *_train(plan, kept, start, replace(settings, lr=lr), transport_for))
+             for lr in stream.window_lrs or (settings.lr,)]
+    sign = 1.0 if settings.higher_is_better else -1.0
+    lr, params, _, _ = max(tries, key=lambda t: -np.inf if t[3] is None else sign * t[3])  # ties: the first
+    return params, {"rounds": sum(t[2]["rounds"] for t in tries), "bytes": sum(t[2]["bytes"] for t in tries),
+                    "lr": lr, "tries": [{"lr": t[0], "rounds": t[2]["rounds"], "val": t[3]} for t in tries]}
 
 
 def _all_rows(sd: SiteData) -> SiteData:
@@ -142,11 +159,13 @@ def _accumulated(site_id: str, parts: Sequence[SiteData]) -> SiteData:
 
 
 def _train(plan: Plan, kept: Mapping[str, Sequence[SiteData]], start: Params, settings: EngineSettings,
-           transport_for: TransportFor) -> tuple[Params, dict[str, int]]:
+           transport_for: TransportFor) -> tuple[Params, dict[str, int], float | None]:
+    """The trained model, its rounds and bytes, and its round's mean validation metric (None: unjudged)."""
     sites = [plan.local_site(_accumulated(sid, parts)) for sid, parts in kept.items() if _train_rows(parts)]
     transport = transport_for(sites)
     result = RoundEngine(plan.algorithm, transport, settings).run(start)
-    return result.params, {"rounds": result.rounds_run, "bytes": int(transport.bytes_sent)}
+    val = result.history[result.best_round - 1].val_score if result.best_round else None
+    return result.params, {"rounds": result.rounds_run, "bytes": int(transport.bytes_sent)}, val
 
 
 def _train_rows(parts: Sequence[SiteData]) -> int:

@@ -152,6 +152,9 @@ def simulate(
                                                        "validation gain (needs --val-fraction)")] = None,
     window_metric: Annotated[Optional[str], Opt(help="the validation metric --window-patience reads (default: "
                                                      "the headline), e.g. neg_partial_loglik or log_loss")] = None,
+    window_lrs: Annotated[Optional[list[float]], Opt(help="continued: try each learning rate per window from the "
+                                                          "same warm start, keep the best on validation; repeatable "
+                                                          "(needs --window-patience)")] = None,
     replay_windows: Annotated[Optional[int], Opt(help="a site trains only on its last N windows (default: all)")] = None,
     drift_threshold: Annotated[Optional[float], Opt(help="drift notice when a site's metric drops by more (default 0.05)")] = None,
     drift_smd: Annotated[Optional[float], Opt(help="drift notice when a feature's standardised mean difference "

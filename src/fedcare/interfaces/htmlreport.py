@@ -1,5 +1,6 @@
 """report.html: what a run did, for a person: per-site results with intervals, every model's curves,
-the training loss, the baselines, privacy spent, anomalies and attacks, and the config.
+the training loss, the baselines, a live phase's drift notices, privacy spent, anomalies and attacks,
+and the config.
 
 One self-contained file (figures as PNG data URIs, no scripts, no external assets) so it opens
 offline inside a hospital. Every number a table shows carries its exact value from summary.json in
@@ -202,6 +203,20 @@ def reliability_html(summary: Mapping) -> str:
                    f"against the mean predicted probability, per bin (Brier: {brier})", "reliability", bins)
 
 
+def drift_html(summary: Mapping) -> str:
+    """A live phase's drift notices (summary.json's `drift`: one per site whose new rows drifted)."""
+    if not isinstance(summary.get("drift"), list):
+        return ""  # not a live phase (a stream replay's report lists its own notices)
+    # imported here: it loads the learning layer (torch), which a report without drift does not need
+    from fedcare.federation.drift import DriftNotice
+
+    items = "".join(f"<li class='warn' data-site='{e(n['site_id'])}'>{e(DriftNotice.from_json(n).line())}</li>"
+                    for n in summary["drift"])
+    return ("<h2>drift</h2><p>before this phase trained, each site scored the version before it on its newly "
+            "arrived rows and compared their inputs with its earlier rows</p>"
+            + (f"<ul id='drift'>{items}</ul>" if items else "<p id='drift'>no drift notice</p>"))
+
+
 def config_html(config: Mapping | None) -> str:
     if not config:
         return ""
@@ -220,5 +235,5 @@ def render(summary: Mapping, rows: Iterable[Mapping], config: Mapping | None = N
             + (f"<ul id='warnings'>{warnings}</ul>" if warnings else "")
             + ("" if figures_wanted() else "<p id='no-figures'>figures left out (FEDCARE_REPORT_FIGURES=0)</p>")
             + site_table(summary) + forest_html(summary) + baselines_html(summary) + means_table(summary)
-            + curves_html(summary, rows) + privacy_html(summary, rows) + anomalies_html(summary, rows)
+            + drift_html(summary) + curves_html(summary, rows) + privacy_html(summary, rows) + anomalies_html(summary, rows)
             + reliability_html(summary) + treatment_html(summary) + modalities_html(summary) + config_html(config) + "</body></html>\n")

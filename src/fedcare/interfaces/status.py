@@ -1,5 +1,6 @@
 """`fedcare admin status` for a person: the run under way (or the last one), whom it waits for, its
-rounds, and the runs before it. `--json` prints the coordinator's answer as it is instead."""
+rounds, the runs before it and, for a live federation, its versions, drift notices and the sites
+left out. `--json` prints the coordinator's answer as it is instead."""
 
 from __future__ import annotations
 
@@ -46,8 +47,35 @@ def status_view(status: Mapping) -> Group:
         for r in runs:
             table.add_row(r["run_id"], r["status"], _when(r["started"]), _when(r["finished"]))
         lines.append(table)
+    if status.get("live"):
+        lines.extend(escape(line) for line in live_lines(status["live"]))
     lines.append(escape(f"sites of the federation: {', '.join(status.get('sites', []))}"))
     return Group(*lines)
+
+
+def live_lines(live: Mapping) -> list[str]:
+    """A live federation's state in lines: the current version, each drift notice, who is left out."""
+    versions = live.get("versions") or []
+    if versions:
+        v = versions[-1]
+        value = "" if v.get("value") is None else f", {v['metric']} {v['value']:.3f}"
+        sites = ", ".join(v["sites"])
+        head = f"live: version {v['version']} of {len(versions)} (run {v['run_id']}, {v['rounds']} rounds{value}"
+        lines = [f"{head}, sites {sites})"]
+    else:
+        lines = ["live: no model version yet"]
+    if live.get("drift"):
+        # imported here: it loads the learning layer (torch), which the rest of `admin status` does not need
+        from fedcare.federation.drift import DriftNotice
+
+        lines += [f"drift: {DriftNotice.from_json(n).line()}" for n in live["drift"]]
+    for key, what in (("dropped_silent", "dropped for silence until they call again"),
+                      ("left_out_silent", "left out of the next phase (not heard from)")):
+        if live.get(key):
+            lines.append(f"{what}: {', '.join(live[key])}")
+    if live.get("left"):
+        lines.append("left the federation: " + ", ".join(f"{s} ({why})" for s, why in sorted(live["left"].items())))
+    return lines
 
 
 def _when(at: float | None) -> str:

@@ -6,8 +6,10 @@ where the patient has it); an input without that companion is present for everyo
 on the rows that have its input only, so an absent input changes neither the output nor the
 encoder's gradient, nor its batch-norm statistics.
 
-  late          (default) each input's own prediction (its encoder then a linear layer), combined with
-                learned weights (`head.logits`) renormalised over the inputs the patient has.
+  late          (default) the SUM of each present input's own prediction (its encoder then a linear
+                layer), each times a learned scale (`head.scale`, from 1). Summed, not averaged: weights
+                that sum to 1 over three inputs cut each encoder's gradient to about a third, and the
+                inputs carry separate effects that add up.
   intermediate  each encoder's embedding, zeroed where the input is absent, beside the mask of
                 present inputs, into one linear head (`head.weight`, `head.bias`).
 
@@ -17,7 +19,10 @@ sites that trained it (fedcare.algorithms.modalities). Encoders:
   vector (tabular) the MLP of `hidden` (Linear → ReLU per layer);
   omics            p ≫ n: dropout on the genes, then a narrow linear layer (OMICS_WIDTH) with its own
                    L2 penalty (OMICS_DECAY, for the patients in the batch that have the input);
-  image            the image encoder of fedcare.learning.imagemodels (`image_model`, default cnn).
+  image            the image encoder of fedcare.learning.imagemodels (`image_model`, default cnn), then
+                   dropout on its features (IMAGE_DROPOUT) and an L2 penalty on its weights
+                   (IMAGE_DECAY): a CNN memorises a few hundred training images and would otherwise
+                   take over the fused prediction.
 Modality dropout (`modality_dropout: p`) hides each present input of a training patient with chance
 p, keeping at least one, so the model learns to answer from any subset.
 """
@@ -41,6 +46,8 @@ PRESENT = ".present"
 OMICS_WIDTH = 8
 OMICS_DROPOUT = 0.5
 OMICS_DECAY = 1e-2
+IMAGE_DROPOUT = 0.5
+IMAGE_DECAY = 2.5e-2
 
 
 def present_name(input_name: str) -> str:
@@ -63,7 +70,7 @@ def _encoder(spec: ModelSpec, shape: InputShape) -> tuple[nn.Module, int]:
     """An input's encoder and the width of what it gives the head."""
     encoder = input_kind(shape.kind).encoder
     if encoder == "image":
-        return image_encoder(spec.image_model or "cnn", shape), FEATURES
+        return nn.Sequential(image_encoder(spec.image_model or "cnn", shape), nn.Dropout(IMAGE_DROPOUT)), FEATURES
     if encoder != "vector":
         raise ConfigError(f"model fusion has no encoder for input kind '{shape.kind}'")
     width = shape.shape[0]
@@ -76,12 +83,21 @@ def _encoder(spec: ModelSpec, shape: InputShape) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), width
 
 
-class Weights(nn.Module):
-    """Late fusion's learned weight per input, as logits (softmax over the inputs a patient has)."""
+class Scales(nn.Module):
+    """Late fusion's learned scale per input's prediction (not normalised: the predictions add up)."""
 
     def __init__(self, count: int) -> None:
         super().__init__()
-        self.logits = nn.Parameter(torch.zeros(count))
+        self.scale = nn.Parameter(torch.ones(count))
+
+
+def _decayed(kind: str, encoder: nn.Module) -> tuple[float, list[nn.Parameter]]:
+    """The L2 strength and the weights it applies to, for an input kind's encoder (none for tabular)."""
+    if kind == "omics":
+        return OMICS_DECAY, [encoder[1].weight]
+    if input_kind(kind).encoder == "image":
+        return IMAGE_DECAY, [p for p in encoder.parameters() if p.dim() > 1]  # not biases nor batch norm
+    return 0.0, []
 
 
 class FusionModel(nn.Module):
@@ -99,12 +115,12 @@ class FusionModel(nn.Module):
             self.encoders = nn.ModuleDict({n: nn.Sequential(enc, nn.Linear(w, task.num_outputs))
                                            for n, (enc, w) in built.items()})
             self.widths = {n: task.num_outputs for n in self.names}
-            self.head: nn.Module = Weights(len(self.names))
+            self.head: nn.Module = Scales(len(self.names))
         else:
             self.encoders = nn.ModuleDict({n: enc for n, (enc, _) in built.items()})
             self.widths = {n: w for n, (_, w) in built.items()}
             self.head = nn.Linear(sum(self.widths.values()) + len(self.names), task.num_outputs)
-        self._l2 = {n: enc[1] for n, (enc, _) in built.items() if self.kinds[n] == "omics"}  # not registered twice
+        self._l2 = {n: d for n, (enc, _) in built.items() if (d := _decayed(self.kinds[n], enc))[1]}  # not registered twice
         self._decay: torch.Tensor | float = 0.0
 
     def masks(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -125,15 +141,20 @@ class FusionModel(nn.Module):
             if len(index):  # the encoder sees only the rows that have its input
                 out = out.index_copy(0, index, self.encoders[name](batch[name][index]))
                 if name in self._l2:
-                    decay = decay + OMICS_DECAY * len(index) / rows * self._l2[name].weight.pow(2).sum()
+                    strength, weights = self._l2[name]
+                    decay = decay + strength * len(index) / rows * sum(w.pow(2).sum() for w in weights)
             parts.append(out)
         self._decay = decay
         if self.mode == "intermediate":
             return self.head(torch.cat([*parts, m], dim=1))
-        logits = self.head.logits.expand(rows, -1).masked_fill(m == 0, float("-inf"))
-        weights = torch.nan_to_num(torch.softmax(logits, dim=1), nan=0.0)  # a row with no input answers 0
+        return self.late(parts, m)
+
+    def late(self, parts: Sequence[torch.Tensor], m: torch.Tensor) -> torch.Tensor:
+        """Late fusion: each input's prediction times its scale, summed over the inputs present."""
+        weights = m * self.head.scale  # an absent input adds nothing; a row with no input answers 0
         return sum(weights[:, i:i + 1] * parts[i] for i in range(len(self.names)))
 
     def penalty(self) -> torch.Tensor | float:
-        """The last forward pass's regularisation (the omics encoder's L2), added to the training loss."""
+        """The last forward pass's regularisation (the omics and image encoders' L2, each for the share of
+        the batch that has the input), added to the training loss."""
         return self._decay

@@ -22,7 +22,7 @@ class ModelSpec(Section):
     image_model: Literal["cnn", "densenet121", "resnet18", "unet", "basicunet"] | None = Field(
         None, description="the network of image inputs (default: cnn; unet for segmentation)")
     fusion: Literal["late", "intermediate"] | None = Field(
-        None, description="model fusion: late (default: each input's prediction, combined with learned weights) "
+        None, description="model fusion: late (default: each input's prediction, summed with learned scales) "
                           "or intermediate (embeddings and the mask of present inputs into one head)")
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="model fusion: chance of hiding each present "
                                                                      "input of a training patient (one always stays)")

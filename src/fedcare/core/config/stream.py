@@ -3,6 +3,7 @@ watch each site for drift (federation/drift.py). Off unless `time_column` is set
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING
 
@@ -31,12 +32,23 @@ class StreamSettings(Section):
     window_metric: str | None = Field(None, description="the validation metric --window-patience reads (default: "
                                       "the headline); a loss (neg_partial_loglik, log_loss) moves more smoothly "
                                       "than a rank metric on small validation splits")
+    window_lrs: list[float] | None = Field(None, min_length=1, max_length=8, description="continued strategy: "
+                                           "each window, train from the same warm start at each of these learning "
+                                           "rates and keep the model with the best validation metric (needs "
+                                           "--window-patience); every try's rounds are counted")
     replay_windows: int | None = Field(None, ge=1, description="a site keeps only its last N windows' rows for "
                                        "training (default: all it has seen)")
     drift_threshold: float = Field(0.05, gt=0, description="a drift notice fires when a site's metric on its new "
                                    "rows is worse by more than this")
     drift_smd: float = Field(0.5, gt=0, description="... or a feature's standardised mean difference reaches this "
                              "(and 4 standard errors)")
+
+    @field_validator("window_lrs")
+    @classmethod
+    def _lrs(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(math.isfinite(x) and x > 0 for x in v):
+            raise ValueError(f"window_lrs {v}: every learning rate must be a finite number > 0")
+        return v
 
     @field_validator("window")
     @classmethod
@@ -58,6 +70,9 @@ class StreamSettings(Section):
             raise ValueError("--window-patience stops on the validation metric: set val_fraction > 0 (e.g. 0.2)")
         if self.window_metric is not None and self.window_patience is None:
             raise ValueError("--window-metric is what --window-patience reads: set --window-patience too")
+        if self.window_lrs is not None and self.window_patience is None:
+            raise ValueError("--window-lrs keeps the learning rate with the best validation metric: set "
+                             "--window-patience too")
         if (self.windows is None) == (self.window is None):
             raise ValueError("a stream needs one of --windows K (equal-row windows) or --window LENGTH (dates)")
         if config.data.dataset is not None or not config.data.files:

@@ -100,6 +100,7 @@ class SiteAgent:
         self._party: SecureSiteRound | None = None  # this round's secure-aggregation state
         self._watch = None  # the data file's watch, in a live federation
         self._arrived_from: int | None = None  # this phase's first newly arrived file row
+        self._rows_read = 0  # the file's rows when this phase read it: marked prepared once the coordinator accepts
         if settings.watch_every is not None:
             if settings.data is None:
                 raise ConfigError("--watch-every watches the site's --data file; a bundled dataset or an image "
@@ -241,8 +242,8 @@ class SiteAgent:
 
     def _prepare(self, task: dict) -> None:
         if self._prep is None:
-            if self._watch is not None:  # the rows read now are this phase's: no longer new
-                self._arrived_from = self._watch.mark_prepared()
+            if self._watch is not None:  # counted before the read: a row appended meanwhile stays new, never skipped
+                self._arrived_from, self._rows_read = self._watch.arrived_from(), self._watch.current()[0]
             self._prep = (site_from_files(self.s.site_id, self.s.data, self.s.joined, self.s.patient,  # type: ignore
                                           self.s.skip_bad_images) if self.s.joined
                           else SitePreparation.from_file(self.s.data, self.s.site_id) if self.s.data is not None
@@ -257,7 +258,9 @@ class SiteAgent:
         if self._prep.data is not None and not save_site_data(self._folder() / "data.safetensors", self._prep.data):
             self.say("prepared examples not kept here (an input reads its own files): if this agent restarts, "
                      "the run must start again")
-        self._post_json(task, {"answer": answer})
+        accepted = self._post_json(task, {"answer": answer})
+        if accepted and task["phase"] == "finish" and self._watch is not None:  # the coordinator holds them now
+            self._watch.mark_prepared(self._rows_read)
 
     def _fit(self, task: dict) -> None:
         blob = self._train(task, model_only=False)
@@ -388,9 +391,12 @@ class SiteAgent:
         self._request("PUT", f"/v1/tasks/{task['id']}/update", content=blob,
                       headers={"content-type": "application/octet-stream"})
 
-    def _post_json(self, task: dict, body: dict) -> None:
-        self._request("POST", f"/v1/tasks/{task['id']}/answer", content=json.dumps(body, allow_nan=False),
-                      headers={"content-type": "application/json"})
+    def _post_json(self, task: dict, body: dict) -> bool:
+        """Send a JSON answer; True when the coordinator accepted it (a refused one is asked again
+        while its task is open, or not used)."""
+        reply = self._request("POST", f"/v1/tasks/{task['id']}/answer", content=json.dumps(body, allow_nan=False),
+                              headers={"content-type": "application/json"})
+        return isinstance(reply, dict) and reply.get("accepted") == task["id"]
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -114,6 +114,10 @@ class Coordinator:
         self.fitted: Callable[[], PreparedDataset | None] | None = None  # the transforms a phase encodes with
         self.extra_status: Callable[[], dict] | None = None
         self.before_rounds: Callable[[str, NetworkTransport, PreparedDataset, int], None] | None = None
+        self.summary_extra: Callable[[str], dict] | None = None  # blocks a phase adds to its summary (its drift)
+        # set by a live federation: a site silent through a preparation question's deadline is dropped
+        # from the phase (and told here); without it, preparation waits for every site
+        self.on_silent: Callable[[str], None] | None = None
 
     def participants(self) -> list[str]:
         return self.members() if self.members else list(self.settings.sites)
@@ -264,7 +268,11 @@ class Coordinator:
 
             def ask(phase: str, question: dict) -> dict[str, dict]:
                 task_id = f"prepare.{next(counter)}"
-                answers = asker.ask_all(task_id, "prepare", {"phase": phase, "question": question}, None, sites)
+                quorum = min(cfg.algorithm.min_sites, len(sites)) if self.on_silent else None
+                answers = asker.ask_all(task_id, "prepare", {"phase": phase, "question": question}, None, sites,
+                                        quorum=quorum)
+                if len(answers) < len(sites):  # closed at the deadline on quorum: the others were silent
+                    raise _Silent([s for s in sites if s not in answers], phase)
                 for sid, a in answers.items():
                     if isinstance(a.get("declined"), str):  # outside the site's approval policy
                         raise DataError(f"site '{sid}' declined the run: {a['declined'][:300]}")
@@ -328,6 +336,8 @@ class Coordinator:
         summary = summarize(cfg, facts, plan.task, result, per_model, rows, bytes_sent, started, cfg.robustness.aggregator,
                             attacked=[])
         summary["baselines"] = {"pooled": "not run: pooling patient rows is what a federation avoids"}
+        if self.summary_extra is not None:
+            summary.update(self.summary_extra(run_id))
         self._durably(run_id, "the run's results", lambda: folder.write_result(cfg, facts, summary, rows,
                                                                                result.params, {}))
         if self.render_report is not None:
@@ -349,18 +359,38 @@ class Coordinator:
         return {k: warm[k].astype(fresh[k].dtype, copy=True) for k in fresh}
 
     def _prepare(self, cfg: FederationConfig, sites: list[str], ask) -> PreparedDataset:
-        """Data preparation with `sites`; a site whose answer cannot be read is dropped from `sites`
-        (its reason logged and audited) and preparation starts again without it."""
+        """Data preparation with `sites`; a site whose answer cannot be read, or (live) that stayed
+        silent through a question's deadline, is dropped from `sites` (its reason logged and audited)
+        and preparation starts again without it."""
         while True:
             try:
                 return prepare(cfg.data, sites, ask, reuse=self.fitted() if self.fitted else None)
             except SiteAnswerError as exc:
-                sites.remove(exc.site)
-                self.store.audit(exc.site, "prepare", 422, f"dropped from the run: {exc}")
-                log.warning("site %s dropped from the run: %s", exc.site, exc)
-                if len(sites) < max(1, cfg.algorithm.min_sites):
-                    raise DataError(f"{exc}; without site '{exc.site}', {len(sites)} sites remain and "
-                                    f"{cfg.algorithm.min_sites} are needed") from None
+                self._drop(cfg, sites, [exc.site], 422, str(exc))
+            except _Silent as exc:
+                self._drop(cfg, sites, exc.sites, 408, f"no answer to the '{exc.phase}' preparation question within "
+                                                       f"the deadline ({self.settings.deadline:g} s)")
+                told = self.on_silent or (lambda site: None)  # set whenever _Silent can be raised
+                for site in exc.sites:
+                    told(site)
+
+    def _drop(self, cfg: FederationConfig, sites: list[str], dropped: list[str], status: int, reason: str) -> None:
+        for site in dropped:
+            sites.remove(site)
+            self.store.audit(site, "prepare", status, f"dropped from the run: {reason}")
+            log.warning("site %s dropped from the run: %s", site, reason)
+        if len(sites) < max(1, cfg.algorithm.min_sites):
+            named = ", ".join(f"site '{s}'" for s in dropped)
+            raise DataError(f"{reason}; without {named}, {len(sites)} sites remain and "
+                            f"{cfg.algorithm.min_sites} are needed") from None
+
+
+class _Silent(Exception):
+    """Sites that gave no answer to a preparation question by its deadline."""
+
+    def __init__(self, sites: list[str], phase: str):
+        super().__init__(f"{', '.join(sites)} silent at '{phase}'")
+        self.sites, self.phase = sites, phase
 
 
 def _metric(answers: dict, split: str) -> dict:

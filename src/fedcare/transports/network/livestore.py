@@ -1,5 +1,6 @@
 """What a live federation must remember across restarts, in the coordinator's SQLite file: each
-site's latest data report (row counts and a content hash, never rows) and the sites that left.
+site's latest data report (row counts and a content hash, never rows), the sites that left and the
+sites dropped from a phase for silence (until they are heard from again).
 
 Its own tables and connection beside `Store`'s, so the run's schema stays as it is.
 """
@@ -18,6 +19,7 @@ CREATE TABLE IF NOT EXISTS live_reports (
     site_id TEXT PRIMARY KEY, rows INTEGER NOT NULL, new_rows INTEGER NOT NULL, sha256 TEXT NOT NULL,
     at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS live_left (site_id TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS live_dropped (site_id TEXT PRIMARY KEY, at REAL NOT NULL);
 """
 
 
@@ -48,3 +50,13 @@ class LiveStore:
 
     def left(self) -> dict[str, str]:
         return dict(self._run("SELECT site_id, reason FROM live_left"))
+
+    def drop(self, site_id: str) -> None:
+        self._run("INSERT OR REPLACE INTO live_dropped VALUES (?, ?)", (site_id, time.time()))
+
+    def dropped(self) -> dict[str, float]:
+        """site -> when it was dropped for silence (seconds since the epoch)."""
+        return dict(self._run("SELECT site_id, at FROM live_dropped"))
+
+    def back(self, site_id: str) -> None:
+        self._run("DELETE FROM live_dropped WHERE site_id = ?", (site_id,))

@@ -8,8 +8,11 @@ sites each have at least `min_new_rows` new rows, or, once `phase_every` seconds
 the last version, when any site has new rows.
 
 Membership is the credential registry's: a site credentialed after the run started takes part from
-the next phase; a site removed by the admin, or not heard from for `site_timeout` seconds, is left
-out of the next phase (and so out of its quorum), with a line in the audit log.
+the next phase; a site removed by the admin, or not heard from for `site_timeout` seconds (a site
+never heard from counts from the coordinator's start), is left out of the next phase (and so out of
+its quorum), with a line in the audit log. A site that gives no answer to a preparation question by
+the deadline is dropped from that phase (audit status 408) and from later ones until it calls
+again, which the audit log records as `live rejoin`; the next phase then asks it again.
 
 Everything is decided from durable state (the runs table, the reports table, the registry's
 folders), so a coordinator killed between phases, or in one, picks up where it was.
@@ -68,12 +71,15 @@ class Phases:
         self.models = ModelRegistry(coordinator.settings.state / "models")
         self._stop = threading.Event()
         self._left_out: set[str] = set()  # sites the last phase left out for silence (audited once)
+        self.started = time.time()  # a site never heard from has been silent since this coordinator started
         coordinator.members = self.members
         coordinator.phase_sites = self.phase_sites
         coordinator.warm_start = self.warm_start
         coordinator.fitted = self.fitted
         coordinator.extra_status = self.status
         coordinator.before_rounds = self.check_drift
+        coordinator.summary_extra = self.summary_extra
+        coordinator.on_silent = self.live.drop
 
     # ----- who takes part -----------------------------------------------------------------------
 
@@ -83,15 +89,27 @@ class Phases:
         return [s for s in self.credentials.site_ids() if s not in left]
 
     def phase_sites(self) -> list[str]:
-        """The sites a new phase asks: members heard from within `site_timeout` (or never yet: a
-        new site gets its chance); each site left out for silence is audited."""
+        """The sites a new phase asks: members heard from within `site_timeout` (one never heard
+        from counts from this coordinator's start, so a new site gets its chance) and not dropped
+        for silence since they last called; each site left out for silence is audited."""
         seen, now = self.c.store.sites_seen(), time.time()
-        silent = {s for s in self.members() if s in seen and now - seen[s] > self.settings.site_timeout}
+        silent = {s for s in self.members() if now - seen.get(s, self.started) > self.settings.site_timeout}
         for site in sorted(silent - self._left_out):
             self.c.store.audit(site, "live leave", 200, f"not heard from for over {self.settings.site_timeout:g} s: "
                                                          "left out of this phase and of its quorum")
         self._left_out = silent
-        return [s for s in self.members() if s not in silent]
+        dropped = self.live.dropped()
+        return [s for s in self.members() if s not in silent and s not in dropped]
+
+    def rejoin(self) -> None:
+        """A site dropped for silence that has called since is back: audited, asked by the next phase."""
+        seen = self.c.store.sites_seen()
+        for site, at in sorted(self.live.dropped().items()):
+            if seen.get(site, 0.0) > at:
+                self.live.back(site)
+                self.c.store.audit(site, "live rejoin", 200, "heard from again after it was dropped for silence: "
+                                                             "the next phase asks it again")
+                log.info("site %s is back: the next phase asks it again", site)
 
     def remove(self, site_id: str) -> None:
         """The admin's `remove-site`: the site may no longer call, and no phase counts it."""
@@ -149,6 +167,11 @@ class Phases:
         path = self.c.run_dir(run_id) / "drift.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def summary_extra(self, run_id: str) -> dict:
+        """The phase's drift notices, for its summary.json and report.html."""
+        drift = self.drift_of(run_id)
+        return {"drift": drift["notices"] if drift else []}
+
     # ----- when a phase starts ------------------------------------------------------------------
 
     def with_new_data(self, since: float) -> dict[str, int]:
@@ -171,10 +194,13 @@ class Phases:
 
     def step(self) -> None:
         """One look: publish a completed phase as a version, start the next phase when it is due."""
+        self.rejoin()
         latest = self.c.store.runs(1)
         if not latest or self.c.busy():
             return
         run = latest[0]
+        if run["status"] in ("running", "paused"):
+            return  # a phase under way that no thread drives: recover() resumes it, never a new phase
         current = self.models.current()
         if run["status"] == "completed" and (current is None or current["run_id"] != run["run_id"]):
             drift = self.drift_of(run["run_id"])
@@ -210,6 +236,7 @@ class Phases:
         latest = self.c.store.runs(1)
         drift = self.drift_of(latest[0]["run_id"]) if latest else None
         return {"versions": self.models.versions(), "reports": self.live.reports(), "left": self.live.left(),
-                "left_out_silent": sorted(self._left_out), "settings": self.settings.__dict__,
+                "left_out_silent": sorted(self._left_out), "dropped_silent": sorted(self.live.dropped()),
+                "settings": self.settings.__dict__,
                 "drift": drift["notices"] if drift else [],
                 "new_categories": drift.get("new_categories", {}) if drift else {}}

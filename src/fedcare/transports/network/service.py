@@ -55,19 +55,20 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
     settings = ServiceSettings(state, tuple(members), deployment.deadline, int(deployment.max_body_mb * 1024 * 1024),
                                database=database, max_json=int(deployment.max_json_mb * 1024 * 1024))
     control = Coordinator(cfg, settings, render_report)
-    extensions = []
+    extensions, phases = [], None
     if live is not None:
         from fedcare.transports.network.liveapi import live_routes
         from fedcare.transports.network.phases import Phases
 
         phases = Phases(control, registry, live)
         extensions.append(live_routes(phases))
-        phases.watch()
     resumed = control.recover()
     if resumed:
         logging.getLogger("fedcare.coordinator").info("resuming run %s after a restart", resumed)
     elif start:
         control.start()
+    if phases is not None:  # only now: no phase may begin on a half-restored state
+        phases.watch()
     tls = {} if insecure else dict(zip(("ssl_certfile", "ssl_keyfile"), map(str, server_tls_files(credentials))))
     scheme = "http" if insecure else "https"
     logging.getLogger("fedcare.coordinator").info("listening on %s://%s:%d for sites %s", scheme, host, port,

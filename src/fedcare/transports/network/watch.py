@@ -63,15 +63,21 @@ class DataWatch:
                 self._now, self._stamp = (count_rows(self.path), sha256_of(self.path)), stamp
             return self._now
 
-    def mark_prepared(self) -> int:
-        """Called when the agent reads its file for a phase: those rows are no longer new. Returns
-        the row count of the phase before (where the newly arrived rows begin)."""
-        rows = self.current()[0]
+    def arrived_from(self) -> int:
+        """The row count of this site's last accepted preparation: where the newly arrived rows begin."""
         with self._lock:
-            before, self._prepared = self._prepared, rows
+            return self._prepared
+
+    def mark_prepared(self, rows: int) -> None:
+        """Called once the coordinator has accepted this site's preparation of its first `rows` rows:
+        only then are they no longer new (a rejected or lost answer leaves them new, so the next
+        phase is still asked for and no row is silently skipped)."""
+        with self._lock:
+            self._prepared = rows
             self._record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._record.write_text(json.dumps({"prepared_rows": rows}))
-        return before
+            tmp = self._record.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"prepared_rows": rows}))
+            tmp.replace(self._record)
 
     def report(self) -> dict:
         rows, digest = self.current()
