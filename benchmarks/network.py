@@ -112,8 +112,8 @@ class Processes:
         self.procs: list[subprocess.Popen] = []
         self.code = code
 
-    def spawn(self, args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
-        env = dict(os.environ)
+    def spawn(self, args: list[str], log: Path, cwd: Path, env_extra: dict | None = None) -> subprocess.Popen:
+        env = {**os.environ, **(env_extra or {})}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.code), env.get("PYTHONPATH")) if p)
         env["OMP_NUM_THREADS"] = "1"
         env["NO_COLOR"] = "1"
@@ -179,10 +179,12 @@ class Round:
 class Federation:
     """One run of the real coordinator with 4 non-training sites; `mode` is 'concurrent' or 'serial'."""
 
-    def __init__(self, root: Path, pki: Path, procs: Processes, rounds: int, mode: str, variant: str = "plain"):
+    def __init__(self, root: Path, pki: Path, procs: Processes, rounds: int, mode: str, variant: str = "plain",
+                 stack: str | None = None):
         self.root, self.pki, self.procs, self.rounds, self.mode, self.variant = root, pki, procs, rounds, mode, variant
+        self.stack = stack  # FEDCARE_HTTP for the coordinator (httpstack.py); None: this process's environment
         self.profile = root / "profile.json" if variant == "profile" else None
-        self.patched = variant != "plain"
+        self.patched = variant not in ("plain", "stack")
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.lock = threading.Lock()
@@ -212,7 +214,7 @@ class Federation:
         else:  # the same service.serve(), patched (timers and a stack sampler, or a what-if)
             args = [str(Path(__file__).resolve()), "--serve-patched", self.variant,
                     "--profile-out", str(self.root / "profile.json"), *common]
-        self.coordinator = self.procs.spawn(args, log, self.root)
+        self.coordinator = self.procs.spawn(args, log, self.root, {"FEDCARE_HTTP": self.stack} if self.stack else None)
         try:
             self._wait_healthy(log)
             started = time.perf_counter()
@@ -236,6 +238,8 @@ class Federation:
             self.procs.stop(self.coordinator)
         result = self._results(closed, wall)
         result["load"] = load
+        result["stack"] = next((line.split("HTTP stack: ", 1)[1] for line in log.read_text(errors="replace").splitlines()
+                                if "HTTP stack: " in line), "not logged (code before httpstack.py)")
         if self.profile is not None:
             result["profile"] = json.loads(self.profile.read_text())
         return result
@@ -781,8 +785,8 @@ def _instrument() -> Profile:
 
     make_app = server.create_app
 
-    def create_app(control, credentials):
-        app = make_app(control, credentials)
+    def create_app(control, credentials, extensions=()):
+        app = make_app(control, credentials, extensions)
 
         async def timed(scope, receive, send):
             if scope["type"] != "http":
@@ -898,6 +902,41 @@ def what_if_rows(data: dict, plain: list[dict]) -> list[str]:
     return lines
 
 
+def stack_rows(data: dict, runs: list[dict]) -> list[str]:
+    """The plain runs beside the same runs on another HTTP stack (--stacks), paired by repeat."""
+    others = data.get("stack_runs", [])
+    if not others:
+        return []
+    plain = [run for run in runs if run["mode"] == "concurrent"]
+
+    def rounds(group: list[dict]) -> list[dict]:
+        return [r for run in group for r in run["rounds"] if r["round"] >= 2]
+
+    def med(run: dict) -> float:
+        return statistics.median(r["period"] for r in run["rounds"] if r["round"] >= 2)
+
+    def row(label: str, group: list[dict], paired: str) -> str:
+        rs = rounds(group)
+        lo, m, hi = quartiles([r["period"] for r in rs])
+        phase = {k: 1e3 * statistics.median(r[k] for r in rs) for k in ("fit_transfers", "evaluate_task", "checkpoint_gap")}
+        cpu = 1e3 * statistics.fmean(r["coordinator_cpu"] for r in rs)
+        return (f"| {label} | {1e3 * m:.1f} | {1e3 * lo:.1f}–{1e3 * hi:.1f} | {len(rs)} | {phase['fit_transfers']:.1f} | "
+                f"{phase['evaluate_task']:.1f} | {phase['checkpoint_gap']:.1f} | {cpu:.1f} | {paired} |")
+
+    by_repeat = {run["repeat"]: med(run) for run in plain}
+    lines = ["", ("### HTTP stacks: the plain run beside the same run on another stack (each in every repeat, "
+                  "shuffled)"), "",
+             ("| coordinator's stack (as it logged it) | median round ms | IQR ms | n | fit phase | evaluate task | "
+              "close + checkpoint gap | coordinator CPU ms | vs the plain run, paired by repeat (median; range) |"),
+             "|---|---|---|---|---|---|---|---|---|",
+             row(f"plain: {plain[0]['stack']}", plain, "1.00")]
+    for stack in dict.fromkeys(run["stack"] for run in others):
+        mine = [run for run in others if run["stack"] == stack]
+        ratios = [med(run) / by_repeat[run["repeat"]] for run in mine if run["repeat"] in by_repeat]
+        lines.append(row(stack, mine, f"{statistics.median(ratios):.2f}; {min(ratios):.2f}–{max(ratios):.2f}"))
+    return lines
+
+
 def source_fingerprint(src: Path = SRC) -> dict[str, str]:
     """sha256 of the coordinator's code (what this benchmark measures), to tell if it changed mid-run."""
     package = src / "fedcare"
@@ -978,6 +1017,7 @@ def report(data: dict) -> str:
                f"{4 * len(conc) - sum(len(r['eval_downloads']) for r in conc)} of {4 * len(conc)} skipped"),
         ms_row("one site: POST evaluate answer", [v for r in conc for v in r["eval_answers"].values()], ""),
         *what_if_rows(data, conc),
+        *stack_rows(data, runs),
         "",
         "### Upload throughput (client-side, request start → response; MB = 10^6 bytes)",
         "",
@@ -1038,6 +1078,9 @@ def main() -> None:
     parser.add_argument("--no-what-if", action="store_true", help="skip the what-if runs (patched coordinator)")
     parser.add_argument("--compress-updates", help="compress the sites' updates with this scheme")
     parser.add_argument("--compress-broadcast", help="compress the coordinator's broadcasts with this scheme")
+    parser.add_argument("--stacks", default="auto",
+                        help="the coordinator's HTTP stacks, comma-separated FEDCARE_HTTP values (auto, h11): the "
+                             "first for every run, each other one for an extra concurrent run in every repeat")
     parser.add_argument("--serve-patched", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
@@ -1062,7 +1105,8 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, terminated)
     data: dict = {"rounds": args.rounds, "repeats": args.repeats, "machine": machine(),
-                  "load_before": list(os.getloadavg()), "runs": [], "what_if": [], "reference_repeats": [],
+                  "load_before": list(os.getloadavg()), "runs": [], "what_if": [], "stack_runs": [], "profiled_runs": [],
+                  "reference_repeats": [],
                   "source_before": source_fingerprint(), "git": git_state()}
     with tempfile.TemporaryDirectory(prefix="fedcare-network-bench-") as tmp:
         root = Path(tmp)
@@ -1077,32 +1121,38 @@ def main() -> None:
                 issue_site(pki, site)
             reference = Reference(root, pki, procs)
             blob = b""
-            plan = [("concurrent", "plain"), ("serial", "plain")]
-            plan += [] if args.no_what_if else [("concurrent", v) for v in WHAT_IF]
+            main_stack, *other_stacks = [x.strip() for x in args.stacks.split(",") if x.strip()] or ["auto"]
+            plan = [("concurrent", "plain", main_stack), ("serial", "plain", main_stack)]
+            plan += [] if args.no_what_if else [("concurrent", v, main_stack) for v in WHAT_IF]
+            plan += [("concurrent", "stack", x) for x in other_stacks]
             for k in range(args.repeats):
                 order = plan[:]
                 random.Random(k).shuffle(order)  # no variant always runs first or last in a repeat
                 results = {}
-                for mode, variant in order:
-                    print(f"repeat {k + 1}/{args.repeats}: {mode} {variant} run, {args.rounds + 2} rounds ...",
-                          flush=True)
-                    fed = Federation(root / f"run-{k}-{mode}-{variant}", pki, procs, args.rounds + 2, mode, variant)
+                for mode, variant, stack in order:
+                    print(f"repeat {k + 1}/{args.repeats}: {mode} {variant} run (FEDCARE_HTTP={stack}), "
+                          f"{args.rounds + 2} rounds ...", flush=True)
+                    fed = Federation(root / f"run-{k}-{mode}-{variant}-{stack}", pki, procs, args.rounds + 2, mode,
+                                     variant, stack)
                     result = fed.run()
                     result["repeat"] = k
-                    results[mode, variant] = result
+                    results[mode, variant, stack] = result
                     med = statistics.median(r["period"] for r in result["rounds"] if r["round"] >= 2)
                     print(f"  median round {1e3 * med:.1f} ms, wall {result['wall_seconds']:.1f} s", flush=True)
                     data["update_bytes"], data["download_bytes"] = result["update_bytes"], result["download_bytes"]
                     data["params"] = result["params"]
                     blob = blob or os.urandom(result["update_bytes"])
-                data["runs"] += [results["concurrent", "plain"], results["serial", "plain"]]
-                data["what_if"] += [r for (mode, variant), r in results.items() if variant != "plain"]
+                data["runs"] += [results["concurrent", "plain", main_stack], results["serial", "plain", main_stack]]
+                data["what_if"] += [r for (_, variant, _), r in results.items() if variant not in ("plain", "stack")]
+                data["stack_runs"] += [r for (_, variant, _), r in results.items() if variant == "stack"]
                 print(f"repeat {k + 1}/{args.repeats}: reference uploads ...", flush=True)
                 data["reference_repeats"].append({w: reference.measure(w, blob, args.rounds) for w in ("raw", "http")})
-            if not args.no_profile:
-                print(f"instrumented run (not counted above), {args.rounds + 2} rounds ...", flush=True)
-                fed = Federation(root / "run-profiled", pki, procs, args.rounds + 2, "concurrent", "profile")
-                data["profiled_run"] = fed.run()
+            for stack in [] if args.no_profile else [main_stack, *other_stacks]:
+                print(f"instrumented run (not counted above, FEDCARE_HTTP={stack}), {args.rounds + 2} rounds ...",
+                      flush=True)
+                fed = Federation(root / f"run-profiled-{stack}", pki, procs, args.rounds + 2, "concurrent", "profile",
+                                 stack)
+                data["profiled_runs"].append(fed.run())
         finally:
             procs.stop_all()
     data["load_after"] = list(os.getloadavg())
@@ -1117,16 +1167,16 @@ def main() -> None:
                              for key in ("single", "concurrent_per_stream", "concurrent_window")}
                          for w in ("raw", "http")}
     table = report(data)
-    if "profiled_run" in data:
-        profiled = data["profiled_run"]
+    for profiled in data["profiled_runs"]:
         med = statistics.median(r["period"] for r in profiled["rounds"] if r["round"] >= 2)
         table += ("\n### Where the coordinator's time goes (an extra, instrumented run; not in the figures above)\n\n"
-                  f"Median round of the instrumented run, client-side: {1e3 * med:.1f} ms.\n"
-                  + profile_report(profiled["profile"]))
+                  f"HTTP stack: {profiled['stack']}. Median round of the instrumented run, client-side: "
+                  f"{1e3 * med:.1f} ms.\n" + profile_report(profiled["profile"]))
     print()
     print(table)
     OUT.mkdir(parents=True, exist_ok=True)
     command = f"python benchmarks/network.py --rounds {args.rounds} --repeats {args.repeats}"
+    command += f" --stacks {args.stacks}" if args.stacks != "auto" else ""
     command += "".join(f" --{k.replace('_', '-')} {v}" for k, v in COMPRESS.items())
     name = "network-compressed" if COMPRESS else "network"
     (OUT / f"{name}.md").write_text(f"<!-- {command} -->\n\n{table}")

@@ -12,6 +12,7 @@ from safetensors.numpy import save
 
 import fedcare
 from fedcare.core.compression import (
+    MIN_ENTRIES,
     PACKED,
     _bitmap_encode,
     _quantize,
@@ -74,13 +75,21 @@ def test_topk_keeps_the_largest_entries_exactly_with_the_smaller_index_code():
         assert parts[PACKED].size == index_bytes + kept(fraction, 300) + 4  # positions, int8 values, one scale
 
 
-def test_a_message_with_nothing_to_compress_is_an_uncompressed_one_byte_for_byte():
-    small = {"weight": RNG.normal(size=(1, 13)).astype(np.float32), "bias": np.zeros(1, np.float32)}
-    for text in ("int8", "topk:0.01+int8", "fp16"):
-        assert params_to_bytes(small, scheme=parse_scheme(text)) == params_to_bytes(small)
+def test_every_array_is_packed_and_the_framing_is_compact():
+    small = {"weight": RNG.normal(size=(1, 13)).astype(np.float32), "bias": np.full(1, 0.5, np.float32)}
+    update = Update("site-0", small, 61, {"train_loss": 0.6931471805599453})
+    plain = update_to_bytes(update, 12)
+    blob = update_to_bytes(update, 12, parse_scheme("int8"))
+    header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+    assert set(header) == {"__metadata__", PACKED}  # no array named, shaped or offset in the header
+    assert header[PACKED]["shape"] == [(1 + 13) * 4]  # arrays under MIN_ENTRIES: exact, at float32
+    assert " " not in header["__metadata__"]["fedcare"] and len(blob) < len(plain) - 60
+    got = update_from_bytes(blob, small, 12)
+    assert got.metrics == {"train_loss": 0.693147} and got.num_examples == 61
+    assert all(np.array_equal(got.grad[k], small[k]) for k in small)
     blob = params_to_bytes(ARRAYS, scheme=parse_scheme("topk:0.01+int8"))
     header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
-    assert set(header) == {"__metadata__", PACKED, "layer.0.bias", "scalar"}  # one entry for the packed arrays
+    assert set(header) == {"__metadata__", PACKED}
     with pytest.raises(ParamsError, match="against the params it answers"):
         params_from_bytes(blob)
 
@@ -109,28 +118,38 @@ def test_combinations_compression_cannot_honour_are_refused(settings, words):
 
 
 def _tampered(grad, codec: str, victim: bytes, tail: bytes = b"", alone: bool = False) -> bytes:
-    """An update whose first packed array travels as `victim` (the others as the codec says), built
+    """An update whose largest array travels as `victim` (the others as the codec says), built
     here from the layout the module documents, so the test also checks that layout."""
     text, _, code = codec.partition(";")
     scheme = parse_scheme(text)
     names = packed_names(grad)
-    chunks = [victim]
-    for name in names[1:]:
+    chunks = []
+    for name in names:
+        if name == _largest(grad):
+            chunks.append(victim)
+            continue
         flat = grad[name].reshape(-1)
+        if flat.size < MIN_ENTRIES:
+            chunks.append(flat.tobytes())
+            continue
         if scheme.topk is not None:
             index = _top(flat, scheme.topk)
             chunks.append(_varint_encode(index) if code == "varint" else _bitmap_encode(index, flat.size))
             flat = flat[index]
         chunks += _quantize(flat, scheme, None)
-    parts = {k: v for k, v in grad.items() if k not in names or (alone and k == names[0])}
+    parts = {_largest(grad): grad[_largest(grad)]} if alone else {}
     parts[PACKED] = np.frombuffer(b"".join(chunks) + tail, np.uint8)
     meta = {"site_id": "s", "num_examples": 5, "metrics": {}, "codec": codec}
     return save(parts, metadata={"fedcare": json.dumps(meta)})
 
 
+def _largest(grad) -> str:
+    return max(packed_names(grad), key=lambda name: np.size(grad[name]))
+
+
 def _corrupt_updates(grad) -> dict[str, tuple[bytes, str]]:
     """Each corrupt compressed update and the words its refusal must hold (also used over the network)."""
-    w = grad[packed_names(grad)[0]].reshape(-1)
+    w = grad[_largest(grad)].reshape(-1)
     n, k = w.size, kept(0.2, w.size)
     top = _top(w, 0.2)
     values = _quantize(w[top], parse_scheme("int8"), None)[0]
@@ -163,7 +182,7 @@ def _corrupt_updates(grad) -> dict[str, tuple[bytes, str]]:
         "values too short": (_tampered(grad, "fp16", w[3:].astype("<f2").tobytes()), "end inside"),
         "bytes left over": (_tampered(grad, "int8", q.tobytes() + scale, tail=b"\x00"), "bytes follow"),
         "codec without its index code": (_tampered(grad, "topk:0.2+int8", b""), "index code"),
-        "an array packed and on its own": (_tampered(grad, "int8", q.tobytes() + scale, alone=True), "travels packed"),
+        "an array packed and on its own": (_tampered(grad, "int8", q.tobytes() + scale, alone=True), "holds only"),
         "fp16 overflow": (_tampered(grad, "fp16", huge), "65504"),
     }
 
@@ -283,6 +302,7 @@ def test_the_coordinator_sees_decoded_updates_under_site_dp_and_robust_rules(tmp
     update = transport.fit(ARRAYS, {"s": request}).updates[0]
     assert {k: (v.shape, v.dtype) for k, v in update.grad.items()} == {k: (v.shape, v.dtype) for k, v in ARRAYS.items()}
     assert np.count_nonzero(update.grad["layer.0.weight"]) == 800 and update.grad["layer.0.bias"].tolist() == [3, 3, 3]
+    assert update.grad["scalar"] == 3  # packed too, exactly (under MIN_ENTRIES)
     assert transport.bytes_upload < len(update_to_bytes(update, 1)) < transport.bytes_sent
 
 

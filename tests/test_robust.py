@@ -14,6 +14,7 @@ from fedcare.algorithms.robust import (
     centered_clip,
     coordinate_median,
     krum,
+    median_of_rows,
     norm_bound,
     trimmed_mean,
     update_report,
@@ -272,3 +273,16 @@ def test_every_rule_runs_one_strategy_step(pieces, g_w0, g_b):
     np.testing.assert_allclose(new["w"], [1 - g_w0, 2], rtol=1e-5)
     np.testing.assert_allclose(new["b"], [0.5 - g_b], rtol=1e-5, atol=1e-6)
     assert new["w"].dtype == np.float32 and len(new_states) == len(pieces) + 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 33])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_of_rows_is_numpys_median_bit_for_bit(n, dtype):
+    rng = np.random.default_rng(n)
+    rows = [rng.standard_normal(1000).astype(dtype) for _ in range(n)]
+    rows[0][:100] = rows[-1][:100]  # ties
+    before = [r.copy() for r in rows]
+    expected = np.median(np.stack(rows).astype(np.float64), axis=0)
+    got = median_of_rows(rows)
+    assert got.dtype == np.float64 and np.array_equal(got, expected)
+    assert all(np.array_equal(r, b) for r, b in zip(rows, before))  # the caller's arrays are not sorted in place

@@ -91,6 +91,29 @@ def _stack(updates: Iterable[Update], like: Mapping[str, np.ndarray], rule: str)
     return ids, np.stack(rows)
 
 
+_NETWORK_ROWS = 32  # up to this many rows a compare-exchange network beats np.median's per-column selection
+
+
+def median_of_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """The element-wise median of equal-length 1-D arrays, in float64: `np.median(np.stack(rows)
+    .astype(np.float64), axis=0)` bit for bit. np.median selects along the short axis one column at a
+    time (about 0.2 µs a column: 0.2 s for 4 updates of a 1M-parameter model); with few rows an
+    odd-even transposition sort over whole arrays (exact min/max, in the rows' own dtype) is 10-20x
+    faster. Many rows: np.median."""
+    n = len(rows)
+    if n > _NETWORK_ROWS:
+        return np.median(np.stack(rows).astype(np.float64), axis=0)
+    s = [np.array(r) for r in rows]  # copies, sorted in place
+    spare = np.empty_like(s[0])
+    for p in range(n):  # n passes of compare-exchange sort n rows
+        for i in range(p % 2, n - 1, 2):
+            np.minimum(s[i], s[i + 1], out=spare)
+            np.maximum(s[i], s[i + 1], out=s[i + 1])
+            s[i], spare = spare, s[i]
+    k = n // 2
+    return s[k].astype(np.float64) if n % 2 else (s[k - 1].astype(np.float64) + s[k]) / 2
+
+
 def _shares(order_rows: np.ndarray, n: int, d: int) -> np.ndarray:
     """How often each site index appears in `order_rows` (rows of argsort indices), divided by d."""
     if d == 0:

@@ -15,15 +15,15 @@ e.g. `topk:0.01+int8` keeps 1 % of the entries as int8 with their positions.
 
 The layout is compact because both sides already agree on the message's names and shapes (an
 update mirrors the message it answers; a broadcast is the model the site built from the plan).
-Arrays of fewer than `MIN_ENTRIES` entries (biases, a logistic model's few weights) travel as
-ordinary safetensors entries. All the others travel packed, in the order of their sorted names, in
-one uint8 entry `PACKED`; the metadata says only the scheme, e.g. `topk:0.01+int8;varint`. Per
+Every array travels packed, in the order of their sorted names, in one uint8 entry `PACKED`; the
+message has no other entry, so its header names no array, shape or offset. Arrays of fewer than
+`MIN_ENTRIES` entries (biases, batch-norm statistics) are packed exactly, at their own float dtype;
+the others as the scheme says. The metadata says only the scheme, e.g. `topk:0.01+int8;varint`
+(serialization writes that metadata compactly, see `compact_meta`). Per
 array the packed bytes are: with top-k, the kept positions, either as LEB128 varints of the gaps
 between them (`varint`, about 1 byte per kept entry when the gaps are short) or as a bitmap of
 ⌈n/8⌉ bytes (`bitmap`), whichever is smaller for the whole message; then the values (fp16/bf16:
 2 bytes, int8: 1, int4: ½, none: the array's own float dtype); then int8/int4's float32 scales.
-A message with nothing compressed carries no codec at all: its bytes are those of an
-uncompressed message.
 
 Compression happens at the wire (core/serialization.py): the receiver decodes every array back to
 its dense float shape before anything else sees it, so clipping, noise and the robust rules work
@@ -46,15 +46,20 @@ from fedcare.core.errors import ConfigError, ParamsError
 
 #: Reserved in names: model arrays never have '#' in them, so the packed entry cannot clash.
 PART = "#"
-#: The one safetensors entry that holds every compressed array of a message.
-PACKED = "#packed"
+#: The one safetensors entry of a compressed message: every array, packed.
+PACKED = "#"
 QUANTIZERS = ("fp16", "bf16", "int8", "int4")
 #: The largest quantization level of each integer quantizer.
 LEVELS = {"int8": 127, "int4": 7}
 #: The largest int8/int4 scale: 127 · scale stays below float32's maximum.
 MAX_SCALE = float(np.finfo(np.float32).max) / 128
-#: Smaller arrays are sent uncompressed (what they would save is a few bytes).
+#: Arrays of fewer entries (biases, batch-norm statistics, a logistic model's few weights) are packed
+#: exactly, at their own float dtype: a lossy batch-norm variance can turn negative (NaN), and what
+#: they would save is a few bytes.
 MIN_ENTRIES = 128
+#: Significant digits a compressed message keeps of its metadata's floats (a site's train_loss):
+#: a lossy message need not carry 17 digits of a scalar nothing is computed from.
+META_DIGITS = 6
 INDEX_CODES = ("varint", "bitmap")
 _FLOATS = (np.dtype("<f4"), np.dtype("<f8"))
 
@@ -116,8 +121,19 @@ def kept(fraction: float, size: int) -> int:
 
 
 def packed_names(arrays: Mapping[str, np.ndarray]) -> list[str]:
-    """The arrays a compressed message packs, in packing order (both sides derive it)."""
-    return sorted(name for name, arr in arrays.items() if np.size(arr) >= MIN_ENTRIES)
+    """The arrays a compressed message packs, in packing order (both sides derive it): all of them."""
+    return sorted(arrays)
+
+
+def compact_meta(meta: object) -> object:
+    """A compressed message's metadata with its floats cut to `META_DIGITS` significant digits."""
+    if isinstance(meta, float):
+        return float(f"{meta:.{META_DIGITS}g}")
+    if isinstance(meta, dict):
+        return {k: compact_meta(v) for k, v in meta.items()}
+    if isinstance(meta, list):
+        return [compact_meta(v) for v in meta]
+    return meta
 
 
 # ----- encoding -------------------------------------------------------------------------------------
@@ -137,8 +153,8 @@ def roundtrip(arrays: Mapping[str, np.ndarray], scheme: Scheme, rng: np.random.G
 
 def encode(arrays: Mapping[str, np.ndarray], scheme: Scheme,
            rng: np.random.Generator | None = None) -> tuple[dict[str, np.ndarray], str | None]:
-    """The message's entries (small arrays as they are, plus `PACKED`) and its codec string; the
-    codec is None, and the arrays unchanged, when no array is large enough to compress."""
+    """The message's one entry, `PACKED`, and its codec string; the codec is None, and the arrays
+    unchanged, when the scheme is none or there is no array."""
     for name in arrays:
         if PART in name:
             raise ParamsError(f"array '{name}' has '{PART}' in its name, which compressed messages reserve")
@@ -146,20 +162,24 @@ def encode(arrays: Mapping[str, np.ndarray], scheme: Scheme,
     if not names:
         return dict(arrays), None
     flats = [np.asarray(arrays[name]).reshape(-1) for name in names]
-    indices = [_top(flat, scheme.topk) for flat in flats] if scheme.topk is not None else None
+    indices = [_top(flat, scheme.topk) if flat.size >= MIN_ENTRIES else None for flat in flats] \
+        if scheme.topk is not None else None
     chunks, code = [], None
     if indices is not None:
-        varints = [_varint_encode(index) for index in indices]
-        bitmaps = [_bitmap_encode(index, flat.size) for index, flat in zip(indices, flats, strict=True)]
-        code, streams = min((("varint", varints), ("bitmap", bitmaps)), key=lambda c: sum(len(b) for b in c[1]))
+        varints = [_varint_encode(index) for index in indices if index is not None]
+        bitmaps = [_bitmap_encode(index, flat.size) for index, flat in zip(indices, flats, strict=True)
+                   if index is not None]
+        code, chosen = min((("varint", varints), ("bitmap", bitmaps)), key=lambda c: sum(len(b) for b in c[1]))
+        streams = iter(chosen)
     for i, flat in enumerate(flats):
+        if flat.size < MIN_ENTRIES:
+            chunks.append(flat.astype(flat.dtype.newbyteorder("<")).tobytes())
+            continue
         if indices is not None:
-            chunks.append(streams[i])
+            chunks.append(next(streams))
             flat = flat[indices[i]]
         chunks += _quantize(flat, scheme, rng)
-    parts = {name: arr for name, arr in arrays.items() if name not in set(names)}
-    parts[PACKED] = np.frombuffer(b"".join(chunks), np.uint8)
-    return parts, str(scheme) + (f";{code}" if code else "")
+    return {PACKED: np.frombuffer(b"".join(chunks), np.uint8)}, str(scheme) + (f";{code}" if code else "")
 
 
 def _top(flat: np.ndarray, fraction: float) -> np.ndarray:
@@ -235,14 +255,18 @@ def decode(parts: Mapping[str, np.ndarray], codec: object, like: Mapping[str, np
     payload = parts.get(PACKED)
     if payload is None or payload.dtype != np.uint8 or payload.ndim != 1:
         raise ParamsError(f"{what} is compressed but holds no 1-d uint8 '{PACKED}' entry")
+    for name in parts:
+        if name != PACKED:
+            raise ParamsError(f"{what} holds entry '{name[:64]}'; a compressed message holds only '{PACKED}'")
     out = {}
     reader = _Reader(payload, what)
     for name in names:
-        if name in parts:
-            raise ParamsError(f"{what} array '{name[:64]}' travels packed in a compressed message, not on its own")
         ref = like[name]
         size = int(np.size(ref))
         dtype = np.dtype(ref.dtype) if np.dtype(ref.dtype) in _FLOATS else np.dtype("<f4")
+        if size < MIN_ENTRIES:
+            out[name] = reader.array(name, dtype.str, size, "values").reshape(np.shape(ref))
+            continue
         count, index = size, None
         if scheme.topk is not None:
             count = kept(scheme.topk, size)
@@ -256,14 +280,6 @@ def decode(parts: Mapping[str, np.ndarray], codec: object, like: Mapping[str, np
         out[name] = dense.astype(dtype).reshape(np.shape(ref))
     if reader.at != payload.size:
         raise ParamsError(f"{what}: {payload.size - reader.at} bytes follow the last packed array")
-    for name, arr in parts.items():  # the arrays that travel as they are
-        if name == PACKED:
-            continue
-        if PART in name:
-            raise ParamsError(f"{what} holds entry '{name[:64]}', which a compressed message does not have")
-        if arr.dtype not in _FLOATS:
-            raise ParamsError(f"{what} array '{name[:64]}' has dtype {arr.dtype}; expected float32 or float64")
-        out[name] = arr
     return out
 
 

@@ -66,17 +66,19 @@ class _Malformed(ValueError):
 def params_to_bytes(params: Mapping[str, np.ndarray], meta: Mapping[str, object] | None = None,
                     scheme: compression.Scheme = compression.NONE, rng: np.random.Generator | None = None) -> bytes:
     """With an active `scheme`, the arrays travel compressed (see core/compression.py; `rng` makes
-    int8/int4 rounding stochastic) and the metadata's `codec` names the scheme; a message with no
-    array large enough to compress is written as an uncompressed one, byte for byte."""
+    int8/int4 rounding stochastic), the metadata's `codec` names the scheme, and the metadata is
+    written compactly (`compression.compact_meta`); with scheme none the bytes are unchanged."""
     # Structure only: refusing NaN/Inf is the receiver's job (a sender is not trusted to check), and
     # a simulated corrupt site must be able to send what a broken one would.
     validate_params(params, finite=False)
     meta = dict(meta or {})
+    compact = False
     if scheme.active:
         params, codec = compression.encode(params, scheme, rng)
-        if codec is not None:
+        if codec is not None:  # a lossy message: its metadata without spaces and 17-digit floats
+            meta, compact = compression.compact_meta(meta), True
             meta[_CODEC_KEY] = codec
-    header = {_META_KEY: json.dumps(meta, sort_keys=True)}
+    header = {_META_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":") if compact else None)}
     # np.asarray(order="C"), not np.ascontiguousarray, which would turn a 0-d array into shape (1,)
     return save({k: np.asarray(v, order="C") for k, v in params.items()}, metadata=header)
 

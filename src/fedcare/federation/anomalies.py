@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fedcare.algorithms.robust import update_report
+from fedcare.algorithms.robust import median_of_rows, update_report
 from fedcare.core.params import Params
 from fedcare.core.update import Update
 
@@ -76,8 +76,7 @@ def _against_consensus(updates: Sequence[Update], like: Params) -> dict[str, dic
     median of two is their mean, which one hostile site moves as far as it likes)."""
     if len(updates) < 3:
         return {}
-    consensus = {name: np.concatenate([np.median(np.stack([np.asarray(u.grad[name]).ravel()[i:i + _CHUNK]
-                                                           for u in updates]).astype(np.float64), axis=0)
+    consensus = {name: np.concatenate([median_of_rows([np.asarray(u.grad[name]).ravel()[i:i + _CHUNK] for u in updates])
                                        for i in range(0, max(np.asarray(like[name]).size, 1), _CHUNK)])
                  for name in like}
     consensus = {name: v.reshape(np.shape(like[name])) for name, v in consensus.items()}

@@ -33,6 +33,7 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
 
     from fedcare.learning.tasks import load_plugins
     from fedcare.transports.network.coordinator import Coordinator, ServiceSettings, for_sites
+    from fedcare.transports.network.httpstack import uvicorn_options
     from fedcare.transports.network.server import create_app
 
     _logging()
@@ -51,6 +52,7 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
                           "or pass --sites")
     if len(set(members)) != len(members):
         raise ConfigError("--sites names a site twice")
+    stack = uvicorn_options()  # uvloop and httptools with fedcare[fast], else asyncio and h11; logged once
     listener = _bind(host, port)  # first: a busy port is one line, before any run starts or "listening" is said
     settings = ServiceSettings(state, tuple(members), deployment.deadline, int(deployment.max_body_mb * 1024 * 1024),
                                database=database, max_json=int(deployment.max_json_mb * 1024 * 1024))
@@ -74,7 +76,7 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
     logging.getLogger("fedcare.coordinator").info("listening on %s://%s:%d for sites %s", scheme, host, port,
                                                   ", ".join(members))
     server = uvicorn.Server(uvicorn.Config(create_app(control, registry, extensions), host=host, port=port, log_level="warning",
-                                           timeout_graceful_shutdown=2, **tls))
+                                           timeout_graceful_shutdown=2, **stack, **tls))
     server.run(sockets=[listener])
 
 
