@@ -128,12 +128,13 @@ def run_fedcare(csv: Path, rounds: int, out: Path, backend: str, workers: int) -
            "hidden": [HIDDEN], "rounds": rounds, "local_epochs": 1, "batch_size": BATCH, "lr": LR, "seed": SEED,
            "baselines": False, "out": str(out.with_suffix(""))}
     backend, _, batched = backend.partition("+")  # processes+batched: the workers train their sites batched
+    hosts = {} if backend == "in-process" else {"workers": workers}  # the in-process backend is one process
     try:
-        run = fedcare.simulate(cfg, backend=backend, workers=workers, **({"batched": True} if batched else {}))
+        run = fedcare.simulate(cfg, backend=backend, **hosts, **({"batched": True} if batched else {}))
     except ConfigError as exc:
-        if "backend" not in str(exc):
+        if "backend" not in str(exc) and "batched" not in str(exc):
             raise
-        if backend != "in-process":  # no backends in this fedcare: only its one in-process loop
+        if backend != "in-process" or batched:  # no backends in this fedcare: only its one in-process loop
             print(f"fedcare has no backend '{backend}': {exc}", file=sys.stderr)
             sys.exit(UNKNOWN_BACKEND)
         run = fedcare.simulate(cfg)

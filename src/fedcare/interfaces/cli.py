@@ -132,7 +132,7 @@ def simulate(
     backend: Annotated[Optional[str], Opt(help="in-process | processes | ray: where the sites run (see docs/scale.md)")] = None,
     workers: Annotated[Optional[int], Opt(help="processes/ray: workers, each hosting a shard of sites (default: the CPUs)")] = None,
     ray_address: Annotated[Optional[str], Opt(help="ray: a running cluster's host:port (default: start one here)")] = None,
-    batched: Annotated[Optional[bool], Opt("--batched/--no-batched", help="train a worker's sites together with torch.func where the algorithm allows")] = None,
+    batched: Annotated[Optional[bool], Opt("--batched/--no-batched", help="train the sites (of this process or a worker) together with torch.func where the algorithm allows")] = None,
     device: Annotated[Optional[str], Opt(help="cpu | cuda: where batched sites train")] = None,
     # ----- headline metric and tracking (core/config/evaluation.py, tracking.py) -----
     metric: Annotated[Optional[str], Opt(help="headline and early-stopping metric: accuracy | balanced_accuracy | "

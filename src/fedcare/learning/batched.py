@@ -6,7 +6,7 @@ same seeded shuffles, the same batch boundaries, the same steps; only float32 ro
 minibatch every site fills (or has ended) takes the loop's mean loss over the whole batch; only a
 window some site fills in part (its last batch) takes a masked mean of per-patient losses. A site
 with fewer batches than the largest stops stepping when its own batches end. What it covers: plain
-local SGD (FedAvg) with FedProx's proximal term, and FedSGD's one gradient over all of a site's
+local SGD (FedAvg) with FedProx's proximal term or SCAFFOLD's correction, and FedSGD's one gradient over all of a site's
 training rows, on tasks whose loss is a mean over patients and models without batch norm;
 `batchable` says why anything else trains in the loop.
 """
@@ -34,8 +34,8 @@ def batchable(request: FitRequest, model: nn.Module, data: Batches) -> str | Non
         return "batched sites train plain local SGD (fedavg, fedprox) or one gradient (fedsgd)"
     if request.mode not in ("local_epochs", "gradient"):
         return f"the {request.mode} round trains site by site"
-    if request.scaffold or request.dp_epsilon is not None or request.personalization != "none":
-        return "SCAFFOLD, record-level DP and personalization train site by site"
+    if request.dp_epsilon is not None or request.personalization != "none":
+        return "record-level DP and personalization train site by site"
     if request.error_feedback:
         return "error feedback keeps each site's own residual: sites train one by one"
     if not data.task.per_example:
@@ -48,10 +48,12 @@ def batchable(request: FitRequest, model: nn.Module, data: Batches) -> str | Non
 
 
 def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Params,
-                   requests: Mapping[str, FitRequest], device: str = "cpu") -> dict[str, Update]:
+                   requests: Mapping[str, FitRequest], device: str = "cpu",
+                   fixes: Mapping[str, Params] | None = None) -> dict[str, Update]:
     """Every site's update from the same global `params`, as the loop makes it: local SGD's
     params − trained and its last epoch's mean loss, or FedSGD's gradient of the mean loss over all
-    the site's training rows (mode `gradient`). `model` is any of the sites' (identical) modules."""
+    the site's training rows (mode `gradient`). `model` is any of the sites' (identical) modules.
+    `fixes`: per site, what is added to every gradient before its step (SCAFFOLD's c − cᵢ)."""
     ids = list(sites)
     first = requests[ids[0]]
     task = sites[ids[0]].task
@@ -97,6 +99,8 @@ def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Param
     epochs, lr, bs = first.local_epochs, first.lr, first.batch_size
     steps = max(math.ceil(len(sites[s]) / bs) for s in ids)
     gens = {s: torch.Generator().manual_seed(requests[s].seed) for s in ids}
+    fix = ({k: torch.stack([torch.as_tensor(fixes[s][k], dtype=v.dtype) for s in ids]).to(device)
+            for k, v in stacked.items()} if fixes else {})
     last = torch.zeros(len(ids), device=device)
     for _ in range(epochs):
         orders = [torch.randperm(len(sites[s]), generator=gens[s]) for s in ids]  # the loop's shuffles
@@ -111,7 +115,8 @@ def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Param
             active = (counts > 0).to(m.dtype)  # a site whose batches have ended takes no step
             with torch.no_grad():
                 for k in names:
-                    stacked[k] -= lr * g[k] * active.view(-1, *[1] * (g[k].dim() - 1))
+                    step = g[k] + fix[k] if k in fix else g[k]
+                    stacked[k] -= lr * step * active.view(-1, *[1] * (g[k].dim() - 1))
             last += data_loss.detach() * counts
     losses = (last / sizes.clamp(min=1)).tolist()
     trained = {k: v.detach().cpu().numpy() for k, v in stacked.items()}

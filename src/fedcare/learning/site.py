@@ -149,6 +149,23 @@ class LocalSite:
         Sends θ − y and Δcᵢ = cᵢ⁺ − cᵢ (as control/<name>); keeps cᵢ⁺. Batch-norm statistics are
         not trained by gradient steps: their control variates stay 0.
         """
+        fixes = self.scaffold_fixes(params, c, request)
+        set_params(self.model, params)
+        hooks = []
+        for k, p in self.model.named_parameters():  # every backward pass adds c − cᵢ to the gradient SGD steps along
+            fix = torch.as_tensor(fixes[k], dtype=p.dtype)
+            hooks.append(p.register_hook(lambda g, fix=fix: g + fix))
+        try:
+            loss = self._train_epochs(request)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        trained = get_params(self.model)
+        return self.scaffold_update(params, c, {k: params[k] - trained[k] for k in params}, loss, request)
+
+    def scaffold_fixes(self, params: Params, c: Params, request: FitRequest) -> Params:
+        """c − cᵢ for each trainable array: what SCAFFOLD adds to every gradient of this round (the
+        loop's hooks and the batched sites both take it from here)."""
         if request.mode != "local_epochs" or request.optimizer != "sgd":
             raise ConfigError("scaffold trains with plain local SGD (local_epochs mode, optimizer sgd); "
                               f"got mode {request.mode}, optimizer {request.optimizer}")
@@ -158,19 +175,12 @@ class LocalSite:
         if missing:
             raise ParamsError(f"scaffold request lacks the control variate '{control_name(missing[0])}'")
         c_i = self.control or {k: np.zeros_like(v) for k, v in params.items()}
-        set_params(self.model, params)
+        return {k: np.asarray(c[k] - c_i[k]) for k, _ in self.model.named_parameters()}
+
+    def scaffold_update(self, params: Params, c: Params, grad: Params, loss: float, request: FitRequest) -> Update:
+        """cᵢ⁺ = cᵢ − c + (θ − y)/(K·lr) kept; θ − y and Δcᵢ sent."""
+        c_i = self.control or {k: np.zeros_like(v) for k, v in params.items()}
         trainable = dict(self.model.named_parameters())
-        hooks = []
-        for k, p in trainable.items():  # every backward pass adds c − cᵢ to the gradient SGD steps along
-            fix = torch.as_tensor(np.asarray(c[k] - c_i[k]), dtype=p.dtype)
-            hooks.append(p.register_hook(lambda g, fix=fix: g + fix))
-        try:
-            loss = self._train_epochs(request)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        trained = get_params(self.model)
-        grad = {k: params[k] - trained[k] for k in params}
         steps = request.local_epochs * math.ceil(self.num_train / request.batch_size)
         delta = {k: ((grad[k] / (steps * request.lr) - c[k]) if k in trainable else np.zeros_like(grad[k]))
                  .astype(params[k].dtype, copy=False) for k in params}

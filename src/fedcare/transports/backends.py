@@ -31,6 +31,7 @@ from fedcare.transports.sharded import (
 )
 from fedcare.transports.simulated import Federation, attacker_ids, build_federation
 from fedcare.transports.simulation import SimulationTransport
+from fedcare.transports.together import Together
 
 
 @dataclass
@@ -58,9 +59,12 @@ def open_backend(cfg: FederationConfig, dataset: FederatedDataset, *, model_fact
     """The backend over the prepared `dataset`; `pool`: workers start_workers started (closed on error)."""
     b = cfg.backend
     if b.backend == "in-process":
+        if b.batched and cfg.privacy.secure_aggregation:
+            raise ConfigError("batched: secure aggregation runs its own protocol site by site; drop --batched")
         fed = build_federation(cfg, dataset, model_factory=model_factory, aggregator=aggregator)
+        together = Together(b) if b.batched else None
         return Backend(fed, lambda sent, upload, scheme: SimulationTransport(fed.federated_sites, sent, broadcast=scheme,
-                                                                         bytes_upload=upload))
+                                                                         bytes_upload=upload, together=together))
     try:
         _check_config(cfg, model_factory)
         _check_hostable(cfg, dataset)

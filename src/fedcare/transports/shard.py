@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import struct
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -32,9 +31,8 @@ from fedcare.core.serialization import (
 from fedcare.data.dataset import SPLITS, DataShape, SiteData
 from fedcare.data.examples import ArrayExamples
 from fedcare.federation.plan import Plan, make_plan
-from fedcare.learning.batched import batchable, check_device, train_together
-from fedcare.learning.site import LocalSite
 from fedcare.transports.simulated import attacked, honest
+from fedcare.transports.together import Together
 
 _LEN = struct.Struct("<Q")
 
@@ -95,8 +93,7 @@ class Shard:
         self.sites = {s.site_id: s for s in attacked(plan, data, sites, set(header["hostile"]))}
         self.honest = honest(list(self.sites.values()))
         backend = plan.config.backend
-        check_device(backend.device)
-        self._batched, self._device, self._warned = backend.batched, backend.device, False
+        self._together = Together(backend) if backend.batched else None
 
     def handle(self, message: bytes | memoryview) -> bytes:
         header, blobs = unpack(message)
@@ -134,7 +131,7 @@ class Shard:
         """Each requested site's update bytes, in site order, or why it declined."""
         received, sites = _params(blob, header["order"]), self._reach(header)
         requests = {sid: FitRequest(**r) for sid, r in header["requests"].items()}
-        together = self._together(received, requests, sites) if self._batched else {}
+        together = self._together.updates(received, requests, sites) if self._together else {}
         answers, out = [], []
         for sid, request in requests.items():
             try:
@@ -144,27 +141,6 @@ class Shard:
             except SiteDeclined as exc:
                 answers.append(str(exc))
         return pack({"declined": answers}, out)
-
-    def _together(self, received: Params, requests: Mapping[str, FitRequest], sites: Mapping) -> dict:
-        """The updates of the sites that can train batched (honest ones, whose round allows it); the
-        others train in the loop, and the first time that happens the user is told why."""
-        ready, why = {}, None
-        for sid, request in requests.items():
-            site = sites[sid]
-            reason = (batchable(request, site.model, site.train_data) if isinstance(site, LocalSite)
-                      else "a simulated attacker trains site by site")
-            if reason is None:
-                ready[sid] = site
-            else:
-                why = why or reason
-        if why and not self._warned:
-            warnings.warn(f"batched: some sites train one by one ({why})", stacklevel=1)
-            self._warned = True
-        if not ready:
-            return {}
-        first = next(iter(ready.values()))
-        return train_together(first.model, {sid: s.train_data for sid, s in ready.items()}, received,
-                              {sid: requests[sid] for sid in ready}, self._device)
 
 
 def _params(blob: bytes | memoryview, order: Sequence[str]) -> Params:

@@ -23,6 +23,7 @@ from fedcare.core.params import Params
 from fedcare.core.serialization import fit_reply_to_bytes, params_from_bytes, params_to_bytes, update_from_bytes
 from fedcare.core.update import Update
 from fedcare.federation.transport import FitResult, SiteMetrics, Transport
+from fedcare.transports.together import Together
 
 
 class Site(Protocol):
@@ -66,7 +67,9 @@ class Traffic:
 
 class SimulationTransport:
     def __init__(self, sites: Sequence[Site], bytes_sent: int = 0, secure: SecureRounds | None = None,
-                 broadcast: Scheme = NONE, bytes_upload: int = 0):
+                 broadcast: Scheme = NONE, bytes_upload: int = 0, together: Together | None = None):
+        """`together`: train the sites that can batched (backend.batched), the others one by one."""
+        self._together = together
         self._sites = {site.site_id: site for site in sites}
         self._traffic = Traffic(bytes_sent, bytes_upload, broadcast)
         # secure aggregation: given here, or carried by the list of sites (transports.secure.SecureSites)
@@ -97,10 +100,17 @@ class SimulationTransport:
         # sites lacking an input get (and answer with) the message without its encoder: one broadcast per scope
         scopes = [r.skip for r in requests.values()]
         received = {skip: self.broadcast(scoped(message, skip), scopes.count(skip)) for skip in dict.fromkeys(scopes)}
+        together: dict[str, Update] = {}
+        if self._together is not None:
+            for skip, got in received.items():
+                together.update(self._together.updates(got, {s: r for s, r in requests.items() if r.skip == skip},
+                                                       self._sites))
         result = FitResult([])
         for site_id, request in requests.items():
             try:
-                blob = fit_reply_to_bytes(self._sites[site_id].fit(received[request.skip], request), request)
+                update = (together[site_id] if site_id in together
+                          else self._sites[site_id].fit(received[request.skip], request))
+                blob = fit_reply_to_bytes(update, request)
             except SiteDeclined as exc:
                 result.refused[site_id] = str(exc)
                 continue

@@ -17,7 +17,8 @@ class BackendSettings(Section):
     workers: int | None = Field(None, ge=1, description="workers hosting a shard of sites each "
                                 "(default: the machine's cores for processes, the cluster's CPUs for ray)")
     ray_address: str | None = Field(None, description="a running Ray cluster (host:port); default: start one here")
-    batched: bool = Field(False, description="train a worker's sites together (torch.func.vmap) where the "
+    batched: bool = Field(False, description="train the sites of this process or of a worker together "
+                          "(torch.func.vmap) where the "
                           "algorithm allows it")
     device: Literal["cpu", "cuda"] = "cpu"
 
@@ -26,8 +27,5 @@ class BackendSettings(Section):
             raise ValueError("workers needs backend processes or ray; the in-process backend is one process")
         if self.ray_address is not None and self.backend != "ray":
             raise ValueError("ray_address needs backend ray")
-        if self.batched and self.backend == "in-process":
-            raise ValueError("batched sites train in the workers of backend processes or ray (one core: "
-                             "--backend processes --workers 1)")
         if self.device == "cuda" and not self.batched:
             raise ValueError("device cuda runs batched sites only: add batched (--batched)")
