@@ -3,7 +3,6 @@ otherwise, and the same bound on a request's head with either (a real uvicorn on
 
 from __future__ import annotations
 
-import logging
 import socket
 import threading
 import time
@@ -17,12 +16,11 @@ from fedcare.transports.network.httpstack import MAX_HEAD, installed, uvicorn_op
 FAST = installed("uvloop") and installed("httptools")
 
 
-def test_the_choice_is_logged_once_and_a_bad_value_is_one_line(monkeypatch, caplog):
-    with caplog.at_level(logging.INFO, logger="fedcare.coordinator"):
-        forced = uvicorn_options("h11")
+def test_the_choice_is_said_in_one_line_and_a_bad_value_is_one_line(monkeypatch):
+    forced, line = uvicorn_options("h11")
     assert (forced["loop"], forced["http"]) == ("asyncio", "h11")
-    assert [r.getMessage() for r in caplog.records] == ["HTTP stack: asyncio event loop, h11 parser (FEDCARE_HTTP=h11)"]
-    auto = uvicorn_options("auto")
+    assert line == "HTTP stack: asyncio event loop, h11 parser (FEDCARE_HTTP=h11)"
+    auto, _ = uvicorn_options("auto")
     assert (auto["loop"] == "uvloop") == FAST and (auto["http"] == "h11") != FAST
     monkeypatch.setenv("FEDCARE_HTTP", "httptools-please")
     with pytest.raises(ConfigError, match="FEDCARE_HTTP='httptools-please': expected one of auto, h11"):
@@ -65,7 +63,7 @@ def test_a_head_past_the_bound_is_refused_with_either_parser(choice):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(_app, host="127.0.0.1", port=port, log_level="critical", lifespan="off",
-                                           **uvicorn_options(choice)))
+                                           **uvicorn_options(choice)[0]))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -4,7 +4,8 @@ With the optional extra `fedcare[fast]` (uvloop and httptools, both compiled) th
 loop spends about a quarter less CPU per round on TLS and HTTP than on the pure-Python fallback
 (asyncio's loop and h11), and its rounds are shorter (benchmarks/RESULTS.md §7). Without the extra
 it runs on the fallback, which behaves the same. `FEDCARE_HTTP=h11` forces the fallback where both are
-installed (to compare the two, or to rule the compiled parser out). The choice is logged once.
+installed (to compare the two, or to rule the compiled parser out). The coordinator logs the choice once it
+listens, not before: a start that fails (a busy port, a damaged database) stays one line.
 
 httptools puts no bound on a request's headers (h11 refuses an incomplete head past 16 KiB), so the
 coordinator runs it through `BoundedHttpTools`, which refuses a head larger than `MAX_HEAD` bytes
@@ -15,7 +16,6 @@ with an endless header.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from typing import Any
 
@@ -25,7 +25,6 @@ MAX_HEAD = 16 * 1024  # bytes of request line + headers; h11's own default limit
 ENV = "FEDCARE_HTTP"
 CHOICES = ("auto", "h11")
 
-log = logging.getLogger("fedcare.coordinator")
 _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
               b"content-length: 32\r\nconnection: close\r\n\r\nRequest header fields too large.")
 
@@ -34,19 +33,19 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def uvicorn_options(choice: str | None = None) -> dict[str, Any]:
-    """uvicorn.Config's `loop` and `http` (and the head limit h11 applies), chosen once and logged:
+def uvicorn_options(choice: str | None = None) -> tuple[dict[str, Any], str]:
+    """uvicorn.Config's `loop` and `http` (and the head limit h11 applies), and a line saying which:
     uvloop and httptools when both are installed, else asyncio and h11."""
     choice = (os.environ.get(ENV, "auto") if choice is None else choice).strip().lower() or "auto"
     if choice not in CHOICES:
         raise ConfigError(f"{ENV}={choice!r}: expected one of {', '.join(CHOICES)}")
     fast = choice == "auto" and installed("uvloop") and installed("httptools")
     if fast:
-        log.info("HTTP stack: uvloop event loop, httptools parser (fedcare[fast])")
-        return {"loop": "uvloop", "http": bounded_httptools(), "h11_max_incomplete_event_size": MAX_HEAD}
+        return ({"loop": "uvloop", "http": bounded_httptools(), "h11_max_incomplete_event_size": MAX_HEAD},
+                "HTTP stack: uvloop event loop, httptools parser (fedcare[fast])")
     why = f"{ENV}=h11" if choice == "h11" else "uvloop and httptools not both installed; fedcare[fast] adds them"
-    log.info("HTTP stack: asyncio event loop, h11 parser (%s)", why)
-    return {"loop": "asyncio", "http": "h11", "h11_max_incomplete_event_size": MAX_HEAD}
+    return ({"loop": "asyncio", "http": "h11", "h11_max_incomplete_event_size": MAX_HEAD},
+            f"HTTP stack: asyncio event loop, h11 parser ({why})")
 
 
 def bounded_httptools() -> type:

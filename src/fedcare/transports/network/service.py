@@ -52,7 +52,7 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
                           "or pass --sites")
     if len(set(members)) != len(members):
         raise ConfigError("--sites names a site twice")
-    stack = uvicorn_options()  # uvloop and httptools with fedcare[fast], else asyncio and h11; logged once
+    stack, stack_line = uvicorn_options()  # uvloop and httptools with fedcare[fast], else asyncio and h11
     listener = _bind(host, port)  # first: a busy port is one line, before any run starts or "listening" is said
     settings = ServiceSettings(state, tuple(members), deployment.deadline, int(deployment.max_body_mb * 1024 * 1024),
                                database=database, max_json=int(deployment.max_json_mb * 1024 * 1024))
@@ -73,6 +73,7 @@ def serve(config: Path, credentials: Path, state: Path, host: str, port: int, si
         phases.watch()
     tls = {} if insecure else dict(zip(("ssl_certfile", "ssl_keyfile"), map(str, server_tls_files(credentials))))
     scheme = "http" if insecure else "https"
+    logging.getLogger("fedcare.coordinator").info(stack_line)
     logging.getLogger("fedcare.coordinator").info("listening on %s://%s:%d for sites %s", scheme, host, port,
                                                   ", ".join(members))
     server = uvicorn.Server(uvicorn.Config(create_app(control, registry, extensions), host=host, port=port, log_level="warning",
