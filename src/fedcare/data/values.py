@@ -36,6 +36,12 @@ def finite_numbers(cells: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     after `clean_column`'s rule (stripped, missing tokens), missing or a finite number; else None
     (the column stays text). At least one cell must be a number: a column of missing cells only is
     typed as text, as `decide_types` does."""
+    try:  # the usual column: every cell a bare finite number (no space, nothing missing), one cast
+        values = pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)
+        if np.isfinite(values).all():  # NaN could be a cell '-nan', which the rule below says is text
+            return values
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
     if not pc.all(pc.string_is_ascii(cells)).as_py():  # ASCII: strip and lower-case are Python's
         return None
     text = pc.utf8_trim(cells, _PY_STRIP)
