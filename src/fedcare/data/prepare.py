@@ -75,7 +75,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data.absent import present_name, sub_split, with_absent

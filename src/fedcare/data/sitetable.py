@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -68,7 +69,7 @@ class SiteTable:
 
     def grouped(self, bounds: np.ndarray) -> list[SiteTable]:
         """The tables of consecutive rows bounds[i]:bounds[i + 1]: views, for rows already grouped."""
-        return [self.take(slice(int(a), int(b))) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [self.take(slice(int(a), int(b))) for a, b in pairwise(bounds)]
 
     def parsed(self, columns: Sequence[str]) -> np.ndarray:
         """`parse_numbers` of these columns as one (rows, columns) float64 block: a float column as it

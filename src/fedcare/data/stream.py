@@ -25,8 +25,7 @@ from fedcare.core.config.data import DataSpec
 from fedcare.core.errors import DataError
 from fedcare.data.columns import MIN_CATEGORY_COUNT, ColumnTypes, typed_frame
 from fedcare.data.dataset import DataShape, SiteData
-from fedcare.data.loader import site_groups
-from fedcare.data.loader import check_spec
+from fedcare.data.loader import check_spec, site_groups
 from fedcare.data.prepare import SitePreparation, prepare, require_column
 from fedcare.data.preprocessing import transform_from_json
 from fedcare.data.raw import RawSite

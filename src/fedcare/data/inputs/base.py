@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from fedcare.data.dataset import DataSpec, InputShape
 from fedcare.data.sitetable import SiteTable
