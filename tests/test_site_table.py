@@ -34,6 +34,8 @@ def test_the_sites_of_one_file_are_views_of_its_blocks_in_file_order():
     assert [s.frame["x"].tolist() for s in sites] == [[0.0, 2.0, 5.0], [1.0, 3.0], [4.0]]
     assert [list(s.frame.index) for s in sites] == [[0, 2, 5], [1, 3], [4]]
     assert all(np.shares_memory(s.frame.numbers, sites[0].frame.numbers.base) for s in sites)  # no copy per site
+    typed = sites[0].frame.parsed(["x"])  # the typed numbers: the same block, read-only
+    assert np.shares_memory(typed, sites[0].frame.numbers) and not typed.flags.writeable
 
 
 def test_site_stats_at_once_equal_one_column_at_a_time_bit_for_bit():
