@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -286,12 +287,26 @@ def test_sites_without_an_input_take_part_over_the_network(deployment, tmp_path)
     assert code == 422 and "lack array 'head." in line and "\n" not in line, line
 
 
-def test_process_workers_skip_the_encoder_as_the_in_process_backend_does(tmp_path):
-    """backend processes, on ovarian-genomics with study-9 lacking omics: after round 1 study-9
-    neither receives nor sends the omics encoder (in the federation and in its local baseline), and
-    the run is the in-process run bit for bit, its bytes, checkpoints and baselines included."""
+_HOSTED_RUN = ("import json, sys; sys.path.insert(0, sys.argv[1]); from multimodal import blank_input; "
+               "from fedcare import simulate; from fedcare.data import DataSpec, load_dataset; "
+               "data = blank_input(load_dataset(DataSpec(dataset='ovarian-genomics')), 'omics', 0.3, ('study-9',)); "
+               "simulate({**json.loads(sys.argv[3]), 'out': sys.argv[2]}, prepared=data)")
+
+
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_hosted_workers_skip_the_encoder_as_the_in_process_backend_does(backend, tmp_path):
+    """backend processes and ray, on ovarian-genomics with study-9 lacking omics: after round 1
+    study-9 neither receives nor sends the omics encoder (in the federation and in its local
+    baseline), and the run is the in-process run bit for bit, its bytes, checkpoints and baselines
+    included. Each hosted run is its own process (Ray starts once per process)."""
+    import subprocess
+
     pytest.importorskip("SurvSet")
-    from conftest import summary_without_wall
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'fedcare[ray]')")
+    import os
+
+    from conftest import SRC, summary_without_wall
     from multimodal import blank_input
 
     from fedcare import simulate
@@ -300,18 +315,52 @@ def test_process_workers_skip_the_encoder_as_the_in_process_backend_does(tmp_pat
     data = blank_input(load_dataset(DataSpec(dataset="ovarian-genomics")), "omics", 0.3, ("study-9",))
     config = {"dataset": "ovarian-genomics", "model": "fusion", "fusion": "late", "rounds": 2,
               "personalization": "fedper", "checkpoint_every": 1}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)}
     ref = simulate({**config, "out": str(tmp_path / "in-process")}, prepared=data)
-    run = simulate({**config, "out": str(tmp_path / "processes"), "backend": "processes", "workers": 2}, prepared=data)
-    for name, value in ref.global_params.items():
-        assert np.array_equal(value, run.global_params[name]), name
-    hosted, here = (summary_without_wall(tmp_path / name) for name in ("processes", "in-process"))
+    done = subprocess.run([sys.executable, "-c", _HOSTED_RUN, str(Path(__file__).resolve().parents[1] / "benchmarks"),
+                           str(tmp_path / backend), json.dumps({**config, "backend": backend, "workers": 2})],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    hosted, here = (summary_without_wall(tmp_path / name) for name in (backend, "in-process"))
     here.pop("modalities")  # the report by modality needs the sites in this process: a warning says so there
-    assert hosted.pop("warnings") == ["no report by modality with backend processes: it needs the sites in this "
-                                      "process (backend in-process)"] and here.pop("warnings") == []
+    warning = f"no report by modality with backend {backend}: it needs the sites in this process (backend in-process)"
+    assert hosted.pop("warnings") == [warning] and here.pop("warnings") == []
     assert hosted == here
-    for path in sorted((tmp_path / "in-process").rglob("*.safetensors")):  # the models, every checkpoint
-        assert path.read_bytes() == (tmp_path / "processes" / path.relative_to(tmp_path / "in-process")).read_bytes()
-    first, second = json.loads((tmp_path / "processes" / "summary.json").read_text())["communication"]["per_round"]
-    omics = _encoder_bytes(run.global_params, "omics")
+    models = sorted((tmp_path / "in-process").rglob("*.safetensors"))  # the models, every checkpoint
+    assert any("checkpoints" in str(p) for p in models)
+    for path in models:
+        assert path.read_bytes() == (tmp_path / backend / path.relative_to(tmp_path / "in-process")).read_bytes()
+    first, second = hosted["communication"]["per_round"]
+    omics = _encoder_bytes(ref.global_params, "omics")
     assert _about(first["upload"] - second["upload"], omics)  # study-9 no longer sends it ...
     assert _about(first["broadcast"] - second["broadcast"], omics)  # ... nor receives it
+
+
+def test_a_compressed_broadcast_without_an_encoder_survives_a_coordinator_restart(deployment, tmp_path):
+    """Over TLS with fp16 broadcasts and int8 updates, the coordinator killed after round 2 and
+    restarted: it resumes with what it knew of each site's inputs (site-2 and site-3 are still sent
+    the model without the encoder they lack, which their agents read against the model less that
+    encoder), and the run, its bytes included, is the simulation's."""
+    pytest.importorskip("PIL")
+    from fedcare import simulate
+
+    config = {"dataset": "synthetic-multimodal-missing", "model": "fusion", "rounds": 4, "seed": 2,
+              "baselines": False, "compress_broadcast": "fp16", "compress_updates": "int8"}
+    sites = ["site-1", "site-2", "site-3", "site-4"]
+    d = deployment(config, sites)
+    d.start_coordinator("--start")
+    for site in sites:
+        d._spawn(site, ["site", "--coordinator", d.url, "--credential", str(d.pki / "sites" / f"{site}.json"),
+                        "--dataset", config["dataset"], "--state", str(d.root / "agents" / site)])
+    d.wait_for(lambda s: len(s.get("rounds", [])) >= 2, timeout=400, what="two rounds")
+    d.kill("coordinator")
+    d.start_coordinator()  # finds the interrupted run and resumes it
+    status = d.wait_completed(timeout=400)
+    assert "resuming run" in d.log("coordinator")
+    assert [r["round"] for r in status["rounds"]] == [1, 2, 3, 4]
+    net = json.loads((d.run_dir(status) / "summary.json").read_text())
+    sim = simulate({**config, "out": str(tmp_path / "simulated")}).summary
+    assert net["federated"] == sim["federated"]
+    assert net["communication"] == sim["communication"]
+    per_round = net["communication"]["per_round"]
+    assert per_round[0]["broadcast"] > per_round[1]["broadcast"] == per_round[2]["broadcast"] == per_round[3]["broadcast"]
