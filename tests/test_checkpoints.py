@@ -65,3 +65,37 @@ def test_resume_without_a_checkpoint_says_so(tmp_path):
     fedcare.simulate(rounds=1, baselines=False, checkpoint_every=0, out=str(tmp_path / "n"))
     with pytest.raises(ConfigError, match="no checkpoint"):
         resume(tmp_path / "n")
+
+
+def test_checkpoints_every_few_rounds_keep_the_rounds_between_them(tmp_path):
+    """With checkpoint_every 2 the checkpoint of round 2 holds round 1's rows too: a run resumed
+    from it writes the same metrics.jsonl as an uninterrupted one."""
+    common = dict(rounds=5, baselines=False, checkpoint_every=2)
+    fedcare.simulate(out=str(tmp_path / "whole"), **common)
+    with pytest.raises(Crash):
+        fedcare.simulate(out=str(tmp_path / "cut"), progress=crash_after(3), **common)
+    resume(tmp_path / "cut")
+    assert (tmp_path / "cut" / "metrics.jsonl").read_text() == (tmp_path / "whole" / "metrics.jsonl").read_text()
+
+
+def test_rows_grow_by_appending_and_a_failed_attempt_leaves_nothing_twice(tmp_path):
+    """Each checkpoint appends its round's rows (earlier rounds' bytes stay as they were); whatever
+    an attempt that failed left after the last checkpoint's rows is cut off by the next attempt."""
+    from fedcare.federation.checkpoint import Checkpoints, EngineCheckpoint
+
+    params = {"w": np.ones(3, np.float32)}
+    checkpoints = Checkpoints(tmp_path)
+    rows_file = tmp_path / "checkpoints" / "rows.jsonl"
+
+    def checkpoint(r):
+        return EngineCheckpoint(r, params, [], params, r, None)
+
+    checkpoints.save(checkpoint(1), {}, [{"round": 1, "site": "a"}])
+    first = rows_file.read_bytes()
+    with open(rows_file, "ab") as out:  # an attempt at round 2 cut short: half a row
+        out.write(b'{"checkpoint": 2, "rou')
+    checkpoints.save(checkpoint(2), {}, [{"round": 2, "site": "a"}, {"round": 2, "site": "b"}])
+    text = rows_file.read_bytes()
+    assert text.startswith(first) and text.count(b"\n") == 3 and b'"rou{' not in text
+    loaded = Checkpoints(tmp_path).load([])
+    assert loaded is not None and [(r["round"], r["site"]) for r in loaded[2]] == [(1, "a"), (2, "a"), (2, "b")]

@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import chi2
 
 Z95 = 1.959963984540054
 PROPENSITY_CLIP = 0.01  # learned propensities are kept in [0.01, 0.99], so no patient's weight exceeds 100
@@ -181,5 +180,7 @@ def heterogeneity(estimates: Sequence[Estimate]) -> dict[str, float | int | None
     fixed = float((w * theta).sum() / w.sum())
     q = float((w * (theta - fixed) ** 2).sum())
     df = len(usable) - 1
+    from scipy.stats import chi2  # here, not at the top: importing scipy.stats costs every simulation ~1 s
+
     return {"q": q, "df": df, "p_value": float(chi2.sf(q, df)), "i2": max(0.0, (q - df) / q) if q > 0 else 0.0,
             "sites": len(usable)}

@@ -6,9 +6,12 @@ carries over). One safetensors file: arrays for the params, the best params so f
 state; JSON metadata for the counters.
 
 `Checkpoints` is the run folder's checkpoints/: that file, each site's own state for the round, and
-the federated metric rows so far. Written after every round, files whole and renamed into place, in
-an order that a crash at any moment leaves a consistent set: rows and site states first (named by
-round), the coordinator's file last.
+the federated metric rows so far. Written after every round in an order that a crash at any moment
+leaves a consistent set: rows and site states first, the coordinator's file last. Files are whole
+and renamed into place, except rows.jsonl, which grows: each checkpoint appends its round's rows
+(a round costs its own rows, not all the rows so far), after cutting off whatever a failed or
+interrupted attempt left past the last checkpoint's rows; the coordinator's file holds the
+SHA-256 and byte length of the rows up to its round, and a resume keeps exactly those.
 
 Every file carries a SHA-256 over its content (arrays, names, dtypes, shapes and counters) in its
 own metadata, and the coordinator's file also holds the digest of the metric rows up to its round;
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,25 +127,45 @@ def damaged(path: Path, why: str) -> ConfigError:
 class Checkpoints:
     def __init__(self, run_dir: Path):
         self.path = run_dir / "checkpoints"
+        # rows.jsonl as the last checkpoint saved or loaded here left it: (its length in bytes, the
+        # SHA-256 of those bytes); None until then (the first save reads the file once)
+        self._rows: tuple[int, hashlib._Hash] | None = None
 
     def save(self, checkpoint: EngineCheckpoint, site_states: Mapping[str, Params], rows: Iterable[dict]) -> None:
         r = checkpoint.round
         (self.path / "sites").mkdir(parents=True, exist_ok=True)
-        rows_file = self.path / "rows.jsonl"
-        # whole and renamed, with this round's rows in place of any an earlier attempt left: a write the
-        # disk refused can be tried again
-        text = "".join(self._rows_before(r)) + "".join(json.dumps({**row, "checkpoint": r}, sort_keys=True) + "\n"
-                                                       for row in rows)
-        tmp = rows_file.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(rows_file)
+        size, digest = self._rows_so_far(r)
+        added = "".join(json.dumps({**row, "checkpoint": r}, sort_keys=True) + "\n" for row in rows).encode()
+        with open(self.path / "rows.jsonl", "ab") as out:
+            out.write(added)
+        digest = digest.copy()
+        digest.update(added)
         for site, state in site_states.items():
             if state:
                 save_checked(self.path / "sites" / f"{file_stem(site)}.round-{r}.safetensors", state, {})
         checkpoint.save(self.path / "coordinator.safetensors",
-                        {"rows_sha256": hashlib.sha256(text.encode()).hexdigest()})
+                        {"rows_sha256": digest.hexdigest(), "rows_bytes": size + len(added)})
+        self._rows = (size + len(added), digest)  # only once the coordinator's file holds them
         for old in (self.path / "sites").glob(f"*.round-{r - 1}.safetensors"):
             old.unlink()
+
+    def _rows_so_far(self, r: int) -> tuple[int, hashlib._Hash]:
+        """rows.jsonl cut back to the rows of the checkpoints before round `r` (an earlier attempt at
+        this round, refused by the disk or interrupted, may have appended part of its rows): their
+        length and SHA-256. Known from the last save here; otherwise read once, and the file rewritten
+        whole with those rows."""
+        rows_file = self.path / "rows.jsonl"
+        if self._rows is not None and rows_file.is_file() and rows_file.stat().st_size >= self._rows[0]:
+            size, digest = self._rows
+            if rows_file.stat().st_size > size:
+                os.truncate(rows_file, size)
+            return size, digest
+        text = "".join(self._rows_before(r)).encode()
+        tmp = rows_file.with_suffix(".tmp")
+        tmp.write_bytes(text)
+        tmp.replace(rows_file)
+        self._rows = (len(text), hashlib.sha256(text))
+        return self._rows
 
     def save_round(self, round_: int, blob: bytes) -> None:
         """A networked run's global params of a completed round, as the bytes sent to the sites."""
@@ -169,9 +193,11 @@ class Checkpoints:
         if hashlib.sha256("".join(kept).encode()).hexdigest() != meta.get("rows_sha256"):
             raise damaged(rows_file, f"its rows up to round {r} do not match the checkpoint's SHA-256 of them")
         # drop rows of a round that was under way at the crash: it will be run again
+        text = "".join(kept).encode()
         tmp = rows_file.with_suffix(".tmp")
-        tmp.write_text("".join(kept))
+        tmp.write_bytes(text)
         tmp.replace(rows_file)
+        self._rows = (len(text), hashlib.sha256(text))
         rows = [{k: v for k, v in json.loads(line).items() if k != "checkpoint"} for line in kept]
         return checkpoint, states, rows
 

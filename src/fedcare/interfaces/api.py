@@ -165,7 +165,8 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
     federation = backend.transport(start.bytes_sent if start else 0, start.bytes_upload if start else 0,
                                    parse_scheme(cfg.compression.compress_broadcast))
     judge = backend.transport(0, 0, NONE)  # final models are judged as saved: at full precision
-    pending: list[dict] = []
+    pending: list[dict] = []  # this round's rows
+    unsaved: list[dict] = []  # the rows since the last checkpoint (checkpoint_every > 1: several rounds')
 
     def on_round(record: RoundRecord) -> None:
         pending.extend(metric_rows("federated", [record]))
@@ -174,8 +175,10 @@ def _train(cfg: FederationConfig, started: float, dataset: FederatedDataset, bac
 
     def on_checkpoint(checkpoint) -> None:
         every, last = cfg.run.checkpoint_every, checkpoint.round == cfg.algorithm.rounds
+        unsaved.extend(pending)
         if every and (checkpoint.round % every == 0 or last):
-            checkpoints.save(checkpoint, {sid: site.site_state() for sid, site in sites.items()}, pending)
+            checkpoints.save(checkpoint, {sid: site.site_state() for sid, site in sites.items()}, unsaved)
+            unsaved.clear()
         rows.extend(pending)
         trackers.log(pending)
         pending.clear()

@@ -34,8 +34,10 @@ def batchable(request: FitRequest, model: nn.Module, data: Batches) -> str | Non
         return "batched sites train plain local SGD (fedavg, fedprox) or one gradient (fedsgd)"
     if request.mode not in ("local_epochs", "gradient"):
         return f"the {request.mode} round trains site by site"
-    if request.dp_epsilon is not None or request.personalization != "none":
-        return "record-level DP and personalization train site by site"
+    if request.personalization != "none":
+        return "personalization trains site by site"
+    if request.dp_epsilon is not None and (request.mode != "local_epochs" or request.prox_mu or request.scaffold):
+        return "record-level DP trains plain DP-SGD (fedavg-style local epochs)"
     if request.error_feedback:
         return "error feedback keeps each site's own residual: sites train one by one"
     if not data.task.per_example:
@@ -125,6 +127,69 @@ def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Param
         delta = {k: params[k] - trained[k][i] if k in trained else np.zeros_like(params[k]) for k in params}
         out[s] = Update(s, delta, len(sites[s]), {"train_loss": losses[i]})
     return out
+
+
+def train_private_together(model: nn.Module, sites: Mapping[str, Batches], params: Params,
+                           requests: Mapping[str, FitRequest], noise: Mapping[str, float],
+                           steps: Mapping[str, int], device: str = "cpu") -> dict[str, Update]:
+    """Every site's DP-SGD update (learning/dpsgd.py) from the same global `params`, as the loop makes
+    it: each site draws its Poisson samples and its Gaussian noise from its own seeded generator in
+    the loop's order, so only the float32 rounding of the summed per-patient gradients differs.
+    `noise`: each site's noise multiplier σ; `steps`: its steps this round (its accountant's)."""
+    ids = list(sites)
+    task = sites[ids[0]].task
+    first = requests[ids[0]]
+    lr, clip = first.lr, first.dp_clip
+    names = [k for k, _ in model.named_parameters()]
+    shapes = {k: tuple(p.shape) for k, p in model.named_parameters()}
+    stacked = {k: torch.tensor(params[k], device=device).expand(len(ids), *shapes[k]).clone() for k in names}
+    buffers = {k: v.to(device) for k, v in model.named_buffers()}
+    n = {s: len(sites[s]) for s in ids}
+    q = {s: min(1.0, requests[s].batch_size / n[s]) for s in ids}
+    gens = {s: torch.Generator().manual_seed(requests[s].seed) for s in ids}
+
+    def one(p, xi, yi):  # one patient's loss, as a batch of one (the loop's per-example gradient)
+        out = functional_call(model, (p, buffers), ({k: v.unsqueeze(0) for k, v in xi.items()},))
+        loss = task.loss(out, {k: v.unsqueeze(0) for k, v in yi.items()})
+        return loss, loss
+
+    per_patient = vmap(vmap(grad(one, has_aux=True), in_dims=(None, 0, 0)))  # sites, then their patients
+    scale = torch.tensor([q[s] * n[s] for s in ids], device=device)
+    total, seen = torch.zeros(len(ids), dtype=torch.float64), torch.zeros(len(ids), dtype=torch.float64)
+    model.train()
+    for t in range(max(steps.values())):
+        active = [t < steps[s] for s in ids]
+        picks, noises = [], []
+        for s, on in zip(ids, active, strict=True):
+            if on:  # the loop's draws, in its order: the sample, then each array's noise
+                picks.append(torch.nonzero(torch.rand(n[s], generator=gens[s]) < q[s]).view(-1))
+                noises.append({k: torch.normal(0.0, noise[s] * clip, size=shapes[k], generator=gens[s]) for k in names})
+            else:
+                picks.append(torch.zeros(0, dtype=torch.int64))
+                noises.append({k: torch.zeros(shapes[k]) for k in names})
+        width = max(len(p) for p in picks)
+        summed = {k: torch.zeros_like(v) for k, v in stacked.items()}
+        if width:
+            rows = [torch.cat([p, torch.zeros(width - len(p), dtype=torch.int64)]) for p in picks]
+            mask = torch.stack([torch.arange(width) < len(p) for p in picks]).to(device, torch.float32)
+            taken = [sites[s].take(r) for s, r in zip(ids, rows, strict=True)]
+            x = {k: torch.stack([xs[k] for xs, _ in taken]).to(device) for k in taken[0][0]}
+            y = {k: torch.stack([ys[k] for _, ys in taken]).to(device) for k in taken[0][1]}
+            g, losses = per_patient({k: v.detach() for k, v in stacked.items()}, x, y)
+            norms = torch.sqrt(sum(g[k].reshape(len(ids), width, -1).pow(2).sum(-1) for k in names))
+            factor = torch.clamp(clip / (norms + 1e-12), max=1.0) * mask
+            summed = {k: (g[k] * factor.view(len(ids), width, *[1] * len(shapes[k]))).sum(1) for k in names}
+            total += (losses.detach() * mask).sum(1).double()
+            seen += mask.sum(1).double()
+        on = torch.tensor(active, dtype=torch.float32, device=device)
+        with torch.no_grad():
+            for k in names:
+                step = (summed[k] + torch.stack([z[k] for z in noises]).to(device)) / scale.view(-1, *[1] * len(shapes[k]))
+                stacked[k] -= lr * step * on.view(-1, *[1] * len(shapes[k]))
+    trained = {k: v.detach().cpu().numpy() for k, v in stacked.items()}
+    losses = (total / seen.clamp(min=1)).tolist()
+    return {s: Update(s, {k: params[k] - trained[k][i] if k in trained else np.zeros_like(params[k]) for k in params},
+                      n[s], {"train_loss": losses[i]}) for i, s in enumerate(ids)}
 
 
 def check_device(device: str) -> None:

@@ -270,12 +270,21 @@ class LocalSite:
     def _train_private(self, request: FitRequest) -> float:
         """DP-SGD under this site's own accountant: the noise is calibrated once so the planned rounds
         spend exactly the budget, and a round that would overspend it is refused."""
+        sigma, steps = self.dp_round(request)
+        loss = train_dp(self.model, self._data["train"], epochs=request.local_epochs, lr=request.lr,
+                        batch_size=request.batch_size, clip=request.dp_clip, noise_multiplier=sigma, seed=request.seed)
+        self.dp_spend(request, steps)
+        return loss
+
+    def dp_round(self, request: FitRequest) -> tuple[float, int]:
+        """This round's DP-SGD noise multiplier σ and steps under the site's accountant (σ calibrated on
+        first use); raises BudgetExhausted when the round would overspend the budget. The loop and the
+        batched sites (learning/batched.py) both take them from here."""
         from fedcare.algorithms.accounting import epsilon, noise_multiplier_for
 
         if request.mode != "local_epochs" or request.optimizer != "sgd" or request.prox_mu or request.scaffold:
             raise ConfigError("record-level DP trains with plain DP-SGD: use fedavg-style local epochs, optimizer sgd")
-        data = self._data["train"]
-        q = min(1.0, request.batch_size / len(data))
+        q = min(1.0, request.batch_size / self.num_train)
         per_round = dp_steps(request.local_epochs, q)
         if not self.dp:
             sigma = noise_multiplier_for(request.dp_epsilon, request.dp_delta, q, per_round * request.planned_rounds)
@@ -284,11 +293,16 @@ class LocalSite:
         if epsilon(sigma, q, steps + per_round, request.dp_delta) > request.dp_epsilon * (1 + 1e-9):
             raise BudgetExhausted(f"site '{self.site_id}' would exceed its privacy budget ε={request.dp_epsilon} "
                                   f"in round {request.round}; it stops training")
-        loss = train_dp(self.model, data, epochs=request.local_epochs, lr=request.lr,
-                        batch_size=request.batch_size, clip=request.dp_clip, noise_multiplier=sigma, seed=request.seed)
-        self.dp["steps"] = np.array([float(steps + per_round)])
-        self.dp_spent = epsilon(sigma, q, steps + per_round, request.dp_delta)
-        return loss
+        return sigma, per_round
+
+    def dp_spend(self, request: FitRequest, steps: int) -> None:
+        """Count a trained round's DP-SGD steps in the site's accountant."""
+        from fedcare.algorithms.accounting import epsilon
+
+        q = min(1.0, request.batch_size / self.num_train)
+        total = int(self.dp["steps"][0]) + steps
+        self.dp["steps"] = np.array([float(total)])
+        self.dp_spent = epsilon(float(self.dp["noise_multiplier"][0]), q, total, request.dp_delta)
 
     def evaluate(self, params: Params, splits: Sequence[Split]) -> dict[str, Metrics]:
         """Metrics of the given params on each named split this site holds (empty splits skipped)."""

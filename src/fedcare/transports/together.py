@@ -8,10 +8,11 @@ import warnings
 from collections.abc import Mapping
 
 from fedcare.core.config.backend import BackendSettings
+from fedcare.core.errors import SiteDeclined
 from fedcare.core.messages import FitRequest, split_controls
 from fedcare.core.params import Params
 from fedcare.core.update import Update
-from fedcare.learning.batched import batchable, check_device, train_together
+from fedcare.learning.batched import batchable, check_device, train_private_together, train_together
 from fedcare.learning.site import LocalSite
 
 
@@ -42,6 +43,8 @@ class Together:
         first = next(iter(ready.values()))
         params, c = split_controls(received)  # SCAFFOLD's control/<name> arrays, beside the model
         mine = {sid: requests[sid] for sid in ready}
+        if next(iter(mine.values())).dp_epsilon is not None:
+            return self._private(first.model, params, mine, ready)
         scaffold = next(iter(mine.values())).scaffold
         fixes = {sid: s.scaffold_fixes(params, c, mine[sid]) for sid, s in ready.items()} if scaffold else None
         out = train_together(first.model, {sid: s.train_data for sid, s in ready.items()}, params, mine,
@@ -49,4 +52,23 @@ class Together:
         if scaffold:  # each site keeps its cᵢ⁺ and sends Δcᵢ, as in the loop
             out = {sid: ready[sid].scaffold_update(params, c, u.grad, u.metrics["train_loss"], mine[sid])
                    for sid, u in out.items()}
+        return out
+
+    def _private(self, model, params: Params, requests: Mapping[str, FitRequest], sites: Mapping) -> dict[str, Update]:
+        """Record-level DP: each site's σ and steps from its own accountant (a site out of budget is
+        left to the loop, which refuses it as it would have), its update, then its spending."""
+        rounds = {}
+        for sid, site in sites.items():
+            try:
+                rounds[sid] = site.dp_round(requests[sid])
+            except SiteDeclined:
+                continue
+        if not rounds:
+            return {}
+        out = train_private_together(model, {sid: sites[sid].train_data for sid in rounds}, params,
+                                     {sid: requests[sid] for sid in rounds}, {sid: r[0] for sid, r in rounds.items()},
+                                     {sid: r[1] for sid, r in rounds.items()}, self._device)
+        for sid, u in out.items():
+            sites[sid].dp_spend(requests[sid], rounds[sid][1])
+            out[sid] = Update(sid, u.grad, u.num_examples, {**u.metrics, "epsilon": sites[sid].dp_spent})
         return out
