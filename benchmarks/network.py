@@ -77,16 +77,15 @@ import yaml  # noqa: E402
 import fedcare  # noqa: E402
 from fedcare.core.compression import NONE, parse_scheme, update_rng  # noqa: E402
 from fedcare.core.config import make_config  # noqa: E402
-from fedcare.data.dataset import DataShape  # noqa: E402
-from fedcare.federation.plan import make_plan  # noqa: E402
 from fedcare.core.serialization import params_from_bytes, update_to_bytes  # noqa: E402
-
-COMPRESS: dict[str, str] = {}  # --compress-updates / --compress-broadcast: config keys of every run
 from fedcare.core.update import Update  # noqa: E402
+from fedcare.data.dataset import DataShape  # noqa: E402
 from fedcare.data.prepare import SitePreparation  # noqa: E402
+from fedcare.federation.plan import make_plan  # noqa: E402
 from fedcare.transports.network.credentials import (AdminCredential, SiteCredential, client_ssl_context,  # noqa: E402
                                                     init_authority, issue_site, server_tls_files)
 
+COMPRESS: dict[str, str] = {}  # --compress-updates / --compress-broadcast: config keys of every run
 SITES = ["cleveland", "hungarian", "switzerland", "va"]
 HIDDEN = 991  # heart-disease has 15 features: 15·991 + 991 + 991·991 + 991 + 991 + 1 = 999,920 params
 SRC = Path(fedcare.__file__).resolve().parents[1]
