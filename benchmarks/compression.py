@@ -44,6 +44,7 @@ SCHEMES["topk:0.05+int8 +EF, broadcast int8"] = {"compress_updates": "topk:0.05+
 def run_one(job: tuple[str, str, int]) -> dict:
     dataset, scheme, seed = job
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("FEDCARE_REPORT_FIGURES", "0")  # each run's report.html figures: CPU, no bytes or metrics
     import fedcare
 
     with tempfile.TemporaryDirectory() as out:
