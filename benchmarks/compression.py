@@ -104,6 +104,20 @@ def complete(runs: list[dict], seeds: list[int]) -> list[dict]:
     return [r for r in runs if have[r["dataset"], r["scheme"]] >= set(seeds)]
 
 
+def not_run(runs: list[dict], seeds: list[int]) -> str:
+    """What the tables leave out, dataset by dataset: schemes not run, or not for every seed."""
+    lines = []
+    for dataset in DATASETS:
+        missing = []
+        for scheme in SCHEMES:
+            have = {r["seed"] for r in runs if r["dataset"] == dataset and r["scheme"] == scheme}
+            if not have >= set(seeds):
+                missing.append(scheme + (f" ({len(have & set(seeds))} of {len(seeds)} seeds)" if have else ""))
+        if missing:
+            lines.append(f"- {dataset}: {'; '.join(missing)}")  # '; ': a label has a comma
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -133,6 +147,8 @@ def main() -> None:
                 log.write(json.dumps(run) + "\n")
                 log.flush()
     text, verdict = table(complete(runs, args.seeds))
+    if missing := not_run(runs, args.seeds):
+        text += "\n\nNot in the tables (not run, or not for every seed):\n\n" + missing
     (out / "compression.md").write_text(text + "\n")
     (out / "compression.json").write_text(json.dumps({"runs": runs, "meets_target": verdict}, indent=1))
     print(text)
