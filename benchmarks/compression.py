@@ -10,6 +10,7 @@ tuned: the schemes were fixed before any run. Seeds 0, 1, 2: mean ± sd (n−1).
 
     python benchmarks/compression.py              # 3 seeds, 4 datasets, 14 schemes: about 20 min on 2 cores
     python benchmarks/compression.py --seeds 0 --datasets heart-logistic   # a quick look
+    python benchmarks/compression.py --report     # the tables from compression-runs.jsonl, running nothing
 
 Writes benchmarks/results/compression.md (the table) and compression.json (every run).
 """
@@ -43,6 +44,7 @@ SCHEMES["topk:0.05+int8 +EF, broadcast int8"] = {"compress_updates": "topk:0.05+
 def run_one(job: tuple[str, str, int]) -> dict:
     dataset, scheme, seed = job
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("FEDCARE_REPORT_FIGURES", "0")  # each run's report.html figures: CPU, no bytes or metrics
     import fedcare
 
     with tempfile.TemporaryDirectory() as out:
@@ -94,6 +96,28 @@ def table(runs: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines), verdict
 
 
+def complete(runs: list[dict], seeds: list[int]) -> list[dict]:
+    """The runs of the (dataset, scheme) pairs that have every seed: a mean over fewer is not in the tables."""
+    have: dict[tuple[str, str], set[int]] = {}
+    for r in runs:
+        have.setdefault((r["dataset"], r["scheme"]), set()).add(r["seed"])
+    return [r for r in runs if have[r["dataset"], r["scheme"]] >= set(seeds)]
+
+
+def not_run(runs: list[dict], seeds: list[int]) -> str:
+    """What the tables leave out, dataset by dataset: schemes not run, or not for every seed."""
+    lines = []
+    for dataset in DATASETS:
+        missing = []
+        for scheme in SCHEMES:
+            have = {r["seed"] for r in runs if r["dataset"] == dataset and r["scheme"] == scheme}
+            if not have >= set(seeds):
+                missing.append(scheme + (f" ({len(have & set(seeds))} of {len(seeds)} seeds)" if have else ""))
+        if missing:
+            lines.append(f"- {dataset}: {'; '.join(missing)}")  # '; ': a label has a comma
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -103,22 +127,28 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--append", action="store_true", help="keep the runs already in compression-runs.jsonl "
                         "(a cut run goes on where it stopped)")
+    parser.add_argument("--report", action="store_true", help="run nothing: write the tables from the runs in "
+                        "compression-runs.jsonl (every dataset and scheme, as the runs that wrote them were cut or not)")
     args = parser.parse_args()
     schemes = ["none", *(s for s in args.schemes if s != "none")]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     log_path = out / "compression-runs.jsonl"
-    runs = [json.loads(line) for line in log_path.read_text().splitlines()] if args.append and log_path.exists() else []
+    keep = (args.append or args.report) and log_path.exists()
+    runs = [json.loads(line) for line in log_path.read_text().splitlines()] if keep else []
     done = {(r["dataset"], r["scheme"], r["seed"]) for r in runs}
     # scheme by scheme, in the order given, every dataset at each: a cut run has the first schemes everywhere
     jobs = [(d, s, seed) for s in schemes for d in args.datasets for seed in args.seeds if (d, s, seed) not in done]
-    with multiprocessing.get_context("spawn").Pool(args.workers, maxtasksperchild=4) as pool, \
-            open(log_path, "a" if args.append else "w") as log:  # each run as it ends: a cut run keeps its rows
-        for run in pool.imap(run_one, jobs, chunksize=1):
-            runs.append(run)
-            log.write(json.dumps(run) + "\n")
-            log.flush()
-    text, verdict = table(runs)
+    if not args.report:
+        with multiprocessing.get_context("spawn").Pool(args.workers, maxtasksperchild=4) as pool, \
+                open(log_path, "a" if args.append else "w") as log:  # each run as it ends: a cut run keeps its rows
+            for run in pool.imap(run_one, jobs, chunksize=1):
+                runs.append(run)
+                log.write(json.dumps(run) + "\n")
+                log.flush()
+    text, verdict = table(complete(runs, args.seeds))
+    if missing := not_run(runs, args.seeds):
+        text += "\n\nNot in the tables (not run, or not for every seed):\n\n" + missing
     (out / "compression.md").write_text(text + "\n")
     (out / "compression.json").write_text(json.dumps({"runs": runs, "meets_target": verdict}, indent=1))
     print(text)

@@ -41,8 +41,10 @@ Setup (the deployment issue): 4 sites, a model of about 1,000,000 parameters (he
         [--compress-updates SCHEME] [--compress-broadcast SCHEME]
 
 Writes benchmarks/results/network.md (the tables) and network.json (every raw number); with
-compression (the sites' precomputed update is then sent compressed, as a real site's would be, and
-the coordinator compresses its broadcasts) network-compressed.md and .json instead.
+compression (the sites' precomputed update is then sent compressed, as a real site's would be; the
+coordinator compresses its broadcasts and the sites read them against the plan's model, as the
+agent does) network-compressed.md and .json instead. benchmarks/network_compression.py runs the
+compressed and uncompressed settings interleaved.
 """
 
 from __future__ import annotations
@@ -73,15 +75,17 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 import fedcare  # noqa: E402
-from fedcare.core.compression import parse_scheme, update_rng  # noqa: E402
+from fedcare.core.compression import NONE, parse_scheme, update_rng  # noqa: E402
+from fedcare.core.config import make_config  # noqa: E402
 from fedcare.core.serialization import params_from_bytes, update_to_bytes  # noqa: E402
-
-COMPRESS: dict[str, str] = {}  # --compress-updates / --compress-broadcast: config keys of every run
 from fedcare.core.update import Update  # noqa: E402
+from fedcare.data.dataset import DataShape  # noqa: E402
 from fedcare.data.prepare import SitePreparation  # noqa: E402
+from fedcare.federation.plan import make_plan  # noqa: E402
 from fedcare.transports.network.credentials import (AdminCredential, SiteCredential, client_ssl_context,  # noqa: E402
                                                     init_authority, issue_site, server_tls_files)
 
+COMPRESS: dict[str, str] = {}  # --compress-updates / --compress-broadcast: config keys of every run
 SITES = ["cleveland", "hungarian", "switzerland", "va"]
 HIDDEN = 991  # heart-disease has 15 features: 15·991 + 991 + 991·991 + 991 + 991 + 1 = 999,920 params
 SRC = Path(fedcare.__file__).resolve().parents[1]
@@ -195,6 +199,7 @@ class Federation:
         self.update_bytes = 0
         self.download_bytes = 0
         self.params = 0
+        self.layout: dict | None = None  # the model's arrays, to read a compressed broadcast against
 
     def config(self) -> dict:
         return {"dataset": "heart-disease", "model": "mlp", "hidden": [HIDDEN, HIDDEN], "rounds": self.rounds,
@@ -316,9 +321,12 @@ class Federation:
                     _ok(download, "download")
                     if digest is not None and hashlib.sha256(download.content).hexdigest() != digest:
                         raise RuntimeError(f"task {tid}: the params downloaded do not match their digest")
-                    message, _ = params_from_bytes(download.content)  # a real site decodes and checks it too
+                    # a real site decodes and checks it too; a compressed broadcast is read against the
+                    # plan's model (names and shapes), as the agent reads it
+                    message, _ = params_from_bytes(download.content, layout=self._layout(task))
                     held = (digest, message) if digest is not None else None
-                    self.download_bytes = len(download.content)
+                    if counted:  # the final evaluation's model goes out at full precision, as it is saved
+                        self.download_bytes = len(download.content)
                     self.params = sum(int(v.size) for v in message.values())
                 mark.update({f"{kind}_download_start": t0, f"{kind}_download_end": t1})
                 if kind == "fit":
@@ -352,6 +360,18 @@ class Federation:
                     mark.update({"answer_start": a0, "answer_end": a1})
                 else:
                     raise RuntimeError(f"unexpected task kind {kind!r}")
+
+    def _layout(self, task: dict) -> dict | None:
+        """The model a broadcast holds, built once from the plan the task carries (as the agent's
+        `_expected`); None without compressed broadcasts, where the message itself names its arrays."""
+        if parse_scheme(COMPRESS.get("compress_broadcast", "none")) == NONE:
+            return None
+        with self.lock:
+            if self.layout is None:
+                plan = task["plan"]
+                self.layout = make_plan(make_config(plan["config"]), DataShape.from_json(plan["shape"]),
+                                        plan["sites"]).initial_params()
+            return self.layout
 
     def _mark(self, rnd: int, kind: str, received: float) -> dict[str, float]:
         with self.lock:
@@ -1078,6 +1098,9 @@ def main() -> None:
     parser.add_argument("--no-what-if", action="store_true", help="skip the what-if runs (patched coordinator)")
     parser.add_argument("--compress-updates", help="compress the sites' updates with this scheme")
     parser.add_argument("--compress-broadcast", help="compress the coordinator's broadcasts with this scheme")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="folder for the .md and .json (default benchmarks/results; network_compression.py "
+                             "keeps each of its runs elsewhere)")
     parser.add_argument("--stacks", default="auto",
                         help="the coordinator's HTTP stacks, comma-separated FEDCARE_HTTP values (auto, h11): the "
                              "first for every run, each other one for an extra concurrent run in every repeat")
@@ -1174,15 +1197,16 @@ def main() -> None:
                   f"{1e3 * med:.1f} ms.\n" + profile_report(profiled["profile"]))
     print()
     print(table)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     command = f"python benchmarks/network.py --rounds {args.rounds} --repeats {args.repeats}"
     command += f" --stacks {args.stacks}" if args.stacks != "auto" else ""
     command += "".join(f" --{k.replace('_', '-')} {v}" for k, v in COMPRESS.items())
     name = "network-compressed" if COMPRESS else "network"
-    (OUT / f"{name}.md").write_text(f"<!-- {command} -->\n\n{table}")
+    (out / f"{name}.md").write_text(f"<!-- {command} -->\n\n{table}")
     raw = {k: v for k, v in data.items() if k != "reference"}  # "reference" is reference_repeats pooled
-    (OUT / f"{name}.json").write_text(json.dumps(_rounded({**raw, "compression": COMPRESS}), indent=1))
-    print(f"wrote {OUT / f'{name}.md'} and {OUT / f'{name}.json'}")
+    (out / f"{name}.json").write_text(json.dumps(_rounded({**raw, "compression": COMPRESS}), indent=1))
+    print(f"wrote {out / f'{name}.md'} and {out / f'{name}.json'}")
 
 
 def _rounded(value: object) -> object:

@@ -342,6 +342,9 @@ def test_over_the_network_the_bytes_on_the_wire_are_what_bytes_sent_says(deploym
     arrived = [int(a["detail"].split()[0]) for a in audit if a["action"].startswith("update") and a["status"] == 200]
     assert len(arrived) == 8 and sum(arrived) == net["communication"]["upload"]
     assert max(arrived) < 0.5 * len(params_to_bytes(message))  # each update crossed at under half a model
+    # the other direction: round 1 sent the fp16 model 8 times (4 fit tasks, 4 evaluate tasks), each at
+    # the size va downloaded (fp16 of the same layout: the evaluated model's message is as long)
+    assert net["communication"]["per_round"][0]["broadcast"] == 8 * len(blob)
     refused = [a["detail"] for a in audit if a["site_id"] == "va" and a["status"] == 422]  # repeats: one line
     assert all(any(words in line for line in refused) for _, words in corrupt.values())
 
