@@ -92,8 +92,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 #: costs; src/ is unchanged. Each runs beside the plain run in every repeat.
 WHAT_IF = {
     "control": "nothing: the same patched entry point with no patch (the baseline for the rows below)",
-    "no-anomaly-report": "the per-round anomaly report's distance and norm computations skipped "
-                         "(fedcare.federation.anomalies.update_report → {})",
+    "no-anomaly-report": "the per-round anomaly report's norms, products and consensus skipped "
+                         "(fedcare.federation.anomalies.report_products → zeros)",
     "no-checkpoint-files": "the per-round files skipped: checkpoint (Checkpoints.save) and round-N.safetensors "
                            "(the durability the coordinator promises; measured, not proposed)",
     "both": "the two together",
@@ -679,13 +679,18 @@ def serve_patched(variant: str, out: Path, config: Path, credentials: Path, stat
     """A subprocess: the coordinator as `fedcare coordinator --start` runs it (service.serve), patched here:
     `profile` wraps the Profile's timers around the suspects and writes the profile to `out` on exit;
     the what-if variants change one thing (see WHAT_IF)."""
-    import fedcare.federation.checkpoint as checkpoints
+    import fedcare.algorithms.robust as robust
     import fedcare.federation.anomalies as anomalies
+    import fedcare.federation.checkpoint as checkpoints
     import fedcare.transports.network.coordinator as coordinator
     from fedcare.transports.network.service import serve
 
     if variant in ("no-anomaly-report", "both"):
-        anomalies.update_report = lambda updates, aggregate: {}
+        if hasattr(anomalies, "report_products"):  # the one-pass report: no products, no consensus
+            anomalies.report_products = lambda updates, aggregate, consensus=False: robust.ReportProducts(
+                [u.site_id for u in updates], [0.0] * len(updates), [0.0] * len(updates), 0.0)
+        else:  # code before the one-pass report
+            anomalies.update_report = lambda updates, aggregate: {}
     if variant in ("no-checkpoint-files", "both"):
         checkpoints.Checkpoints.save = lambda self, checkpoint, site_states, rows: None
         coordinator.save_params = lambda path, params, meta=None: None
