@@ -298,7 +298,7 @@ def test_every_rule_runs_one_strategy_step(pieces, g_w0, g_b):
     assert new["w"].dtype == np.float32 and len(new_states) == len(pieces) + 1
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 33])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 13, 32, 33])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_median_of_rows_is_numpys_median_bit_for_bit(n, dtype):
     rng = np.random.default_rng(n)

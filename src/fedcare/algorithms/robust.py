@@ -22,6 +22,7 @@ Pure numpy, no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -97,21 +98,43 @@ _NETWORK_ROWS = 32  # up to this many rows a compare-exchange network beats np.m
 def median_of_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
     """The element-wise median of equal-length 1-D arrays, in float64: `np.median(np.stack(rows)
     .astype(np.float64), axis=0)` bit for bit. np.median selects along the short axis one column at a
-    time (about 0.2 µs a column: 0.2 s for 4 updates of a 1M-parameter model); with few rows an
-    odd-even transposition sort over whole arrays (exact min/max, in the rows' own dtype) is 10-20x
-    faster. Many rows: np.median."""
+    time (about 0.2 µs a column: 0.2 s for 4 updates of a 1M-parameter model); with few rows a
+    sorting network over whole arrays (exact min/max, in the rows' own dtype: Batcher's odd-even
+    merge sort, 5 compare-exchanges for 4 rows, 19 for 8) is 10-20x faster. The caller's arrays are
+    only read: each row is copied when a compare-exchange first writes it. Many rows: np.median."""
     n = len(rows)
     if n > _NETWORK_ROWS:
         return np.median(np.stack(rows).astype(np.float64), axis=0)
-    s = [np.array(r) for r in rows]  # copies, sorted in place
-    spare = np.empty_like(s[0])
-    for p in range(n):  # n passes of compare-exchange sort n rows
-        for i in range(p % 2, n - 1, 2):
-            np.minimum(s[i], s[i + 1], out=spare)
-            np.maximum(s[i], s[i + 1], out=s[i + 1])
-            s[i], spare = spare, s[i]
+    s = list(rows)
+    owned = [False] * n  # s[i] is an array of this call's (not the caller's): it may be written
+    spare = None
+    for i, j in _merge_network(n):
+        low = np.minimum(s[i], s[j], out=spare)
+        high = np.maximum(s[i], s[j], out=s[j] if owned[j] else None)
+        spare = s[i] if owned[i] else None
+        s[i], s[j] = low, high
+        owned[i] = owned[j] = True
     k = n // 2
-    return s[k].astype(np.float64) if n % 2 else (s[k - 1].astype(np.float64) + s[k]) / 2
+    return np.array(s[k], np.float64) if n % 2 else (s[k - 1].astype(np.float64) + s[k]) / 2
+
+
+@functools.cache
+def _merge_network(n: int) -> tuple[tuple[int, int], ...]:
+    """The compare-exchanges of Batcher's odd-even merge sort for n inputs, in order: the network for
+    the next power of two with every pair that touches a position past n left out (as if those held
+    +inf, which never moves)."""
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple(pairs)
 
 
 def _shares(order_rows: np.ndarray, n: int, d: int) -> np.ndarray:
