@@ -172,7 +172,8 @@ def test_batched_sites_match_the_loop_within_float32_rounding():
     def fit(**changes):
         base = {"round": 1, "local_epochs": 2, "lr": 0.05, "batch_size": 16, "optimizer": "sgd", "prox_mu": 0.1}
         requests = {s.site_id: FitRequest(**{**base, **changes}, seed=100 + i) for i, s in enumerate(fed.sites)}
-        header, blobs = unpack(host.handle(pack({"op": "fit", "order": list(params), "honest": False,
+        header, blobs = unpack(host.handle(pack({"op": "fit", "orders": [list(params)], "honest": False,
+                                                 "scopes": dict.fromkeys(requests, 0),  # every site: the one blob
                                                  "requests": {k: r.to_json() for k, r in requests.items()}},
                                                 [params_to_bytes(params)])))
         assert header["declined"] == [None] * len(fed.sites)
@@ -205,7 +206,8 @@ def test_in_process_batched_trains_through_the_shards_code():
     base = {"round": 1, "mode": "local_epochs", "local_epochs": 2, "lr": 0.05, "batch_size": 16, "optimizer": "sgd",
             "prox_mu": 0.1}
     requests = {s.site_id: FitRequest(**base, seed=100 + i) for i, s in enumerate(fed.sites)}
-    _, blobs = unpack(host.handle(pack({"op": "fit", "order": list(params), "honest": False,
+    _, blobs = unpack(host.handle(pack({"op": "fit", "orders": [list(params)], "honest": False,
+                                        "scopes": dict.fromkeys(requests, 0),
                                         "requests": {k: r.to_json() for k, r in requests.items()}},
                                        [params_to_bytes(params)])))
     worker = [update_from_bytes(b, params) for b in blobs]

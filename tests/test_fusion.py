@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -180,10 +181,65 @@ def test_fused_run_with_a_site_without_omics(tmp_path):
     assert np.array_equal(run.global_params["head.scale"], np.ones(2, np.float32))  # never averaged
 
 
+def _encoder_bytes(params: dict, name: str) -> tuple[int, int]:
+    """(bytes of the arrays of input `name`'s encoder, how many arrays)."""
+    arrays = [v for k, v in params.items() if k.startswith(f"encoders.{name}.")]
+    return sum(v.nbytes for v in arrays), len(arrays)
+
+
+def _about(saved: int, encoder: tuple[int, int]) -> bool:
+    """`saved` bytes are the encoder's arrays, give or take their safetensors headers (and a few
+    digits of metadata: two sites' metrics differ)."""
+    size, count = encoder
+    return abs(saved - size) <= 120 * count + 64
+
+
+class _Probe:
+    """site-2's real agent, run here: it notes the size of every fit download, and in round 2 first
+    sends the updates the coordinator must refuse (the encoder it was not sent; a head array missing)."""
+
+    def __init__(self, d, site: str):
+        from fedcare.core.serialization import params_from_bytes, update_to_bytes
+        from fedcare.transports.network.agent import AgentSettings, SiteAgent
+        from fedcare.transports.network.credentials import SiteCredential, client_ssl_context
+
+        cred = SiteCredential.load(d.pki / "sites" / f"{site}.json")
+        settings = AgentSettings(d.url, site, cred.token, d.root / "agents" / site, client_ssl_context(cred.ca_pem),
+                                 dataset="synthetic-multimodal-missing")
+        probe = self
+        self.downloads: dict[int, int] = {}
+        self.refused: dict[str, tuple[int, str]] = {}
+
+        class Agent(SiteAgent):
+            def _params(self, task):
+                if task["kind"] == "fit":
+                    probe.downloads[task["round"]] = task["params"]["bytes"]
+                return super()._params(task)
+
+            def _put_update(self, task, blob):
+                if task["round"] == 2:
+                    grad, meta = params_from_bytes(blob)
+                    whole = {**self._plan.initial_params(), **grad}  # with the encoder it was not sent
+                    head = next(k for k in grad if k.startswith("head."))
+                    for what, arrays in (("extra", whole), ("missing", {k: v for k, v in grad.items() if k != head})):
+                        body = update_to_bytes(Update(site, arrays, meta["num_examples"], meta["metrics"]), round_=2)
+                        r = self.client.put(f"/v1/tasks/{task['id']}/update", content=body)
+                        probe.refused[what] = (r.status_code, r.json()["detail"])
+                super()._put_update(task, blob)
+
+        self.agent = Agent(settings, say=lambda line: None)
+
+
 def test_sites_without_an_input_take_part_over_the_network(deployment, tmp_path):
     """The generated three-modality demo's variant (site-2 has no images, site-3 no omics) over TLS
-    with real processes: every site trains and is judged, and the result is the simulation's."""
+    with real processes: every site trains and is judged, and the result is the simulation's. From
+    round 2 site-2 downloads the model without the image encoder and uploads no update for it (site-3
+    likewise for omics): its bytes are a full site's less that encoder's, as in simulation; an update
+    holding the encoder it was not sent, or lacking an array, is refused with one line."""
     pytest.importorskip("PIL")
+    import os
+    import threading
+
     from fedcare import simulate
 
     config = {"dataset": "synthetic-multimodal-missing", "model": "fusion", "rounds": 2, "seed": 1,
@@ -192,15 +248,119 @@ def test_sites_without_an_input_take_part_over_the_network(deployment, tmp_path)
     d = deployment(config, sites)
     d.start_coordinator("--start")
     for site in sites:
-        d._spawn(site, ["site", "--coordinator", d.url, "--credential", str(d.pki / "sites" / f"{site}.json"),
-                        "--dataset", config["dataset"], "--state", str(d.root / "agents" / site)])
+        if site != "site-2":
+            d._spawn(site, ["site", "--coordinator", d.url, "--credential", str(d.pki / "sites" / f"{site}.json"),
+                            "--dataset", config["dataset"], "--state", str(d.root / "agents" / site)])
+    probe = _Probe(d, "site-2")
+    umask = os.umask(0o022)  # the agent sets its own (0077): this process's is given back after it
+    thread = threading.Thread(target=probe.agent.run, daemon=True)
+    thread.start()
     status = d.wait_completed()
+    thread.join(timeout=60)
+    os.umask(umask)
     net = json.loads((d.run_dir(status) / "summary.json").read_text())
-    sim = simulate({**config, "out": str(tmp_path / "simulated")}).summary
+    simulated = simulate({**config, "out": str(tmp_path / "simulated")})
+    sim = simulated.summary
     assert net["federated"] == sim["federated"]
+    assert net["communication"]["per_round"] == sim["communication"]["per_round"]  # the same bytes, each way
     assert set(net["federated"]["sites"]) == set(sites)
     rows = [json.loads(line) for line in (d.run_dir(status) / "metrics.jsonl").read_text().splitlines()]
     trained = {r["site"]: r for r in rows if r["split"] == "train" and r["round"] == 2}
     assert set(trained) == set(sites)
     assert trained["site-3"]["rows.omics"] == 0 and trained["site-2"]["rows.image"] == 0
     assert trained["site-1"]["rows.omics"] > 0
+    image, omics = (_encoder_bytes(simulated.global_params, n) for n in ("image", "omics"))
+    # downloads: round 1 the whole model, round 2 without the image encoder
+    assert _about(probe.downloads[1] - probe.downloads[2], image), (probe.downloads, image)
+    # uploads, from the coordinator's audit log: round 2's updates of the sites lacking an input are smaller
+    audit = d.client.get("/v1/audit").json()
+    sent = {a["site_id"]: int(a["detail"].split()[0]) for a in audit if a["action"] == "update 2.fit"}
+    assert _about(sent["site-1"] - sent["site-2"], image) and _about(sent["site-4"] - sent["site-2"], image), sent
+    assert _about(sent["site-1"] - sent["site-3"], omics), sent
+    first, second = net["communication"]["per_round"][:2]
+    assert _about(first["upload"] - second["upload"], (image[0] + omics[0], image[1] + omics[1]))
+    assert _about(first["broadcast"] - second["broadcast"], (image[0] + omics[0], image[1] + omics[1]))
+    # what the coordinator refused before site-2's good update: one line each, naming the array
+    code, line = probe.refused["extra"]
+    assert code == 422 and "unexpected array 'encoders.image." in line and "'encoders.image.'" in line, line
+    code, line = probe.refused["missing"]
+    assert code == 422 and "lack array 'head." in line and "\n" not in line, line
+
+
+_HOSTED_RUN = ("import json, sys; sys.path.insert(0, sys.argv[1]); from multimodal import blank_input; "
+               "from fedcare import simulate; from fedcare.data import DataSpec, load_dataset; "
+               "data = blank_input(load_dataset(DataSpec(dataset='ovarian-genomics')), 'omics', 0.3, ('study-9',)); "
+               "simulate({**json.loads(sys.argv[3]), 'out': sys.argv[2]}, prepared=data)")
+
+
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_hosted_workers_skip_the_encoder_as_the_in_process_backend_does(backend, tmp_path):
+    """backend processes and ray, on ovarian-genomics with study-9 lacking omics: after round 1
+    study-9 neither receives nor sends the omics encoder (in the federation and in its local
+    baseline), and the run is the in-process run bit for bit, its bytes, checkpoints and baselines
+    included. Each hosted run is its own process (Ray starts once per process)."""
+    import subprocess
+
+    pytest.importorskip("SurvSet")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'fedcare[ray]')")
+    import os
+
+    from conftest import SRC, summary_without_wall
+    from multimodal import blank_input
+
+    from fedcare import simulate
+    from fedcare.data import DataSpec, load_dataset
+
+    data = blank_input(load_dataset(DataSpec(dataset="ovarian-genomics")), "omics", 0.3, ("study-9",))
+    config = {"dataset": "ovarian-genomics", "model": "fusion", "fusion": "late", "rounds": 2,
+              "personalization": "fedper", "checkpoint_every": 1}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)}
+    ref = simulate({**config, "out": str(tmp_path / "in-process")}, prepared=data)
+    done = subprocess.run([sys.executable, "-c", _HOSTED_RUN, str(Path(__file__).resolve().parents[1] / "benchmarks"),
+                           str(tmp_path / backend), json.dumps({**config, "backend": backend, "workers": 2})],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    hosted, here = (summary_without_wall(tmp_path / name) for name in (backend, "in-process"))
+    here.pop("modalities")  # the report by modality needs the sites in this process: a warning says so there
+    warning = f"no report by modality with backend {backend}: it needs the sites in this process (backend in-process)"
+    assert hosted.pop("warnings") == [warning] and here.pop("warnings") == []
+    assert hosted == here
+    models = sorted((tmp_path / "in-process").rglob("*.safetensors"))  # the models, every checkpoint
+    assert any("checkpoints" in str(p) for p in models)
+    for path in models:
+        assert path.read_bytes() == (tmp_path / backend / path.relative_to(tmp_path / "in-process")).read_bytes()
+    first, second = hosted["communication"]["per_round"]
+    omics = _encoder_bytes(ref.global_params, "omics")
+    assert _about(first["upload"] - second["upload"], omics)  # study-9 no longer sends it ...
+    assert _about(first["broadcast"] - second["broadcast"], omics)  # ... nor receives it
+
+
+def test_a_compressed_broadcast_without_an_encoder_survives_a_coordinator_restart(deployment, tmp_path):
+    """Over TLS with fp16 broadcasts and int8 updates, the coordinator killed after round 2 and
+    restarted: it resumes with what it knew of each site's inputs (site-2 and site-3 are still sent
+    the model without the encoder they lack, which their agents read against the model less that
+    encoder), and the run, its bytes included, is the simulation's."""
+    pytest.importorskip("PIL")
+    from fedcare import simulate
+
+    config = {"dataset": "synthetic-multimodal-missing", "model": "fusion", "rounds": 4, "seed": 2,
+              "baselines": False, "compress_broadcast": "fp16", "compress_updates": "int8"}
+    sites = ["site-1", "site-2", "site-3", "site-4"]
+    d = deployment(config, sites)
+    d.start_coordinator("--start")
+    for site in sites:
+        d._spawn(site, ["site", "--coordinator", d.url, "--credential", str(d.pki / "sites" / f"{site}.json"),
+                        "--dataset", config["dataset"], "--state", str(d.root / "agents" / site)])
+    d.wait_for(lambda s: len(s.get("rounds", [])) >= 2, timeout=400, what="two rounds")
+    d.kill("coordinator")
+    d.start_coordinator()  # finds the interrupted run and resumes it
+    status = d.wait_completed(timeout=400)
+    assert "resuming run" in d.log("coordinator")
+    assert [r["round"] for r in status["rounds"]] == [1, 2, 3, 4]
+    net = json.loads((d.run_dir(status) / "summary.json").read_text())
+    sim = simulate({**config, "out": str(tmp_path / "simulated")}).summary
+    assert net["federated"] == sim["federated"]
+    assert net["communication"] == sim["communication"]
+    per_round = net["communication"]["per_round"]
+    assert per_round[0]["broadcast"] > per_round[1]["broadcast"] == per_round[2]["broadcast"] == per_round[3]["broadcast"]

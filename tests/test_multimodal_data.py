@@ -96,7 +96,7 @@ def test_patients_and_sites_lacking_an_input_get_zeros_a_companion_and_send_noth
     # the fit is over the training patients that have genes, at the sites that have them
     train_ids = []
     for site in sites:
-        rows = site._rows.iloc[site._split.train]  # the site's own rows, read here to check the fitted mean
+        rows = site._rows.take(site._split.train)  # the site's own rows, read here to check the fitted mean
         train_ids += [p for p in rows["pid"] if p in set(genes["pid"])]
     mean = genes.set_index("pid").loc[train_ids, "g1"].mean()
     assert prepared.preprocessing["numeric"]["g1"]["mean"] == pytest.approx(mean, rel=1e-9)

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import DataError
+from fedcare.data.sitetable import SiteTable
 from fedcare.data.values import (
     canonical,
     parse_number,
     parse_numbers,
-    present_cells,
     sort_values,
 )
 
@@ -58,13 +58,12 @@ COUNT_KEYS = ("present", "numbers", "integers", "distinct_numbers", "dates")
 MIN_IDENTIFIER_ROWS = 20  # fewer rows all distinct whole numbers prove nothing
 
 
-def column_counts(frame: pd.DataFrame, features: Sequence[str]) -> dict[str, dict[str, int]]:
+def column_counts(rows: SiteTable, features: Sequence[str]) -> dict[str, dict[str, int]]:
     """Per feature: how many of the site's cells are present, how many of those are numbers, whole
     numbers and YYYYMMDD dates, and how many distinct numbers there are (what tells an identifier or a
     date from a measurement, as counts). All features at once, as one 2-D block."""
-    cells = frame[list(features)]
-    present = present_cells(cells)
-    values = parse_numbers(cells)  # every feature in one pass
+    present = rows.present(features)
+    values = rows.parsed(features)  # every feature in one pass
     numbers = ~np.isnan(values) & present
     whole = numbers & (values == np.round(values))
     dates = np.zeros_like(whole)
@@ -84,7 +83,8 @@ def _yyyymmdd(whole: np.ndarray) -> np.ndarray:
     return (year >= 1900) & (year <= 2099) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
 
 
-def distinct_summary(frame: pd.DataFrame, columns: Sequence[str], min_count: int) -> dict[str, dict[str, object]]:
+def distinct_summary(frame: pd.DataFrame | SiteTable, columns: Sequence[str], min_count: int
+                     ) -> dict[str, dict[str, object]]:
     """Per categorical column: the site's distinct values, sorted, or only their number past
     MAX_CATEGORIES; a value the site holds fewer than `min_count` times is not named: it is OTHER
     (see `suppress_rare`), so a unique string (a diagnosis with a name in it) never leaves the site."""
@@ -97,18 +97,18 @@ def distinct_summary(frame: pd.DataFrame, columns: Sequence[str], min_count: int
     return out
 
 
-def suppress_rare(cells: pd.Series, min_count: int) -> pd.Series:
+def suppress_rare(cells: pd.Series | np.ndarray, min_count: int) -> np.ndarray:
     """Canonical text, None for missing, and OTHER for every value that fewer than `min_count` of the
     site's rows hold (small-cell suppression: what the site sends and encodes is the same)."""
-    text = pd.Series([None if v is None else canonical(v) for v in cells.tolist()], index=cells.index, dtype=object)
+    text = pd.Series([None if v is None else canonical(v) for v in cells.tolist()], dtype=object)
     counts = text.value_counts()
     rare = set(counts.index[counts < min_count])
-    return text.map(lambda v: OTHER if v in rare else v) if rare else text
+    return (text.map(lambda v: OTHER if v in rare else v) if rare else text).to_numpy(dtype=object)
 
 
-def check_numbers(frame: pd.DataFrame, column: str, source: str | None) -> None:
+def check_numbers(frame: pd.DataFrame | SiteTable, column: str, source: str | None) -> None:
     """Raise, naming the row, if a cell of a column typed numeric is not a number (usually a typo)."""
-    for row, value in frame[column].items():
+    for row, value in zip(frame.index, frame[column]):
         if value is not None and parse_number(value) is None:
             in_file = f" in '{source}'" if source else ""
             raise DataError(
@@ -190,5 +190,45 @@ def typed_frame(frame: pd.DataFrame, types: ColumnTypes, min_count: int) -> pd.D
     out: dict[str, object] = dict(zip(numeric, parse_numbers(frame[numeric]).T))  # the numbers in one pass
     for column in frame.columns:
         if column in types.categorical:
-            out[column] = suppress_rare(frame[column], min_count).to_numpy()
+            out[column] = suppress_rare(frame[column], min_count)
     return pd.DataFrame(out, index=frame.index, columns=list(types.order))
+
+
+@dataclass(frozen=True, eq=False)
+class TypedRows:
+    """A site's typed columns as blocks (what `typed_frame` gives, without a DataFrame): the numeric
+    columns as one float64 block (NaN for missing), in `numeric` order, and each categorical column's
+    cells (canonical text, OTHER or None)."""
+
+    numeric: tuple[str, ...]
+    numbers: np.ndarray  # (rows, numeric columns), whatever the number of columns
+    categories: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def columns(self) -> set[str]:
+        return {*self.numeric, *self.categories}
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> TypedRows:
+        """A typed frame's columns (`typed_frame`)."""
+        return cls(tuple(numeric), frame[list(numeric)].to_numpy(dtype=np.float64),
+                   {c: frame[c].to_numpy(dtype=object) for c in categorical})
+
+    def floats(self, columns: Sequence[str]) -> np.ndarray:
+        """These numeric columns as one block (the block itself when they are all, in order)."""
+        if tuple(columns) == self.numeric:
+            return self.numbers
+        position = {c: i for i, c in enumerate(self.numeric)}
+        return self.numbers[:, [position[c] for c in columns]]
+
+    def take(self, rows: np.ndarray) -> TypedRows:
+        return TypedRows(self.numeric, self.numbers[rows], {c: v[rows] for c, v in self.categories.items()})
+
+
+def typed_rows(rows: SiteTable, types: ColumnTypes, min_count: int) -> TypedRows:
+    """`typed_frame` of a site's rows, as blocks: the same cells, without pandas' cost per site."""
+    return TypedRows(types.numeric, rows.parsed(types.numeric),
+                     {c: suppress_rare(rows[c], min_count) for c in types.categorical})

@@ -36,8 +36,8 @@ class LabelEncoding:
         items = list(values)
         if self.mapping is None:
             return np.array([parse_number(v) for v in items], dtype=np.float32)
-        distinct, inverse = np.unique(np.asarray(items, dtype=object), return_inverse=True)
-        codes = np.array([self.mapping[canonical(v)] for v in distinct], dtype=np.int64)[inverse]
+        code = {v: self.mapping[canonical(v)] for v in set(items)}  # each distinct text once (no sort of texts)
+        codes = np.fromiter((code[v] for v in items), dtype=np.int64, count=len(items))
         if self.rules == "binary":
             return np.array(codes, dtype=np.float32)
         return np.array(codes, dtype=np.int64)

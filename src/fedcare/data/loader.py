@@ -27,6 +27,7 @@ from fedcare.data.manifest import manifest_spec, read_manifest
 from fedcare.data.prepare import SitePreparation, ask_in_process, check_options, prepare, require_column
 from fedcare.data.raw import RawSite
 from fedcare.data.readers import read_table_typed
+from fedcare.data.sitetable import SiteTable
 from fedcare.data.survival import SurvivalEncoding, infer_survival_encoding
 from fedcare.data.values import canonical
 
@@ -60,16 +61,22 @@ def check_spec(spec: DataSpec) -> None:
         raise ConfigError("--partition is only for one file without a site column; drop --partition or --site")
 
 
-def _sites_from_column(frame: pd.DataFrame, column: str, source: str) -> list[RawSite]:
-    """One site per value of the site column, in order of first appearance (rows without one are
-    dropped before: `load_files` counts them)."""
+def site_groups(frame: pd.DataFrame, column: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The site ids of a site column in order of first appearance, the rows grouped by site (stable:
+    file order within a site) and where each site's rows start: one pass, however many sites."""
     codes, spellings = pd.factorize(frame[column].to_numpy(dtype=object))
     site_codes, site_ids = pd.factorize(np.array([canonical(v) for v in spellings], dtype=object))
     rows = site_codes[codes]  # each row's site, numbered in order of first appearance
-    order = np.argsort(rows, kind="stable")  # one grouping pass, however many sites
-    bounds = np.searchsorted(rows[order], np.arange(len(site_ids) + 1))
-    return [RawSite(str(site_id), frame.iloc[order[bounds[i]:bounds[i + 1]]], source)
-            for i, site_id in enumerate(site_ids)]
+    order = np.argsort(rows, kind="stable")
+    return [str(s) for s in site_ids], order, np.searchsorted(rows[order], np.arange(len(site_ids) + 1))
+
+
+def _sites_from_column(frame: pd.DataFrame, column: str, source: str) -> list[RawSite]:
+    """One site per value of the site column, in order of first appearance (rows without one are
+    dropped before: `load_files` counts them)."""
+    site_ids, order, bounds = site_groups(frame, column)
+    tables = SiteTable.from_frame(frame, order).grouped(bounds)  # the file's blocks once; each site a view
+    return [RawSite(site_id, table, source) for site_id, table in zip(site_ids, tables)]
 
 
 def _partition(frame: pd.DataFrame, spec: DataSpec, source: str) -> list[RawSite]:
@@ -91,7 +98,8 @@ def _partition(frame: pd.DataFrame, spec: DataSpec, source: str) -> list[RawSite
             raise DataError("the dirichlet partition skews labels by class and a regression label has no classes; "
                             "use --partition iid or --partition quantity")
         parts = partitioners.dirichlet(codes, spec.num_sites, spec.alpha, rng)
-    return [RawSite(f"site-{i + 1}", frame.iloc[rows], source) for i, rows in enumerate(parts)]
+    table = SiteTable.from_frame(frame)
+    return [RawSite(f"site-{i + 1}", table.take(rows), source) for i, rows in enumerate(parts)]
 
 
 def load_files(spec: DataSpec, frame: pd.DataFrame | None = None, extra: dict[str, Any] | None = None

@@ -75,7 +75,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from fedcare.core.errors import ConfigError, DataError
 from fedcare.data.absent import present_name, sub_split, with_absent
@@ -92,6 +91,7 @@ from fedcare.data.masks import MaskEncoding, mask_from_summaries, mask_summary
 from fedcare.data.patients import split_patients
 from fedcare.data.raw import RawSite
 from fedcare.data.readers import read_table
+from fedcare.data.sitetable import SiteTable
 from fedcare.data.splitting import SplitIndices, split_site
 from fedcare.data.survival import (SurvivalEncoding, check_columns, check_times, event_summary,
                                    survival_from_summaries)
@@ -202,11 +202,11 @@ class SitePreparation:
         self.dropped_on_read = dropped_on_read
         self.data: SiteData | None = None
         self.row_counts: dict[str, int] = {}
-        self._raw = raw.frame
+        self._raw = raw.frame if isinstance(raw.frame, SiteTable) else SiteTable.from_frame(raw.frame)
         self._own_inputs = {str(k): tuple(v) for k, v in raw.inputs.items()}  # kind -> its file's columns
         self._present_raw = {str(k): np.asarray(v, dtype=bool) for k, v in raw.present.items()}
         self._present: dict[str, np.ndarray] = {}  # input -> which kept rows have it (absent: all)
-        self._rows: pd.DataFrame | None = None  # rows with every target present
+        self._rows: SiteTable | None = None  # rows with every target present
         self._inputs: dict[str, SiteInput] = {}  # the inputs 'schema' named: later questions may name no other
         self._target_columns: tuple[str, ...] = ()
         self._split: SplitIndices | None = None
@@ -260,7 +260,7 @@ class SitePreparation:
         if not present.any():
             return {"absent": True}  # a site without this input sends nothing about it
         split = None if self._split is None else sub_split(self._split, present)
-        return self._inputs[name].answer(sub, question, self._rows[present], split)  # type: ignore[index]
+        return self._inputs[name].answer(sub, question, self._rows.take(present), split)  # type: ignore[union-attr]
 
     def _what(self, phase: str) -> str:
         return f"the '{phase}' question to site '{self.site_id}'"
@@ -277,7 +277,7 @@ class SitePreparation:
             asked = f"the built-in dataset '{dataset}'" if dataset else "the sites' own files"
             raise DataError(f"site '{self.site_id}' holds {holds} but the coordinator prepares {asked}; "
                             "start the site with the data the federation uses")
-        return {"columns": [str(c) for c in self._raw.columns], "source": self.source if self.share_name else None,
+        return {"columns": list(self._raw.columns), "source": self.source if self.share_name else None,
                 "dropped_on_read": int(self.dropped_on_read),
                 **({"inputs": {kind: list(cols) for kind, cols in self._own_inputs.items()}} if self._own_inputs else {})}
 
@@ -299,12 +299,12 @@ class SitePreparation:
                 raise ValueError("the inputs do not split the feature columns between them")
             arm = question.get("treatment")
             arm_column = None if arm is None else str(arm["column"])
+        names = list(self._raw.columns)
         for column in (*targets, *features, *([arm_column] if arm_column else [])):
-            require_column(column, list(self._raw.columns), self._name)
-        complete = self._raw[targets + ([arm_column] if arm_column else [])].notna().all(axis=1)
-        rows = self._raw if bool(complete.all()) else self._raw[complete]  # no copy of a complete site
-        kept = complete.to_numpy(dtype=bool)
-        self._present = {name: self._present_raw[name][kept] for name in inputs if name in self._present_raw}
+            require_column(column, names, self._name)
+        complete = self._raw.complete(targets + ([arm_column] if arm_column else []))
+        rows = self._raw if bool(complete.all()) else self._raw.take(complete)  # no copy of a complete site
+        self._present = {name: self._present_raw[name][complete] for name in inputs if name in self._present_raw}
         answer: dict[str, Any] = {"rows": len(rows), "dropped": int((~complete).sum()),
                                   "columns": column_counts(rows, features), "label": None, "events": None}
         if self._present:
@@ -346,7 +346,7 @@ class SitePreparation:
         self._split_asked = asked
         rows = self._rows
         if patient is not None:
-            require_column(patient, list(rows.columns), self._name)
+            require_column(patient, list(rows.columns), self._name)  # type: ignore[union-attr]
             self._split = split_patients(self.site_id, rows[patient].tolist(), encoding.strata(rows), test_fraction,
                                          val_fraction, seed)
         else:
@@ -399,7 +399,7 @@ class SitePreparation:
             splits[part] = examples_of({**columns, **{name: values[rows] for name, values in self._targets.items()}})
         self.data, self._finished_with = SiteData(self.site_id, splits), fitted
         if self.release_rows:  # encoded: the text and typed rows go (10,000 sites in one process)
-            self._raw, self._rows, self._inputs = self._raw.iloc[:0], None, {}
+            self._raw, self._rows, self._inputs = self._raw.take(slice(0, 0)), None, {}
         return {"rows": dict(self.row_counts)}
 
 

@@ -25,8 +25,7 @@ from fedcare.core.config.data import DataSpec
 from fedcare.core.errors import DataError
 from fedcare.data.columns import MIN_CATEGORY_COUNT, ColumnTypes, typed_frame
 from fedcare.data.dataset import DataShape, SiteData
-from fedcare.data.loader import _sites_from_column as sites_from_column
-from fedcare.data.loader import check_spec
+from fedcare.data.loader import check_spec, site_groups
 from fedcare.data.prepare import SitePreparation, prepare, require_column
 from fedcare.data.preprocessing import transform_from_json
 from fedcare.data.raw import RawSite
@@ -102,7 +101,11 @@ def _raw_sites(spec: DataSpec) -> tuple[list[RawSite], int]:
         raise DataError(f"'{paths[0].name}' is one file without sites: pass --site COLUMN, or one file per site")
     require_column(spec.site, list(frame.columns), f"'{paths[0].name}'")
     has_site = frame[spec.site].notna()
-    return sites_from_column(frame[has_site], spec.site, paths[0].name), int((~has_site).sum())
+    frame = frame[has_site]
+    site_ids, order, bounds = site_groups(frame, spec.site)  # each site's rows as a frame: a stream cuts them
+    raw = [RawSite(site_id, frame.iloc[order[bounds[i]:bounds[i + 1]]], paths[0].name)
+           for i, site_id in enumerate(site_ids)]
+    return raw, int((~has_site).sum())
 
 
 def _split_by_window(raw: list[RawSite], cut: Windows) -> dict[str, dict[int, RawSite]]:

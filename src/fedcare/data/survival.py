@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fedcare.core.errors import DataError
+from fedcare.data.sitetable import SiteTable
 from fedcare.data.values import canonical, parse_numbers, sort_values
 
 _TRUE, _FALSE = "true", "false"
@@ -79,20 +80,20 @@ def _where(source: str | None, row: object) -> str:
     return f"row {int(row) + 1}" + (f" of '{source}'" if source else "")  # type: ignore[call-overload]
 
 
-def check_times(column: str, source: str | None, frame: pd.DataFrame) -> None:
+def check_times(column: str, source: str | None, frame: pd.DataFrame | SiteTable) -> None:
     """Site side: every time of the site's rows must be a number >= 0; else name the first bad row."""
-    cells = frame[column]
+    cells = np.asarray(frame[column])
     times = parse_numbers(cells)
     bad = np.flatnonzero(np.isnan(times))
     if len(bad):
         row = frame.index[bad[0]]
         raise DataError(f"time column '{column}' must be numeric but {_where(source, row)} holds "
-                        f"{cells.iloc[bad[0]]!r}; fix the value or drop the row")
+                        f"{cells[bad[0]]!r}; fix the value or drop the row")
     bad = np.flatnonzero(times < 0)  # 0 is an event or censoring on the first day: the Cox loss ranks it first
     if len(bad):
         row = frame.index[bad[0]]
         raise DataError(f"time column '{column}' must be zero or more (time from the start of follow-up to the "
-                        f"event or censoring) but {_where(source, row)} holds {cells.iloc[bad[0]]!r}")
+                        f"event or censoring) but {_where(source, row)} holds {cells[bad[0]]!r}")
 
 
 def event_summary(frame: pd.DataFrame, event: str) -> dict[str, object]:

@@ -36,6 +36,12 @@ def finite_numbers(cells: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     after `clean_column`'s rule (stripped, missing tokens), missing or a finite number; else None
     (the column stays text). At least one cell must be a number: a column of missing cells only is
     typed as text, as `decide_types` does."""
+    try:  # the usual column: every cell a bare finite number (no space, nothing missing), one cast
+        values = pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)
+        if np.isfinite(values).all():  # NaN could be a cell '-nan', which the rule below says is text
+            return values
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
     if not pc.all(pc.string_is_ascii(cells)).as_py():  # ASCII: strip and lower-case are Python's
         return None
     text = pc.utf8_trim(cells, _PY_STRIP)
@@ -52,14 +58,16 @@ def finite_numbers(cells: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     return values
 
 
-def parse_numbers(cells: pd.Series | pd.DataFrame) -> np.ndarray:
-    """`parse_number` for a column (1-D) or a frame (2-D) of text/None cells: float64, NaN where
-    missing or not a number. One vectorised conversion (Arrow's) when every cell is a number or
-    missing, the usual case, so a site's columns cost one pass; a column holding anything Arrow does
-    not read as a number is parsed cell by cell with `parse_number`, the rule that decides."""
-    floats = np.asarray(cells.dtypes == np.float64)
+def parse_numbers(cells: pd.Series | pd.DataFrame | np.ndarray) -> np.ndarray:
+    """`parse_number` for a column (1-D, a Series or an array) or a frame (2-D) of text/None cells:
+    float64, NaN where missing or not a number. One vectorised conversion (Arrow's) when every cell
+    is a number or missing, the usual case, so a site's columns cost one pass; a column holding
+    anything Arrow does not read as a number is parsed cell by cell with `parse_number`, the rule
+    that decides."""
+    array = isinstance(cells, np.ndarray)
+    floats = np.asarray(cells.dtype == np.float64 if array else cells.dtypes == np.float64)
     if floats.all():  # parsed at reading (fedcare.data.readers.read_table_typed)
-        numbers = cells.to_numpy(dtype=np.float64, copy=True)
+        numbers = np.array(cells, dtype=np.float64) if array else cells.to_numpy(dtype=np.float64, copy=True)
         numbers[~np.isfinite(numbers)] = np.nan
         return numbers
     if floats.any():
@@ -67,7 +75,7 @@ def parse_numbers(cells: pd.Series | pd.DataFrame) -> np.ndarray:
         numbers[:, floats] = parse_numbers(cells.iloc[:, np.flatnonzero(floats)])
         numbers[:, ~floats] = parse_numbers(cells.iloc[:, np.flatnonzero(~floats)])
         return numbers
-    values = np.asarray(cells.to_numpy(dtype=object))
+    values = np.asarray(cells if array else cells.to_numpy(dtype=object), dtype=object)
     try:
         flat = pc.cast(pa.array(values.reshape(-1), type=pa.string()), pa.float64())
         numbers = flat.to_numpy(zero_copy_only=False, writable=True).reshape(values.shape)  # null: NaN

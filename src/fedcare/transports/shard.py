@@ -99,7 +99,7 @@ class Shard:
         header, blobs = unpack(message)
         op = header["op"]
         if op == "fit":
-            return self._fit(header, blobs[0])
+            return self._fit(header, blobs)
         if op == "evaluate":
             params, sites = _params(blobs[0], header["order"]), self._reach(header)
             return pack({"metrics": {sid: sites[sid].evaluate(params, header["splits"])
@@ -127,15 +127,22 @@ class Shard:
         """The sites as the federation meets them, or (for the baselines) their honest selves."""
         return self.honest if header.get("honest") else self.sites
 
-    def _fit(self, header: dict, blob: memoryview) -> bytes:
-        """Each requested site's update bytes, in site order, or why it declined."""
-        received, sites = _params(blob, header["order"]), self._reach(header)
+    def _fit(self, header: dict, blobs: Sequence[memoryview]) -> bytes:
+        """Each requested site's update bytes, in site order, or why it declined. A site lacking an
+        input is given the broadcast without its encoder (`scopes` says which of the blobs)."""
+        received = [_params(blob, order) for blob, order in zip(blobs, header["orders"], strict=True)]
+        sites = self._reach(header)
         requests = {sid: FitRequest(**r) for sid, r in header["requests"].items()}
-        together = self._together.updates(received, requests, sites) if self._together else {}
+        scope = {sid: int(header["scopes"][sid]) for sid in requests}
+        together: dict = {}
+        if self._together is not None:  # batched within each scope, as the in-process transport does
+            for i, got in enumerate(received):
+                together.update(self._together.updates(got, {s: r for s, r in requests.items() if scope[s] == i},
+                                                       sites))
         answers, out = [], []
         for sid, request in requests.items():
             try:
-                update = together[sid] if sid in together else sites[sid].fit(received, request)
+                update = together[sid] if sid in together else sites[sid].fit(received[scope[sid]], request)
                 out.append(fit_reply_to_bytes(update, request))
                 answers.append(None)
             except SiteDeclined as exc:

@@ -19,7 +19,7 @@ from safetensors.numpy import save as save_arrays
 
 from fedcare.core import errors
 from fedcare.core.compression import NONE, Scheme
-from fedcare.core.messages import FitRequest, Split
+from fedcare.core.messages import FitRequest, Split, scoped
 from fedcare.core.params import Params
 from fedcare.core.serialization import params_from_bytes, params_to_bytes
 from fedcare.core.update import Update
@@ -90,12 +90,20 @@ class ShardedTransport:
 
     def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
         message = {**params, **extras} if extras else params
-        blob = self._traffic.broadcast(message, len(requests))
+        # sites lacking an input get (and answer with) the message without its encoder: one broadcast
+        # per scope, serialized once and counted per site, as in the in-process transport
+        scopes = [r.skip for r in requests.values()]
+        parts = {skip: scoped(message, skip) for skip in dict.fromkeys(scopes)}
+        blobs = {skip: self._traffic.broadcast(part, scopes.count(skip)) for skip, part in parts.items()}
         groups = self._shards.by_worker(list(requests))
         pool = self._shards.pool
         for worker, sids in groups.items():  # every worker trains its sites at once ...
-            pool.send(worker, pack({"op": "fit", "order": list(message), "honest": self._honest,
-                                    "requests": {sid: requests[sid].to_json() for sid in sids}}, [blob]))
+            mine = list(dict.fromkeys(requests[sid].skip for sid in sids))  # the scopes its sites need
+            pool.send(worker, pack({"op": "fit", "orders": [list(parts[skip]) for skip in mine],
+                                    "scopes": {sid: mine.index(requests[sid].skip) for sid in sids},
+                                    "honest": self._honest,
+                                    "requests": {sid: requests[sid].to_json() for sid in sids}},
+                                   [blobs[skip] for skip in mine]))
         result = FitResult([])
         for worker, sids in groups.items():  # ... and their updates are taken in site order
             header, updates = answer(pool, worker)
@@ -104,7 +112,9 @@ class ShardedTransport:
                 if declined is not None:
                     result.refused[sid] = declined
                 else:
-                    self._traffic.upload(receive(result, sid, next(arrived), message, requests[sid].round))
+                    request = requests[sid]
+                    self._traffic.upload(receive(result, sid, next(arrived), parts[request.skip], request.round,
+                                                 message))
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:

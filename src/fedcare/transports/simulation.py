@@ -133,14 +133,22 @@ def receive(result: FitResult, site_id: str, blob: bytes | memoryview, message: 
     except ParamsError as exc:
         result.refused[site_id] = str(exc)
         return len(blob)
-    if whole is not None and len(whole) != len(message):
-        update = Update(update.site_id, {k: update.grad[k] if k in update.grad else np.zeros_like(v)
-                                         for k, v in whole.items()}, update.num_examples, update.metrics)
+    if whole is not None:
+        update = unscoped(update, whole)
     if update.site_id != site_id:
         result.refused[site_id] = f"update claims to come from '{update.site_id}'"
     else:
         result.updates.append(update)
     return len(blob)
+
+
+def unscoped(update: Update, whole: Params) -> Update:
+    """An update to a scoped message (FitRequest.skip) as one to the `whole` message: what the site
+    was not sent is zeros, which the modality mean gives no weight. Every transport fills it so."""
+    if len(update.grad) == len(whole):
+        return update
+    return Update(update.site_id, {k: update.grad[k] if k in update.grad else np.zeros_like(v)
+                                   for k, v in whole.items()}, update.num_examples, update.metrics)
 
 
 class TrainHereEvaluateThere:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from fedcare.data.dataset import DataSpec, InputShape
+from fedcare.data.sitetable import SiteTable
 from fedcare.data.splitting import SplitIndices
 
 Answers = list[tuple[str, Mapping[str, Any]]]
@@ -60,7 +60,7 @@ class Fitted(Protocol):
 class SiteInput(Protocol):
     """One input at one site: answers the coordinator's questions about its own rows."""
 
-    def answer(self, phase: str, question: Mapping[str, Any], rows: pd.DataFrame,
+    def answer(self, phase: str, question: Mapping[str, Any], rows: SiteTable,
                split: SplitIndices | None) -> dict: ...
 
     def encode(self, fitted: Mapping[str, Any], split: SplitIndices) -> dict[str, np.ndarray]:

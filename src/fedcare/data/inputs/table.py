@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from fedcare.core.errors import DataError
 from fedcare.data.answers import AGAIN, check_count, check_number, reading
-from fedcare.data.columns import MIN_CATEGORY_COUNT, ColumnTypes, check_numbers, distinct_summary, typed_frame
+from fedcare.data.columns import MIN_CATEGORY_COUNT, ColumnTypes, TypedRows, check_numbers, distinct_summary, typed_rows
 from fedcare.data.dataset import SPLITS, InputShape
 from fedcare.data.inputs.base import InputJob
+from fedcare.data.sitetable import SiteTable
 from fedcare.data.preprocessing import (MEDIAN_ITERATIONS, Transform, apply_transform, build_transform, count_at_most, fit_medians,
                                         merge_stats, site_stats, stats_from_json, stats_to_json, transform_from_json,
                                         transform_to_json)
@@ -65,12 +65,12 @@ class TableSite:
         self.min_count = min_count  # the site's own small-cell limit: no question lowers it
         self.threshold_budget = threshold_budget  # threshold counts it answers per column and run
         self._asked: dict[str, int] = {}
-        self._typed: pd.DataFrame | None = None
+        self._typed: TypedRows | None = None
         self._numeric: tuple[str, ...] = ()  # the columns typed numeric, which the median's counts may name
         self._train_rows: np.ndarray | None = None
         self._train: dict[str, np.ndarray] = {}  # their training values, taken when first counted
 
-    def answer(self, phase: str, question: Mapping[str, Any], rows: pd.DataFrame,
+    def answer(self, phase: str, question: Mapping[str, Any], rows: SiteTable,
                split: SplitIndices | None) -> dict:
         handlers = {"categories": self._categories, "locate": self._locate, "stats": self._stats,
                     "counts": self._counts}
@@ -91,7 +91,7 @@ class TableSite:
         return DataError(f"site '{self.site_id}' was asked '{self.name}.{phase}' for the values of its {self.name} "
                          f"columns, which it never sends; {AGAIN}")
 
-    def _categories(self, question: Mapping[str, Any], rows: pd.DataFrame, split: SplitIndices | None) -> dict:
+    def _categories(self, question: Mapping[str, Any], rows: SiteTable, split: SplitIndices | None) -> dict:
         if not self.categories:
             raise self._numbers_only("categories")
         with reading(self._what("categories")):
@@ -99,14 +99,14 @@ class TableSite:
         self._own("categories", columns)
         return {"columns": distinct_summary(rows, columns, self.min_count)}
 
-    def _locate(self, question: Mapping[str, Any], rows: pd.DataFrame, split: SplitIndices | None) -> dict:
+    def _locate(self, question: Mapping[str, Any], rows: SiteTable, split: SplitIndices | None) -> dict:
         with reading(self._what("locate")):
             column, name_source = str(question["column"]), bool(question["name_source"])
         self._own("locate", [column])
         check_numbers(rows, column, self.source if name_source else None)
         return {"found": False}
 
-    def _stats(self, question: Mapping[str, Any], rows: pd.DataFrame, split: SplitIndices | None) -> dict:
+    def _stats(self, question: Mapping[str, Any], rows: SiteTable, split: SplitIndices | None) -> dict:
         if split is None:
             raise DataError(f"site '{self.site_id}' got '{self.name}.stats' before 'split'; {AGAIN}")
         with reading(self._what("stats")):
@@ -114,11 +114,11 @@ class TableSite:
         self._own("stats", types.order)
         if types.categorical and not self.categories:
             raise self._numbers_only("stats")
-        self._typed = typed_frame(rows[list(types.order)], types, self.min_count)
+        self._typed = typed_rows(rows, types, self.min_count)
         self._numeric, self._train_rows, self._train = types.numeric, split.train, {}
-        return {"stats": stats_to_json(site_stats(self._typed.iloc[split.train], types))}
+        return {"stats": stats_to_json(site_stats(self._typed.take(split.train), types))}
 
-    def _counts(self, question: Mapping[str, Any], rows: pd.DataFrame, split: SplitIndices | None) -> dict:
+    def _counts(self, question: Mapping[str, Any], rows: SiteTable, split: SplitIndices | None) -> dict:
         if self._typed is None:
             raise DataError(f"site '{self.site_id}' got '{self.name}.counts' before '{self.name}.stats'; {AGAIN}")
         with reading(self._what("counts")):
@@ -133,7 +133,7 @@ class TableSite:
                                 f"counts of column '{column}' in this run, more than a median search needs; it "
                                 "answers no more (counts at many thresholds would locate its patients' values)")
         if not self._train:  # most runs never search a median: no copy of the training values until one does
-            values = self._typed[list(self._numeric)].to_numpy(dtype=np.float64)[self._train_rows]
+            values = self._typed.floats(self._numeric)[self._train_rows]
             self._train = dict(zip(self._numeric, values.T))
         return {"counts": {c: [count_at_most(self._train[c], t) for t in ts] for c, ts in asked.items()}}
 

@@ -32,7 +32,7 @@ from safetensors.numpy import load_file
 
 from fedcare.core.config import FederationConfig, make_config
 from fedcare.core.errors import ConfigError, FedcareError, SiteDeclined
-from fedcare.core.messages import CONTROL_PREFIX, FitRequest
+from fedcare.core.messages import CONTROL_PREFIX, FitRequest, scoped
 from fedcare.core.params import Params
 from fedcare.core.serialization import fit_reply_to_bytes, params_from_bytes, save_params, update_from_bytes
 from fedcare.data.dataset import DataShape, SiteData
@@ -376,16 +376,18 @@ class SiteAgent:
 
     def _expected(self, task: dict) -> Params | None:
         """The arrays a task's broadcast holds, which a compressed broadcast is read against: the
-        plan's model, and SCAFFOLD's control/<name> beside it in a fit task. Its order is that of
+        plan's model, and SCAFFOLD's control/<name> beside it in a fit task; without the encoders
+        of an input this site lacks when its fit request says so (`skip`). Its order is that of
         the model, as the coordinator's is."""
         if self._plan is None:
             return None
         if self._like is None or self._like[0] is not self._plan:
             self._like = (self._plan, self._plan.initial_params())
         model = self._like[1]
-        controls = {CONTROL_PREFIX + k: v for k, v in model.items()} if task["kind"] == "fit" and \
-            self._plan.algorithm.scaffold else {}
-        return {**model, **controls}
+        if task["kind"] != "fit":
+            return model
+        controls = {CONTROL_PREFIX + k: v for k, v in model.items()} if self._plan.algorithm.scaffold else {}
+        return scoped({**model, **controls}, tuple(task.get("request", {}).get("skip", ())))
 
     def _put_update(self, task: dict, blob: bytes) -> None:
         self._request("PUT", f"/v1/tasks/{task['id']}/update", content=blob,

@@ -38,10 +38,21 @@ class RunStopped(FedcareError):
     """An admin stopped the run while the engine waited for sites."""
 
 
+@dataclass(frozen=True)
+class Part:
+    """A site's own share of a task: what it downloads and what its update must mirror (the
+    broadcast without an encoder of an input the site lacks, FitRequest.skip)."""
+
+    blob: bytes
+    digest: str
+    message: Params
+
+
 @dataclass
 class Task:
     """One question to some sites: `bodies` holds each site's JSON, `blob` the arrays it downloads
-    (safetensors bytes, the same for every site) and `message` the arrays an update must mirror."""
+    (safetensors bytes) and `message` the arrays an update must mirror; a site in `parts` has its
+    own blob and message instead (one Part per distinct scope, shared by the sites that have it)."""
 
     id: str
     kind: str
@@ -51,6 +62,7 @@ class Task:
     message: Params | None = None
     digest: str | None = None  # SHA-256 of blob: computed here unless the caller already knows it
     answer_bytes: int = 0  # what a JSON answer may hold beyond the coordinator's JSON limit (a masked vector)
+    parts: Mapping[str, Part] = field(default_factory=dict)  # site -> its own download, if not `blob`
     answers: dict[str, object] = field(default_factory=dict)
     refusals: dict[str, str] = field(default_factory=dict)  # last refusal per site that has not answered
 
@@ -60,8 +72,18 @@ class Task:
         if self.blob is not None and self.digest is None:
             self.digest = hashlib.sha256(self.blob).hexdigest()
 
+    def blob_for(self, site_id: str) -> bytes | None:
+        part = self.parts.get(site_id)
+        return self.blob if part is None else part.blob
+
+    def message_for(self, site_id: str) -> Params | None:
+        part = self.parts.get(site_id)
+        return self.message if part is None else part.message
+
     def body_for(self, site_id: str) -> dict:
-        params = {} if self.digest is None else {"params": {"sha256": self.digest, "bytes": len(self.blob)}}
+        part = self.parts.get(site_id)
+        digest, blob = (self.digest, self.blob) if part is None else (part.digest, part.blob)
+        params = {} if digest is None else {"params": {"sha256": digest, "bytes": len(blob)}}
         return {"id": self.id, "kind": self.kind, "round": self.round, **params, **self.bodies[site_id]}
 
 

@@ -289,8 +289,9 @@ class Coordinator:
         loaded = checkpoints.load([]) if resume else None
         start, rows = (loaded[0], loaded[2]) if loaded else (None, [])
         message = plan_message(cfg, run_id, sites, prepared)
+        broadcast = parse_scheme(cfg.compression.compress_broadcast)
         transport = NetworkTransport(self.board, sites, timing, message, start.bytes_sent if start else 0,
-                                     secure=plan.secure, broadcast=parse_scheme(cfg.compression.compress_broadcast),
+                                     secure=plan.secure, broadcast=broadcast,
                                      bytes_upload=start.bytes_upload if start else 0)
         if self.before_rounds is not None and start is None:  # a live phase's drift check, once per phase
             self.before_rounds(run_id, transport, prepared, min(cfg.algorithm.min_sites, len(sites)))
@@ -307,7 +308,10 @@ class Coordinator:
                      len(record.selected), score)
 
         def on_checkpoint(checkpoint) -> None:
-            blob = transport.params_bytes(checkpoint.params)[0]  # the bytes just sent to the sites
+            # the round's global params exactly (a resume checks them): the bytes just sent to the
+            # sites, or the full-precision params when broadcasts travel compressed (lossy)
+            blob = (params_to_bytes(checkpoint.params) if broadcast.active
+                    else transport.params_bytes(checkpoint.params)[0])
             self._durably(run_id, f"round {checkpoint.round}'s checkpoint",
                           lambda: (checkpoints.save_round(checkpoint.round, blob), checkpoints.save(checkpoint, {}, pending)))
             rows.extend(pending)

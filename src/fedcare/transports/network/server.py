@@ -121,11 +121,12 @@ def create_app(control: Control, credentials: Credentials, extensions: Sequence[
     @app.get(f"{API}/tasks/{{task_id}}/params", response_class=Response,
              responses={200: {"content": {"application/octet-stream": {}}}})
     async def params(task_id: str, site_id: Site) -> Response:
-        """The arrays of an open task (safetensors bytes, made once per task for every site)."""
+        """The arrays of an open task (safetensors bytes, made before the task opened)."""
         task = control.board.task_for(site_id, task_id)
-        if task.blob is None:
+        blob = task.blob_for(site_id)  # a site lacking an input: the params without its encoder
+        if blob is None:
             raise Refused(404, f"task {task_id} has no params to download")
-        return Response(task.blob, media_type="application/octet-stream")
+        return Response(blob, media_type="application/octet-stream")
 
     @app.put(f"{API}/tasks/{{task_id}}/update", openapi_extra=_BINARY_BODY)
     async def update(task_id: str, request: Request, site_id: Site) -> dict:
@@ -133,14 +134,16 @@ def create_app(control: Control, credentials: Credentials, extensions: Sequence[
         the round it was trained for, its number of examples (at most the training rows it declared)
         and scalar metrics in the metadata."""
         task = control.board.task_for(site_id, task_id)
-        if task.kind != "fit" or task.message is None:
+        message = task.message_for(site_id)  # exactly the arrays this site was sent
+        if task.kind != "fit" or message is None:
             raise Refused(409, f"task {task_id} is a {task.kind} task; send its answer to /answer")
         body = await _read(request, control.max_body)
         try:
-            received = update_from_bytes(body, task.message, round_=task.round)
+            received = update_from_bytes(body, message, round_=task.round)
         except ParamsError as exc:
-            control.board.refuse(site_id, task_id, f"update refused: {exc}")
-            raise Refused(422, f"update refused: {exc}") from None
+            reason = f"update refused: {exc}{_scope_hint(task, site_id)}"
+            control.board.refuse(site_id, task_id, reason)
+            raise Refused(422, reason) from None
         if received.site_id != site_id:
             raise Refused(403, f"the update claims to come from '{received.site_id[:64]}', not from '{site_id}'")
         declared = control.train_rows(site_id)
@@ -233,6 +236,14 @@ def create_app(control: Control, credentials: Credentials, extensions: Sequence[
     for extend in extensions:
         extend(app, Site, Admin)
     return app
+
+
+def _scope_hint(task, site_id: str) -> str:
+    """Why an update's arrays may not be the model's: the site was sent the model without some encoders."""
+    if site_id not in task.parts:
+        return ""
+    skip = task.bodies[site_id].get("request", {}).get("skip", [])
+    return f" (this site lacks an input: it neither receives nor sends arrays under {', '.join(map(repr, skip))})"
 
 
 def _registry(lookup, token: str):

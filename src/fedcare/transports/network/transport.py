@@ -12,13 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from fedcare.core.compression import NONE, Scheme
-from fedcare.core.messages import FitRequest, Split
+from fedcare.core.messages import FitRequest, Split, scoped
 from fedcare.core.params import Params
 from fedcare.core.serialization import params_to_bytes
 from fedcare.federation.transport import FitResult, SiteMetrics
-from fedcare.transports.network.board import Board, Task
+from fedcare.transports.network.board import Board, Part, Task
 from fedcare.transports.network.secure import SecureRounds
 from fedcare.transports.secure import SecurePlan
+from fedcare.transports.simulation import unscoped
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class NetworkTransport:
         self._round = 0
         self._evaluations = 0
         self._last: tuple[Params, bytes, str] | None = None
+        self._parts: tuple[Params, dict[tuple[str, ...], Part]] | None = None  # this round's scoped broadcasts
 
     def site_ids(self) -> list[str]:
         return list(self._sites)
@@ -56,13 +58,16 @@ class NetworkTransport:
     def fit(self, params: Params, requests: Mapping[str, FitRequest], extras: Params | None = None) -> FitResult:
         message = {**params, **extras} if extras else params
         blob, digest = self.params_bytes(message)
-        self._bytes += len(blob) * len(requests)
+        # a site lacking an input downloads the message without its encoder and answers with that
+        parts = {sid: self._part(message, req.skip) for sid, req in requests.items() if req.skip}
+        self._bytes += sum(len(parts[sid].blob) if sid in parts else len(blob) for sid in requests)
         self._round = next(iter(requests.values())).round
         self._evaluations = 0
         if self._secure is not None:  # four tasks per round; the coordinator only ever holds the sum
             return self._secure.fit(params, requests, blob, digest)
         bodies = {sid: {"plan": self._plan, "request": req.to_json()} for sid, req in requests.items()}
-        task = self._board.ask(Task(f"{self._round}.fit", "fit", self._round, bodies, blob, message, digest),
+        task = self._board.ask(Task(f"{self._round}.fit", "fit", self._round, bodies, blob, message, digest,
+                                    parts=parts),
                                self._timing.deadline, min(self._timing.min_sites, len(requests)))
         result = FitResult([])
         for sid in requests:  # the engine's order, not the order of arrival
@@ -71,7 +76,7 @@ class NetworkTransport:
                 update, size = answer
                 self._bytes += size
                 self._upload += size
-                result.updates.append(update)
+                result.updates.append(unscoped(update, message))  # what it was not sent: zeros, weight 0
             elif isinstance(answer, str):  # the site declined the round, and said why
                 result.refused[sid] = answer
             else:
@@ -93,6 +98,17 @@ class NetworkTransport:
             blob = params_to_bytes(params, scheme=self._scheme)
             self._last = (params, blob, hashlib.sha256(blob).hexdigest())
         return self._last[1], self._last[2]
+
+    def _part(self, message: Params, skip: tuple[str, ...]) -> Part:
+        """The message without the arrays under `skip`, serialized and hashed once per round and scope."""
+        if self._parts is None or self._parts[0] is not message:
+            self._parts = (message, {})
+        made = self._parts[1]
+        if skip not in made:
+            part = scoped(message, skip)
+            blob = params_to_bytes(part, scheme=self._scheme)
+            made[skip] = Part(blob, hashlib.sha256(blob).hexdigest(), part)
+        return made[skip]
 
     def ask_all(self, task_id: str, kind: str, body: dict, blob: bytes | None, site_ids: Sequence[str] | None = None,
                 quorum: int | None = None, per_site: Mapping[str, dict] | None = None, digest: str | None = None,
