@@ -38,7 +38,12 @@ Setup (the deployment issue): 4 sites, a model of about 1,000,000 parameters (he
   200), each uploaded to alone and by 4 streams at once. MB = 10^6 bytes.
 
     PYTHONPATH=src python benchmarks/network.py [--rounds 30] [--repeats 3] [--no-what-if] [--no-profile]
-        [--compress-updates SCHEME] [--compress-broadcast SCHEME]
+        [--compress-updates SCHEME] [--compress-broadcast SCHEME] [--stacks auto,h11] [--against TREE]
+
+`--against TREE` (another work tree, e.g. the main branch's) runs that tree's coordinator, from its
+own snapshot of TREE/src, beside this one in every repeat (shuffled with the other runs, the same
+sites and the same measurements), and pairs the two by repeat: on a shared machine whose load
+moves, a comparison is only fair between runs made side by side.
 
 Writes benchmarks/results/network.md (the tables) and network.json (every raw number); with
 compression (the sites' precomputed update is then sent compressed, as a real site's would be; the
@@ -96,8 +101,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 #: costs; src/ is unchanged. Each runs beside the plain run in every repeat.
 WHAT_IF = {
     "control": "nothing: the same patched entry point with no patch (the baseline for the rows below)",
-    "no-anomaly-report": "the per-round anomaly report's distance and norm computations skipped "
-                         "(fedcare.federation.anomalies.update_report → {})",
+    "no-anomaly-report": "the per-round anomaly report's norms, products and consensus skipped "
+                         "(fedcare.federation.anomalies.report_products → zeros)",
     "no-checkpoint-files": "the per-round files skipped: checkpoint (Checkpoints.save) and round-N.safetensors "
                            "(the durability the coordinator promises; measured, not proposed)",
     "both": "the two together",
@@ -188,7 +193,7 @@ class Federation:
         self.root, self.pki, self.procs, self.rounds, self.mode, self.variant = root, pki, procs, rounds, mode, variant
         self.stack = stack  # FEDCARE_HTTP for the coordinator (httpstack.py); None: this process's environment
         self.profile = root / "profile.json" if variant == "profile" else None
-        self.patched = variant not in ("plain", "stack")
+        self.patched = variant not in ("plain", "stack", "against")
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.lock = threading.Lock()
@@ -699,13 +704,18 @@ def serve_patched(variant: str, out: Path, config: Path, credentials: Path, stat
     """A subprocess: the coordinator as `fedcare coordinator --start` runs it (service.serve), patched here:
     `profile` wraps the Profile's timers around the suspects and writes the profile to `out` on exit;
     the what-if variants change one thing (see WHAT_IF)."""
-    import fedcare.federation.checkpoint as checkpoints
+    import fedcare.algorithms.robust as robust
     import fedcare.federation.anomalies as anomalies
+    import fedcare.federation.checkpoint as checkpoints
     import fedcare.transports.network.coordinator as coordinator
     from fedcare.transports.network.service import serve
 
     if variant in ("no-anomaly-report", "both"):
-        anomalies.update_report = lambda updates, aggregate: {}
+        if hasattr(anomalies, "report_products"):  # the one-pass report: no products, no consensus
+            anomalies.report_products = lambda updates, aggregate, consensus=False: robust.ReportProducts(
+                [u.site_id for u in updates], [0.0] * len(updates), [0.0] * len(updates), 0.0)
+        else:  # code before the one-pass report
+            anomalies.update_report = lambda updates, aggregate: {}
     if variant in ("no-checkpoint-files", "both"):
         checkpoints.Checkpoints.save = lambda self, checkpoint, site_states, rows: None
         coordinator.save_params = lambda path, params, meta=None: None
@@ -957,6 +967,50 @@ def stack_rows(data: dict, runs: list[dict]) -> list[str]:
     return lines
 
 
+def against_rows(data: dict, runs: list[dict]) -> list[str]:
+    """The plain runs beside the other tree's coordinator (--against), paired by repeat."""
+    others = data.get("against_runs", [])
+    if not others:
+        return []
+    plain = [run for run in runs if run["mode"] == "concurrent"]
+
+    def rounds(group: list[dict]) -> list[dict]:
+        return [r for run in group for r in run["rounds"] if r["round"] >= 2]
+
+    def med(run: dict, key: str = "period") -> float:
+        return statistics.median(r[key] for r in run["rounds"] if r["round"] >= 2)
+
+    def cpu(run: dict) -> float:
+        return statistics.fmean(r["coordinator_cpu"] for r in run["rounds"] if r["round"] >= 2)
+
+    def row(label: str, group: list[dict]) -> str:
+        rs = rounds(group)
+        lo, m, hi = quartiles([r["period"] for r in rs])
+        phase = {k: 1e3 * statistics.median(r[k] for r in rs) for k in ("fit_transfers", "aggregate_gap",
+                                                                         "evaluate_task", "checkpoint_gap")}
+        return (f"| {label} | {1e3 * m:.1f} | {1e3 * lo:.1f}–{1e3 * hi:.1f} | {len(rs)} | "
+                f"{1e3 * statistics.fmean(r['coordinator_cpu'] for r in rs):.1f} | {phase['fit_transfers']:.1f} | "
+                f"{phase['aggregate_gap']:.1f} | {phase['evaluate_task']:.1f} | {phase['checkpoint_gap']:.1f} | "
+                f"{', '.join(f'{1e3 * med(run):.0f}' for run in group)} |")
+
+    mine = {run["repeat"]: run for run in plain}
+    pairs = [(mine[run["repeat"]], run) for run in others if run["repeat"] in mine]
+    ratio = [med(a) / med(b) for a, b in pairs]
+    cpu_ratio = [cpu(a) / cpu(b) for a, b in pairs]
+    tree = data["against"]
+    return ["", f"### This tree beside {tree['tree']} (commit {tree['git']['commit'][:10]}"
+            + (", with uncommitted changes in src/" if tree["git"]["src_uncommitted"] else "")
+            + "): both coordinators in every repeat, in shuffled order", "",
+            ("| coordinator | median round ms | IQR ms | n | coordinator CPU ms / round (mean) | fit phase | "
+             "aggregation gap | evaluate task | close + checkpoint gap | median round of each repeat |"),
+            "|---|---|---|---|---|---|---|---|---|---|",
+            row("this tree", plain), row(tree["tree"], others), "",
+            f"Paired by repeat, this tree / {tree['tree']}: median round {statistics.median(ratio):.2f} (range "
+            f"{min(ratio):.2f}–{max(ratio):.2f}), coordinator CPU per round {statistics.median(cpu_ratio):.2f} "
+            f"(range {min(cpu_ratio):.2f}–{max(cpu_ratio):.2f}); {len(pairs)} repeats. 1-minute load average at "
+            "the starts of these runs: " + ", ".join(f"{run['load']:.1f}" for pair in pairs for run in pair) + "."]
+
+
 def source_fingerprint(src: Path = SRC) -> dict[str, str]:
     """sha256 of the coordinator's code (what this benchmark measures), to tell if it changed mid-run."""
     package = src / "fedcare"
@@ -966,11 +1020,11 @@ def source_fingerprint(src: Path = SRC) -> dict[str, str]:
     return {str(f.relative_to(src)): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files if f.is_file()}
 
 
-def git_state() -> dict:
+def git_state(src: Path = SRC) -> dict:
     """The commit the work tree is on, and whether src/ differs from it (read-only git calls)."""
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=SRC.parent, capture_output=True, text=True,
+            return subprocess.run(["git", *args], cwd=src.parent, capture_output=True, text=True,
                                   timeout=30).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
@@ -993,7 +1047,7 @@ def report(data: dict) -> str:
     size, down = data["update_bytes"], data["download_bytes"]
     refs = data["reference"]
     m = data["machine"]
-    loads = [run["load"] for run in runs + data.get("what_if", [])]
+    loads = [run["load"] for run in runs + data.get("what_if", []) + data.get("against_runs", [])]
     fit_skipped = 4 * len(conc) - sum(len(r["fit_downloads"]) for r in conc)
     lines = [
         f"model: heart-disease MLP 15→{HIDDEN}→{HIDDEN}→1, {data['params']:,} float32 parameters; "
@@ -1038,6 +1092,7 @@ def report(data: dict) -> str:
         ms_row("one site: POST evaluate answer", [v for r in conc for v in r["eval_answers"].values()], ""),
         *what_if_rows(data, conc),
         *stack_rows(data, runs),
+        *against_rows(data, runs),
         "",
         "### Upload throughput (client-side, request start → response; MB = 10^6 bytes)",
         "",
@@ -1104,6 +1159,9 @@ def main() -> None:
     parser.add_argument("--stacks", default="auto",
                         help="the coordinator's HTTP stacks, comma-separated FEDCARE_HTTP values (auto, h11): the "
                              "first for every run, each other one for an extra concurrent run in every repeat")
+    parser.add_argument("--against", type=Path,
+                        help="another work tree (its src/fedcare, e.g. /work/main): its coordinator runs beside this "
+                             "one in every repeat, shuffled, and the report pairs the two by repeat")
     parser.add_argument("--serve-patched", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
@@ -1129,6 +1187,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, terminated)
     data: dict = {"rounds": args.rounds, "repeats": args.repeats, "machine": machine(),
                   "load_before": list(os.getloadavg()), "runs": [], "what_if": [], "stack_runs": [], "profiled_runs": [],
+                  "against_runs": [], "against": None,
                   "reference_repeats": [],
                   "source_before": source_fingerprint(), "git": git_state()}
     with tempfile.TemporaryDirectory(prefix="fedcare-network-bench-") as tmp:
@@ -1137,6 +1196,14 @@ def main() -> None:
         shutil.copytree(SRC / "fedcare", code / "fedcare", ignore=shutil.ignore_patterns("__pycache__"))
         data["source_measured"] = source_fingerprint(code)
         procs = Processes(code)
+        other = None  # --against: the other tree's coordinator, from its own snapshot
+        if args.against is not None:
+            other_code = root / "against-src"
+            shutil.copytree(args.against / "src" / "fedcare", other_code / "fedcare",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            other = Processes(other_code)
+            data["against"] = {"tree": str(args.against), "git": git_state(args.against / "src"),
+                               "source_measured": source_fingerprint(other_code)}
         try:
             pki = root / "pki"
             init_authority(pki)
@@ -1148,6 +1215,7 @@ def main() -> None:
             plan = [("concurrent", "plain", main_stack), ("serial", "plain", main_stack)]
             plan += [] if args.no_what_if else [("concurrent", v, main_stack) for v in WHAT_IF]
             plan += [("concurrent", "stack", x) for x in other_stacks]
+            plan += [] if other is None else [("concurrent", "against", main_stack)]
             for k in range(args.repeats):
                 order = plan[:]
                 random.Random(k).shuffle(order)  # no variant always runs first or last in a repeat
@@ -1155,8 +1223,8 @@ def main() -> None:
                 for mode, variant, stack in order:
                     print(f"repeat {k + 1}/{args.repeats}: {mode} {variant} run (FEDCARE_HTTP={stack}), "
                           f"{args.rounds + 2} rounds ...", flush=True)
-                    fed = Federation(root / f"run-{k}-{mode}-{variant}-{stack}", pki, procs, args.rounds + 2, mode,
-                                     variant, stack)
+                    fed = Federation(root / f"run-{k}-{mode}-{variant}-{stack}", pki,
+                                     other if variant == "against" else procs, args.rounds + 2, mode, variant, stack)
                     result = fed.run()
                     result["repeat"] = k
                     results[mode, variant, stack] = result
@@ -1166,18 +1234,24 @@ def main() -> None:
                     data["params"] = result["params"]
                     blob = blob or os.urandom(result["update_bytes"])
                 data["runs"] += [results["concurrent", "plain", main_stack], results["serial", "plain", main_stack]]
-                data["what_if"] += [r for (_, variant, _), r in results.items() if variant not in ("plain", "stack")]
+                data["what_if"] += [r for (_, variant, _), r in results.items()
+                                    if variant not in ("plain", "stack", "against")]
                 data["stack_runs"] += [r for (_, variant, _), r in results.items() if variant == "stack"]
+                data["against_runs"] += [r for (_, variant, _), r in results.items() if variant == "against"]
                 print(f"repeat {k + 1}/{args.repeats}: reference uploads ...", flush=True)
                 data["reference_repeats"].append({w: reference.measure(w, blob, args.rounds) for w in ("raw", "http")})
-            for stack in [] if args.no_profile else [main_stack, *other_stacks]:
-                print(f"instrumented run (not counted above, FEDCARE_HTTP={stack}), {args.rounds + 2} rounds ...",
-                      flush=True)
-                fed = Federation(root / f"run-profiled-{stack}", pki, procs, args.rounds + 2, "concurrent", "profile",
-                                 stack)
-                data["profiled_runs"].append(fed.run())
+            profiled = [(stack, procs, "this tree") for stack in [main_stack, *other_stacks]]
+            profiled += [] if other is None else [(main_stack, other, str(args.against))]
+            for stack, runner, tree in [] if args.no_profile else profiled:
+                print(f"instrumented run of {tree} (not counted above, FEDCARE_HTTP={stack}), {args.rounds + 2} "
+                      "rounds ...", flush=True)
+                fed = Federation(root / f"run-profiled-{stack}-{len(data['profiled_runs'])}", pki, runner,
+                                 args.rounds + 2, "concurrent", "profile", stack)
+                data["profiled_runs"].append({**fed.run(), "tree": tree})
         finally:
             procs.stop_all()
+            if other is not None:
+                other.stop_all()
     data["load_after"] = list(os.getloadavg())
     data["source_after"] = source_fingerprint()
     changed = sorted(k for k in data["source_before"].keys() | data["source_after"].keys()
@@ -1193,6 +1267,7 @@ def main() -> None:
     for profiled in data["profiled_runs"]:
         med = statistics.median(r["period"] for r in profiled["rounds"] if r["round"] >= 2)
         table += ("\n### Where the coordinator's time goes (an extra, instrumented run; not in the figures above)\n\n"
+                  f"Code: {profiled.get('tree', 'this tree')}. "
                   f"HTTP stack: {profiled['stack']}. Median round of the instrumented run, client-side: "
                   f"{1e3 * med:.1f} ms.\n" + profile_report(profiled["profile"]))
     print()
@@ -1201,6 +1276,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     command = f"python benchmarks/network.py --rounds {args.rounds} --repeats {args.repeats}"
     command += f" --stacks {args.stacks}" if args.stacks != "auto" else ""
+    command += f" --against {args.against}" if args.against is not None else ""
     command += "".join(f" --{k.replace('_', '-')} {v}" for k, v in COMPRESS.items())
     name = "network-compressed" if COMPRESS else "network"
     (out / f"{name}.md").write_text(f"<!-- {command} -->\n\n{table}")

@@ -16,6 +16,7 @@ from fedcare.algorithms.robust import (
     krum,
     median_of_rows,
     norm_bound,
+    report_products,
     trimmed_mean,
     update_report,
 )
@@ -210,6 +211,28 @@ def test_update_report_norms_and_cosines():
     assert update_report(ups[:1], zero) == {"a": pytest.approx({"norm": 5.0, "cosine": 0.0})}
 
 
+
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_report_products_in_one_pass_are_the_float64_products(n):
+    """Arrays larger than one chunk of the pass, and smaller, and empty: every norm and product is
+    the float64 one of the whole flattened vectors, the consensus that of np.median."""
+    rng = np.random.default_rng(n)
+    shapes = {"big": (300, 700), "small": (5,), "empty": (0,)}
+    ups = [Update(f"s{i}", {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}, 1)
+           for i in range(n)]
+    aggregate = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    flat = lambda p: np.concatenate([np.asarray(p[k], np.float64).ravel() for k in shapes])  # noqa: E731
+    g, a = np.stack([flat(u.grad) for u in ups]), flat(aggregate)
+    c = np.median(g, axis=0)
+    sums = report_products(ups, aggregate, consensus=True)
+    assert sums.sites == [u.site_id for u in ups]
+    np.testing.assert_allclose(sums.norms, np.linalg.norm(g, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(sums.with_aggregate, g @ a, rtol=1e-9)
+    np.testing.assert_allclose(sums.aggregate_norm, np.linalg.norm(a), rtol=1e-12)
+    np.testing.assert_allclose(sums.with_consensus, g @ c, rtol=1e-9)
+    np.testing.assert_allclose(sums.consensus_norm, np.linalg.norm(c), rtol=1e-12)
+    assert report_products(ups, aggregate).with_consensus is None
+
 # ---------------------------------------------------------------- refusals
 
 @pytest.mark.parametrize("make, match", [
@@ -275,7 +298,7 @@ def test_every_rule_runs_one_strategy_step(pieces, g_w0, g_b):
     assert new["w"].dtype == np.float32 and len(new_states) == len(pieces) + 1
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 33])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 13, 32, 33])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_median_of_rows_is_numpys_median_bit_for_bit(n, dtype):
     rng = np.random.default_rng(n)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fedcare.algorithms.robust import median_of_rows, update_report
+from fedcare.algorithms.robust import ReportProducts, report_products
 from fedcare.core.params import Params
 from fedcare.core.update import Update
 
@@ -31,16 +31,18 @@ from fedcare.core.update import Update
 # or label-flipping site stays below -0.3 in most rounds, a noisy one far above 10 times.
 OPPOSED = -0.3
 NORM_RATIO = 10.0
-_CHUNK = 1 << 16
 
 
 def anomaly_report(updates: Sequence[Update], aggregate: Params, decisions: Mapping[str, Mapping[str, float]],
                    refused: Mapping[str, str]) -> dict[str, dict]:
     report: dict[str, dict] = {}
     if updates and aggregate:
-        for site, values in update_report(updates, aggregate).items():
-            report[site] = {**values, "flagged": False}
-        for site, values in _against_consensus(updates, aggregate).items():
+        # one pass over the updates for every norm and product below (robust.report_products)
+        sums = report_products(updates, aggregate, consensus=len(updates) >= 3)
+        cosines = sums.cosines(sums.with_aggregate, sums.aggregate_norm)
+        for site, norm, cosine in zip(sums.sites, sums.norms, cosines, strict=True):
+            report[site] = {"norm": norm, "cosine": cosine, "flagged": False}
+        for site, values in _against_consensus(sums).items():
             report[site].update(values)
     for piece, weights in decisions.items():
         values = np.array(list(weights.values()), dtype=np.float64)
@@ -70,21 +72,17 @@ def flagged_sites(reports: Iterable[Mapping[str, Mapping]]) -> dict:
             "rounds_seen": dict(sorted(seen.items()))}
 
 
-def _against_consensus(updates: Sequence[Update], like: Params) -> dict[str, dict]:
+def _against_consensus(sums: ReportProducts) -> dict[str, dict]:
     """Each update's cosine to the coordinate-wise median of the round's updates and its norm over
     the median norm, and whether either is out of line; nothing with fewer than three updates (the
     median of two is their mean, which one hostile site moves as far as it likes)."""
-    if len(updates) < 3:
+    if sums.with_consensus is None or sums.consensus_norm is None:
         return {}
-    consensus = {name: np.concatenate([median_of_rows([np.asarray(u.grad[name]).ravel()[i:i + _CHUNK] for u in updates])
-                                       for i in range(0, max(np.asarray(like[name]).size, 1), _CHUNK)])
-                 for name in like}
-    consensus = {name: v.reshape(np.shape(like[name])) for name, v in consensus.items()}
-    values = update_report(updates, consensus)
-    median_norm = float(np.median([v["norm"] for v in values.values()]))
+    cosines = sums.cosines(sums.with_consensus, sums.consensus_norm)
+    median_norm = float(np.median(sums.norms))
     out = {}
-    for site, v in values.items():
-        ratio = v["norm"] / median_norm if median_norm > 0 else 1.0
-        out[site] = {"cosine_consensus": v["cosine"], "norm_ratio": ratio,
-                     "flagged": v["cosine"] < OPPOSED or ratio > NORM_RATIO}
+    for site, norm, cosine in zip(sums.sites, sums.norms, cosines, strict=True):
+        ratio = norm / median_norm if median_norm > 0 else 1.0
+        out[site] = {"cosine_consensus": cosine, "norm_ratio": ratio,
+                     "flagged": cosine < OPPOSED or ratio > NORM_RATIO}
     return out

@@ -83,7 +83,11 @@ def create_app(control: Control, credentials: Credentials, extensions: Sequence[
 
     Token = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
-    def site(request: Request, token: Token) -> str:
+    # The credential checks and the task handlers a round goes through are coroutines: each does
+    # microseconds of work (a stat of the registry, a lookup under the board's lock, a SQLite write
+    # at most every few seconds per site), less than the hop to a worker thread and back that
+    # FastAPI makes for a plain function, which on a busy machine also waits for that thread to run.
+    async def site(request: Request, token: Token) -> str:
         """The authenticated site: its token's owner, if that site takes part in the federation."""
         site_id = _registry(credentials.site_for, token.credentials) if token else None
         if site_id is None:
@@ -95,7 +99,7 @@ def create_app(control: Control, credentials: Credentials, extensions: Sequence[
         control.store.seen(site_id)
         return site_id
 
-    def admin(token: Token) -> None:
+    async def admin(token: Token) -> None:
         if token is None or not _registry(credentials.is_admin, token.credentials):
             raise Refused(401, "admin credential required (the token in admin.json from fedcare certs init)")
 
@@ -116,8 +120,8 @@ def create_app(control: Control, credentials: Credentials, extensions: Sequence[
 
     @app.get(f"{API}/tasks/{{task_id}}/params", response_class=Response,
              responses={200: {"content": {"application/octet-stream": {}}}})
-    def params(task_id: str, site_id: Site) -> Response:
-        """The arrays of an open task (safetensors bytes)."""
+    async def params(task_id: str, site_id: Site) -> Response:
+        """The arrays of an open task (safetensors bytes, made before the task opened)."""
         task = control.board.task_for(site_id, task_id)
         blob = task.blob_for(site_id)  # a site lacking an input: the params without its encoder
         if blob is None:
