@@ -653,7 +653,7 @@ class Profile:
     from /proc. Counting starts when round 2's fit task is posted and stops at the final evaluation."""
 
     IDLE = {("threading.py", "wait"), ("selectors.py", "select"), ("queue.py", "get"),
-            ("threading.py", "_wait_for_tstate_lock")}
+            ("threading.py", "_wait_for_tstate_lock"), ("thread.py", "_worker")}  # the last: an idle pool thread
 
     def __init__(self, interval: float = 0.004):
         self.interval = interval
@@ -668,6 +668,7 @@ class Profile:
         self.busy = 0
         self.cpu_start: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.cpu_seen: dict[str, float] = {}  # each thread's CPU when last read: a thread that ended keeps it
         self.wall = 0.0
         self._t0 = 0.0
 
@@ -682,7 +683,7 @@ class Profile:
             return
         self.active = False
         self.wall = time.perf_counter() - self._t0
-        now = self._thread_cpu()
+        now = {**self.cpu_seen, **self._thread_cpu()}
         groups: dict[str, float] = {}
         for key, value in now.items():
             name = key.split("#")[0]
@@ -730,10 +731,14 @@ class Profile:
     def sample_forever(self) -> None:
         me = threading.get_ident()
         names = {}
+        ticks = 0
         while True:
             time.sleep(self.interval)
             if not self.active:
                 continue
+            ticks += 1
+            if ticks % 25 == 0:  # every ~0.1 s: threads that end before the count stops still count
+                self.cpu_seen.update(self._thread_cpu())
             if len(names) != threading.active_count():
                 names = {t.ident: _thread_group(t.name) for t in threading.enumerate()}
             for ident, frame in sys._current_frames().items():
@@ -771,6 +776,8 @@ def _thread_group(name: str) -> str:
         return "round engine (run thread)"
     if name.startswith("AnyIO worker"):
         return "request handlers (AnyIO worker threads)"
+    if name.startswith("anomaly-report"):
+        return "round engine: the anomaly report's thread"
     return name
 
 
