@@ -4,7 +4,6 @@ selection, per-site seeds, the quorum rule, early stopping and the byte count of
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import replace
 
 import numpy as np
@@ -199,35 +198,3 @@ def test_engine_settings_defaults_are_the_config_defaults():
     t, a = cfg.training, cfg.algorithm
     assert (s.local_epochs, s.lr, s.batch_size, s.optimizer, s.fraction, s.min_sites, s.patience, s.seed) == \
         (t.local_epochs, t.lr, t.batch_size, t.optimizer, a.fraction, a.min_sites, a.patience, cfg.run.seed)
-
-
-class WaitingTransport(SimulationTransport):
-    """The simulation transport declaring, as the network's does, that evaluating is waiting for sites;
-    it notes which threads were alive while each evaluation ran."""
-
-    evaluation_waits = True
-
-    def __init__(self, sites):
-        super().__init__(sites)
-        self.threads_seen: list[set[str]] = []
-
-    def evaluate(self, params, site_ids, splits):
-        self.threads_seen.append({t.name.split("_")[0] for t in threading.enumerate()})
-        return super().evaluate(params, site_ids, splits)
-
-
-def test_anomaly_report_made_during_a_waiting_evaluation_is_the_same(heart):
-    """With a transport whose evaluation waits for the sites, the report is made in its own thread
-    while the evaluation runs, and every round's record and the final params are those of a plain run."""
-    fed = federation(heart, model="mlp", hidden=[8], rounds=3, seed=1)
-    plain, _ = run_engine(fed)
-    fed = federation(heart, model="mlp", hidden=[8], rounds=3, seed=1)
-    transport = WaitingTransport(fed.sites)
-    waited = RoundEngine(fed.plan.algorithm, transport, fed.plan.settings).run(fed.initial)
-    assert all("anomaly-report" in names for names in transport.threads_seen) and len(transport.threads_seen) == 3
-    assert [r.anomalies for r in waited.history] == [r.anomalies for r in plain.history]
-    assert all(len(r.anomalies) == 4 and "cosine_consensus" in next(iter(r.anomalies.values()))
-               for r in waited.history)
-    assert [r.evaluation for r in waited.history] == [r.evaluation for r in plain.history]
-    assert all(np.array_equal(waited.params[k], plain.params[k]) for k in plain.params)
-    assert not any(t.name.startswith("anomaly-report") for t in threading.enumerate())  # shut down with the run

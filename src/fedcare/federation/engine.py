@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 
@@ -146,82 +144,65 @@ class RoundEngine:
             best_score, best_round, first = resume.best_score, resume.best_round, resume.round + 1
         history: list[RoundRecord] = []
         stopped_early = False
-        pool: ThreadPoolExecutor | None = None  # the anomaly report's thread, made on first use
-        try:
-            for rnd in range(first, s.rounds + 1):
-                rng = np.random.default_rng([s.seed, rnd])
-                if self.algorithm.selection == "cyclic":  # sites train in turn, as in FLamby's Cyclic
-                    selected = [site_ids[(rnd - 1) % len(site_ids)]]
-                else:
-                    selected = select_sites(site_ids, s.fraction, s.min_sites, rng)
-                a = self.algorithm
-                scope = a.strategy.scope(states)  # arrays a site lacking an input neither receives nor sends
-                requests = {sid: FitRequest(rnd, a.site_mode, s.local_epochs, s.lr, s.batch_size, s.optimizer,
-                                            site_seed(s.seed, rnd, index[sid]), a.prox_mu, a.personalization,
-                                            a.ditto_lambda, a.scaffold, dp_epsilon=a.dp_epsilon, dp_delta=a.dp_delta,
-                                            dp_clip=a.dp_clip, planned_rounds=s.rounds, compress=a.compress_updates,
-                                            error_feedback=a.error_feedback, skip=scope.get(sid, ()))
-                            for sid in selected}
-                # arrays some pieces send beside the params (SCAFFOLD's c); each update then mirrors the
-                # whole message: the params' names plus these, validated on arrival like the rest
-                extras = self.algorithm.strategy.broadcast(states)
-                clash = [k for k in extras if k in params]
-                if clash:
-                    raise ConfigError(f"the strategy broadcasts '{clash[0]}', which is also a model array's name")
-                before = _byte_counts(self.transport)
-                fitted = self.transport.fit(params, requests, extras) if extras else self.transport.fit(params, requests)
-                updates = fitted.updates
-                train = _train_metrics(fitted)
-                if len(train) < s.min_sites:
-                    raise QuorumError(f"round {rnd}: {len(train)} of {len(selected)} selected sites answered; "
-                                      f"at least {s.min_sites} are needed")
-                ctx = RoundContext(params=params, round=rnd, rng=rng)
-                outcome, left_out = guarded_run(self.algorithm.strategy, params, updates, states, ctx)
-                if left_out:  # counted as refused; the round goes on with the others
-                    updates = [u for u in updates if u.site_id not in left_out]
-                    train = {sid: values for sid, values in train.items() if sid not in left_out}
-                params, states = outcome.params, outcome.states
-                judges = evaluated_sites(s, rnd, site_ids)
-                report_of = partial(anomaly_report, _model_part(updates, params), outcome.aggregate,
-                                    outcome.decisions, {**fitted.refused, **left_out})
-                if judges and getattr(self.transport, "evaluation_waits", False):
-                    # the evaluation is a wait for the sites: the report, which does not need it, is made
-                    # meanwhile (the same report, off the path between the last answer and the next round)
-                    pool = pool or ThreadPoolExecutor(1, thread_name_prefix="anomaly-report")
-                    made = pool.submit(report_of)
-                    try:
-                        evaluation = self.transport.evaluate(params, judges, s.eval_splits)
-                    finally:
-                        wait([made])  # nothing of the round goes on while its report is being made
-                    report = made.result()
-                else:
-                    evaluation = self.transport.evaluate(params, judges, s.eval_splits) if judges else {}
-                    report = report_of()
-                val = mean_metric(evaluation, "val", s.metric)
-                figures = self.algorithm.strategy.round_metrics(states)  # e.g. site-level ε after this round
-                train = {sid: {**values, **figures} for sid, values in train.items()}
-                after = _byte_counts(self.transport)
-                moved = {"upload": after[0] - before[0], "broadcast": after[1] - before[1]}
-                record = RoundRecord(rnd, selected, train, evaluation, val, report, moved)
-                history.append(record)
-                if self.on_round:
-                    self.on_round(record)
-                if s.patience is None or (val is None and judges):
-                    best_params, best_round = params, rnd
-                elif not judges:
-                    pass  # a round nobody judged: patience waits for the next evaluated one
-                elif best_score is None or (val > best_score if s.higher_is_better else val < best_score):
-                    best_params, best_score, best_round = params, val, rnd
-                elif rnd - best_round >= s.patience:
-                    stopped_early = True
-                if self.on_checkpoint:
-                    self.on_checkpoint(EngineCheckpoint(rnd, params, states, best_params, best_round, best_score,
-                                                        self.transport.bytes_sent, self.transport.bytes_upload))
-                if stopped_early:
-                    break
-        finally:
-            if pool is not None:
-                pool.shutdown()
+        for rnd in range(first, s.rounds + 1):
+            rng = np.random.default_rng([s.seed, rnd])
+            if self.algorithm.selection == "cyclic":  # sites train in turn, as in FLamby's Cyclic
+                selected = [site_ids[(rnd - 1) % len(site_ids)]]
+            else:
+                selected = select_sites(site_ids, s.fraction, s.min_sites, rng)
+            a = self.algorithm
+            scope = a.strategy.scope(states)  # arrays a site lacking an input neither receives nor sends
+            requests = {sid: FitRequest(rnd, a.site_mode, s.local_epochs, s.lr, s.batch_size, s.optimizer,
+                                        site_seed(s.seed, rnd, index[sid]), a.prox_mu, a.personalization,
+                                        a.ditto_lambda, a.scaffold, dp_epsilon=a.dp_epsilon, dp_delta=a.dp_delta,
+                                        dp_clip=a.dp_clip, planned_rounds=s.rounds, compress=a.compress_updates,
+                                        error_feedback=a.error_feedback, skip=scope.get(sid, ()))
+                        for sid in selected}
+            # arrays some pieces send beside the params (SCAFFOLD's c); each update then mirrors the
+            # whole message: the params' names plus these, validated on arrival like the rest
+            extras = self.algorithm.strategy.broadcast(states)
+            clash = [k for k in extras if k in params]
+            if clash:
+                raise ConfigError(f"the strategy broadcasts '{clash[0]}', which is also a model array's name")
+            before = _byte_counts(self.transport)
+            fitted = self.transport.fit(params, requests, extras) if extras else self.transport.fit(params, requests)
+            updates = fitted.updates
+            train = _train_metrics(fitted)
+            if len(train) < s.min_sites:
+                raise QuorumError(f"round {rnd}: {len(train)} of {len(selected)} selected sites answered; "
+                                  f"at least {s.min_sites} are needed")
+            ctx = RoundContext(params=params, round=rnd, rng=rng)
+            outcome, left_out = guarded_run(self.algorithm.strategy, params, updates, states, ctx)
+            if left_out:  # counted as refused; the round goes on with the others
+                updates = [u for u in updates if u.site_id not in left_out]
+                train = {sid: values for sid, values in train.items() if sid not in left_out}
+            params, states = outcome.params, outcome.states
+            judges = evaluated_sites(s, rnd, site_ids)
+            evaluation = self.transport.evaluate(params, judges, s.eval_splits) if judges else {}
+            val = mean_metric(evaluation, "val", s.metric)
+            figures = self.algorithm.strategy.round_metrics(states)  # e.g. site-level ε after this round
+            train = {sid: {**values, **figures} for sid, values in train.items()}
+            report = anomaly_report(_model_part(updates, params), outcome.aggregate, outcome.decisions,
+                                    {**fitted.refused, **left_out})
+            after = _byte_counts(self.transport)
+            moved = {"upload": after[0] - before[0], "broadcast": after[1] - before[1]}
+            record = RoundRecord(rnd, selected, train, evaluation, val, report, moved)
+            history.append(record)
+            if self.on_round:
+                self.on_round(record)
+            if s.patience is None or (val is None and judges):
+                best_params, best_round = params, rnd
+            elif not judges:
+                pass  # a round nobody judged: patience waits for the next evaluated one
+            elif best_score is None or (val > best_score if s.higher_is_better else val < best_score):
+                best_params, best_score, best_round = params, val, rnd
+            elif rnd - best_round >= s.patience:
+                stopped_early = True
+            if self.on_checkpoint:
+                self.on_checkpoint(EngineCheckpoint(rnd, params, states, best_params, best_round, best_score,
+                                                    self.transport.bytes_sent, self.transport.bytes_upload))
+            if stopped_early:
+                break
         rounds_run = (resume.round if resume else 0) + len(history)
         return EngineResult(best_params, rounds_run, best_round, stopped_early, history)
 

@@ -29,9 +29,6 @@ class Timing:
 
 
 class NetworkTransport:
-    #: evaluating is waiting for the sites' answers (the engine makes the round's anomaly report meanwhile)
-    evaluation_waits = True
-
     def __init__(self, board: Board, site_ids: Sequence[str], timing: Timing, plan: dict, bytes_sent: int = 0,
                  secure: SecurePlan | None = None, broadcast: Scheme = NONE, bytes_upload: int = 0):
         self._board = board
