@@ -36,6 +36,11 @@ Setup (the deployment issue): 4 sites, a model of about 1,000,000 parameters (he
   same machine, same bytes, same certificate, interleaved with the runs: a raw TLS socket server
   (reads N bytes, answers "ok") and a bare ASGI app on the same uvicorn (reads the body, answers
   200), each uploaded to alone and by 4 streams at once. MB = 10^6 bytes.
+* The floor of a round: the same reference servers given a round's bytes in a round's pattern, 4
+  uploads of the update at once, then (once all are in) 4 downloads of the params at once, on the 4
+  kept-alive connections; the raw TLS socket's figure is what moving 16 MB up and 16 MB down costs on
+  this machine with nothing else (no polls, no JSON, no hashing, no validation), the bare uvicorn
+  app's is the same through the coordinator's HTTP stack.
 
     PYTHONPATH=src python benchmarks/network.py [--rounds 30] [--repeats 3] [--no-what-if] [--no-profile]
         [--compress-updates SCHEME] [--compress-broadcast SCHEME] [--stacks auto,h11] [--against TREE]
@@ -439,19 +444,29 @@ def serve_reference(cert: str, key: str, raw_port: int, http_port: int) -> None:
     ctx.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", raw_port))
 
+    sent: dict[int, bytes] = {}  # download size -> the bytes served (made once, like the coordinator's broadcast)
+
+    def served(n: int) -> bytes:
+        if n not in sent:
+            sent[n] = os.urandom(n)
+        return sent[n]
+
     def connection(conn: socket.socket) -> None:
         with ctx.wrap_socket(conn, server_side=True) as tls:
-            head = memoryview(bytearray(8))
+            head = memoryview(bytearray(16))  # bytes the client sends, bytes it asks back
             view = memoryview(bytearray(0))
             while True:
-                if _recv_exact(tls, head, 8) is None:
+                if _recv_exact(tls, head, 16) is None:
                     return
-                n = int.from_bytes(head, "little")
+                n, back = int.from_bytes(head[:8], "little"), int.from_bytes(head[8:], "little")
                 if n > len(view):
                     view = memoryview(bytearray(n))
                 if _recv_exact(tls, view, n) is None:
                     return
-                tls.sendall(b"ok")
+                if back:
+                    tls.sendall(served(back))
+                else:
+                    tls.sendall(b"ok")
 
     def accept() -> None:
         while True:
@@ -462,6 +477,14 @@ def serve_reference(cert: str, key: str, raw_port: int, http_port: int) -> None:
 
     async def app(scope, receive, send):  # reads the whole body, answers 200: the HTTP stack alone
         if scope["type"] != "http":
+            return
+        if scope["method"] == "GET":  # GET /download?n=N: N bytes, made once (a broadcast's download)
+            back = int(scope["query_string"].decode().partition("=")[2] or 0)
+            body = served(back)
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/octet-stream"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
             return
         chunks, more = [], True
         while more:
@@ -505,15 +528,28 @@ class Reference:
         sock = self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.raw_port)),
                                     server_hostname="127.0.0.1")
 
+        view = memoryview(bytearray(0))
+
         def upload(blob: bytes) -> float:
             t0 = time.perf_counter()
-            sock.sendall(len(blob).to_bytes(8, "little"))
+            sock.sendall(len(blob).to_bytes(8, "little") + bytes(8))
             sock.sendall(blob)
             reply = sock.recv(2)
             t1 = time.perf_counter()
             if reply != b"ok":
                 raise RuntimeError(f"raw TLS server answered {reply!r}")
             return t1 - t0
+
+        def download(n: int) -> float:
+            nonlocal view
+            t0 = time.perf_counter()
+            sock.sendall(bytes(8) + n.to_bytes(8, "little"))
+            if n > len(view):
+                view = memoryview(bytearray(n))
+            if _recv_exact(sock, view, n) is None:
+                raise RuntimeError("raw TLS server closed the connection")
+            return time.perf_counter() - t0
+        upload.download = download
         return upload, sock.close
 
     def http_client(self):
@@ -525,9 +561,21 @@ class Reference:
             t1 = time.perf_counter()
             _ok(response, "reference upload")
             return t1 - t0
+
+        def download(n: int) -> float:
+            t0 = time.perf_counter()
+            response = client.get("/download", params={"n": n})
+            t1 = time.perf_counter()
+            _ok(response, "reference download")
+            if len(response.content) != n:
+                raise RuntimeError(f"reference download: {len(response.content)} bytes, not {n}")
+            return t1 - t0
+        upload.download = download
         return upload, client.close
 
-    def measure(self, which: str, blob: bytes, samples: int) -> dict:
+    def measure(self, which: str, blob: bytes, samples: int, down: int = 0) -> dict:
+        """`down` > 0 adds the round's pattern: 4 uploads of `blob` at once, then 4 downloads of
+        `down` bytes at once (the evaluate task's), on kept-alive connections as the sites use."""
         make = self.raw_client if which == "raw" else self.http_client
         alone, close = make()
         try:
@@ -558,10 +606,42 @@ class Reference:
                     t.join()
                 per_stream += [b - a for a, b in spans]
                 windows.append(max(b for _, b in spans) - min(a for a, _ in spans))
+            rounds = [self._round(clients, blob, down) for _ in range(samples if down else 0)]
         finally:
             for _, close in clients:
                 close()
-        return {"single": single, "concurrent_per_stream": per_stream, "concurrent_window": windows}
+        return {"single": single, "concurrent_per_stream": per_stream, "concurrent_window": windows,
+                "round": [r[0] for r in rounds], "round_up": [r[1] for r in rounds],
+                "round_down": [r[2] for r in rounds]}
+
+    @staticmethod
+    def _round(clients: list, blob: bytes, down: int) -> tuple[float, float, float]:
+        """The floor of a round's transfers: (first upload start → last download end, the uploads'
+        window, the downloads' window). Nothing else: no polls, no parsing, no hashing."""
+        marks: dict[str, list[float]] = {"up": [], "up_end": [], "down": [], "down_end": []}
+        lock = threading.Lock()
+        barrier = threading.Barrier(len(clients))
+
+        def one(upload) -> None:
+            barrier.wait()
+            t0 = time.perf_counter()
+            upload(blob)
+            t1 = time.perf_counter()
+            barrier.wait()  # every upload in, as the evaluate task opens only after aggregation
+            t2 = time.perf_counter()
+            upload.download(down)
+            t3 = time.perf_counter()
+            with lock:
+                for key, t in zip(("up", "up_end", "down", "down_end"), (t0, t1, t2, t3)):
+                    marks[key].append(t)
+
+        threads = [threading.Thread(target=one, args=(u,)) for u, _ in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return (max(marks["down_end"]) - min(marks["up"]), max(marks["up_end"]) - min(marks["up"]),
+                max(marks["down_end"]) - min(marks["down"]))
 
 
 # ----------------------------------------------------------------------------- profiling the coordinator
@@ -573,7 +653,7 @@ class Profile:
     from /proc. Counting starts when round 2's fit task is posted and stops at the final evaluation."""
 
     IDLE = {("threading.py", "wait"), ("selectors.py", "select"), ("queue.py", "get"),
-            ("threading.py", "_wait_for_tstate_lock")}
+            ("threading.py", "_wait_for_tstate_lock"), ("thread.py", "_worker")}  # the last: an idle pool thread
 
     def __init__(self, interval: float = 0.004):
         self.interval = interval
@@ -588,6 +668,7 @@ class Profile:
         self.busy = 0
         self.cpu_start: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.cpu_seen: dict[str, float] = {}  # each thread's CPU when last read: a thread that ended keeps it
         self.wall = 0.0
         self._t0 = 0.0
 
@@ -602,7 +683,7 @@ class Profile:
             return
         self.active = False
         self.wall = time.perf_counter() - self._t0
-        now = self._thread_cpu()
+        now = {**self.cpu_seen, **self._thread_cpu()}
         groups: dict[str, float] = {}
         for key, value in now.items():
             name = key.split("#")[0]
@@ -650,10 +731,14 @@ class Profile:
     def sample_forever(self) -> None:
         me = threading.get_ident()
         names = {}
+        ticks = 0
         while True:
             time.sleep(self.interval)
             if not self.active:
                 continue
+            ticks += 1
+            if ticks % 25 == 0:  # every ~0.1 s: threads that end before the count stops still count
+                self.cpu_seen.update(self._thread_cpu())
             if len(names) != threading.active_count():
                 names = {t.ident: _thread_group(t.name) for t in threading.enumerate()}
             for ident, frame in sys._current_frames().items():
@@ -691,6 +776,8 @@ def _thread_group(name: str) -> str:
         return "round engine (run thread)"
     if name.startswith("AnyIO worker"):
         return "request handlers (AnyIO worker threads)"
+    if name.startswith("anomaly-report"):
+        return "round engine: the anomaly report's thread"
     return name
 
 
@@ -1011,6 +1098,24 @@ def against_rows(data: dict, runs: list[dict]) -> list[str]:
             "the starts of these runs: " + ", ".join(f"{run['load']:.1f}" for pair in pairs for run in pair) + "."]
 
 
+def floor_rows(data: dict, conc: list[dict]) -> list[str]:
+    """The round's bytes in the round's pattern with nothing else (the reference servers): how far the
+    coordinator's round is above what moving 16 MB up and 16 MB down costs on this machine."""
+    refs = data["reference"]
+    if not refs["raw"].get("round"):
+        return []
+    raw, http = refs["raw"], refs["http"]
+    ratio = statistics.median(r["period"] for r in conc) / statistics.median(raw["round"])
+    return [ms_row("**floor: raw TLS socket, the round's bytes** (4 uploads at once, then 4 downloads at once)",
+                   raw["round"], f"fedcare's round is {ratio:.1f}× this"),
+            ms_row("· floor: its 4 uploads", raw["round_up"], "first start → last end"),
+            ms_row("· floor: its 4 downloads", raw["round_down"], "first start → last end"),
+            ms_row("bare uvicorn app over TLS, the round's requests (4 PUTs at once, then 4 GETs at once)",
+                   http["round"], "the HTTP stack, no fedcare"),
+            ms_row("· bare uvicorn: its 4 PUTs", http["round_up"], ""),
+            ms_row("· bare uvicorn: its 4 GETs", http["round_down"], "")]
+
+
 def source_fingerprint(src: Path = SRC) -> dict[str, str]:
     """sha256 of the coordinator's code (what this benchmark measures), to tell if it changed mid-run."""
     package = src / "fedcare"
@@ -1078,6 +1183,7 @@ def report(data: dict) -> str:
                "evaluate open → last answer answered"),
         ms_row("· round close + checkpoint gap", [r["checkpoint_gap"] for r in conc],
                "last answer → next fit task open"),
+        *floor_rows(data, conc),
         ms_row("coordinator process CPU time (user + sys)", [r["coordinator_cpu"] for r in conc],
                f"mean {1e3 * statistics.fmean(r['coordinator_cpu'] for r in conc):.1f} ms; /proc, 1/{TICK} s ticks"),
         ms_row("4 client threads' CPU time (benchmark process)", [r["clients_cpu"] for r in conc],
@@ -1239,7 +1345,8 @@ def main() -> None:
                 data["stack_runs"] += [r for (_, variant, _), r in results.items() if variant == "stack"]
                 data["against_runs"] += [r for (_, variant, _), r in results.items() if variant == "against"]
                 print(f"repeat {k + 1}/{args.repeats}: reference uploads ...", flush=True)
-                data["reference_repeats"].append({w: reference.measure(w, blob, args.rounds) for w in ("raw", "http")})
+                data["reference_repeats"].append({w: reference.measure(w, blob, args.rounds, data["download_bytes"])
+                                                  for w in ("raw", "http")})
             profiled = [(stack, procs, "this tree") for stack in [main_stack, *other_stacks]]
             profiled += [] if other is None else [(main_stack, other, str(args.against))]
             for stack, runner, tree in [] if args.no_profile else profiled:
@@ -1261,7 +1368,8 @@ def main() -> None:
         print(f"note: src/ changed in the work tree while the benchmark ran ({', '.join(changed)}); "
               "the coordinator ran from the snapshot taken at the start")
     data["reference"] = {w: {key: [x for rep in data["reference_repeats"] for x in rep[w][key]]
-                             for key in ("single", "concurrent_per_stream", "concurrent_window")}
+                             for key in ("single", "concurrent_per_stream", "concurrent_window", "round",
+                                         "round_up", "round_down")}
                          for w in ("raw", "http")}
     table = report(data)
     for profiled in data["profiled_runs"]:

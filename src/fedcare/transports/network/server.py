@@ -116,7 +116,9 @@ def create_app(control: Control, credentials: Credentials, extensions: Sequence[
         """Long-poll: the site's open task (declarative: a kind, a round, hyperparameters), or 204.
         It waits on the event loop, so held-open polls take no thread from other requests."""
         task = await control.board.poll(site_id, min(wait, control.poll_wait))
-        return Response(status_code=204) if task is None else task
+        # the board's task bodies are JSON values already: JSONResponse writes them as FastAPI would,
+        # without its walk over every value of the plan first (jsonable_encoder), twice per site and round
+        return Response(status_code=204) if task is None else JSONResponse(task)
 
     @app.get(f"{API}/tasks/{{task_id}}/params", response_class=Response,
              responses={200: {"content": {"application/octet-stream": {}}}})
