@@ -131,6 +131,10 @@ def bad_runs(tmp_path_factory):
     return root, results
 
 
+BAD_RUNS = pytest.mark.xdist_group("bad_runs")  # one worker builds the fixture's 12 runs, not each worker
+
+
+@BAD_RUNS
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_exits_2_with_an_error_naming_the_problem(bad_runs, case):
     root, results = bad_runs
@@ -144,6 +148,7 @@ def test_bad_input_exits_2_with_an_error_naming_the_problem(bad_runs, case):
     assert not (root / f"run-{case}" / "summary.json").exists()
 
 
+@BAD_RUNS
 def test_a_two_patient_site_trains_and_the_terminal_says_it_is_not_evaluated(bad_runs):
     root, _ = bad_runs
     proc = run_cli("simulate", "--data", "tiny_site.csv", "--label", "y", *CSV, "--out", "tiny", cwd=root)
@@ -153,6 +158,7 @@ def test_a_two_patient_site_trains_and_the_terminal_says_it_is_not_evaluated(bad
     assert (root / "notes" / "mine.txt").read_text() == "not a run"  # the refused --out was left as it was
 
 
+@BAD_RUNS
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_error_is_exactly_one_line(bad_runs, case):
     """Long messages too: a console that wraps at the terminal width would split them."""

@@ -169,13 +169,16 @@ def simulate(
         flags["out"] = str(flags["out"])
     if "site_weight" in flags:
         flags["site_weights"] = _site_weights(flags.pop("site_weight"))
-    from fedcare.interfaces.api import load_config, resolve_config, resume as resume_run, simulate as run_simulation
-    from fedcare.interfaces.report import cate_table, site_table, treatment_table
+    from fedcare.core.config import load_config, resolve_config
 
+    # the config is checked before torch and pandas are imported: a wrong flag is refused at once
     if resume is not None:
         cfg = load_config(resume / "config.yaml", {"out": str(resume)})
     else:
         cfg = resolve_config(config, **flags) if config else resolve_config(flags)
+    from fedcare.interfaces.api import resume as resume_run, simulate as run_simulation
+    from fedcare.interfaces.report import cate_table, site_table, treatment_table
+
     on_round = RoundProgress(console, cfg.algorithm.rounds, cfg.evaluation.metric or "")
     try:
         run = resume_run(resume, progress=on_round) if resume is not None else run_simulation(cfg, progress=on_round)
