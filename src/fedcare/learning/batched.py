@@ -63,7 +63,7 @@ def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Param
     mu = 0.0 if gradient else first.prox_mu
     names = [k for k, _ in model.named_parameters()]
     start = {k: torch.tensor(params[k], device=device) for k in names}  # a copy: the message is read-only
-    stacked = {k: v.expand(len(ids), *v.shape).clone() for k, v in start.items()}
+    stacked = {k: v.expand(len(ids), *v.shape).clone().requires_grad_() for k, v in start.items()}
     buffers = {k: v.to(device) for k, v in model.named_buffers()}
     sizes = torch.tensor([len(sites[s]) for s in ids], device=device)
 
@@ -82,13 +82,11 @@ def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Param
         data_loss = (vmap(one)(x, y) * mask).sum() / mask.sum().clamp(min=1)
         return data_loss + prox(p), data_loss
 
-    whole, masked = vmap(grad(whole_loss, has_aux=True)), vmap(grad(masked_loss, has_aux=True))
-
     def grads(x, y, mask, counts):
         """Each site's gradient and mean loss on its rows of this window; a site's window full or
         empty everywhere (an empty one's result is not used) needs no mask."""
         full = bool(((counts == 0) | (counts == mask.shape[1])).all())
-        return whole(stacked, x, y) if full else masked(stacked, x, y, mask)
+        return site_grads(whole_loss, stacked, x, y) if full else site_grads(masked_loss, stacked, x, y, mask)
 
     model.train()
     if gradient:
@@ -192,6 +190,16 @@ def train_private_together(model: nn.Module, sites: Mapping[str, Batches], param
                       n[s], {"train_loss": losses[i]}) for i, s in enumerate(ids)}
 
 
+def site_grads(loss, stacked: Mapping[str, torch.Tensor], *batch) -> tuple[dict, torch.Tensor]:
+    """Each site's gradient of its own `loss(params, *batch) -> (loss, aux)` and its aux, vmapped over
+    the sites. The stacked params are separate per site, so the gradient of the sites' summed loss
+    is, slice by slice, each site's own: the numbers of `vmap(grad(loss))` (checked equal), through
+    plain autograd, which spares a run torch.func.grad's import of torch._dynamo (about 2 CPU s)."""
+    total, aux = vmap(loss)(stacked, *batch)
+    got = torch.autograd.grad(total.sum(), list(stacked.values()), allow_unused=True, materialize_grads=True)
+    return dict(zip(stacked, got, strict=True)), aux.detach()
+
+
 def check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda: PyTorch sees no GPU on this machine; use device cpu")
@@ -215,9 +223,10 @@ def _rows(sites: Mapping[str, Batches], ids: Sequence[str], orders: Sequence[tor
 
 
 def warm_up() -> None:
-    """Pay PyTorch's first-use costs (the optimizer's first step imports torch._dynamo; torch.func's
-    first vmapped grad sets itself up: about 1.5 s together) on a throwaway model, so that a worker
-    started before the data is read pays them while the data is prepared, not in its first round."""
+    """Pay PyTorch's first-use costs (the loop's first optimizer step and DP-SGD's per-patient
+    torch.func.grad import torch._dynamo; vmap sets itself up: about 1.5 s together) on a throwaway
+    model, so that a worker started before the data is read pays them while the data is prepared,
+    not in its first round."""
     model = nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.zeros(3, 4, 2)
@@ -228,5 +237,5 @@ def warm_up() -> None:
         return functional_call(model, p, (xb,)).mean()
 
     stacked = {k: v.detach().expand(3, *v.shape).clone() for k, v in model.named_parameters()}
-    vmap(grad(loss))(stacked, x)
+    site_grads(lambda p, xb: (loss(p, xb), loss(p, xb)), {k: v.clone().requires_grad_() for k, v in stacked.items()}, x)
     vmap(grad(lambda p, xb: vmap(lambda xi: loss(p, xi.unsqueeze(0)))(xb).sum()))(stacked, x)
