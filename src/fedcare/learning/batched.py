@@ -2,10 +2,14 @@
 (`torch.func.functional_call` + `vmap` over the sites), unequal site sizes padded and masked.
 
 Each site sees exactly the minibatches the one-site loop (fedcare.learning.training) gives it: the
-same seeded shuffles, the same batch boundaries, the same steps; only float32 rounding differs. A
-minibatch every site fills (or has ended) takes the loop's mean loss over the whole batch; only a
-window some site fills in part (its last batch) takes a masked mean of per-patient losses. A site
-with fewer batches than the largest stops stepping when its own batches end. What it covers: plain
+same seeded shuffles, the same batch boundaries, the same steps; only float32 rounding differs. Only
+the model runs under vmap: each patient's loss (the task's `patient_losses`) is computed on all
+the sites' rows at once outside it and each site takes the masked mean of its own, so no loss runs
+through PyTorch's Python decompositions (their first use imports sympy). A task without
+`patient_losses` takes its own mean loss under vmap, per-patient and masked in a window some site
+fills in part. A site with fewer batches than the largest stops stepping when its own batches end.
+Gradients come from plain autograd on the sites' summed loss (`site_grads`), not torch.func.grad,
+whose first use imports torch._dynamo. What it covers: plain
 local SGD (FedAvg) with FedProx's proximal term or SCAFFOLD's correction, and FedSGD's one gradient over all of a site's
 training rows, on tasks whose loss is a mean over patients and models without batch norm;
 `batchable` says why anything else trains in the loop.
@@ -82,9 +86,20 @@ def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Param
         data_loss = (vmap(one)(x, y) * mask).sum() / mask.sum().clamp(min=1)
         return data_loss + prox(p), data_loss
 
+    def flat_loss(p, x, y, mask):  # the model vmapped, each patient's loss outside it
+        out = vmap(lambda q, xs: functional_call(model, (q, buffers), (xs,)))(p, x)
+        rows = mask.shape[1]
+        each = task.patient_losses(out.flatten(0, 1), {k: v.flatten(0, 1) for k, v in y.items()}).view(-1, rows)
+        data_loss = (each * mask).sum(1) / mask.sum(1).clamp(min=1)
+        anchor = sum(((p[k] - a) ** 2).flatten(1).sum(1) for k, a in start.items()) * (mu / 2)
+        return data_loss + anchor, data_loss
+
     def grads(x, y, mask, counts):
         """Each site's gradient and mean loss on its rows of this window; a site's window full or
         empty everywhere (an empty one's result is not used) needs no mask."""
+        if hasattr(task, "patient_losses"):  # no loss under vmap: it would run in Python decompositions
+            total, data_loss = flat_loss(stacked, x, y, mask)
+            return summed_grads(total, stacked), data_loss.detach()
         full = bool(((counts == 0) | (counts == mask.shape[1])).all())
         return site_grads(whole_loss, stacked, x, y) if full else site_grads(masked_loss, stacked, x, y, mask)
 
@@ -196,8 +211,14 @@ def site_grads(loss, stacked: Mapping[str, torch.Tensor], *batch) -> tuple[dict,
     is, slice by slice, each site's own: the numbers of `vmap(grad(loss))` (checked equal), through
     plain autograd, which spares a run torch.func.grad's import of torch._dynamo (about 2 CPU s)."""
     total, aux = vmap(loss)(stacked, *batch)
+    return summed_grads(total, stacked), aux.detach()
+
+
+def summed_grads(total: torch.Tensor, stacked: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each site's gradient of its entry of `total` (one loss per site) with respect to its slice of
+    the stacked params."""
     got = torch.autograd.grad(total.sum(), list(stacked.values()), allow_unused=True, materialize_grads=True)
-    return dict(zip(stacked, got, strict=True)), aux.detach()
+    return dict(zip(stacked, got, strict=True))
 
 
 def check_device(device: str) -> None:
