@@ -1,6 +1,7 @@
-"""The batched trainer's gradients: plain autograd on the sites' summed loss gives each site the
-gradient torch.func.grad gives it, and the per-patient losses outside vmap give each site the
-loop's mean loss; a batched run needs neither torch._dynamo nor sympy."""
+"""The batched paths: plain autograd on the sites' summed loss gives each site the gradient
+torch.func.grad gives it, the per-patient losses outside vmap average to the loop's mean loss,
+the sites judged together get the loop's metrics, and a batched run needs neither torch._dynamo
+nor sympy."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
+from fedcare.core.config import resolve_config
+from fedcare.data import load_dataset
 from fedcare.learning.batched import site_grads
 from fedcare.learning.tasks import make_task
+from fedcare.transports.simulated import build_federation
+from fedcare.transports.simulation import SimulationTransport
+from fedcare.transports.together import Together
 
 
 def test_summed_loss_gives_each_site_its_own_gradient():
@@ -52,6 +60,31 @@ def test_a_batched_run_imports_neither_dynamo_nor_sympy(tmp_path):
             f"batched=True, baselines=False, out={str(tmp_path)!r}); "
             "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
     env = {**os.environ, "FEDCARE_REPORT_FIGURES": "0"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_sites_judged_together_get_the_loops_metrics():
+    cfg = resolve_config(dict(dataset="heart-disease", model="mlp", hidden=[8], batched=True))
+    dataset = load_dataset(cfg.data)
+    fed = build_federation(cfg, dataset)
+    rng = np.random.default_rng(3)
+    params = {k: (v + rng.normal(scale=0.3, size=v.shape)).astype(v.dtype) for k, v in fed.initial.items()}
+    ids, splits = [s.site_id for s in fed.sites], ["train", "val", "test"]  # val: empty, skipped
+    alone = SimulationTransport(fed.sites).evaluate(params, ids, splits)
+    together = Together(cfg.backend)
+    judged = together.evaluate(params, ids, splits, {s.site_id: s for s in fed.sites})
+    assert list(judged) == ids  # every honest in-memory site, judged together
+    both = SimulationTransport(fed.sites, together=together).evaluate(params, ids, splits)
+    assert len({s.num_examples("test") for s in fed.sites}) > 1  # unequal sizes: the cut matters
+    for sid in ids:
+        assert list(both[sid]) == list(alone[sid]) == ["train", "test"]
+        for split in alone[sid]:
+            assert both[sid][split].keys() == alone[sid][split].keys()
+            for name, value in alone[sid][split].items():
+                want = value if value is None else pytest.approx(value, rel=1e-6, abs=1e-9)
+                assert both[sid][split][name] == want, (sid, split, name)
+    assert len({round(alone[sid]["test"]["log_loss"], 6) for sid in ids}) == len(ids)  # the sites' own rows
+    partial = {k: v for k, v in params.items() if k != next(iter(params))}
+    assert together.evaluate(partial, ids, splits, {s.site_id: s for s in fed.sites}) == {}  # not the whole model
