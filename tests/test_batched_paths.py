@@ -66,7 +66,7 @@ def test_a_batched_run_imports_neither_dynamo_nor_sympy(tmp_path):
 
 
 def test_sites_judged_together_get_the_loops_metrics():
-    cfg = resolve_config(dict(dataset="heart-disease", model="mlp", hidden=[8], batched=True))
+    cfg = resolve_config({"dataset": "heart-disease", "model": "mlp", "hidden": [8], "batched": True})
     dataset = load_dataset(cfg.data)
     fed = build_federation(cfg, dataset)
     rng = np.random.default_rng(3)
