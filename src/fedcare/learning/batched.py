@@ -224,31 +224,24 @@ def summed_grads(total: torch.Tensor, stacked: Mapping[str, torch.Tensor]) -> di
 
 def evaluate_together(model: nn.Module, params: Params, sites: Mapping, splits: Sequence[str]) -> dict[str, dict]:
     """Each site's metrics of the same `params` on each named split (empty splits skipped, as
-    LocalSite.evaluate does): per split, one forward of `model` over the rows of every site whose
-    split is in memory with the same inputs, cut back into sites for their own metrics. A site
-    whose split is read from files is evaluated alone. Row by row the same arithmetic as one forward
-    per site; only float32 rounding can differ."""
+    LocalSite.evaluate does), with the params loaded once into one `model` instead of into every
+    site's. Each site's rows still go through the model on their own: the outputs of one forward
+    over several sites' rows differ in the last bits with the number of rows, and a worker's shard
+    holds fewer sites than the in-process backend, so this keeps both equal to the loop bit for bit."""
     set_params(model, params)
     model.eval()
     out: dict[str, dict] = {sid: {} for sid in sites}
-    for split in splits:
-        groups: dict[tuple, list] = {}
+    with torch.no_grad():
         for sid, site in sites.items():
-            data = site.split_data(split)
-            if data is None or len(data) == 0:
-                continue
-            if data.tensors is None:  # read lazily: the site's own chunks
-                out[sid][split] = site.evaluate(params, [split])[split]
-                continue
-            key = tuple((k, tuple(v.shape[1:]), v.dtype) for k, v in data.tensors[0].items())
-            groups.setdefault(key, []).append((sid, data))
-        for members in groups.values():
-            names = list(members[0][1].tensors[0])
-            with torch.no_grad():
-                outputs = model({k: torch.cat([d.tensors[0][k] for _, d in members]) for k in names})
-            for (sid, data), part in zip(members, outputs.split([len(d) for _, d in members]), strict=True):
-                out[sid][split] = sites[sid].task.metrics(part, data.targets)
-    return {sid: {split: m[split] for split in splits if split in m} for sid, m in out.items()}
+            for split in splits:
+                data = site.split_data(split)
+                if data is None or len(data) == 0:
+                    continue
+                if data.tensors is None:  # read lazily: the site's own chunks
+                    out[sid][split] = site.evaluate(params, [split])[split]
+                else:
+                    out[sid][split] = site.task.metrics(model(data.tensors[0]), data.targets)
+    return out
 
 
 def check_device(device: str) -> None:
