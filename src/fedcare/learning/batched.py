@@ -2,10 +2,14 @@
 (`torch.func.functional_call` + `vmap` over the sites), unequal site sizes padded and masked.
 
 Each site sees exactly the minibatches the one-site loop (fedcare.learning.training) gives it: the
-same seeded shuffles, the same batch boundaries, the same steps; only float32 rounding differs. A
-minibatch every site fills (or has ended) takes the loop's mean loss over the whole batch; only a
-window some site fills in part (its last batch) takes a masked mean of per-patient losses. A site
-with fewer batches than the largest stops stepping when its own batches end. What it covers: plain
+same seeded shuffles, the same batch boundaries, the same steps; only float32 rounding differs. Only
+the model runs under vmap: each patient's loss (the task's `patient_losses`) is computed on all
+the sites' rows at once outside it and each site takes the masked mean of its own, so no loss runs
+through PyTorch's Python decompositions (their first use imports sympy). A task without
+`patient_losses` takes its own mean loss under vmap, per-patient and masked in a window some site
+fills in part. A site with fewer batches than the largest stops stepping when its own batches end.
+Gradients come from plain autograd on the sites' summed loss (`site_grads`), not torch.func.grad,
+whose first use imports torch._dynamo. What it covers: plain
 local SGD (FedAvg) with FedProx's proximal term or SCAFFOLD's correction, and FedSGD's one gradient over all of a site's
 training rows, on tasks whose loss is a mean over patients and models without batch norm;
 `batchable` says why anything else trains in the loop.
@@ -26,6 +30,7 @@ from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
 from fedcare.core.update import Update
 from fedcare.learning.batches import Batches
+from fedcare.learning.models import set_params
 
 
 def batchable(request: FitRequest, model: nn.Module, data: Batches) -> str | None:
@@ -63,7 +68,7 @@ def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Param
     mu = 0.0 if gradient else first.prox_mu
     names = [k for k, _ in model.named_parameters()]
     start = {k: torch.tensor(params[k], device=device) for k in names}  # a copy: the message is read-only
-    stacked = {k: v.expand(len(ids), *v.shape).clone() for k, v in start.items()}
+    stacked = {k: v.expand(len(ids), *v.shape).clone().requires_grad_() for k, v in start.items()}
     buffers = {k: v.to(device) for k, v in model.named_buffers()}
     sizes = torch.tensor([len(sites[s]) for s in ids], device=device)
 
@@ -82,13 +87,22 @@ def train_together(model: nn.Module, sites: Mapping[str, Batches], params: Param
         data_loss = (vmap(one)(x, y) * mask).sum() / mask.sum().clamp(min=1)
         return data_loss + prox(p), data_loss
 
-    whole, masked = vmap(grad(whole_loss, has_aux=True)), vmap(grad(masked_loss, has_aux=True))
+    def flat_loss(p, x, y, mask):  # the model vmapped, each patient's loss outside it
+        out = vmap(lambda q, xs: functional_call(model, (q, buffers), (xs,)))(p, x)
+        rows = mask.shape[1]
+        each = task.patient_losses(out.flatten(0, 1), {k: v.flatten(0, 1) for k, v in y.items()}).view(-1, rows)
+        data_loss = (each * mask).sum(1) / mask.sum(1).clamp(min=1)
+        anchor = sum(((p[k] - a) ** 2).flatten(1).sum(1) for k, a in start.items()) * (mu / 2)
+        return data_loss + anchor, data_loss
 
     def grads(x, y, mask, counts):
         """Each site's gradient and mean loss on its rows of this window; a site's window full or
         empty everywhere (an empty one's result is not used) needs no mask."""
+        if hasattr(task, "patient_losses"):  # no loss under vmap: it would run in Python decompositions
+            total, data_loss = flat_loss(stacked, x, y, mask)
+            return summed_grads(total, stacked), data_loss.detach()
         full = bool(((counts == 0) | (counts == mask.shape[1])).all())
-        return whole(stacked, x, y) if full else masked(stacked, x, y, mask)
+        return site_grads(whole_loss, stacked, x, y) if full else site_grads(masked_loss, stacked, x, y, mask)
 
     model.train()
     if gradient:
@@ -192,6 +206,44 @@ def train_private_together(model: nn.Module, sites: Mapping[str, Batches], param
                       n[s], {"train_loss": losses[i]}) for i, s in enumerate(ids)}
 
 
+def site_grads(loss, stacked: Mapping[str, torch.Tensor], *batch) -> tuple[dict, torch.Tensor]:
+    """Each site's gradient of its own `loss(params, *batch) -> (loss, aux)` and its aux, vmapped over
+    the sites. The stacked params are separate per site, so the gradient of the sites' summed loss
+    is, slice by slice, each site's own: the numbers of `vmap(grad(loss))` (checked equal), through
+    plain autograd, which spares a run torch.func.grad's import of torch._dynamo (about 2 CPU s)."""
+    total, aux = vmap(loss)(stacked, *batch)
+    return summed_grads(total, stacked), aux.detach()
+
+
+def summed_grads(total: torch.Tensor, stacked: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each site's gradient of its entry of `total` (one loss per site) with respect to its slice of
+    the stacked params."""
+    got = torch.autograd.grad(total.sum(), list(stacked.values()), allow_unused=True, materialize_grads=True)
+    return dict(zip(stacked, got, strict=True))
+
+
+def evaluate_together(model: nn.Module, params: Params, sites: Mapping, splits: Sequence[str]) -> dict[str, dict]:
+    """Each site's metrics of the same `params` on each named split (empty splits skipped, as
+    LocalSite.evaluate does), with the params loaded once into one `model` instead of into every
+    site's. Each site's rows still go through the model on their own: the outputs of one forward
+    over several sites' rows differ in the last bits with the number of rows, and a worker's shard
+    holds fewer sites than the in-process backend, so this keeps both equal to the loop bit for bit."""
+    set_params(model, params)
+    model.eval()
+    out: dict[str, dict] = {sid: {} for sid in sites}
+    with torch.no_grad():
+        for sid, site in sites.items():
+            for split in splits:
+                data = site.split_data(split)
+                if data is None or len(data) == 0:
+                    continue
+                if data.tensors is None:  # read lazily: the site's own chunks
+                    out[sid][split] = site.evaluate(params, [split])[split]
+                else:
+                    out[sid][split] = site.task.metrics(model(data.tensors[0]), data.targets)
+    return out
+
+
 def check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda: PyTorch sees no GPU on this machine; use device cpu")
@@ -215,9 +267,10 @@ def _rows(sites: Mapping[str, Batches], ids: Sequence[str], orders: Sequence[tor
 
 
 def warm_up() -> None:
-    """Pay PyTorch's first-use costs (the optimizer's first step imports torch._dynamo; torch.func's
-    first vmapped grad sets itself up: about 1.5 s together) on a throwaway model, so that a worker
-    started before the data is read pays them while the data is prepared, not in its first round."""
+    """Pay PyTorch's first-use costs (the loop's first optimizer step and DP-SGD's per-patient
+    torch.func.grad import torch._dynamo; vmap sets itself up: about 1.5 s together) on a throwaway
+    model, so that a worker started before the data is read pays them while the data is prepared,
+    not in its first round."""
     model = nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.zeros(3, 4, 2)
@@ -228,5 +281,5 @@ def warm_up() -> None:
         return functional_call(model, p, (xb,)).mean()
 
     stacked = {k: v.detach().expand(3, *v.shape).clone() for k, v in model.named_parameters()}
-    vmap(grad(loss))(stacked, x)
+    site_grads(lambda p, xb: (loss(p, xb), loss(p, xb)), {k: v.clone().requires_grad_() for k, v in stacked.items()}, x)
     vmap(grad(lambda p, xb: vmap(lambda xi: loss(p, xi.unsqueeze(0)))(xb).sum()))(stacked, x)

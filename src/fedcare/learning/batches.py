@@ -33,6 +33,11 @@ class Batches:
     def __len__(self) -> int:
         return self.n
 
+    @property
+    def tensors(self) -> tuple[Tensors, Tensors] | None:
+        """The whole split's inputs and targets as tensors when its examples are in memory, else None."""
+        return self._tensors
+
     def take(self, rows: torch.Tensor) -> tuple[Tensors, Tensors]:
         """The inputs and targets of these rows (positions, or a boolean mask over the split)."""
         if self._tensors is not None:

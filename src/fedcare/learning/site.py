@@ -41,10 +41,10 @@ from fedcare.core.update import Update
 from fedcare.data.examples import Examples, array
 from fedcare.learning import baseline_hazard
 from fedcare.learning.batches import Batches
+from fedcare.learning.dpsgd import dp_steps, train_dp
 from fedcare.learning.fusion import PRESENT, present_name, with_presence
 from fedcare.learning.metrics import Metrics, reliability
 from fedcare.learning.models import batch_norm_names, get_params, head_names, set_params
-from fedcare.learning.dpsgd import dp_steps, train_dp
 from fedcare.learning.tasks import Task
 from fedcare.learning.training import train_epochs
 
@@ -99,6 +99,9 @@ class LocalSite:
 
     def num_examples(self, split: str) -> int:
         return len(self._data[split]) if split in self._data else 0
+
+    def split_data(self, split: str) -> Batches | None:
+        return self._data.get(split)
 
     def fit(self, params: Params, request: FitRequest) -> Update:
         update = self._fit(params, request)

@@ -24,9 +24,9 @@ from fedcare.core.errors import SiteDeclined
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
 from fedcare.core.serialization import (
+    fit_reply_to_bytes,
     params_from_bytes,
     params_to_bytes,
-    fit_reply_to_bytes,
 )
 from fedcare.data.dataset import SPLITS, DataShape, SiteData
 from fedcare.data.examples import ArrayExamples
@@ -101,8 +101,9 @@ class Shard:
         if op == "fit":
             return self._fit(header, blobs)
         if op == "evaluate":
-            params, sites = _params(blobs[0], header["order"]), self._reach(header)
-            return pack({"metrics": {sid: sites[sid].evaluate(params, header["splits"])
+            params, sites, splits = _params(blobs[0], header["order"]), self._reach(header), header["splits"]
+            together = self._together.evaluate(params, header["sites"], splits, sites) if self._together else {}
+            return pack({"metrics": {sid: together[sid] if sid in together else sites[sid].evaluate(params, splits)
                                      for sid in header["sites"]}})
         site = self.honest[header["site"]]
         if op == "state":

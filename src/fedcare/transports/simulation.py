@@ -20,7 +20,12 @@ from fedcare.core.compression import NONE, Scheme
 from fedcare.core.errors import ParamsError, SiteDeclined
 from fedcare.core.messages import FitRequest, Split, scoped
 from fedcare.core.params import Params
-from fedcare.core.serialization import fit_reply_to_bytes, params_from_bytes, params_to_bytes, update_from_bytes
+from fedcare.core.serialization import (
+    fit_reply_to_bytes,
+    params_from_bytes,
+    params_to_bytes,
+    update_from_bytes,
+)
 from fedcare.core.update import Update
 from fedcare.federation.transport import FitResult, SiteMetrics, Transport
 from fedcare.transports.together import Together
@@ -120,7 +125,9 @@ class SimulationTransport:
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
         received = self.broadcast(params, len(site_ids))
-        return {sid: self._sites[sid].evaluate(received, splits) for sid in site_ids}
+        together = self._together.evaluate(received, site_ids, splits, self._sites) if self._together else {}
+        return {sid: together[sid] if sid in together else self._sites[sid].evaluate(received, splits)
+                for sid in site_ids}
 
 
 def receive(result: FitResult, site_id: str, blob: bytes | memoryview, message: Params, round_: int,

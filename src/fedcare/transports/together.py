@@ -5,14 +5,20 @@ and by a worker's shard, so both backends give the same updates."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from fedcare.core.config.backend import BackendSettings
 from fedcare.core.errors import SiteDeclined
-from fedcare.core.messages import FitRequest, split_controls
+from fedcare.core.messages import FitRequest, Split, split_controls
 from fedcare.core.params import Params
 from fedcare.core.update import Update
-from fedcare.learning.batched import batchable, check_device, train_private_together, train_together
+from fedcare.learning.batched import (
+    batchable,
+    check_device,
+    evaluate_together,
+    train_private_together,
+    train_together,
+)
 from fedcare.learning.site import LocalSite
 
 
@@ -53,6 +59,17 @@ class Together:
             out = {sid: ready[sid].scaffold_update(params, c, u.grad, u.metrics["train_loss"], mine[sid])
                    for sid, u in out.items()}
         return out
+
+    def evaluate(self, received: Params, site_ids: Sequence[str], splits: Sequence[Split],
+                 sites: Mapping) -> dict[str, dict]:
+        """The metrics of the honest sites whose splits are in memory, judged together (every site
+        judges the same params; learning/batched.evaluate_together); the others are left to the
+        caller's loop. None together when the params do not cover the whole model (a site's kept
+        layers would be missing from a shared forward)."""
+        ready = {sid: sites[sid] for sid in site_ids if isinstance(sites[sid], LocalSite)}
+        if not ready or not set(next(iter(ready.values())).model.state_dict()) <= set(received):
+            return {}
+        return evaluate_together(next(iter(ready.values())).model, received, ready, splits)
 
     def _private(self, model, params: Params, requests: Mapping[str, FitRequest], sites: Mapping) -> dict[str, Update]:
         """Record-level DP: each site's σ and steps from its own accountant (a site out of budget is

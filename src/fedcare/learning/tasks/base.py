@@ -33,6 +33,9 @@ class Task(Protocol):
         """The mean loss of a batch, from the model's raw outputs."""
         ...
 
+    # Optional, for a task whose loss is a mean over patients: `patient_losses(out, targets)`, each
+    # patient's loss (the batched trainer takes the sites' means of it outside vmap, learning/batched.py).
+
     def metrics(self, out: torch.Tensor, targets: Mapping[str, np.ndarray]) -> Metrics:
         """Every metric of a whole split, from the model's raw outputs; an undefined one is None."""
         ...

@@ -35,6 +35,9 @@ class Binary:
     def loss(self, out: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(out.squeeze(-1), targets["label"])
 
+    def patient_losses(self, out: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(out.squeeze(-1), targets["label"], reduction="none")
+
     def metrics(self, out: torch.Tensor, targets: Mapping[str, np.ndarray]) -> M.Metrics:
         y, p = targets["label"], torch.sigmoid(out.squeeze(-1)).double().numpy()
         return {**M.binary_metrics(y, p, self.threshold), **classification_intervals(y, (p >= 0.5) == (y == 1), p)}

@@ -34,6 +34,9 @@ class Multiclass:
     def loss(self, out: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(out, targets["label"])
 
+    def patient_losses(self, out: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(out, targets["label"], reduction="none")
+
     def metrics(self, out: torch.Tensor, targets: Mapping[str, np.ndarray]) -> M.Metrics:
         y, proba = targets["label"], torch.softmax(out.double(), dim=-1).numpy()
         return {**M.multiclass_metrics(y, proba), **classification_intervals(y, proba.argmax(axis=1) == y, None)}

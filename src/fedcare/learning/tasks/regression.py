@@ -33,5 +33,8 @@ class Regression:
     def loss(self, out: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return F.mse_loss(out.squeeze(-1), targets["label"])
 
+    def patient_losses(self, out: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return F.mse_loss(out.squeeze(-1), targets["label"], reduction="none")
+
     def metrics(self, out: torch.Tensor, targets: Mapping[str, np.ndarray]) -> M.Metrics:
         return M.regression_metrics(targets["label"], out.squeeze(-1).double().numpy())
