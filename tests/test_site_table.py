@@ -67,3 +67,31 @@ def test_text_columns_cleaned_once_per_distinct_cell_and_odd_numbers_stay_text(t
     assert typed["odd"].dtype == object  # '-nan' is no number and no missing token: the column is text
     assert typed.drop(columns="n").equals(text.drop(columns="n"))
     assert typed["site"].tolist() == ["A", "A", "B", "A"] and typed["code"].tolist() == ["x", None, None, "x"]
+
+
+def test_reading_in_blocks_types_and_cells_as_reading_whole(tmp_path: Path):
+    """Small blocks: a column of numbers whose text comes only in a later block, one whose numbers
+    come only later (missing first), one of missing cells only, and a late 'inf' are typed exactly
+    as when the file is one block, and the cells are the same."""
+    rows = 400
+    lines = ["site,late_text,late_numbers,empty,late_inf,n,y"]
+    for i in range(rows):
+        lines.append(",".join([f"s{i // 50}", "x" if i == rows - 3 else f"{i * 0.5:g}",
+                               "NA" if i < 300 else f" {i} ", "" if i % 2 else "na",
+                               "inf" if i == rows - 1 else str(i), f"{i / 7:.6g}", str(i % 2)]))
+    path = tmp_path / "blocks.csv"
+    path.write_text("\n".join(lines) + "\n")
+    whole = read_table_typed(path, {"site", "y"})
+    blocks = read_table_typed(path, {"site", "y"}, block_bytes=256)  # about 30 blocks of rows
+    assert [str(t) for t in whole.dtypes] == ["object", "object", "float64", "object", "object", "float64", "object"]
+    assert blocks.dtypes.equals(whole.dtypes) and blocks.equals(whole)
+    assert blocks["late_text"].iloc[0] == "0" and blocks["late_text"].iloc[rows - 3] == "x"
+    text = read_table(path)
+    assert blocks.drop(columns=["late_numbers", "n"]).equals(text.drop(columns=["late_numbers", "n"]))
+    np.testing.assert_array_equal(blocks["late_numbers"].to_numpy(), parse_numbers(text["late_numbers"]))
+    numbers = read_table_typed(path, {"site", "y", "late_text", "empty", "late_inf"}, block_bytes=256)
+    sites = _sites_from_column(numbers, "site", "blocks.csv")  # every site a view of the one block read
+    block = sites[0].frame.numbers.base
+    assert block.shape == (rows, 2) and all(s.frame.numbers.base is block for s in sites)
+    assert np.shares_memory(block, numbers["n"].to_numpy())
+    assert [s.frame["n"].tolist() for s in sites] == [whole["n"].iloc[i:i + 50].tolist() for i in range(0, rows, 50)]

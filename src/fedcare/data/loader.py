@@ -75,7 +75,8 @@ def _sites_from_column(frame: pd.DataFrame, column: str, source: str) -> list[Ra
     """One site per value of the site column, in order of first appearance (rows without one are
     dropped before: `load_files` counts them)."""
     site_ids, order, bounds = site_groups(frame, column)
-    tables = SiteTable.from_frame(frame, order).grouped(bounds)  # the file's blocks once; each site a view
+    in_order = bool((order == np.arange(len(order))).all())  # sites already together: no reordered copy
+    tables = SiteTable.from_frame(frame, None if in_order else order, share=True).grouped(bounds)  # each site a view
     return [RawSite(site_id, table, source) for site_id, table in zip(site_ids, tables)]
 
 

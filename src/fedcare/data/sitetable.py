@@ -34,15 +34,21 @@ class SiteTable:
     index: np.ndarray
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, order: np.ndarray | None = None) -> SiteTable:
+    def from_frame(cls, frame: pd.DataFrame, order: np.ndarray | None = None, share: bool = False) -> SiteTable:
         """A frame's cells (its float64 columns as the block), rows in `order` if given (positions);
-        one column at a time, so a big file is held about once more, not per site."""
+        one column at a time, so a big file is held about once more, not per site. `share`: when the
+        float64 columns are, in order, the columns of one C-order array (`read_table_typed`'s) and
+        no `order` is given, that array is the block, not copied (the caller's own frame only)."""
         columns = tuple(str(c) for c in frame.columns)
         floats = [c for c, dtype in zip(columns, frame.dtypes) if dtype == np.float64]
         rows = len(frame) if order is None else len(order)
-        numbers = np.empty((rows, len(floats)))
+        labels = dict(zip(columns, frame.columns))
+        block = _one_block([frame[labels[c]].to_numpy() for c in floats]) if share and order is None else None
+        numbers = np.empty((rows, len(floats))) if block is None else block
         text: dict[str, np.ndarray] = {}
         for label, name in zip(frame.columns, columns):
+            if name in floats and block is not None:
+                continue
             cells = frame[label].to_numpy(dtype=np.float64 if name in floats else object)
             cells = cells if order is None else cells[order]
             if name in floats:
@@ -110,3 +116,22 @@ class SiteTable:
         for column in columns:
             out &= pd.notna(self[column])
         return out
+
+
+def _one_block(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The C-order (rows, len(arrays)) float64 array whose columns are `arrays`, in order, when they
+    are exactly its columns (views); else None."""
+    if not arrays:
+        return None
+    root = arrays[0]
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if (root.dtype != np.float64 or root.ndim != 2 or not root.flags.c_contiguous
+            or root.shape != (len(arrays[0]), len(arrays))):
+        return None
+    start, step = root.__array_interface__["data"][0], root.strides[0]
+    for k, array in enumerate(arrays):
+        if (array.dtype != np.float64 or array.shape != (len(root),) or array.strides != (step,)
+                or array.__array_interface__["data"][0] != start + 8 * k):
+            return None
+    return root

@@ -36,6 +36,14 @@ def finite_numbers(cells: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     after `clean_column`'s rule (stripped, missing tokens), missing or a finite number; else None
     (the column stays text). At least one cell must be a number: a column of missing cells only is
     typed as text, as `decide_types` does."""
+    values = number_cells(cells)
+    return None if values is None or np.isnan(values).all() else values
+
+
+def number_cells(cells: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
+    """`finite_numbers` without its last rule, for one block of a column read block by block: the
+    block's cells as float64 (NaN = missing, and only then), even when every cell is missing; None
+    when a cell is neither missing nor a finite number."""
     try:  # the usual column: every cell a bare finite number (no space, nothing missing), one cast
         values = pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)
         if np.isfinite(values).all():  # NaN could be a cell '-nan', which the rule below says is text
@@ -46,8 +54,6 @@ def finite_numbers(cells: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
         return None
     text = pc.utf8_trim(cells, _PY_STRIP)
     missing = pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(MISSING_TOKENS)))
-    if pc.all(missing).as_py():
-        return None
     try:
         numbers = pc.cast(pc.if_else(missing, pa.scalar(None, pa.string()), text), pa.float64())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
