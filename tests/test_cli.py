@@ -7,12 +7,14 @@ The bad-input processes are started together (they are independent) to keep the 
 from __future__ import annotations
 
 import json
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from filelock import FileLock
 
 from conftest import HEART_SITES, cohort_frame, run_cli, write_csv
 
@@ -120,8 +122,24 @@ BAD_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 
 @pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bad")
+def bad_runs(tmp_path_factory, worker_id):
+    """The 12 refused runs, made once per test session: with pytest-xdist the first worker makes them
+    in the session's shared folder and the others read what it kept (12 CLI starts each otherwise)."""
+    if worker_id == "master":
+        return _bad_runs(tmp_path_factory.mktemp("bad"))
+    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, above each worker's own
+    kept = shared / "bad-runs.json"
+    with FileLock(str(kept) + ".lock"):
+        if not kept.is_file():
+            root, results = _bad_runs(shared / "bad")
+            kept.write_text(json.dumps({case: [p.returncode, p.stdout, p.stderr] for case, p in results.items()}))
+    saved = json.loads(kept.read_text())
+    return shared / "bad", {case: subprocess.CompletedProcess([], code, out, err)
+                            for case, (code, out, err) in saved.items()}
+
+
+def _bad_runs(root: Path) -> tuple[Path, dict]:
+    root.mkdir(exist_ok=True)
     _files(root)
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {case: pool.submit(run_cli, "simulate", *args, *(() if "--out" in args else
@@ -131,10 +149,6 @@ def bad_runs(tmp_path_factory):
     return root, results
 
 
-BAD_RUNS = pytest.mark.xdist_group("bad_runs")  # one worker builds the fixture's 12 runs, not each worker
-
-
-@BAD_RUNS
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_exits_2_with_an_error_naming_the_problem(bad_runs, case):
     root, results = bad_runs
@@ -148,7 +162,6 @@ def test_bad_input_exits_2_with_an_error_naming_the_problem(bad_runs, case):
     assert not (root / f"run-{case}" / "summary.json").exists()
 
 
-@BAD_RUNS
 def test_a_two_patient_site_trains_and_the_terminal_says_it_is_not_evaluated(bad_runs):
     root, _ = bad_runs
     proc = run_cli("simulate", "--data", "tiny_site.csv", "--label", "y", *CSV, "--out", "tiny", cwd=root)
@@ -158,7 +171,6 @@ def test_a_two_patient_site_trains_and_the_terminal_says_it_is_not_evaluated(bad
     assert (root / "notes" / "mine.txt").read_text() == "not a run"  # the refused --out was left as it was
 
 
-@BAD_RUNS
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_error_is_exactly_one_line(bad_runs, case):
     """Long messages too: a console that wraps at the terminal width would split them."""
