@@ -2,13 +2,13 @@
 the largest upload ratio any compression scheme could reach in safetensors.
 
 A compressed update is one safetensors message: 8 bytes of header length, a JSON header with one
-entry `#` (the packed arrays) and the metadata the receiver checks (site id, round, num_examples,
-the metrics, the codec), padded to 8 bytes, then the payload. This takes the real messages of one
-round (each dataset's defaults, `compress_updates int8`: a codec name as short as any), keeps each
-message's metadata as the encoder wrote it, and writes it again with a one-byte `#` entry: no scheme
-can send less. Beside it, the same header with the small arrays that travel exactly (fewer than
-`MIN_ENTRIES` entries) as the only payload: the floor of the current layout. Round 1's messages:
-a round of 10 or more adds a digit.
+entry `#` (no JSON metadata), padded to 8 bytes, then the packed entry: the frame the receiver checks
+(core/updateframe.py: index code, round, num_examples, the metrics) and the packed arrays. This takes
+the real messages of one round (each dataset's defaults, `compress_updates int8`), keeps each
+message's frame as the encoder wrote it, and writes it again with one byte of arrays: no scheme can
+send less. Beside it, the same frame with the arrays that travel exactly in every scheme
+(`compression.exact`: batch-norm running statistics, single entries) as the only payload: the floor
+of the current layout. Round 1's messages.
 
     python benchmarks/compression_floor.py      # about a minute; writes results/compression-floor.md
 """
@@ -61,29 +61,24 @@ def messages(dataset: str) -> list[tuple[object, object, bytes]]:
 def floor(dataset: str) -> dict:
     from fedcare.core import compression
     from fedcare.core.serialization import update_to_bytes
+    from fedcare.core.updateframe import Frame
 
     rows = []
     for update, request, blob in messages(dataset):
         n = int.from_bytes(blob[:8], "little")
         header = json.loads(blob[8 : 8 + n])
-        assert set(header) == {"__metadata__", "#"}, (
-            header.keys()
-        )  # the layout this measures
-        meta = header["__metadata__"]
-        small = sum(
-            a.nbytes for a in update.grad.values() if a.size < compression.MIN_ENTRIES
-        )
+        assert set(header) == {"#"}, header.keys()  # the layout this measures
+        frame = Frame(blob[8 + n :], update.site_id)
+        exact = sum(a.nbytes for k, a in update.grad.items() if compression.exact(k, a.size))
         rows.append(
             {
                 "plain": len(update_to_bytes(update, request.round)),
                 "int8": len(blob),
-                "least": len(save({"#": np.zeros(1, np.uint8)}, metadata=meta)),
-                "exact_small": len(
-                    save({"#": np.zeros(max(small, 1), np.uint8)}, metadata=meta)
-                ),
-                "small": small,
+                "least": len(save({"#": np.zeros(frame.end + 1, np.uint8)})),
+                "exact_small": len(save({"#": np.zeros(frame.end + exact, np.uint8)})),
+                "small": exact,
                 "arrays": sum(a.nbytes for a in update.grad.values()),
-                "meta": meta["fedcare"],
+                "meta": f"{frame.end} bytes: round {frame.round}, {frame.num_examples} examples, metrics {frame.metrics}",
             }
         )
     out = {
@@ -104,7 +99,7 @@ def main() -> None:
         "framing + 1 byte",
         "largest ratio",
         "10× needs",
-        "small arrays (exact)",
+        "exact arrays",
         "floor with them exact",
         "its ratio",
     )
@@ -120,10 +115,10 @@ def main() -> None:
             f"{f['least']:,.0f} | {f['plain'] / f['least']:.1f} | {f['plain'] / 10:,.0f} | "
             f"{f['small']:,.0f} | {f['exact_small']:,.0f} | {f['plain'] / f['exact_small']:.1f} |"
         )
-        metas.append(f"- {dataset}: `{f['meta']}`")
+        metas.append(f"- {dataset}: {f['meta']}")
     text = "\n".join(
         lines
-        + ["", "The checked metadata of the first site's message (round 1):", ""]
+        + ["", "The frame of the first site's message (round 1):", ""]
         + metas
     )
     (Path(__file__).parent / "results" / "compression-floor.md").write_text(text + "\n")

@@ -12,13 +12,13 @@ from safetensors.numpy import save
 
 import fedcare
 from fedcare.core.compression import (
-    MIN_ENTRIES,
     PACKED,
     _bitmap_encode,
     _quantize,
     _top,
     _varint_encode,
     encode,
+    exact,
     kept,
     packed_names,
     parse_scheme,
@@ -33,6 +33,7 @@ from fedcare.core.serialization import (
     update_to_bytes,
 )
 from fedcare.core.update import Update
+from fedcare.core.updateframe import Frame, pack
 
 RNG = np.random.default_rng(7)
 ARRAYS = {"layer.0.weight": RNG.normal(size=(100, 80)).astype(np.float32), "layer.0.bias": RNG.normal(size=3).astype(np.float32),
@@ -81,17 +82,67 @@ def test_every_array_is_packed_and_the_framing_is_compact():
     plain = update_to_bytes(update, 12)
     blob = update_to_bytes(update, 12, parse_scheme("int8"))
     header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
-    assert set(header) == {"__metadata__", PACKED}  # no array named, shaped or offset in the header
-    assert header[PACKED]["shape"] == [(1 + 13) * 4]  # arrays under MIN_ENTRIES: exact, at float32
-    assert " " not in header["__metadata__"]["fedcare"] and len(blob) < len(plain) - 60
-    got = update_from_bytes(blob, small, 12)
-    assert got.metrics == {"train_loss": 0.693147} and got.num_examples == 61
-    assert all(np.array_equal(got.grad[k], small[k]) for k in small)
-    blob = params_to_bytes(ARRAYS, scheme=parse_scheme("topk:0.01+int8"))
+    assert set(header) == {PACKED}  # no array named, shaped or offset, and no JSON metadata
+    # the frame (index code, round 12, 61 examples, 1 metric: train_loss by number, float32), then
+    # the weight as int8 with its scale and the single-entry bias exactly
+    assert header[PACKED]["shape"] == [(1 + 1 + 1 + 1 + 1 + 4) + (13 + 4) + 4]
+    assert len(blob) == 8 + 56 + 30 and len(plain) > 3 * len(blob)  # 328 bytes uncompressed
+    got = update_from_bytes(blob, small, 12, compress="int8", sender="site-0")
+    assert got.metrics == {"train_loss": float(np.float32(0.6931471805599453))} and got.num_examples == 61
+    assert got.site_id == "site-0" and got.grad["bias"].tolist() == [0.5]
+    assert np.abs(got.grad["weight"] - small["weight"]).max() <= np.abs(small["weight"]).max() / 127
+    blob = params_to_bytes(ARRAYS, scheme=parse_scheme("topk:0.01+int8"))  # a broadcast names its codec
     header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
     assert set(header) == {"__metadata__", PACKED}
     with pytest.raises(ParamsError, match="against the params it answers"):
         params_from_bytes(blob)
+
+
+def test_batch_norm_statistics_and_single_entries_travel_exactly():
+    state = {"bn.running_var": RNG.random(200).astype(np.float32), "bn.running_mean": RNG.normal(size=200).astype(np.float32),
+             "bn.weight": RNG.normal(size=200).astype(np.float32), "head.bias": np.full(1, 0.25, np.float32)}
+    got = roundtrip(state, parse_scheme("topk:0.01+int4"), np.random.default_rng(0))
+    for name in ("bn.running_var", "bn.running_mean", "head.bias"):
+        assert exact(name, state[name].size) and np.array_equal(got[name], state[name])
+    assert not exact("bn.weight", 200) and np.count_nonzero(got["bn.weight"]) == kept(0.01, 200)
+
+
+def _frame_update(scheme: str = "topk:0.1+int8", round_: int = 3) -> tuple[bytes, dict]:
+    update = Update("s", {k: v for k, v in ARRAYS.items()}, 9, {"train_loss": 0.5, "rows.image": 7})
+    return update_to_bytes(update, round_, parse_scheme(scheme), np.random.default_rng(0)), ARRAYS
+
+
+@pytest.mark.parametrize("what, words", [
+    ("replayed", "trained for round 3, not for round 4"), ("asked plain", "dtype uint8"),
+    ("sent plain", "only the uint8 entry"), ("no sender", "knows which site"), ("cut frame", "frame ends inside"),
+    ("first byte", "index code must be"), ("unsorted metrics", "sorted name order"),
+    ("unknown metric key", "names no known metric"), ("bad metric name", "not a short identifier"),
+    ("nan metric", "finite number")])
+def test_a_compressed_update_frame_is_checked_like_an_update(what, words):
+    """The frame carries the round (no replay), the count and the metrics; the receiver supplies the
+    sender and the scheme it asked for, and refuses anything else."""
+    blob, like = _frame_update()
+    start = 8 + int.from_bytes(blob[:8], "little")
+    payload = bytes(blob[start:])
+    assert json.loads(blob[8:start])[PACKED]["shape"] == [len(payload)]
+
+    arrays = payload[Frame(payload, "s").end:]
+
+    def framed(frame: bytes) -> bytes:  # the same arrays behind another frame
+        return save({PACKED: np.frombuffer(frame + arrays, np.uint8)})
+    args = {"round_": 3, "compress": "topk:0.1+int8", "sender": "s"}
+    body = {"replayed": blob, "asked plain": blob, "sent plain": update_to_bytes(Update("s", ARRAYS, 9), 3),
+            "no sender": blob, "cut frame": save({PACKED: np.frombuffer(payload[:3], np.uint8)}),
+            "first byte": framed(bytes([7, 3, 9, 0])),
+            "unsorted metrics": framed(bytes([1, 3, 9, 2]) + b"\x02\x01b\x02" + b"\x02\x01a\x02"),  # b=1, a=1
+            "unknown metric key": framed(bytes([1, 3, 9, 1, 3 << 2]) + bytes(4)),
+            "bad metric name": framed(pack("varint", 3, 9, {"no space": 1.0})),
+            "nan metric": framed(pack("varint", 3, 9, {"train_loss": float("nan")}))}[what]
+    args |= {"replayed": {"round_": 4}, "asked plain": {"compress": "none"}, "no sender": {"sender": None}}.get(what, {})
+    with pytest.raises(ParamsError, match=words):
+        update_from_bytes(body, like, **args)
+    got = update_from_bytes(blob, like, round_=3, compress="topk:0.1+int8", sender="s")
+    assert got.metrics == {"rows.image": 7.0, "train_loss": 0.5} and got.num_examples == 9
 
 
 @pytest.mark.parametrize("text, words", [("topk:2", "between 0 and 1"), ("int8+topk:0.1", "sparsifier first"),
@@ -117,19 +168,19 @@ def test_combinations_compression_cannot_honour_are_refused(settings, words):
     assert "\n" not in words
 
 
-def _tampered(grad, codec: str, victim: bytes, tail: bytes = b"", alone: bool = False) -> bytes:
-    """An update whose largest array travels as `victim` (the others as the codec says), built
-    here from the layout the module documents, so the test also checks that layout."""
+def _tampered(grad, codec: str, victim: bytes, tail: bytes = b"", alone: bool = False, cut: int = 0) -> bytes:
+    """An update for round 1 whose largest array travels as `victim` (the others as the codec says),
+    `tail` appended and the last `cut` bytes left out, built here from the layout the modules
+    document, so the test also checks that layout."""
     text, _, code = codec.partition(";")
     scheme = parse_scheme(text)
-    names = packed_names(grad)
     chunks = []
-    for name in names:
+    for name in packed_names(grad):
         if name == _largest(grad):
             chunks.append(victim)
             continue
         flat = grad[name].reshape(-1)
-        if flat.size < MIN_ENTRIES:
+        if exact(name, flat.size):
             chunks.append(flat.tobytes())
             continue
         if scheme.topk is not None:
@@ -138,23 +189,27 @@ def _tampered(grad, codec: str, victim: bytes, tail: bytes = b"", alone: bool = 
             flat = flat[index]
         chunks += _quantize(flat, scheme, None)
     parts = {_largest(grad): grad[_largest(grad)]} if alone else {}
-    parts[PACKED] = np.frombuffer(b"".join(chunks) + tail, np.uint8)
-    meta = {"site_id": "s", "num_examples": 5, "metrics": {}, "codec": codec}
-    return save(parts, metadata={"fedcare": json.dumps(meta)})
+    packed = pack(code, 1, 5, {}) + b"".join(chunks) + tail
+    parts[PACKED] = np.frombuffer(packed[:len(packed) - cut], np.uint8)
+    return save(parts)
 
 
 def _largest(grad) -> str:
     return max(packed_names(grad), key=lambda name: np.size(grad[name]))
 
 
-def _corrupt_updates(grad) -> dict[str, tuple[bytes, str]]:
-    """Each corrupt compressed update and the words its refusal must hold (also used over the network)."""
+TOPK = "topk:0.2+int8"  # the scheme most corrupt updates are built for (also the networked run's)
+
+
+def _corrupt_updates(grad) -> dict[str, tuple[bytes, str, str]]:
+    """Each corrupt compressed update, the words its refusal must hold and the scheme it answers
+    (also used over the network, with the cases built for `TOPK`)."""
     w = grad[_largest(grad)].reshape(-1)
     n, k = w.size, kept(0.2, w.size)
     top = _top(w, 0.2)
-    values = _quantize(w[top], parse_scheme("int8"), None)[0]
+    index = _varint_encode(top)
+    values, scale = _quantize(w[top], parse_scheme("int8"), None)
     q = np.frombuffer(_quantize(w, parse_scheme("int8"), None)[0], np.int8)
-    scale = _quantize(w, parse_scheme("int8"), None)[1]
     blocks = _quantize(w, parse_scheme("int8:16"), None)[1]
     over = np.zeros(n, bool)
     over[top] = True
@@ -166,37 +221,38 @@ def _corrupt_updates(grad) -> dict[str, tuple[bytes, str]]:
     def with_scale(value: float, count: int = 1) -> bytes:
         return np.full(count, value, "<f4").tobytes()
 
+    def topk(victim: bytes, code: str = "varint", **kw) -> bytes:
+        return _tampered(grad, f"{TOPK};{code}", victim, **kw)
+
     return {
-        "index past the end": (_tampered(grad, "topk:0.2+int8;varint", _varint_encode(np.append(top[:-1], n + 5)) + values
-                                         + scale), "below"),
-        "varint too long": (_tampered(grad, "topk:0.2+int8;varint", b"\x80" * 5 + _varint_encode(top) + values
-                                     + scale), "longer than 5"),
-        "bitmap marks too many": (_tampered(grad, "topk:0.2+int8;bitmap", np.packbits(over, bitorder="little").tobytes()
-                                            + values + scale), f"not {k}"),
-        "negative scale": (_tampered(grad, "int8", q.tobytes() + with_scale(-1.0)), "scales"),
-        "infinite scale": (_tampered(grad, "int8:16", q.tobytes() + with_scale(np.inf) + blocks[4:]), "scales"),
-        "huge scale": (_tampered(grad, "int8", q.tobytes() + with_scale(1e38)), "scales"),
-        "int8 value -128": (_tampered(grad, "int8", np.concatenate([[-128], q[1:]]).astype(np.int8).tobytes() + scale),
-                            "−127…127"),
-        "int4 value -8": (_tampered(grad, "int4", b"\x08" * (-(-n // 2)) + scale), "−7…7"),
-        "values too short": (_tampered(grad, "fp16", w[3:].astype("<f2").tobytes()), "end inside"),
-        "bytes left over": (_tampered(grad, "int8", q.tobytes() + scale, tail=b"\x00"), "bytes follow"),
-        "codec without its index code": (_tampered(grad, "topk:0.2+int8", b""), "index code"),
-        "an array packed and on its own": (_tampered(grad, "int8", q.tobytes() + scale, alone=True), "holds only"),
-        "fp16 overflow": (_tampered(grad, "fp16", huge), "65504"),
+        "index past the end": (topk(_varint_encode(np.append(top[:-1], n + 5)) + values + scale), "below", TOPK),
+        "varint too long": (topk(b"\x80" * 5 + index + values + scale), "longer than 5", TOPK),
+        "bitmap marks too many": (topk(np.packbits(over, bitorder="little").tobytes() + values + scale, "bitmap"),
+                                  f"not {k}", TOPK),
+        "negative scale": (topk(index + values + with_scale(-1.0)), "scales", TOPK),
+        "huge scale": (topk(index + values + with_scale(1e38)), "scales", TOPK),
+        "int8 value -128": (topk(index + b"\x80" + values[1:] + scale), "−127…127", TOPK),
+        "one byte short": (topk(index + values + scale, cut=1), "end inside", TOPK),
+        "bytes left over": (topk(index + values + scale, tail=b"\x00"), "bytes follow", TOPK),
+        "codec without its index code": (topk(b"", code=""), "index code", TOPK),
+        "an array packed and on its own": (topk(index + values + scale, alone=True), "only the uint8 entry", TOPK),
+        "infinite block scale": (_tampered(grad, "int8:16", q.tobytes() + with_scale(np.inf) + blocks[4:]), "scales",
+                                 "int8:16"),
+        "int4 value -8": (_tampered(grad, "int4", b"\x08" * (-(-n // 2)) + scale), "−7…7", "int4"),
+        "fp16 overflow": (_tampered(grad, "fp16", huge), "65504", "fp16"),
     }
 
 
 @pytest.mark.parametrize("what", list(_corrupt_updates(ARRAYS)))
 def test_corrupt_compressed_updates_are_refused_naming_the_problem(what):
-    blob, words = _corrupt_updates(ARRAYS)[what]
+    blob, words, scheme = _corrupt_updates(ARRAYS)[what]
     with pytest.raises(ParamsError, match=words):
-        update_from_bytes(blob, ARRAYS)
+        update_from_bytes(blob, ARRAYS, compress=scheme, sender="s")
 
 
 def test_a_run_counts_the_compressed_bytes_per_direction_and_round(tmp_path):
     run = fedcare.simulate(out=str(tmp_path / "small"), model="mlp", hidden=[64], compress_updates="topk:0.1+int8",
-                           compress_broadcast="int8", **RUN)
+                           error_feedback=True, compress_broadcast="int8", **RUN)
     s, c = run.summary, run.summary["communication"]
     assert [r["round"] for r in c["per_round"]] == [1, 2, 3]
     assert c["upload"] + c["broadcast"] == s["bytes_sent"] == sum(r["upload"] + r["broadcast"] for r in c["per_round"])
@@ -252,7 +308,8 @@ def test_error_feedback_sends_in_total_what_the_site_computed():
     for rnd in range(1, 6):
         request = FitRequest(rnd, "local_epochs", 1, 0.1, 8, "sgd", seed=rnd, compress="topk:0.1+int8", error_feedback=True)
         blob = fedcare.core.serialization.fit_reply_to_bytes(site.fit({}, request), request)
-        sent.append(update_from_bytes(blob, {"w": np.zeros(50, np.float32)}, round_=rnd).grad["w"])
+        sent.append(update_from_bytes(blob, {"w": np.zeros(50, np.float32)}, round_=rnd, compress=request.compress,
+                                      sender="s").grad["w"])
     np.testing.assert_allclose(np.sum(sent, axis=0) + site.residual["w"], np.sum(site.raw, axis=0), atol=1e-5)
 
 
@@ -301,8 +358,8 @@ def test_the_coordinator_sees_decoded_updates_under_site_dp_and_robust_rules(tmp
     transport = SimulationTransport([Site()])
     update = transport.fit(ARRAYS, {"s": request}).updates[0]
     assert {k: (v.shape, v.dtype) for k, v in update.grad.items()} == {k: (v.shape, v.dtype) for k, v in ARRAYS.items()}
-    assert np.count_nonzero(update.grad["layer.0.weight"]) == 800 and update.grad["layer.0.bias"].tolist() == [3, 3, 3]
-    assert update.grad["scalar"] == 3  # packed too, exactly (under MIN_ENTRIES)
+    assert np.count_nonzero(update.grad["layer.0.weight"]) == 800 and update.grad["layer.0.bias"].tolist().count(3) == 1
+    assert update.grad["scalar"] == 3  # packed too, exactly (a single entry)
     assert transport.bytes_upload < len(update_to_bytes(update, 1)) < transport.bytes_sent
 
 
@@ -314,7 +371,7 @@ def test_over_the_network_the_bytes_on_the_wire_are_what_bytes_sent_says(deploym
 
     from conftest import HEART_SITES
 
-    config = dict(RUN, rounds=2, seed=3, model="mlp", hidden=[64], compress_updates="topk:0.1+int8",
+    config = dict(RUN, rounds=2, seed=3, model="mlp", hidden=[64], compress_updates=TOPK,
                   error_feedback=True, compress_broadcast="fp16")
     d = deployment(config)
     d.start_coordinator("--start")
@@ -327,8 +384,10 @@ def test_over_the_network_the_bytes_on_the_wire_are_what_bytes_sent_says(deploym
     blob = va.get("/v1/tasks/1.fit/params").content
     simulated = fedcare.simulate(out=str(tmp_path / "simulated"), **config)
     message, _ = params_from_bytes(blob, layout=simulated.global_params)  # read against the model's layout
-    assert len(blob) < 0.65 * len(params_to_bytes(message))  # the broadcast crossed as fp16 (biases as they are)
-    corrupt = _corrupt_updates(dict(sorted(message.items(), key=lambda kv: -kv[1].size)))
+    assert len(blob) < 0.65 * len(params_to_bytes(message))  # the broadcast crossed as fp16
+    corrupt = {what: (body, words) for what, (body, words, scheme)
+               in _corrupt_updates(dict(sorted(message.items(), key=lambda kv: -kv[1].size))).items() if scheme == TOPK}
+    corrupt["replayed"] = (update_to_bytes(Update("va", message, 5), 2, parse_scheme(TOPK)), "not for round 1")
     for what, (body, words) in corrupt.items():
         response = va.put("/v1/tasks/1.fit/update", content=body)
         assert response.status_code == 422 and words in response.json()["detail"], (what, response.text)

@@ -16,10 +16,11 @@ e.g. `topk:0.01+int8` keeps 1 % of the entries as int8 with their positions.
 The layout is compact because both sides already agree on the message's names and shapes (an
 update mirrors the message it answers; a broadcast is the model the site built from the plan).
 Every array travels packed, in the order of their sorted names, in one uint8 entry `PACKED`; the
-message has no other entry, so its header names no array, shape or offset. Arrays of fewer than
-`MIN_ENTRIES` entries (biases, batch-norm statistics) are packed exactly, at their own float dtype;
-the others as the scheme says. The metadata says only the scheme, e.g. `topk:0.01+int8;varint`
-(serialization writes that metadata compactly, see `compact_meta`). Per
+message has no other entry, so its header names no array, shape or offset. Batch-norm running
+statistics and single entries travel exactly, at their own float dtype (`exact`); every other array
+as the scheme says. A compressed broadcast's metadata says the scheme, e.g. `topk:0.01+int8;varint`
+(serialization writes that metadata compactly, see `compact_meta`); a compressed update says only
+the index code, in its frame (core/updateframe.py), since the site was asked for the scheme. Per
 array the packed bytes are: with top-k, the kept positions, either as LEB128 varints of the gaps
 between them (`varint`, about 1 byte per kept entry when the gaps are short) or as a bitmap of
 ⌈n/8⌉ bytes (`bitmap`), whichever is smaller for the whole message; then the values (fp16/bf16:
@@ -53,10 +54,10 @@ QUANTIZERS = ("fp16", "bf16", "int8", "int4")
 LEVELS = {"int8": 127, "int4": 7}
 #: The largest int8/int4 scale: 127 · scale stays below float32's maximum.
 MAX_SCALE = float(np.finfo(np.float32).max) / 128
-#: Arrays of fewer entries (biases, batch-norm statistics, a logistic model's few weights) are packed
-#: exactly, at their own float dtype: a lossy batch-norm variance can turn negative (NaN), and what
-#: they would save is a few bytes.
-MIN_ENTRIES = 128
+#: The state names (last part) that travel exactly: a lossy batch-norm running variance can turn
+#: negative and give NaN predictions (the first synthetic-scans run with top-k did), and the running
+#: mean belongs with it.
+EXACT_STATE = ("running_mean", "running_var")
 #: Significant digits a compressed message keeps of its metadata's floats (a site's train_loss):
 #: a lossy message need not carry 17 digits of a scalar nothing is computed from.
 META_DIGITS = 6
@@ -125,6 +126,12 @@ def packed_names(arrays: Mapping[str, np.ndarray]) -> list[str]:
     return sorted(arrays)
 
 
+def exact(name: str, size: int) -> bool:
+    """Whether an array travels exactly in every scheme: a batch-norm running statistic, or a single
+    entry (4 bytes exact; a scale alone takes 4)."""
+    return size < 2 or name.rpartition(".")[2] in EXACT_STATE
+
+
 def compact_meta(meta: object) -> object:
     """A compressed message's metadata with its floats cut to `META_DIGITS` significant digits."""
     if isinstance(meta, float):
@@ -162,7 +169,8 @@ def encode(arrays: Mapping[str, np.ndarray], scheme: Scheme,
     if not names:
         return dict(arrays), None
     flats = [np.asarray(arrays[name]).reshape(-1) for name in names]
-    indices = [_top(flat, scheme.topk) if flat.size >= MIN_ENTRIES else None for flat in flats] \
+    lossy = [not exact(name, flat.size) for name, flat in zip(names, flats, strict=True)]
+    indices = [_top(flat, scheme.topk) if keep else None for flat, keep in zip(flats, lossy, strict=True)] \
         if scheme.topk is not None else None
     chunks, code = [], None
     if indices is not None:
@@ -172,7 +180,7 @@ def encode(arrays: Mapping[str, np.ndarray], scheme: Scheme,
         code, chosen = min((("varint", varints), ("bitmap", bitmaps)), key=lambda c: sum(len(b) for b in c[1]))
         streams = iter(chosen)
     for i, flat in enumerate(flats):
-        if flat.size < MIN_ENTRIES:
+        if not lossy[i]:
             chunks.append(flat.astype(flat.dtype.newbyteorder("<")).tobytes())
             continue
         if indices is not None:
@@ -264,7 +272,7 @@ def decode(parts: Mapping[str, np.ndarray], codec: object, like: Mapping[str, np
         ref = like[name]
         size = int(np.size(ref))
         dtype = np.dtype(ref.dtype) if np.dtype(ref.dtype) in _FLOATS else np.dtype("<f4")
-        if size < MIN_ENTRIES:
+        if exact(name, size):
             out[name] = reader.array(name, dtype.str, size, "values").reshape(np.shape(ref))
             continue
         count, index = size, None

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save
 
-from fedcare.core import compression
+from fedcare.core import compression, updateframe
 from fedcare.core.errors import ParamsError
 from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params, validate_params
@@ -246,11 +246,20 @@ METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 def update_to_bytes(update: Update, round_: int | None = None, scheme: compression.Scheme = compression.NONE,
                     rng: np.random.Generator | None = None) -> bytes:
-    """`round_`, when given, travels with the update, so that it cannot be replayed in another round."""
+    """`round_`, when given, travels with the update, so that it cannot be replayed in another round.
+    With an active `scheme` the update is compressed and framed compactly (core/updateframe.py): the
+    receiver reads it knowing the scheme it asked for and the site it came from."""
+    if scheme.active:
+        validate_params(update.grad, finite=False)
+        parts, codec = compression.encode(update.grad, scheme, rng)
+        packed = parts[compression.PACKED].tobytes() if codec is not None else b""
+        frame = updateframe.pack(codec.partition(";")[2] if codec else "", round_, update.num_examples,
+                                 update.metrics)
+        return save({compression.PACKED: np.frombuffer(frame + packed, np.uint8)})
     meta = {"site_id": update.site_id, "num_examples": update.num_examples, "metrics": update.metrics}
     if round_ is not None:
         meta["round"] = round_
-    return params_to_bytes(update.grad, meta, scheme, rng)
+    return params_to_bytes(update.grad, meta)
 
 
 def fit_reply_to_bytes(update: Update, request: FitRequest) -> bytes:
@@ -262,16 +271,22 @@ def fit_reply_to_bytes(update: Update, request: FitRequest) -> bytes:
 
 
 def update_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, np.ndarray],
-                      round_: int | None = None) -> Update:
-    """Decode and validate a site's update; its arrays are read-only views into `data`. With
-    `round_`, the update must say it was trained for that round."""
-    grad, meta = params_from_bytes(data, like, what="update")
-    try:
-        site_id = str(meta["site_id"])
-        num_examples = meta["num_examples"]
-        metrics = dict(meta.get("metrics", {}))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ParamsError(f"update metadata is malformed ({exc})") from None
+                      round_: int | None = None, compress: str = "none", sender: str | None = None) -> Update:
+    """Decode and validate a site's update; its arrays are read-only views into `data` (decoded
+    copies when compressed). With `round_`, the update must say it was trained for that round. An
+    update asked for with an active `compress` scheme must travel compressed, framed compactly, and
+    comes from `sender`, the site the receiver knows it talks to."""
+    if compression.parse_scheme(compress).active:
+        grad, site_id, num_examples, metrics, sent_round = _compressed_update(data, like, compress, sender)
+        meta = {"round": sent_round} if sent_round is not None else {}
+    else:
+        grad, meta = params_from_bytes(data, like, what="update")
+        try:
+            site_id = str(meta["site_id"])
+            num_examples = meta["num_examples"]
+            metrics = dict(meta.get("metrics", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ParamsError(f"update metadata is malformed ({exc})") from None
     if not _is_int(num_examples) or not 0 < num_examples <= MAX_EXAMPLES:
         raise ParamsError(f"update from '{site_id[:64]}' claims {str(num_examples)[:40]} examples; it must be "
                           f"a whole number from 1 to {MAX_EXAMPLES}")
@@ -286,6 +301,25 @@ def update_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, n
     if round_ is not None and meta.get("round") != round_:
         raise ParamsError(f"the update was trained for round {str(meta.get('round'))[:20]}, not for round {round_}")
     return Update(site_id, grad, num_examples, {k: float(v) for k, v in metrics.items()})
+
+
+def _compressed_update(data: bytes | bytearray | memoryview, like: Mapping[str, np.ndarray], compress: str,
+                       sender: str | None) -> tuple[Params, str, object, dict, int | None]:
+    if sender is None:
+        raise ParamsError("a compressed update can only be read by a receiver that knows which site sent it")
+    try:
+        arrays, meta = _decode(data, "update")
+    except _Malformed as exc:
+        raise ParamsError(f"update is not valid safetensors bytes ({exc})") from None
+    packed = arrays.get(compression.PACKED)
+    if meta or set(arrays) != {compression.PACKED} or packed.dtype != np.uint8 or packed.ndim != 1:
+        raise ParamsError(f"update was asked for as '{compress}': it must hold only the uint8 entry "
+                          f"'{compression.PACKED}' and no JSON metadata")
+    frame = updateframe.Frame(packed.data, sender)
+    codec = f"{compress};{frame.code}" if frame.code else compress
+    grad = compression.decode({compression.PACKED: packed[frame.end:]}, codec, like, "update")
+    validate_params(grad, like, "update")
+    return {k: grad[k] for k in like}, sender, frame.num_examples, frame.metrics, frame.round
 
 
 def save_params(path: str | Path, params: Mapping[str, np.ndarray], meta: Mapping[str, object] | None = None) -> None:

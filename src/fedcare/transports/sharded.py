@@ -113,8 +113,7 @@ class ShardedTransport:
                     result.refused[sid] = declined
                 else:
                     request = requests[sid]
-                    self._traffic.upload(receive(result, sid, next(arrived), parts[request.skip], request.round,
-                                                 message))
+                    self._traffic.upload(receive(result, sid, next(arrived), parts[request.skip], request, message))
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:

@@ -119,8 +119,7 @@ class SimulationTransport:
             except SiteDeclined as exc:
                 result.refused[site_id] = str(exc)
                 continue
-            self._traffic.upload(receive(result, site_id, blob, scoped(message, request.skip), request.round,
-                                         message))
+            self._traffic.upload(receive(result, site_id, blob, scoped(message, request.skip), request, message))
         return result
 
     def evaluate(self, params: Params, site_ids: Sequence[str], splits: Sequence[Split]) -> dict[str, SiteMetrics]:
@@ -130,13 +129,13 @@ class SimulationTransport:
                 for sid in site_ids}
 
 
-def receive(result: FitResult, site_id: str, blob: bytes | memoryview, message: Params, round_: int,
+def receive(result: FitResult, site_id: str, blob: bytes | memoryview, message: Params, request: FitRequest,
             whole: Params | None = None) -> int:
     """Validate one site's update bytes into `result` (or refuse it there); returns the bytes moved.
     With `whole`, the site answered a scoped message: what it was not sent is filled with zeros, so
     the strategy sees updates of one shape (and the modality mean gives those zeros no weight)."""
     try:
-        update = update_from_bytes(blob, message, round_=round_)
+        update = update_from_bytes(blob, message, round_=request.round, compress=request.compress, sender=site_id)
     except ParamsError as exc:
         result.refused[site_id] = str(exc)
         return len(blob)

@@ -304,7 +304,8 @@ class SiteAgent:
             return
         message = self._params(task)
         party = SecureSiteRound(self.s.site_id, task["round"], SecurePlan.from_json(task["secure"]))
-        update = update_from_bytes(blob, split_broadcast(message)[0])
+        request = FitRequest(**task["request"])
+        update = update_from_bytes(blob, split_broadcast(message)[0], compress=request.compress, sender=self.s.site_id)
         party.prepare(update, message)  # its DP noise, if any, comes from the OS: never from a known seed
         self._party = party
         self._post_json(task, {"advert": b64(party.advertise())})

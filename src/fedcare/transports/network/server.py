@@ -141,7 +141,8 @@ def create_app(control: Control, credentials: Credentials, extensions: Sequence[
             raise Refused(409, f"task {task_id} is a {task.kind} task; send its answer to /answer")
         body = await _read(request, control.max_body)
         try:
-            received = update_from_bytes(body, message, round_=task.round)
+            compress = task.bodies[site_id].get("request", {}).get("compress", "none")  # what the site was asked
+            received = update_from_bytes(body, message, round_=task.round, compress=compress, sender=site_id)
         except ParamsError as exc:
             reason = f"update refused: {exc}{_scope_hint(task, site_id)}"
             control.board.refuse(site_id, task_id, reason)
