@@ -117,7 +117,8 @@ def _frame_update(scheme: str = "topk:0.1+int8", round_: int = 3) -> tuple[bytes
     ("sent plain", "only the uint8 entry"), ("no sender", "knows which site"), ("cut frame", "frame ends inside"),
     ("first byte", "index code must be"), ("unsorted metrics", "sorted name order"),
     ("unknown metric key", "names no known metric"), ("bad metric name", "not a short identifier"),
-    ("nan metric", "finite number")])
+    ("nan metric", "finite number"), ("many metrics", "at most 32"), ("raw name", r"'\\x1b\[2J\\nINFO"),
+    ("lossy when asked plain", "asked for at full precision")])
 def test_a_compressed_update_frame_is_checked_like_an_update(what, words):
     """The frame carries the round (no replay), the count and the metrics; the receiver supplies the
     sender and the scheme it asked for, and refuses anything else."""
@@ -137,12 +138,25 @@ def test_a_compressed_update_frame_is_checked_like_an_update(what, words):
             "unsorted metrics": framed(bytes([1, 3, 9, 2]) + b"\x02\x01b\x02" + b"\x02\x01a\x02"),  # b=1, a=1
             "unknown metric key": framed(bytes([1, 3, 9, 1, 3 << 2]) + bytes(4)),
             "bad metric name": framed(pack("varint", 3, 9, {"no space": 1.0})),
-            "nan metric": framed(pack("varint", 3, 9, {"train_loss": float("nan")}))}[what]
-    args |= {"replayed": {"round_": 4}, "asked plain": {"compress": "none"}, "no sender": {"sender": None}}.get(what, {})
+            "nan metric": framed(pack("varint", 3, 9, {"train_loss": float("nan")})),
+            "many metrics": framed(bytes([1, 3, 9, 200]) + b"\x02\x01a\x02" * 200),  # refused before reading them
+            "raw name": framed(bytes([1, 3, 9, 2]) + b"\x02\x01b\x02" + b"\x02\x0b\x1b[2J\nINFO\x02"),
+            "lossy when asked plain": params_to_bytes(ARRAYS, {"site_id": "s", "num_examples": 9, "round": 3},
+                                                      parse_scheme("int8"))}[what]
+    args |= {"replayed": {"round_": 4}, "asked plain": {"compress": "none"}, "no sender": {"sender": None},
+             "lossy when asked plain": {"compress": "none"}}.get(what, {})
     with pytest.raises(ParamsError, match=words):
         update_from_bytes(body, like, **args)
     got = update_from_bytes(blob, like, round_=3, compress="topk:0.1+int8", sender="s")
     assert got.metrics == {"rows.image": 7.0, "train_loss": 0.5} and got.num_examples == 9
+
+
+def test_epsilon_travels_exactly_in_a_compressed_update():
+    """A privacy figure is never rounded down on the way (float32 would round 0.1 + 2⁻²⁹ down)."""
+    epsilon = 0.1 + 2 ** -29
+    update = Update("s", ARRAYS, 9, {"epsilon": epsilon, "train_loss": 0.1 + 2 ** -29})
+    got = update_from_bytes(update_to_bytes(update, 1, parse_scheme("int8")), ARRAYS, 1, "int8", "s")
+    assert got.metrics["epsilon"] == epsilon and got.metrics["train_loss"] == float(np.float32(epsilon)) < epsilon
 
 
 @pytest.mark.parametrize("text, words", [("topk:2", "between 0 and 1"), ("int8+topk:0.1", "sparsifier first"),

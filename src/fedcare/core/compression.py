@@ -58,8 +58,8 @@ MAX_SCALE = float(np.finfo(np.float32).max) / 128
 #: negative and give NaN predictions (the first synthetic-scans run with top-k did), and the running
 #: mean belongs with it.
 EXACT_STATE = ("running_mean", "running_var")
-#: Significant digits a compressed message keeps of its metadata's floats (a site's train_loss):
-#: a lossy message need not carry 17 digits of a scalar nothing is computed from.
+#: Significant digits a compressed broadcast keeps of its metadata's floats: a lossy message need
+#: not carry 17 digits of a scalar nothing is computed from.
 META_DIGITS = 6
 INDEX_CODES = ("varint", "bitmap")
 _FLOATS = (np.dtype("<f4"), np.dtype("<f8"))

@@ -84,18 +84,23 @@ def params_to_bytes(params: Mapping[str, np.ndarray], meta: Mapping[str, object]
 
 
 def params_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, np.ndarray] | None = None,
-                      what: str = "params", layout: Mapping[str, np.ndarray] | None = None) -> tuple[Params, dict]:
+                      what: str = "params", layout: Mapping[str, np.ndarray] | None = None,
+                      lossy: bool = True) -> tuple[Params, dict]:
     """Decode and validate; the returned order follows `like` when given (the model's order).
 
     The arrays are read-only views into `data` (no copy of the tensors is made), except those of a
     compressed message, which are decoded (and checked part by part) into new dense arrays; a
     compressed message can only be read with `like` (or, where the arrays are not checked against
-    expected ones, `layout`), which gives the names and shapes both sides agree on.
+    expected ones, `layout`), which gives the names and shapes both sides agree on. With `lossy`
+    False a compressed message is refused (an update asked for at full precision).
     """
     try:
         arrays, meta = _decode(data, what)
     except _Malformed as exc:
         raise ParamsError(f"{what} are not valid safetensors bytes ({exc})") from None
+    if _CODEC_KEY in meta and not lossy:
+        raise ParamsError(f"{what} travels compressed ({str(meta[_CODEC_KEY])[:64]!r}) but was asked for at full "
+                          "precision")
     if _CODEC_KEY in meta:
         arrays = compression.decode(arrays, meta.pop(_CODEC_KEY), like if like is not None else layout, what)
     else:
@@ -239,7 +244,7 @@ def _read_meta(meta: object) -> dict:
 
 #: What an update's metadata may hold: a site's scalars are few, named like identifiers, and finite;
 #: its count of examples fits in a float64 exactly (a weight above 2**53 is no count of patients).
-MAX_METRICS = 32
+MAX_METRICS = updateframe.MAX_METRICS
 MAX_EXAMPLES = 2 ** 53
 METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
@@ -280,7 +285,7 @@ def update_from_bytes(data: bytes | bytearray | memoryview, like: Mapping[str, n
         grad, site_id, num_examples, metrics, sent_round = _compressed_update(data, like, compress, sender)
         meta = {"round": sent_round} if sent_round is not None else {}
     else:
-        grad, meta = params_from_bytes(data, like, what="update")
+        grad, meta = params_from_bytes(data, like, what="update", lossy=False)
         try:
             site_id = str(meta["site_id"])
             num_examples = meta["num_examples"]

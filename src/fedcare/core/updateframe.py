@@ -18,8 +18,10 @@ scheme (the one its fit request named). What does travel, in order:
 
 Varints are LEB128 (7 bits a byte, low bits first), at most 10 bytes. A float metric travels as
 float32 when float32 holds it (a compressed message is lossy; 7 significant digits of a loss are
-plenty), as float64 otherwise. `unpack` trusts nothing: every read is bounds-checked, and the names,
-counts and values are checked again by core/serialization.py like those of any update.
+plenty), as float64 otherwise and always for `epsilon`, which must never be reported smaller than
+it is. `Frame` trusts nothing: every read is bounds-checked, at most `MAX_METRICS` are read, a name
+is quoted with repr in an error (it is the sender's text), and the names, counts and values are
+checked again by core/serialization.py like those of any update.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ CODES = ("", "varint", "bitmap")
 KNOWN = ("train_loss", "epsilon")
 FLOAT32, FLOAT64, INTEGER = 0, 1, 2
 MAX_NAME = 64
+#: At most this many metrics an update (core/serialization.py checks uncompressed updates the same).
+MAX_METRICS = 32
+#: Metrics that travel as float64 always: a privacy figure rounded to float32 could be reported smaller.
+EXACT = ("epsilon",)
 _F32_MAX = 3.4028234663852886e38
 _F32_TINY = 1.1754943508222875e-38  # below this float32 loses digits (subnormal)
 
@@ -48,16 +54,16 @@ def pack(code: str, round_: int | None, num_examples: int, metrics: Mapping[str,
     for name in sorted(metrics):
         value = metrics[name]
         k = KNOWN.index(name) + 1 if name in KNOWN else 0
-        if isinstance(value, int):  # bool too: a site's metric is a count or a float
-            v = int(value)
-            kind, body = INTEGER, varint(2 * v if v >= 0 else -2 * v - 1)  # zigzag
-        elif value == 0 or (math.isfinite(value) and _F32_TINY <= abs(value) <= _F32_MAX):
+        if isinstance(value, int) and not isinstance(value, bool):
+            kind, body = INTEGER, varint(2 * value if value >= 0 else -2 * value - 1)  # zigzag
+        elif isinstance(value, float) and name not in EXACT and (
+                value == 0 or (math.isfinite(value) and _F32_TINY <= abs(value) <= _F32_MAX)):
             kind, body = FLOAT32, struct.pack("<f", value)
-        else:
-            kind, body = FLOAT64, struct.pack("<d", value)
+        else:  # anything else travels as float64, and the receiver refuses what is not a finite number
+            kind, body = FLOAT64, struct.pack("<d", float(value) if isinstance(value, (int, float)) else math.nan)
         out += varint((k << 2) | kind)
-        if k == 0:
-            raw = name.encode("ascii", "replace")[:MAX_NAME]
+        if k == 0:  # as the site spelt it: the receiver refuses a name that is long or not ASCII
+            raw = name.encode("utf-8")
             out += varint(len(raw)) + raw
         out += body
     return bytes(out)
@@ -85,7 +91,9 @@ class Frame:
         self.code = CODES[first]
         self.round = self._varint("its round") or None
         self.num_examples = self._varint("its number of examples")
-        count = self._varint("its number of metrics")  # each takes 2 bytes or more: the body bounds the loop
+        count = self._varint("its number of metrics")
+        if count > MAX_METRICS:
+            raise ParamsError(f"{self._who} holds {count} metrics; at most {MAX_METRICS} are accepted")
         self.metrics: dict[str, object] = {}
         for _ in range(count):
             key = self._varint("a metric's key")
@@ -94,13 +102,13 @@ class Frame:
                 raise ParamsError(f"{self._who}: metric key {key} names no known metric or value type")
             name = KNOWN[k - 1] if k else self._name()
             if self.metrics and name <= next(reversed(self.metrics)):
-                raise ParamsError(f"{self._who}: its metrics must be in sorted name order, each once ('{name}')")
+                raise ParamsError(f"{self._who}: its metrics must be in sorted name order, each once ({name!r})")
             if kind == INTEGER:
-                z = self._varint(f"metric '{name}'")
+                z = self._varint(f"metric {name!r}")
                 self.metrics[name] = (z >> 1) ^ -(z & 1)
             else:
                 size, fmt = (4, "<f") if kind == FLOAT32 else (8, "<d")
-                self.metrics[name] = struct.unpack(fmt, self._take(size, f"metric '{name}'"))[0]
+                self.metrics[name] = struct.unpack(fmt, self._take(size, f"metric {name!r}"))[0]
         self.end = self._at
 
     def _take(self, n: int, part: str) -> memoryview:
