@@ -74,7 +74,7 @@ def run_cli(*args: str, cwd: Path, path: tuple[str, ...] = ()) -> subprocess.Com
     env["NO_COLOR"] = "1"
     env["OMP_NUM_THREADS"] = "1"
     return subprocess.run([sys.executable, "-m", "fedcare", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def named(site, split: str) -> dict[str, np.ndarray]:
@@ -113,6 +113,26 @@ os.environ.setdefault("FEDCARE_REPORT_FIGURES", "0")
 # Generated demo data (synthetic-scans) goes to a cache of the tests' own, never the user's home.
 os.environ.setdefault("FEDCARE_CACHE", str(Path(tempfile.gettempdir()) / "fedcare-test-cache"))
 
+
+
+def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
+    """The folder `name` that `build(folder)` fills, built once per test session: under pytest-xdist the
+    first worker to ask builds it in the session's shared folder and the others wait and read it (an
+    expensive reference run otherwise trains on every worker). Treat it as read-only: copy it first."""
+    if worker_id == "master":
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, above each worker's own
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.is_file():
+            folder.mkdir(exist_ok=True)
+            build(folder)
+            done.touch()
+    return folder
 
 @pytest.fixture
 def deployment(tmp_path):

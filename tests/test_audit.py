@@ -16,20 +16,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HEART_SITES, built_once, examples, run_cli
 
 import fedcare
-from conftest import HEART_SITES, examples, run_cli
-from fedcare.interfaces import audit
 from fedcare.core.errors import ConfigError
+from fedcare.interfaces import audit
 
-OVERFIT = dict(model="mlp", hidden=[128], local_epochs=30, lr=0.3, batch_size=8, rounds=5,
-               personalization="finetune", finetune_epochs=30, baselines=False, seed=0)
+OVERFIT = {"model": "mlp", "hidden": [128], "local_epochs": 30, "lr": 0.3, "batch_size": 8, "rounds": 5,
+           "personalization": "finetune", "finetune_epochs": 30, "baselines": False, "seed": 0}
 
 
 @pytest.fixture(scope="module")
-def overfit_run(tmp_path_factory) -> Path:
+def overfit_run(tmp_path_factory, worker_id) -> Path:
+    """This worker's own copy (the audits write into it) of the one overfit run of the session."""
+    shared = built_once(tmp_path_factory, worker_id, "audit-overfit",
+                        lambda folder: fedcare.simulate(out=folder / "overfit", **OVERFIT))
     out = tmp_path_factory.mktemp("audit") / "overfit"
-    fedcare.simulate(out=out, **OVERFIT)
+    shutil.copytree(shared / "overfit", out)
     return out
 
 

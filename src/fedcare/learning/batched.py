@@ -30,6 +30,7 @@ from fedcare.core.messages import FitRequest
 from fedcare.core.params import Params
 from fedcare.core.update import Update
 from fedcare.learning.batches import Batches
+from fedcare.learning.localopt import LocalOptimizer
 from fedcare.learning.models import set_params
 
 
@@ -267,12 +268,12 @@ def _rows(sites: Mapping[str, Batches], ids: Sequence[str], orders: Sequence[tor
 
 
 def warm_up() -> None:
-    """Pay PyTorch's first-use costs (the loop's first optimizer step and DP-SGD's per-patient
-    torch.func.grad import torch._dynamo; vmap sets itself up: about 1.5 s together) on a throwaway
-    model, so that a worker started before the data is read pays them while the data is prepared,
-    not in its first round."""
+    """Pay PyTorch's first-use costs (the loop's first backward and step; vmap sets itself up) on a
+    throwaway model, so that a worker started before the data is read pays them while the data is
+    prepared, not in its first round. Not DP-SGD's per-patient torch.func.grad: its first use imports
+    torch._dynamo (about 2.8 CPU s), which only a DP-SGD run needs, and pays, in its first round."""
     model = nn.Linear(2, 2)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = LocalOptimizer(model.parameters(), 0.1, "sgd")
     x = torch.zeros(3, 4, 2)
     model(x[0]).sum().backward()
     opt.step()
@@ -282,4 +283,4 @@ def warm_up() -> None:
 
     stacked = {k: v.detach().expand(3, *v.shape).clone() for k, v in model.named_parameters()}
     site_grads(lambda p, xb: (loss(p, xb), loss(p, xb)), {k: v.clone().requires_grad_() for k, v in stacked.items()}, x)
-    vmap(grad(lambda p, xb: vmap(lambda xi: loss(p, xi.unsqueeze(0)))(xb).sum()))(stacked, x)
+    vmap(lambda p, xb: loss(p, xb))(stacked, x)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fedcare.learning.batches import Batches
+from fedcare.learning.localopt import LocalOptimizer
 
 
 def use_threads(threads: int) -> None:
@@ -26,8 +27,7 @@ def train_epochs(model: nn.Module, data: Batches, *, epochs: int, lr: float, bat
     """
     params = list(model.parameters())
     chosen = list(trainable) if trainable is not None else params
-    opt: torch.optim.Optimizer = (torch.optim.Adam(chosen, lr=lr) if optimizer == "adam"
-                                  else torch.optim.SGD(chosen, lr=lr))
+    opt = LocalOptimizer(chosen, lr, optimizer)
     gen = torch.Generator().manual_seed(seed)
     penalty = getattr(model, "penalty", None)  # a model's own regulariser (fusion's omics encoder)
     model.train()
@@ -39,7 +39,7 @@ def train_epochs(model: nn.Module, data: Batches, *, epochs: int, lr: float, bat
             order = torch.randperm(len(data), generator=gen)
             losses = []
             for inputs, targets, size in data.epoch(order, batch_size):
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 data_loss = data.task.loss(model(inputs), targets)
                 loss = data_loss + penalty() if penalty is not None else data_loss
                 if anchor is not None and mu > 0:
