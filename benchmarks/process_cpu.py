@@ -21,29 +21,10 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1] / "src"
+SIMULATE = ["-m", "fedcare", "simulate", "--rounds", "1", "--no-baselines", "--out", "run"]
 CASES = {
-    "simulate": [
-        "-m",
-        "fedcare",
-        "simulate",
-        "--rounds",
-        "1",
-        "--no-baselines",
-        "--out",
-        "run",
-    ],
-    "simulate-adam": [
-        "-m",
-        "fedcare",
-        "simulate",
-        "--rounds",
-        "1",
-        "--no-baselines",
-        "--optimizer",
-        "adam",
-        "--out",
-        "run",
-    ],
+    "simulate": SIMULATE,
+    "simulate-adam": [*SIMULATE, "--optimizer", "adam"],
     "worker-warm-up": ["-c", "from fedcare.learning.batched import warm_up; warm_up()"],
 }
 
