@@ -114,7 +114,6 @@ os.environ.setdefault("FEDCARE_REPORT_FIGURES", "0")
 os.environ.setdefault("FEDCARE_CACHE", str(Path(tempfile.gettempdir()) / "fedcare-test-cache"))
 
 
-
 def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
     """The folder `name` that `build(folder)` fills, built once per test session: under pytest-xdist the
     first worker to ask builds it in the session's shared folder and the others wait and read it (an
@@ -133,6 +132,7 @@ def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
             build(folder)
             done.touch()
     return folder
+
 
 @pytest.fixture
 def deployment(tmp_path):

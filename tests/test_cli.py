@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from filelock import FileLock
 
-from conftest import HEART_SITES, cohort_frame, run_cli, write_csv
+from conftest import HEART_SITES, built_once, cohort_frame, run_cli, write_csv
 
 
 def test_simulate_prints_the_site_table_and_writes_the_run(tmp_path):
@@ -123,18 +122,17 @@ BAD_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory, worker_id):
-    """The 12 refused runs, made once per test session: with pytest-xdist the first worker makes them
-    in the session's shared folder and the others read what it kept (12 CLI starts each otherwise)."""
-    if worker_id == "master":
-        return _bad_runs(tmp_path_factory.mktemp("bad"))
-    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, above each worker's own
-    kept = shared / "bad-runs.json"
-    with FileLock(str(kept) + ".lock"):
-        if not kept.is_file():
-            root, results = _bad_runs(shared / "bad")
-            kept.write_text(json.dumps({case: [p.returncode, p.stdout, p.stderr] for case, p in results.items()}))
-    saved = json.loads(kept.read_text())
-    return shared / "bad", {case: subprocess.CompletedProcess([], code, out, err)
+    """The 12 refused runs, made once per test session (conftest.built_once; 12 CLI starts on every
+    xdist worker otherwise)."""
+
+    def build(folder: Path) -> None:
+        _, results = _bad_runs(folder / "bad")
+        (folder / "bad-runs.json").write_text(json.dumps({case: [p.returncode, p.stdout, p.stderr]
+                                                          for case, p in results.items()}))
+
+    folder = built_once(tmp_path_factory, worker_id, "bad-runs", build)
+    saved = json.loads((folder / "bad-runs.json").read_text())
+    return folder / "bad", {case: subprocess.CompletedProcess([], code, out, err)
                             for case, (code, out, err) in saved.items()}
 
 
