@@ -220,8 +220,11 @@ def _impostor(task, honest: dict, agent: HostileAgent) -> bool:
     for claimed in ("cleveland", "no-such-site"):
         advert = b64(encode_message(KeyAdvert(claimed, os.urandom(32), os.urandom(32))))
         agent.send(f"keys as {claimed}", "POST", path, json.dumps({"advert": advert}).encode())
-    while agent.raw.get(f"/v1/tasks/{task['id']}/params").status_code == 200:
-        time.sleep(0.2)  # va's own keys never come: it drops out of round 1, then polls again at once
+    # va's own keys never come: it drops out of round 1. It polls for its task back to back, as an
+    # agent between tasks does: the first poll after round 1's keys task closes ends va's silence
+    # (board.py), so the next round waits for it however fast the other sites answer.
+    while (poll := agent.raw.get("/v1/task", params={"wait": 0})).status_code == 200 and poll.json()["id"] == task["id"]:
+        time.sleep(0.02)
     return True
 
 
