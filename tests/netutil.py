@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import yaml
 
 from conftest import SRC
+from fedcare.transports.network.agent import AgentSettings, AgentStopped, SiteAgent
 from fedcare.transports.network.credentials import (AdminCredential, SiteCredential, client_ssl_context,
                                                     init_authority, issue_site)
 
@@ -42,6 +44,7 @@ class Deployment:
     config: dict
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    held: list[HeldAgent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pki = self.root / "pki"
@@ -94,6 +97,18 @@ class Deployment:
                                   str(self.pki / "sites" / f"{site}.json"), *source,
                                   "--state", str(self.root / "agents" / site), *extra], stdin=stdin)
 
+    def start_held(self, hold: int) -> HeldAgent:
+        """The coordinator with the run under way, agents for all sites but the last, and a HeldAgent
+        for the last that holds its round-`hold` update: returns once rounds 1 to hold - 1 are
+        closed and checkpointed and round `hold` waits for it, however fast the rounds go."""
+        self.start_coordinator("--start")
+        for site in self.sites[:-1]:
+            self.start_agent(site)
+        agent = HeldAgent(self, self.sites[-1], hold)
+        self.held.append(agent)
+        assert agent.holding.wait(timeout=240), f"round {hold} never came\n{self.log('coordinator')}"
+        return agent
+
     def start_all(self) -> None:
         """The coordinator, started with the run under way, and one agent per site."""
         self.start_coordinator("--start")
@@ -133,6 +148,8 @@ class Deployment:
         proc.wait(timeout=30)
 
     def close(self) -> None:
+        for agent in self.held:
+            agent.stop()
         for name, proc in list(self.procs.items()):
             if proc.poll() is None:
                 proc.terminate()
@@ -141,3 +158,44 @@ class Deployment:
                 except subprocess.TimeoutExpired:
                     proc.kill()
         self.client.close()
+
+
+class HeldAgent(SiteAgent):
+    """A real agent for `site` (its rows of the bundled heart-disease data, in a thread of this
+    process) that holds its update for round `hold` until `release()`: a test can then kill or damage
+    the coordinator while the run is certainly under way. Trained as a `fedcare site` process trains."""
+
+    def __init__(self, d: Deployment, site: str, hold: int):
+        cred = SiteCredential.load(d.pki / "sites" / f"{site}.json")
+        super().__init__(AgentSettings(d.url, site, cred.token, d.root / "agents" / site,
+                                       client_ssl_context(cred.ca_pem), dataset="heart-disease"),
+                         say=lambda text: None)
+        self.hold = hold
+        self.holding = threading.Event()
+        self._released = threading.Event()
+        self._stopped = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._released.set()
+
+    def _serve(self) -> None:
+        try:
+            self.run()
+        except AgentStopped:
+            pass
+
+    def _put_update(self, task: dict, blob: bytes) -> None:
+        if task["round"] == self.hold and not self._released.is_set():
+            self.holding.set()
+            self._released.wait()
+        super()._put_update(task, blob)
+
+    def _request(self, method: str, path: str, **kwargs) -> object:
+        if self._stopped:
+            raise AgentStopped("the test is over")
+        return super()._request(method, path, **kwargs)

@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import HEART_SITES, run_cli
-from netutil import Deployment
+from netutil import Deployment, HeldAgent
 
 from fedcare.core.serialization import load_params
 from fedcare.interfaces.api import simulate
@@ -29,10 +29,13 @@ def deployment(tmp_path):
     d.close()
 
 
-def _after_rounds(d: Deployment, n: int) -> dict:
-    status = d.wait_for(lambda s: len(s.get("rounds", [])) >= n, what=f"{n} rounds")
+def _killed_after_round_2(d: Deployment) -> tuple[dict, HeldAgent]:
+    """The coordinator killed while round 3 waits for va: rounds 1 and 2 closed and checkpointed."""
+    va = d.start_held(hold=3)
+    status = d.status()
+    assert [r["round"] for r in status["rounds"]] == [1, 2]
     d.kill("coordinator")
-    return status
+    return status, va
 
 
 def _same_model_as_the_simulation(d: Deployment, status: dict, tmp_path) -> None:
@@ -45,13 +48,13 @@ def _same_model_as_the_simulation(d: Deployment, status: dict, tmp_path) -> None
 
 def test_a_flipped_byte_in_the_checkpoint_stops_the_run_with_one_line(deployment):
     d = deployment
-    d.start_all()
-    before = _after_rounds(d, 2)
+    before, va = _killed_after_round_2(d)
     path = d.run_dir(before) / "checkpoints" / "coordinator.safetensors"
     blob = bytearray(path.read_bytes())
     blob[-3] ^= 0x04  # one bit of one weight
     path.write_bytes(bytes(blob))
     d.start_coordinator()
+    va.release()
     status = d.wait_for(lambda s: s["status"] == "failed", what="the resume to be refused")
     assert status["run_id"] == before["run_id"]
     assert "coordinator.safetensors' is damaged: its SHA-256 does not match" in status["reason"]
@@ -63,8 +66,7 @@ def test_a_flipped_byte_in_the_checkpoint_stops_the_run_with_one_line(deployment
 @pytest.mark.parametrize("fault", ["deleted", "emptied"])
 def test_a_lost_database_the_run_resumes_from_its_folder(deployment, tmp_path, fault):
     d = deployment
-    d.start_all()
-    before = _after_rounds(d, 2)
+    before, va = _killed_after_round_2(d)
     db = tmp_path / "state" / "coordinator.db"
     for suffix in ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
@@ -75,6 +77,7 @@ def test_a_lost_database_the_run_resumes_from_its_folder(deployment, tmp_path, f
         db.write_bytes(b"")
     d.start_coordinator()
     assert "holds an unfinished run's checkpoint: resuming it" in d.log("coordinator")
+    va.release()
     status = d.wait_completed()
     assert status["run_id"] == before["run_id"]
     assert status["rounds"][-1]["round"] == 6
@@ -111,10 +114,10 @@ def _read_only(path, on: bool) -> None:
 
 def test_a_read_only_run_folder_pauses_the_run_until_access_is_restored(deployment, tmp_path):
     d = deployment
-    d.start_all()
-    before = d.wait_for(lambda s: len(s.get("rounds", [])) >= 1, what="a round")
-    run_dir = d.run_dir(before)
+    va = d.start_held(hold=2)  # round 1 is written; round 2 waits for va
+    run_dir = d.run_dir(d.status())
     _read_only(run_dir, True)
+    va.release()
     try:
         paused = d.wait_for(lambda s: s["status"] == "paused" and "cannot write" in s["reason"],
                             what="the run to pause on the read-only folder")
