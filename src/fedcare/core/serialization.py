@@ -72,6 +72,8 @@ def params_to_bytes(params: Mapping[str, np.ndarray], meta: Mapping[str, object]
     # a simulated corrupt site must be able to send what a broken one would.
     validate_params(params, finite=False)
     meta = dict(meta or {})
+    if _CODEC_KEY in meta:  # the reader would take the message for a compressed one
+        raise ValueError(f"metadata key {_CODEC_KEY!r} is reserved: it names a compressed message's scheme")
     compact = False
     if scheme.active:
         params, codec = compression.encode(params, scheme, rng)
