@@ -160,21 +160,40 @@ class Deployment:
         self.client.close()
 
 
-class HeldAgent(SiteAgent):
-    """A real agent for `site` (its rows of the bundled heart-disease data, in a thread of this
-    process) that holds its update for round `hold` until `release()`: a test can then kill or damage
-    the coordinator while the run is certainly under way. Trained as a `fedcare site` process trains."""
+class ThreadAgent(SiteAgent):
+    """A real agent for `site` (its rows of the bundled heart-disease data) in a thread of the test's
+    process, over TLS with the site's own credential, trained as a `fedcare site` process trains:
+    tests subclass it to hold or attack a task."""
+
+    def __init__(self, d: Deployment, site: str, state: Path, poll_wait: float = 20.0):
+        cred = SiteCredential.load(d.pki / "sites" / f"{site}.json")
+        super().__init__(AgentSettings(d.url, site, cred.token, state, client_ssl_context(cred.ca_pem),
+                                       dataset="heart-disease", poll_wait=poll_wait),
+                         say=lambda text: None)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._serve, daemon=True)
+        thread.start()
+        return thread
+
+    def _serve(self) -> None:
+        try:
+            self.run()
+        except AgentStopped:
+            pass
+
+
+class HeldAgent(ThreadAgent):
+    """A ThreadAgent that holds its update for round `hold` until `release()`: a test can then kill or
+    damage the coordinator while the run is certainly under way."""
 
     def __init__(self, d: Deployment, site: str, hold: int):
-        cred = SiteCredential.load(d.pki / "sites" / f"{site}.json")
-        super().__init__(AgentSettings(d.url, site, cred.token, d.root / "agents" / site,
-                                       client_ssl_context(cred.ca_pem), dataset="heart-disease"),
-                         say=lambda text: None)
+        super().__init__(d, site, d.root / "agents" / site)
         self.hold = hold
         self.holding = threading.Event()
         self._released = threading.Event()
         self._stopped = False
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.start()
 
     def release(self) -> None:
         self._released.set()
@@ -182,12 +201,6 @@ class HeldAgent(SiteAgent):
     def stop(self) -> None:
         self._stopped = True
         self._released.set()
-
-    def _serve(self) -> None:
-        try:
-            self.run()
-        except AgentStopped:
-            pass
 
     def _put_update(self, task: dict, blob: bytes) -> None:
         if task["round"] == self.hold and not self._released.is_set():

@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import HEART_SITES
-from netutil import Deployment, _env, free_port
+from netutil import Deployment, ThreadAgent, _env, free_port
 
 from fedcare.algorithms.aggregators import weighted_mean
 from fedcare.algorithms.pieces import RoundContext
@@ -29,27 +29,19 @@ from fedcare.algorithms.secagg import KeyAdvert, encode_message
 from fedcare.core.serialization import load_params, params_to_bytes, update_to_bytes
 from fedcare.core.update import Update
 from fedcare.federation.guard import REFUSED, trainable
-from fedcare.transports.network.agent import (
-    AgentSettings,
-    AgentStopped,
-    SiteAgent,
-    plain_id,
-)
-from fedcare.transports.network.credentials import SiteCredential, client_ssl_context
+from fedcare.transports.network.agent import AgentStopped, plain_id
+from fedcare.transports.network.credentials import client_ssl_context
 from fedcare.transports.network.secure import b64
 
 BASE = {"dataset": "heart-disease", "seed": 3, "lr": 0.05, "local_epochs": 1}
 
 
-class HostileAgent(SiteAgent):
+class HostileAgent(ThreadAgent):
     """A real agent whose `attacks[kind](task, honest, agent)` runs before it answers a task of that
     kind; an attack returns True when its malicious answer replaces the honest one."""
 
     def __init__(self, d: Deployment, site: str, attacks: dict):
-        cred = SiteCredential.load(d.pki / "sites" / f"{site}.json")
-        super().__init__(AgentSettings(d.url, site, cred.token, d.root / "hostile" / site,
-                                       client_ssl_context(cred.ca_pem), dataset="heart-disease", poll_wait=2.0),
-                         say=lambda text: None)
+        super().__init__(d, site, d.root / "hostile" / site, poll_wait=2.0)
         self.raw = d.site_client(site)
         self.attacks = attacks
         self.statuses: list[tuple[str, int]] = []  # (what, HTTP status) of every malicious request
@@ -72,17 +64,6 @@ class HostileAgent(SiteAgent):
     def _put_update(self, task: dict, blob: bytes) -> None:
         if not self._attack(task, blob):
             super()._put_update(task, blob)
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._loop, daemon=True)
-        thread.start()
-        return thread
-
-    def _loop(self) -> None:
-        try:
-            self.run()
-        except AgentStopped:
-            pass
 
 
 # ----- items 5, 7, 10, 11, 12: hostile answers in preparation, in a round and in the baselines ------
